@@ -1,0 +1,39 @@
+"""ONNX Runtime backend: the CPU default, and the reference the other backends match."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .base import Engine, TensorSpec
+
+
+def _default_threads() -> int:
+    # Leave one core for decode/encode threads on small machines: ORT spinning on every
+    # core starves libx264 and the pipeline gets slower, not faster.
+    n = os.cpu_count() or 1
+    return max(1, n - 1) if n > 2 else n
+
+
+class OnnxRuntimeEngine(Engine):
+    def __init__(self, model: bytes | str, *, threads: int | None = None, providers: list[str] | None = None):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or _default_threads()
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Spinning threads burn the core the encoder needs between batches.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self._session = ort.InferenceSession(model, opts, providers=providers or ["CPUExecutionProvider"])
+        self.inputs = tuple(TensorSpec(i.name, tuple(i.shape), i.type) for i in self._session.get_inputs())
+        self.outputs = tuple(TensorSpec(o.name, tuple(o.shape), o.type) for o in self._session.get_outputs())
+        self._output_names = [o.name for o in self.outputs]
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        expected = {i.name for i in self.inputs}
+        if set(feeds) != expected:
+            raise ValueError(f"engine expects inputs {sorted(expected)}, got {sorted(feeds)}")
+        results = self._session.run(self._output_names, feeds)
+        return dict(zip(self._output_names, results))

@@ -1,0 +1,87 @@
+"""Command line: `python run_pipeline.py INPUT -o OUTPUT [options]`.
+
+Bad input or output prints one line, `error: …`, and exits with status 2; nothing is left
+at the output path. Later commands (`models`, `gallery`, `audit`) hang off `COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .detector import DEFAULT_DETECT_SIZE, DEFAULT_THRESHOLD
+from .errors import AnonswapError
+from .run import MODES, RunConfig, anonymize_video
+
+
+def _positive_int(text: str) -> int:
+    v = int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return v
+
+
+def _probability(text: str) -> float:
+    v = float(text)
+    if not 0.0 < v < 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run_pipeline.py",
+        description="Anonymize every face in a video (streaming; output keeps size, frames, timestamps and audio).",
+    )
+    p.add_argument("input", help="input video file (mp4, mov, mkv, ts, …)")
+    p.add_argument("-o", "--output", required=True, help="output video (.mp4, .mov, .mkv, .ts, .m4v)")
+    p.add_argument("--mode", choices=MODES, default="auto", help="anonymization (default auto: swap when available, else blur)")
+    p.add_argument("--report", metavar="R.json", help="write a JSON run report")
+    p.add_argument("--boxes", metavar="B.jsonl", help="write every anonymized face per frame (JSON Lines)")
+    p.add_argument("--max-frames", type=_positive_int, metavar="N", help="stop after N frames")
+    p.add_argument("--detect-size", type=_positive_int, default=DEFAULT_DETECT_SIZE, metavar="N", help=f"detector working size, long side in pixels (default {DEFAULT_DETECT_SIZE})")
+    p.add_argument("--threshold", type=_probability, default=DEFAULT_THRESHOLD, metavar="T", help=f"face score threshold (default {DEFAULT_THRESHOLD})")
+    p.add_argument("--batch-size", type=_positive_int, default=4, metavar="N", help="frames per detector batch (default 4)")
+    p.add_argument("--crf", type=int, default=20, help="x264 constant rate factor (default 20; lower is better quality)")
+    p.add_argument("--preset", default="veryfast", help="x264 preset (default veryfast)")
+    p.add_argument("--keep-metadata", action="store_true", help="keep container metadata (GPS, device, creation time); stripped by default")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING, format="%(levelname)s: %(message)s")
+    if args.detect_size < 32:
+        print(f"error: --detect-size must be at least 32, got {args.detect_size}", file=sys.stderr)
+        return 2
+    config = RunConfig(
+        mode=args.mode,
+        detect_size=args.detect_size,
+        threshold=args.threshold,
+        batch_size=args.batch_size,
+        max_frames=args.max_frames,
+        keep_metadata=args.keep_metadata,
+        crf=args.crf,
+        preset=args.preset,
+    )
+    log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
+    try:
+        report = anonymize_video(
+            args.input, args.output, config, report_path=args.report, boxes_path=args.boxes, progress=not args.quiet, log=log
+        )
+    except AnonswapError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted; no output written", file=sys.stderr)
+        return 130
+    if not args.quiet:
+        v, f, t = report["video"], report["faces"], report["timing"]
+        log(
+            f"wrote {report['output']}: {v['frames_out']} frames, {f['anonymized']} faces anonymized "
+            f"({f['predicted']} predicted), {len(report['tracks'])} tracks, {t['fps']} fps"
+        )
+    return 0

@@ -1,0 +1,105 @@
+"""Typed records that flow one way through the pipeline.
+
+Each stage takes one of these and returns the next, so no stage needs to know how the
+one before it works: frames → detections → tracked faces → anonymized frames.
+Arrays are per field (supervision's layout) so a frame with no face has fixed empty shapes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+
+
+@dataclass
+class Frame:
+    """One decoded picture with its exact timing.
+
+    `pts` is in units of `time_base` (a Fraction), as in the container: VFR survives only
+    if nobody rounds through a float fps. `audio` holds the audio packets the demuxer read
+    since the previous frame, so they travel in order to the muxer without a second read.
+    """
+
+    index: int
+    pts: int
+    time_base: Fraction
+    image: np.ndarray  # H×W×3 uint8, RGB
+    audio: list = field(default_factory=list)
+
+    @property
+    def time(self) -> float:
+        return float(self.pts * self.time_base)
+
+
+@dataclass
+class Detections:
+    """Faces found in one frame, in full-resolution pixel coordinates."""
+
+    boxes: np.ndarray  # (N, 4) float32 x1, y1, x2, y2
+    scores: np.ndarray  # (N,) float32
+    landmarks: np.ndarray  # (N, 5, 2) float32: right eye, left eye, nose, mouth right, mouth left
+
+    def __post_init__(self) -> None:
+        n = len(self.boxes)
+        if self.boxes.shape != (n, 4) or self.scores.shape != (n,) or self.landmarks.shape != (n, 5, 2):
+            raise ValueError(
+                "Detections expects boxes (N, 4), scores (N,), landmarks (N, 5, 2); got "
+                f"{self.boxes.shape}, {self.scores.shape}, {self.landmarks.shape}"
+            )
+
+    @classmethod
+    def empty(cls) -> "Detections":
+        return cls(
+            np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 5, 2), np.float32)
+        )
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+
+@dataclass
+class Face:
+    """A face to anonymize on one frame: a detection, a live track's prediction, or both.
+
+    `track_id` is None while the tracker has not confirmed the track yet (hysteresis);
+    the face is anonymized all the same. `predicted` means the detector missed it on this
+    frame and the box is the tracker's estimate.
+    """
+
+    box: np.ndarray  # (4,) x1, y1, x2, y2, smoothed
+    landmarks: np.ndarray  # (5, 2)
+    score: float
+    track_id: int | None
+    predicted: bool
+    cover: np.ndarray  # (4,) the box the anonymizer must cover (raw ∪ smoothed, grown when predicted)
+    missed_frames: int = 0
+    person_id: int | None = None
+    source_id: str | None = None
+
+
+@dataclass
+class TrackedFrame:
+    """A frame with the faces that must be anonymized on it."""
+
+    frame: Frame
+    faces: list[Face]
+    detections: int  # raw detector hits on this frame, for the report
+
+
+@dataclass
+class VideoInfo:
+    """What the decoder learned about the input, used by the encoder and the report."""
+
+    path: str
+    width: int
+    height: int
+    time_base: Fraction
+    average_rate: Fraction | None
+    frames_hint: int  # container's frame count, 0 when unknown
+    duration_s: float | None
+    codec: str
+    pix_fmt: str | None
+    audio_streams: int
+    format_name: str

@@ -1,0 +1,162 @@
+"""The run report (JSON) and the per-frame boxes export (JSON Lines) reviewers audit."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+from .records import TrackedFrame, VideoInfo
+from .video_writer import AtomicFile
+
+
+def _r(values, nd=1) -> list:
+    return [round(float(v), nd) for v in values]
+
+
+class BoxesWriter:
+    """One JSON line per output frame: every face anonymized on it, detected or predicted."""
+
+    def __init__(self, path: str):
+        self._file = AtomicFile(path)
+        self._fh = open(self._file.path, "w", encoding="utf-8")
+
+    def write(self, tf: TrackedFrame) -> None:
+        f = tf.frame
+        row = {
+            "frame": f.index,
+            "pts": f.pts,
+            "time": round(f.time, 6),
+            "faces": [
+                {
+                    "track_id": face.track_id,
+                    "box": _r(face.box),
+                    "cover": _r(face.cover),
+                    "score": round(face.score, 4),
+                    "landmarks": [_r(p) for p in face.landmarks],
+                    "predicted": face.predicted,
+                }
+                for face in tf.faces
+            ],
+        }
+        self._fh.write(json.dumps(row, separators=(",", ":")) + "\n")
+
+    def commit(self) -> None:
+        self._fh.close()
+        self._file.commit()
+
+    def discard(self) -> None:
+        self._fh.close()
+        self._file.discard()
+
+
+@dataclass
+class _TrackStats:
+    first_frame: int
+    last_frame: int
+    frames: int = 0
+    predicted: int = 0
+
+
+class ReportBuilder:
+    def __init__(self, input_path: str, output_path: str, mode: str, info: VideoInfo):
+        self.input_path = input_path
+        self.output_path = output_path
+        self.mode = mode
+        self.info = info
+        self.tracks: dict[int, _TrackStats] = {}
+        self.detections = 0
+        self.anonymized = 0
+        self.predicted = 0
+        self.unconfirmed = 0
+        self.frames_with_faces = 0
+        self.stage_ms: dict[str, float] = {}
+        self._done: dict = {}
+
+    def add(self, tf: TrackedFrame) -> None:
+        self.detections += tf.detections
+        self.anonymized += len(tf.faces)
+        self.frames_with_faces += bool(tf.faces)
+        for face in tf.faces:
+            self.predicted += face.predicted
+            if face.track_id is None:
+                self.unconfirmed += 1
+                continue
+            st = self.tracks.setdefault(face.track_id, _TrackStats(tf.frame.index, tf.frame.index))
+            st.last_frame = tf.frame.index
+            st.frames += 1
+            st.predicted += face.predicted
+
+    def finish(self, reader, writer, wall_s: float) -> None:
+        self._done = {
+            "frames_in": writer.frames_written,  # every decoded frame is written; see decode_errors
+            "frames_out": writer.frames_written,
+            "audio_packets": writer.audio_packets,
+            "decode_errors": reader.decode_errors,
+            "timestamp_fixes": reader.timestamp_fixes,
+            "rotation": reader.rotation,
+            "wall_s": wall_s,
+        }
+
+    def to_dict(self) -> dict:
+        info, d = self.info, self._done
+        rate = info.average_rate
+        frames = d["frames_out"]
+        wall = d["wall_s"]
+        return {
+            "input": self.input_path,
+            "output": self.output_path,
+            "mode": self.mode,
+            "video": {
+                "width": info.width,
+                "height": info.height,
+                "fps": float(rate) if rate else None,
+                "fps_exact": f"{rate.numerator}/{rate.denominator}" if rate else None,
+                "time_base": f"{info.time_base.numerator}/{info.time_base.denominator}",
+                "frames_in": d["frames_in"],
+                "frames_out": frames,
+                "duration_s": info.duration_s,
+                "codec_in": info.codec,
+                "audio_streams": info.audio_streams,
+                "audio_packets_copied": d["audio_packets"],
+                "rotation": d["rotation"],
+            },
+            "faces": {
+                "detections": self.detections,
+                "anonymized": self.anonymized,
+                "predicted": self.predicted,
+                "unconfirmed": self.unconfirmed,
+                "frames_with_faces": self.frames_with_faces,
+            },
+            "tracks": [
+                {
+                    "track_id": tid,
+                    "person_id": None,
+                    "source_id": None,
+                    "first_frame": st.first_frame,
+                    "last_frame": st.last_frame,
+                    "frames": st.frames,
+                    "predicted_frames": st.predicted,
+                }
+                for tid, st in sorted(self.tracks.items())
+            ],
+            "timing": {
+                "wall_s": round(wall, 3),
+                "fps": round(frames / wall, 2) if wall > 0 else None,
+                "stages_ms": self.stage_ms,
+            },
+            "decode_errors": d["decode_errors"],
+            "timestamp_fixes": d["timestamp_fixes"],
+        }
+
+
+def write_json_atomic(path: str, data: dict) -> None:
+    f = AtomicFile(path)
+    try:
+        with open(f.path, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2)
+            fh.write("\n")
+        f.commit()
+    except BaseException:
+        f.discard()
+        raise

@@ -1,0 +1,180 @@
+"""One video end to end: decode → detect → track → anonymize → encode, streaming.
+
+Nothing is written under the final names until the whole video is done: the video, the
+boxes export and the report each go to a temp file and are renamed at the end, and any
+error removes them.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from tqdm import tqdm
+
+from trackers import FaceTracker, TrackerConfig
+
+from .anonymizer import Anonymizer
+from .detector import DEFAULT_DETECT_SIZE, DEFAULT_THRESHOLD, FaceDetector
+from .errors import AnonswapError, InvalidInputError, OutputError, StageError
+from .records import TrackedFrame
+from .report import BoxesWriter, ReportBuilder, write_json_atomic
+from .stages import StagePipeline
+from .video_reader import VideoReader
+from .video_writer import VideoWriter, check_output_path
+
+MODES = ("auto", "blur", "pixelate", "mask")
+
+
+@dataclass
+class RunConfig:
+    mode: str = "auto"
+    detect_size: int = DEFAULT_DETECT_SIZE
+    threshold: float = DEFAULT_THRESHOLD
+    batch_size: int = 4
+    max_frames: int | None = None
+    keep_metadata: bool = False
+    crf: int = 20
+    preset: str = "veryfast"
+    queue_size: int = 8
+    region_scale: float = 1.3
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; valid modes: {', '.join(MODES)}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ValueError(f"max_frames must be >= 1, got {self.max_frames}")
+
+
+def resolve_mode(mode: str) -> tuple[str, str | None]:
+    """`auto` becomes swap once a swap model and gallery exist (later issues); blur until then."""
+    if mode != "auto":
+        return mode, None
+    return "blur", "mode auto: no face-swap model is available in this build, using blur"
+
+
+def anonymize_video(
+    input_path: str,
+    output_path: str,
+    config: RunConfig = RunConfig(),
+    *,
+    report_path: str | None = None,
+    boxes_path: str | None = None,
+    detector: FaceDetector | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+) -> dict:
+    started = time.perf_counter()
+    mode, note = resolve_mode(config.mode)
+    if note:
+        log(note)
+    reader = VideoReader(input_path, max_frames=config.max_frames).open()
+    try:
+        out = check_output_path(output_path, input_path)
+        for side in (report_path, boxes_path):
+            if side is not None:
+                check_side_path(side, input_path, out)
+        detector = detector or FaceDetector(detect_size=config.detect_size, threshold=config.threshold)
+        tracker = FaceTracker(config.tracker)
+        anonymizer = Anonymizer(mode, region_scale=config.region_scale)
+        writer = VideoWriter(
+            out,
+            reader.info,
+            audio_streams=reader.audio_streams,
+            rotation=reader.rotation,
+            metadata=reader.metadata,
+            keep_metadata=config.keep_metadata,
+            crf=config.crf,
+            preset=config.preset,
+        )
+        boxes = BoxesWriter(boxes_path) if boxes_path else None
+        report = ReportBuilder(input_path, out, mode, reader.info)
+        try:
+            _run(reader, detector, tracker, anonymizer, writer, boxes, report, config, progress)
+            if reader.truncated:
+                raise InvalidInputError(
+                    f"input is truncated or corrupt: demuxing stopped after {writer.frames_written} frames: {input_path}"
+                )
+            writer.close()
+        except BaseException:
+            writer.abort()
+            if boxes:
+                boxes.discard()
+            raise
+        if boxes:
+            boxes.commit()
+    finally:
+        reader.close()
+    report.finish(reader, writer, time.perf_counter() - started)
+    result = report.to_dict()
+    if report_path:
+        write_json_atomic(report_path, result)
+    return result
+
+
+def check_side_path(path: str, input_path: str, video_out: str) -> None:
+    import os
+
+    p = os.path.abspath(path)
+    if p in (os.path.abspath(input_path), video_out):
+        raise OutputError(f"report/boxes path must differ from the input and the output video: {path}")
+    folder = os.path.dirname(p)
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise OutputError(f"folder for {path} does not exist or is not writable: {folder}")
+
+
+def _run(reader, detector, tracker, anonymizer, writer, boxes, report, config, progress) -> None:
+    def source(_):
+        return reader.frames()
+
+    def detect(frames):
+        batch = []
+        for frame in frames:
+            batch.append(frame)
+            if len(batch) == config.batch_size:
+                yield from zip(batch, detector.detect([f.image for f in batch]))
+                batch = []
+        if batch:
+            yield from zip(batch, detector.detect([f.image for f in batch]))
+
+    def track(items):
+        for frame, dets in items:
+            yield TrackedFrame(frame, tracker.update(dets), len(dets))
+
+    def anonymize(items):
+        for tf in items:
+            anonymizer.apply(tf.frame.image, tf.faces)
+            yield tf
+
+    total = config.max_frames or reader.info.frames_hint or None
+    if config.max_frames and reader.info.frames_hint:
+        total = min(config.max_frames, reader.info.frames_hint)
+    bar = tqdm(total=total, unit="frame", disable=not progress, dynamic_ncols=True, file=sys.stderr)
+    stages = [("decode", source), ("detect", detect), ("track", track), ("anonymize", anonymize)]
+    encode_s = 0.0
+    try:
+        with StagePipeline(stages, maxsize=config.queue_size) as pipe:
+            for tf in pipe:
+                t = time.perf_counter()
+                writer.write(tf.frame)
+                encode_s += time.perf_counter() - t
+                if boxes:
+                    boxes.write(tf)
+                report.add(tf)
+                bar.update(1)
+                if tf.frame.index % 10 == 0:
+                    bar.set_postfix(faces=len(tf.faces), refresh=False)
+            for packet in reader.trailing_audio:
+                writer.write_audio(packet)
+            report.stage_ms = {**pipe.busy_ms(), "encode": round(encode_s * 1000, 1)}
+    except StageError as e:
+        if isinstance(e.error, AnonswapError):
+            raise e.error from None
+        raise
+    finally:
+        bar.close()

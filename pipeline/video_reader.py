@@ -1,0 +1,185 @@
+"""Streaming decode with PyAV: one frame at a time, exact PTS, corrupt packets skipped.
+
+`open()` validates the input before any output exists: it must open, have a video stream
+and yield at least one decodable frame. Audio packets are demuxed in the same pass and ride
+along on the next video frame, so the muxer can copy them without reading the file twice
+(which a live source could not do).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from fractions import Fraction
+from typing import Iterator
+
+import av
+
+from .errors import InputNotFoundError, InvalidInputError
+from .records import Frame, VideoInfo
+
+log = logging.getLogger(__name__)
+
+# One PyAV exception base is enough: every libav error surfaces as av.FFmpegError.
+_AV_ERRORS = (av.FFmpegError,)
+
+
+class VideoReader:
+    def __init__(self, path: str, *, max_frames: int | None = None):
+        self.path = str(path)
+        self.max_frames = max_frames
+        self.decode_errors = 0  # packets the decoder rejected (skipped)
+        self.timestamp_fixes = 0  # frames whose PTS was missing or not increasing
+        self.trailing_audio: list = []  # audio packets demuxed after the last video frame
+        self.truncated = False
+        self.container = None
+        self.info: VideoInfo | None = None
+        self.rotation = 0
+        self.audio_streams: list = []
+        self.metadata: dict[str, str] = {}
+        self._frames_iter: Iterator[Frame] | None = None
+        self._first: Frame | None = None
+
+    # -- opening ---------------------------------------------------------------------------
+    def open(self) -> "VideoReader":
+        if not os.path.exists(self.path):
+            raise InputNotFoundError(f"input not found: {self.path}")
+        if os.path.isdir(self.path):
+            raise InvalidInputError(f"input is a directory, not a video file: {self.path}")
+        try:
+            self.container = av.open(self.path, mode="r", metadata_errors="ignore")
+        except PermissionError as e:
+            raise InvalidInputError(f"input is not readable (permission denied): {self.path}") from e
+        except _AV_ERRORS as e:
+            raise InvalidInputError(f"input is not a readable video container ({_reason(e)}): {self.path}") from e
+        if not self.container.streams.video:
+            kinds = sorted({s.type for s in self.container.streams}) or ["none"]
+            self.close()
+            raise InvalidInputError(f"input has no video stream (streams: {', '.join(kinds)}): {self.path}")
+        vs = self.container.streams.video[0]
+        vs.thread_type = "AUTO"  # frame + slice threads; decode is rarely the bottleneck then
+        self.audio_streams = list(self.container.streams.audio)
+        self.metadata = dict(self.container.metadata)
+        tb = vs.time_base or Fraction(1, 90000)
+        duration = None
+        if vs.duration is not None:
+            duration = float(vs.duration * tb)
+        elif self.container.duration is not None:
+            duration = self.container.duration / av.time_base
+        self.info = VideoInfo(
+            path=self.path,
+            width=vs.codec_context.width,
+            height=vs.codec_context.height,
+            time_base=tb,
+            average_rate=vs.average_rate or vs.guessed_rate,
+            frames_hint=vs.frames or 0,
+            duration_s=duration,
+            codec=vs.codec_context.name,
+            pix_fmt=vs.codec_context.pix_fmt,
+            audio_streams=len(self.audio_streams),
+            format_name=self.container.format.name,
+        )
+        self._video_stream = vs
+        self._frames_iter = self._decode()
+        # Decode the first frame now: a file that opens but cannot produce a picture is bad
+        # input, and must be refused before an output file is created.
+        try:
+            self._first = next(self._frames_iter)
+        except StopIteration:
+            self.close()
+            raise InvalidInputError(
+                f"input has a video stream but no decodable frame ({self.decode_errors} corrupt packets): {self.path}"
+            ) from None
+        if self._first.image.shape[:2] != (self.info.height, self.info.width):
+            h, w = self._first.image.shape[:2]
+            self.info.width, self.info.height = w, h
+        return self
+
+    def __enter__(self) -> "VideoReader":
+        return self.open() if self.container is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.container is not None:
+            self.container.close()
+            self.container = None
+
+    # -- decoding --------------------------------------------------------------------------
+    def frames(self) -> Iterator[Frame]:
+        """Yields frames in presentation order, at most `max_frames`."""
+        if self._first is None:
+            raise RuntimeError("VideoReader.open() must be called before frames()")
+        count = 0
+        first, self._first = self._first, None
+        for frame in _chain(first, self._frames_iter):
+            yield frame
+            count += 1
+            if self.max_frames is not None and count >= self.max_frames:
+                return
+
+    def _decode(self) -> Iterator[Frame]:
+        tb = self.info.time_base
+        step = _frame_step(self.info.average_rate, tb)
+        last_pts: int | None = None
+        for index, av_frame in enumerate(self._av_frames()):
+            if index == 0:
+                self.rotation = int(av_frame.rotation or 0)
+            pts = av_frame.pts
+            if pts is None or (last_pts is not None and pts <= last_pts):
+                # The encoder needs strictly increasing PTS; repair rather than drop the frame.
+                pts = (last_pts + step) if last_pts is not None else 0
+                self.timestamp_fixes += 1
+            last_pts = pts
+            audio, self._pending_audio = self._pending_audio, []
+            yield Frame(index, pts, tb, av_frame.to_ndarray(format="rgb24"), audio)
+        self.trailing_audio, self._pending_audio = self._pending_audio, []
+
+    def _av_frames(self):
+        """Decoded PyAV frames; audio packets met on the way go to `_pending_audio`."""
+        vs = self._video_stream
+        audio_ids = {s.index for s in self.audio_streams}
+        self._pending_audio = []
+        demux = self.container.demux([vs, *self.audio_streams])
+        while True:
+            try:
+                packet = next(demux)
+            except StopIteration:
+                break
+            except _AV_ERRORS as e:
+                # The demuxer itself gave up before the end: the container is truncated or
+                # broken past repair. Stop here; the caller decides whether that is fatal.
+                log.warning("demux stopped early: %s", _reason(e))
+                self.truncated = True
+                break
+            if packet.stream.index in audio_ids:
+                if packet.size:
+                    self._pending_audio.append(packet)
+                continue
+            if not packet.size:
+                continue  # demuxer's end-of-stream marker; the decoder is flushed below
+            try:
+                yield from vs.decode(packet)
+            except _AV_ERRORS:
+                self.decode_errors += 1
+        try:
+            yield from vs.decode(None)  # B-frame delay
+        except _AV_ERRORS:
+            self.decode_errors += 1
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
+def _frame_step(rate: Fraction | None, tb: Fraction) -> int:
+    """PTS increment of one frame, used only to fill in a missing or repeated timestamp."""
+    if rate and rate > 0:
+        return max(1, round(1 / (rate * tb)))
+    return 1
+
+
+def _reason(e: BaseException) -> str:
+    return getattr(e, "strerror", None) or str(e)

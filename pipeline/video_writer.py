@@ -1,0 +1,165 @@
+"""Encode with PyAV into a temp file beside the target, renamed only when complete.
+
+Same size (no padding: odd sizes switch to 4:4:4 chroma, which x264 accepts at any size),
+same timestamps (the input's time base and every frame's PTS are kept, so VFR survives),
+audio copied packet for packet, rotation (display matrix) kept, container metadata
+(GPS, device, creation time) dropped unless asked to keep it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import av
+import numpy as np
+
+from .errors import OutputError
+from .records import Frame, VideoInfo
+
+FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".ts": "mpegts"}
+# Stream tags that say nothing about who or where: kept even when metadata is stripped.
+_SAFE_STREAM_TAGS = ("language",)
+
+
+def check_output_path(output: str, input_path: str | None = None) -> str:
+    """Refuses an output we could not finish, before any work is done."""
+    out = os.path.abspath(output)
+    ext = os.path.splitext(out)[1].lower()
+    if ext not in FORMATS:
+        raise OutputError(f"unsupported output extension {ext or '(none)'!r}; use one of {', '.join(FORMATS)}: {output}")
+    if os.path.isdir(out):
+        raise OutputError(f"output path is a directory: {output}")
+    if input_path is not None and os.path.exists(out) and os.path.samefile(out, input_path):
+        raise OutputError(f"output must differ from the input: {output}")
+    if input_path is not None and out == os.path.abspath(input_path):
+        raise OutputError(f"output must differ from the input: {output}")
+    folder = os.path.dirname(out)
+    if not os.path.isdir(folder):
+        raise OutputError(f"output folder does not exist: {folder}")
+    if not os.access(folder, os.W_OK):
+        raise OutputError(f"output folder is not writable: {folder}")
+    return out
+
+
+class AtomicFile:
+    """A temp path in the target's folder; `commit()` renames it into place, `discard()` removes it.
+
+    Same folder, so the rename is atomic and a crash never leaves a half-written file under
+    the final name.
+    """
+
+    def __init__(self, final_path: str):
+        self.final_path = os.path.abspath(final_path)
+        folder, name = os.path.split(self.final_path)
+        stem, ext = os.path.splitext(name)
+        fd, self.path = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".partial{ext}", dir=folder)
+        os.close(fd)
+
+    def commit(self) -> str:
+        os.replace(self.path, self.final_path)
+        return self.final_path
+
+    def discard(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+class VideoWriter:
+    def __init__(
+        self,
+        output: str,
+        info: VideoInfo,
+        *,
+        audio_streams: list = (),
+        rotation: int = 0,
+        metadata: dict | None = None,
+        keep_metadata: bool = False,
+        codec: str = "libx264",
+        crf: int = 20,
+        preset: str = "veryfast",
+    ):
+        self.info = info
+        self.frames_written = 0
+        self.audio_packets = 0
+        self._file = AtomicFile(output)
+        fmt = FORMATS[os.path.splitext(output)[1].lower()]
+        try:
+            self.container = av.open(self._file.path, mode="w", format=fmt)
+        except (av.FFmpegError, OSError) as e:
+            self._file.discard()
+            raise OutputError(f"cannot create output ({e}): {output}") from e
+        try:
+            self._setup(info, audio_streams, rotation, metadata or {}, keep_metadata, codec, crf, preset)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _setup(self, info, audio_streams, rotation, metadata, keep_metadata, codec, crf, preset):
+        odd = info.width % 2 or info.height % 2
+        options = {}
+        if codec in ("libx264", "libx265"):
+            options = {"crf": str(crf), "preset": preset}
+        try:
+            vs = self.container.add_stream(codec, rate=info.average_rate, options=options)
+        except (av.FFmpegError, ValueError) as e:
+            raise OutputError(f"video encoder {codec!r} is not available in this FFmpeg build ({e})") from e
+        vs.width, vs.height = info.width, info.height
+        vs.pix_fmt = "yuv444p" if odd else "yuv420p"
+        vs.time_base = info.time_base
+        vs.codec_context.time_base = info.time_base
+        if rotation:
+            vs.set_display_rotation(rotation)
+        self.video_stream = vs
+        self._audio_map = {}
+        for src in audio_streams:
+            out = self.container.add_stream_from_template(src)
+            if not keep_metadata:
+                for k in list(out.metadata):
+                    if k not in _SAFE_STREAM_TAGS:
+                        del out.metadata[k]
+            self._audio_map[src.index] = out
+        if keep_metadata:
+            self.container.metadata.update(metadata)
+        if not keep_metadata:
+            for k in list(vs.metadata):
+                if k not in _SAFE_STREAM_TAGS:
+                    del vs.metadata[k]
+
+    def write(self, frame: Frame) -> None:
+        for packet in frame.audio:
+            self.write_audio(packet)
+        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame.image), format="rgb24")
+        vf.pts = frame.pts
+        vf.time_base = frame.time_base
+        self.container.mux(self.video_stream.encode(vf))
+        self.frames_written += 1
+
+    def write_audio(self, packet) -> None:
+        out = self._audio_map.get(packet.stream.index)
+        if out is None:
+            return
+        if packet.dts is None:
+            return  # a packet without timing cannot be interleaved; the muxer would refuse it
+        packet.stream = out
+        self.container.mux(packet)
+        self.audio_packets += 1
+
+    def close(self) -> str:
+        """Flushes the encoder, finalizes the container and moves it into place."""
+        try:
+            self.container.mux(self.video_stream.encode(None))
+            self.container.close()
+        except BaseException:
+            self.abort()
+            raise
+        return self._file.commit()
+
+    def abort(self) -> None:
+        try:
+            self.container.close()
+        except Exception:
+            pass
+        self._file.discard()

@@ -1,0 +1,124 @@
+"""norfair tracking of faces: stable ids, Kalman smoothing, prediction through misses.
+
+Privacy rule (STYLE.md): the output is the *union* of this frame's detections and every
+live track. A detection that has not yet confirmed a track (norfair's initialization delay)
+is still returned, with `track_id=None`; a confirmed track the detector missed on this frame
+is returned as `predicted=True` with its Kalman estimate, grown a little per missed frame
+because the estimate drifts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import norfair
+import numpy as np
+from norfair.distances import Distance
+
+from pipeline.records import Detections, Face
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    patience: int = 15  # frames a track survives without a detection (norfair hit_counter_max)
+    confirm_hits: int = 2  # detections before a track gets an id (norfair initialization_delay)
+    max_distance: float = 0.9  # 1 - IoU between a detection and a track's estimate
+    grow_per_miss: float = 0.05  # predicted boxes grow by this fraction per missed frame...
+    max_grow: float = 0.5  # ...up to this fraction
+
+
+def _boxes_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix between (N, 4) and (M, 4) boxes."""
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-6)
+
+
+class BoxIoUDistance(Distance):
+    """1 − IoU on the box part (first two points) of each face; landmarks ride along."""
+
+    def get_distances(self, objects, candidates) -> np.ndarray:
+        if not objects or not candidates:
+            return np.full((len(candidates or []), len(objects)), np.inf, np.float32)
+        det = np.stack([_points(c)[:2].ravel() for c in candidates])
+        obj = np.stack([o.estimate[:2].ravel() for o in objects])
+        return (1.0 - _boxes_iou(det, obj)).astype(np.float32)
+
+
+def _points(candidate) -> np.ndarray:
+    return candidate.points if isinstance(candidate, norfair.Detection) else candidate.estimate
+
+
+class FaceTracker:
+    """`update(detections) -> list[Face]`, called once per frame in order."""
+
+    def __init__(self, config: TrackerConfig = TrackerConfig()):
+        self.config = config
+        self._tracker = norfair.Tracker(
+            distance_function="iou",
+            distance_threshold=config.max_distance,
+            hit_counter_max=config.patience,
+            initialization_delay=config.confirm_hits,
+            past_detections_length=0,
+        )
+        # norfair 2.3's constructor takes only names or scalar callables; its loop calls
+        # `distance_function.get_distances`, so a vectorized Distance subclass plugs in here.
+        # The built-in "iou" would read all 7 points (box + landmarks) as a box.
+        self._tracker.distance_function = BoxIoUDistance()
+        self._last_hit: dict[int, int] = {}  # norfair initializing_id -> frame of last detection
+        self._frame = -1
+
+    def update(self, detections: Detections) -> list[Face]:
+        self._frame += 1
+        nd = [
+            norfair.Detection(
+                points=np.vstack([detections.boxes[i].reshape(2, 2), detections.landmarks[i]]),
+                scores=np.full(7, detections.scores[i], np.float32),
+                data=i,
+            )
+            for i in range(len(detections))
+        ]
+        self._tracker.update(nd)
+        current = {id(d) for d in nd}
+        faces: list[Face] = []
+        emitted: set[int] = set()
+        alive = set()
+        for obj in self._tracker.tracked_objects:
+            if not obj.hit_counter_is_positive:
+                continue
+            key = obj.initializing_id
+            alive.add(key)
+            est = obj.estimate
+            smooth_box = est[:2].ravel().astype(np.float32)
+            landmarks = est[2:7].astype(np.float32)
+            if id(obj.last_detection) in current:
+                i = obj.last_detection.data
+                emitted.add(i)
+                self._last_hit[key] = self._frame
+                raw = detections.boxes[i]
+                cover = np.concatenate([np.minimum(raw[:2], smooth_box[:2]), np.maximum(raw[2:], smooth_box[2:])])
+                faces.append(Face(smooth_box, landmarks, float(detections.scores[i]), obj.id, False, cover))
+            else:
+                missed = self._frame - self._last_hit.get(key, self._frame)
+                grow = min(self.config.max_grow, self.config.grow_per_miss * missed)
+                faces.append(
+                    Face(smooth_box, landmarks, 0.0, obj.id, True, _grow(smooth_box, grow), missed_frames=missed)
+                )
+        # Fail closed: a detection norfair did not account for is still anonymized as-is.
+        for i in range(len(detections)):
+            if i not in emitted:
+                b = detections.boxes[i]
+                faces.append(Face(b.copy(), detections.landmarks[i].copy(), float(detections.scores[i]), None, False, b.copy()))
+        self._last_hit = {k: v for k, v in self._last_hit.items() if k in alive}
+        return faces
+
+
+def _grow(box: np.ndarray, frac: float) -> np.ndarray:
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    hw, hh = (box[2] - box[0]) * (1 + frac) / 2, (box[3] - box[1]) * (1 + frac) / 2
+    return np.array([cx - hw, cy - hh, cx + hw, cy + hh], np.float32)
