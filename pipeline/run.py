@@ -98,7 +98,7 @@ def anonymize_video(
             _run(reader, detector, tracker, anonymizer, writer, boxes, report, config, progress)
             if reader.truncated:
                 raise InvalidInputError(
-                    f"input is truncated or corrupt: demuxing stopped after {writer.frames_written} frames: {input_path}"
+                    f"input is truncated or corrupt: only {writer.frames_written} frames could be read, less than the container declares: {input_path}"
                 )
             writer.close()
         except BaseException:

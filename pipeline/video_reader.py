@@ -135,6 +135,34 @@ class VideoReader:
             audio, self._pending_audio = self._pending_audio, []
             yield Frame(index, pts, tb, av_frame.to_ndarray(format="rgb24"), audio)
         self.trailing_audio, self._pending_audio = self._pending_audio, []
+        if last_pts is not None and self._ends_early(last_pts * tb + Fraction(step) * tb):
+            self.truncated = True
+
+    def _ends_early(self, decoded_end: Fraction) -> bool:
+        """True when the container promised noticeably more video than could be decoded.
+
+        A cut mp4/mkv demuxes to a clean EOF, so the declared duration is the only witness:
+        the video stream's own (mp4 header, Matroska DURATION tag), tight; else the
+        container's, loose, since audio may legitimately outlast the video. MPEG-TS declares
+        none (its duration is estimated from the file size): a cut TS is a valid stream, as
+        it is for a live recording.
+        """
+        vs = self._video_stream
+        tb = self.info.time_base
+        frame = Fraction(_frame_step(self.info.average_rate, tb)) * tb
+        tag = _parse_duration_tag(vs.metadata.get("DURATION"))
+        if vs.duration is not None:
+            declared = ((vs.start_time or 0) + vs.duration) * tb
+            tolerance = max(Fraction(1, 4), 3 * frame, declared / 100)
+        elif tag is not None:
+            declared = tag + (vs.start_time or 0) * tb
+            tolerance = max(Fraction(1, 4), 3 * frame, declared / 100)
+        elif self.container.duration is not None and self.info.format_name != "mpegts":
+            declared = Fraction(self.container.duration + (self.container.start_time or 0), av.time_base)
+            tolerance = max(Fraction(1), declared / 50)
+        else:
+            return False
+        return decoded_end < declared - tolerance
 
     def _av_frames(self):
         """Decoded PyAV frames; audio packets met on the way go to `_pending_audio`."""
@@ -179,6 +207,18 @@ def _frame_step(rate: Fraction | None, tb: Fraction) -> int:
     if rate and rate > 0:
         return max(1, round(1 / (rate * tb)))
     return 1
+
+
+def _parse_duration_tag(text: str | None) -> Fraction | None:
+    """Matroska's per-stream "HH:MM:SS.nnnnnnnnn" DURATION tag, exactly."""
+    if not text:
+        return None
+    try:
+        h, m, sec = text.split(":")
+        whole, _, frac = sec.partition(".")
+        return Fraction(int(h) * 3600 + int(m) * 60 + int(whole)) + (Fraction(int(frac), 10 ** len(frac)) if frac else 0)
+    except ValueError:
+        return None
 
 
 def _reason(e: BaseException) -> str:

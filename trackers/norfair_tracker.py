@@ -23,8 +23,8 @@ class TrackerConfig:
     patience: int = 15  # frames a track survives without a detection (norfair hit_counter_max)
     confirm_hits: int = 2  # detections before a track gets an id (norfair initialization_delay)
     max_distance: float = 0.9  # 1 - IoU between a detection and a track's estimate
-    grow_per_miss: float = 0.05  # predicted boxes grow by this fraction per missed frame...
-    max_grow: float = 0.5  # ...up to this fraction
+    grow_per_miss: float = 0.2  # predicted boxes grow by this fraction per missed frame...
+    max_grow: float = 1.5  # ...up to this fraction (the estimate drifts: err on covering more)
 
 
 def _boxes_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -1,0 +1,117 @@
+"""Self-contained test video: scikit-image's bundled astronaut face moving and scaling.
+
+Used by the tests and the benchmarks (no `../shared` needed). The ground-truth face box of
+every frame is returned, so a test can check that the face was covered where it really was.
+Needs scikit-image (`pip install anonswap[test]`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import av
+import cv2
+import numpy as np
+
+# Astronaut head and shoulders inside skimage.data.astronaut() (512×512), and the face box
+# RetinaFace finds there, in the crop's coordinates.
+_CROP_TLBR = (20, 130, 250, 330)  # top, left, bottom, right
+_FACE_IN_CROP = np.array([178 - 130, 59 - 20, 273 - 130, 178 - 20], np.float32)
+
+
+@dataclass
+class SyntheticVideo:
+    path: str
+    width: int
+    height: int
+    frames: int
+    time_base: Fraction
+    pts: list[int]
+    face_boxes: np.ndarray  # (frames, 4) ground truth x1, y1, x2, y2
+    audio: bool
+    metadata: dict = field(default_factory=dict)
+
+
+def _background(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = np.stack([80 + 60 * np.sin(xx / 37.0), 90 + 50 * np.cos(yy / 29.0), 120 + 40 * np.sin((xx + yy) / 53.0)], -1)
+    noise = rng.normal(0, 6, (h // 8 + 1, w // 8 + 1, 3)).astype(np.float32)
+    base += cv2.resize(noise, (w, h), interpolation=cv2.INTER_LINEAR)
+    return np.clip(base, 0, 255).astype(np.uint8)
+
+
+def make_video(
+    path: str,
+    *,
+    width: int = 320,
+    height: int = 240,
+    frames: int = 40,
+    fps: Fraction = Fraction(30000, 1001),
+    codec: str = "libx264",
+    audio: bool = True,
+    vfr: bool = False,
+    rotation: int = 0,
+    metadata: dict | None = None,
+    face_height: float = 0.45,
+    seed: int = 0,
+) -> SyntheticVideo:
+    """Writes the clip and returns its ground truth. `face_height` is the crop height as a
+    fraction of the frame height at the start; the face grows by 30% along the way."""
+    from skimage import data
+
+    rng = np.random.default_rng(seed)
+    astro = data.astronaut()
+    t, l, b, r = _CROP_TLBR
+    crop = astro[t:b, l:r]
+    bg = _background(height, width, rng)
+    fmt = {"mp4": "mp4", "mov": "mov", "mkv": "matroska", "ts": "mpegts"}[path.rsplit(".", 1)[1]]
+    out = av.open(path, "w", format=fmt)
+    if metadata:
+        out.metadata.update(metadata)
+    time_base = Fraction(1, 90000)
+    vs = out.add_stream(codec, rate=fps, options={"preset": "ultrafast", "crf": "18"} if codec == "libx264" else {})
+    vs.width, vs.height = width, height
+    vs.pix_fmt = "yuv444p" if (width % 2 or height % 2) else "yuv420p"
+    vs.time_base = time_base
+    vs.codec_context.time_base = time_base
+    if rotation:
+        vs.set_display_rotation(rotation)
+    a_stream = None
+    if audio:
+        a_stream = out.add_stream("aac", rate=48000, layout="mono")
+    step = float(1 / (fps * time_base))
+    pts_list, boxes = [], []
+    pts = 0
+    for i in range(frames):
+        u = i / max(1, frames - 1)
+        scale = face_height * height / crop.shape[0] * (1.0 + 0.3 * u)
+        ch, cw = max(2, round(crop.shape[0] * scale)), max(2, round(crop.shape[1] * scale))
+        patch = cv2.resize(crop, (cw, ch), interpolation=cv2.INTER_AREA)
+        x0 = int(round(0.05 * width + u * (width - cw - 0.1 * width)))
+        y0 = int(round(0.5 * (height - ch) + 0.15 * height * np.sin(2 * np.pi * u)))
+        x0, y0 = max(0, min(width - cw, x0)), max(0, min(height - ch, y0))
+        img = bg.copy()
+        img[y0 : y0 + ch, x0 : x0 + cw] = patch
+        sx, sy = cw / crop.shape[1], ch / crop.shape[0]
+        boxes.append(_FACE_IN_CROP * [sx, sy, sx, sy] + [x0, y0, x0, y0])
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+        frame.pts = pts
+        frame.time_base = time_base
+        pts_list.append(pts)
+        out.mux(vs.encode(frame))
+        pts += int(round(step * (rng.choice([0.5, 1.0, 2.0]) if vfr else 1.0)))
+    out.mux(vs.encode(None))
+    if a_stream is not None:
+        duration = pts * time_base
+        n = int(duration * 48000)
+        tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(n) / 48000)).astype(np.float32)
+        for s in range(0, n, 1024):
+            chunk = tone[s : s + 1024]
+            af = av.AudioFrame.from_ndarray(chunk[None, :], format="fltp", layout="mono")
+            af.sample_rate = 48000
+            af.pts = s
+            out.mux(a_stream.encode(af))
+        out.mux(a_stream.encode(None))
+    out.close()
+    return SyntheticVideo(path, width, height, frames, time_base, pts_list, np.array(boxes, np.float32), audio, dict(metadata or {}))

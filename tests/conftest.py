@@ -1,0 +1,67 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+HAMILTON = SHARED / "data" / "video" / "short_hamilton_clip.mp4"
+
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def run_cli(*args, timeout=300):
+    """The real command line, in a subprocess, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run_pipeline.py"), *map(str, args)],
+        capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+    )
+
+
+def read_video(path):
+    """(frames as RGB arrays, exact times, stream facts) read back with PyAV."""
+    with av.open(str(path)) as c:
+        vs = c.streams.video[0]
+        frames, times, rotation = [], [], None
+        for f in c.decode(vs):
+            if rotation is None:
+                rotation = f.rotation
+            frames.append(f.to_ndarray(format="rgb24"))
+            times.append(f.pts * f.time_base)
+        audio = [s for s in c.streams.audio]
+        audio_packets = 0
+    with av.open(str(path)) as c:
+        if c.streams.audio:
+            audio_packets = sum(1 for p in c.demux(c.streams.audio[0]) if p.size)
+        meta = dict(c.metadata)
+        rate = c.streams.video[0].average_rate
+    return {
+        "frames": frames, "times": times, "rotation": rotation or 0, "audio_streams": len(audio),
+        "audio_packets": audio_packets, "metadata": meta, "rate": rate,
+        "size": (frames[0].shape[1], frames[0].shape[0]) if frames else None,
+    }
+
+
+@pytest.fixture(scope="session")
+def synthetic(tmp_path_factory):
+    from pipeline.synthetic import make_video
+
+    d = tmp_path_factory.mktemp("synthetic")
+    return make_video(str(d / "face.mp4"), width=320, height=240, frames=40)
+
+
+@pytest.fixture(scope="session")
+def shared_clip():
+    if not HAMILTON.exists():
+        pytest.skip(f"needs ../shared test data ({HAMILTON} not found; it is not shipped with the project)")
+    return HAMILTON
+
+
+def no_leftovers(folder):
+    """No output, and no temp file either, in the folder."""
+    return [p.name for p in Path(folder).iterdir() if ".partial" in p.name]

@@ -1,0 +1,113 @@
+"""Every bad input or output: one-line error, exit status 2, nothing at the output path."""
+
+import os
+import shutil
+
+import av
+import numpy as np
+import pytest
+
+from conftest import no_leftovers, run_cli
+
+
+def _audio_only(path):
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("pcm_s16le", rate=8000, layout="mono")
+        f = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        f.sample_rate = 8000
+        f.pts = 0
+        c.mux(s.encode(f))
+        c.mux(s.encode(None))
+
+
+def _cases(tmp_path, synthetic):
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video\n" * 50)
+    wav = tmp_path / "sound.wav"
+    _audio_only(wav)
+    data = open(synthetic.path, "rb").read()
+    cut_mp4 = tmp_path / "cut.mp4"  # moov atom at the end: cut in half, unreadable
+    cut_mp4.write_bytes(data[: len(data) // 2])
+    cut_mkv = tmp_path / "cut.mkv"
+    with av.open(synthetic.path) as src, av.open(str(tmp_path / "full.mkv"), "w") as dst:
+        m = {s.index: dst.add_stream_from_template(s) for s in src.streams}
+        for p in src.demux():
+            if p.dts is not None:
+                p.stream = m[p.stream.index]
+                dst.mux(p)
+    full = (tmp_path / "full.mkv").read_bytes()
+    cut_mkv.write_bytes(full[: len(full) // 2])
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    good = synthetic.path
+    return {
+        "missing input": ([tmp_path / "nope.mp4", "-o", out_dir / "o.mp4"], "input not found"),
+        "directory input": ([tmp_path, "-o", out_dir / "o.mp4"], "directory"),
+        "not a video": ([text, "-o", out_dir / "o.mp4"], "not a readable video"),
+        "no video stream": ([wav, "-o", out_dir / "o.mp4"], "no video stream"),
+        "truncated mp4": ([cut_mp4, "-o", out_dir / "o.mp4"], "not a readable video"),
+        "truncated mkv": ([cut_mkv, "-o", out_dir / "o.mkv"], "truncated"),
+        "output folder missing": ([good, "-o", tmp_path / "no" / "o.mp4"], "does not exist"),
+        "output under a file": ([good, "-o", text / "o.mp4"], "does not exist"),
+        "output equals input": ([good, "-o", good], "differ from the input"),
+        "unsupported extension": ([good, "-o", out_dir / "o.gif"], "unsupported output extension"),
+        "report beside nowhere": ([good, "-o", out_dir / "o.mp4", "--report", tmp_path / "no" / "r.json"], "not writable"),
+    }, out_dir
+
+
+CASES = [
+    "missing input", "directory input", "not a video", "no video stream", "truncated mp4", "truncated mkv",
+    "output folder missing", "output under a file", "output equals input", "unsupported extension", "report beside nowhere",
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_exits_2_with_one_line(tmp_path, synthetic, case):
+    cases, out_dir = _cases(tmp_path, synthetic)
+    args, message = cases[case]
+    before = os.path.getsize(synthetic.path)
+    res = run_cli(*args, "-q")
+    assert res.returncode == 2, (case, res.returncode, res.stderr)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected one line, got: {res.stderr}"
+    assert lines[0].startswith("error: ") and message in lines[0], lines[0]
+    assert "Traceback" not in res.stderr
+    assert list(out_dir.iterdir()) == [], f"left behind: {list(out_dir.iterdir())}"
+    assert not no_leftovers(tmp_path)
+    assert os.path.getsize(synthetic.path) == before  # input untouched (output == input case)
+
+
+def test_unwritable_output_folder(tmp_path, synthetic):
+    if os.geteuid() == 0:
+        pytest.skip("root can write anywhere; permission bits cannot make a folder unwritable")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        res = run_cli(synthetic.path, "-o", ro / "o.mp4", "-q")
+        assert res.returncode == 2 and "not writable" in res.stderr
+        assert list(ro.iterdir()) == []
+    finally:
+        ro.chmod(0o755)
+
+
+def test_failure_mid_run_leaves_no_output(tmp_path, synthetic):
+    """A stage that fails half-way (here: the detector) removes the temp file; nothing is renamed."""
+    from pipeline import RunConfig, anonymize_video
+    from pipeline.detector import FaceDetector
+    from pipeline.errors import StageError
+
+    class BreaksAtFrame20(FaceDetector):
+        seen = 0
+
+        def detect(self, images):
+            self.seen += len(images)
+            if self.seen > 20:
+                raise RuntimeError("engine fell over")
+            return super().detect(images)
+
+    out = tmp_path / "o.mp4"
+    with pytest.raises(StageError, match="detect stage failed: RuntimeError: engine fell over"):
+        anonymize_video(synthetic.path, str(out), RunConfig(mode="blur"), boxes_path=str(tmp_path / "b.jsonl"),
+                        report_path=str(tmp_path / "r.json"), detector=BreaksAtFrame20(), progress=False)
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,109 @@
+"""Container/codec facts the output must keep: size, timestamps, rotation, audio, metadata."""
+
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+
+from conftest import read_video, run_cli
+from pipeline.synthetic import make_video
+
+
+def _run(src, out, *extra):
+    res = run_cli(src, "-o", out, "--mode", "blur", "-q", *extra)
+    assert res.returncode == 0, res.stderr
+    return read_video(src), read_video(out)
+
+
+def test_odd_size_is_kept_without_padding(tmp_path):
+    v = make_video(str(tmp_path / "odd.mkv"), width=321, height=241, frames=12)
+    src, dst = _run(v.path, tmp_path / "out.mp4")
+    assert dst["size"] == src["size"] == (321, 241)
+    assert len(dst["frames"]) == 12
+
+
+def test_variable_frame_rate_timestamps_survive(tmp_path):
+    v = make_video(str(tmp_path / "vfr.mkv"), frames=30, vfr=True)
+    src, dst = _run(v.path, tmp_path / "out.mkv")
+    gaps = {b - a for a, b in zip(src["times"], src["times"][1:])}
+    assert len(gaps) > 1, "fixture should be VFR"
+    assert dst["times"] == src["times"]
+
+
+@pytest.mark.parametrize("ext", ["mov", "ts", "mkv"])
+def test_containers_round_trip(tmp_path, ext):
+    v = make_video(str(tmp_path / f"in.{ext}"), frames=15)
+    src, dst = _run(v.path, tmp_path / f"out.{ext}")
+    assert len(dst["frames"]) == len(src["frames"]) == 15
+    if ext == "ts":
+        # MPEG-TS cannot store a negative DTS, so when x264's B-frame delay reaches below
+        # zero the muxer shifts every stream by the same constant (A/V sync unchanged).
+        assert [t - dst["times"][0] for t in dst["times"]] == [t - src["times"][0] for t in src["times"]]
+    else:
+        assert dst["times"] == src["times"]
+    assert dst["audio_streams"] == 1
+
+
+def test_hevc_input_is_decoded(tmp_path):
+    if "libx265" not in av.codecs_available:
+        pytest.skip("this FFmpeg build has no libx265 encoder to make an HEVC input")
+    v = make_video(str(tmp_path / "hevc.mkv"), frames=10, codec="libx265", audio=False)
+    src, dst = _run(v.path, tmp_path / "out.mp4")
+    assert len(dst["frames"]) == 10 and dst["audio_streams"] == 0
+
+
+def test_rotation_display_matrix_is_kept(tmp_path):
+    v = make_video(str(tmp_path / "rot.mp4"), frames=8, rotation=90)
+    src, dst = _run(v.path, tmp_path / "out.mp4")
+    assert src["rotation"] == 90
+    assert dst["rotation"] == 90
+
+
+GPS = {"location": "+48.8584+002.2945/", "make": "Acme Dashcam", "model": "DC-1", "creation_time": "2024-05-01T10:00:00.000000Z"}
+
+
+def test_metadata_is_stripped_by_default_and_kept_on_request(tmp_path):
+    v = make_video(str(tmp_path / "meta.mov"), frames=6, metadata=GPS)
+    assert read_video(v.path)["metadata"].get("location") == GPS["location"]
+    _, stripped = _run(v.path, tmp_path / "strip.mov")
+    assert not set(GPS) & set(stripped["metadata"]), stripped["metadata"]
+    _, kept = _run(v.path, tmp_path / "keep.mov", "--keep-metadata")
+    assert kept["metadata"].get("location") == GPS["location"]
+    assert kept["metadata"].get("make") == GPS["make"]
+
+
+def test_corrupt_packets_are_skipped_and_counted(tmp_path, synthetic):
+    """Garbage in a few video packets: the run finishes, the report counts the bad packets."""
+    bad = tmp_path / "corrupt.mkv"
+    rng = np.random.default_rng(1)
+    with av.open(synthetic.path) as src, av.open(str(bad), "w") as dst:
+        streams = {s.index: dst.add_stream_from_template(s) for s in src.streams}
+        n = 0
+        for p in src.demux():
+            if p.dts is None:
+                continue
+            if p.stream.type == "video":
+                n += 1
+                if n in (10, 25):
+                    q = av.Packet(rng.integers(0, 256, max(p.size, 64), dtype=np.uint8).tobytes())
+                    q.pts, q.dts, q.time_base = p.pts, p.dts, p.time_base
+                    q.stream = streams[p.stream.index]
+                    dst.mux(q)
+                    continue
+            p.stream = streams[p.stream.index]
+            dst.mux(p)
+    rep = tmp_path / "r.json"
+    res = run_cli(bad, "-o", tmp_path / "out.mp4", "-q", "--report", rep)
+    assert res.returncode == 0, res.stderr
+    import json
+
+    report = json.loads(rep.read_text())
+    assert report["decode_errors"] >= 1
+    assert report["video"]["frames_out"] >= synthetic.frames - 2 * 3  # only around the bad packets
+    assert len(read_video(tmp_path / "out.mp4")["frames"]) == report["video"]["frames_out"]
+
+
+def test_max_frames_bounds_the_run(tmp_path, synthetic):
+    _, dst = _run(synthetic.path, tmp_path / "out.mp4", "--max-frames", "7")
+    assert len(dst["frames"]) == 7
