@@ -2,7 +2,9 @@
 
 Used by the tests and the benchmarks (no `../shared` needed). The ground-truth face box of
 every frame is returned, so a test can check that the face was covered where it really was.
-Needs scikit-image (`pip install anonswap[test]`).
+Also a command, for a first run on a fresh machine:
+
+    python -m pipeline.synthetic demo.mp4 [--width 1920 --height 1080 --frames 120]
 """
 
 from __future__ import annotations
@@ -115,3 +117,22 @@ def make_video(
         out.mux(a_stream.encode(None))
     out.close()
     return SyntheticVideo(path, width, height, frames, time_base, pts_list, np.array(boxes, np.float32), audio, dict(metadata or {}))
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m pipeline.synthetic", description="Write a moving-face demo video.")
+    p.add_argument("output", help="video path (.mp4, .mov, .mkv, .ts)")
+    p.add_argument("--width", type=int, default=640)
+    p.add_argument("--height", type=int, default=360)
+    p.add_argument("--frames", type=int, default=90)
+    p.add_argument("--no-audio", action="store_true")
+    args = p.parse_args(argv)
+    v = make_video(args.output, width=args.width, height=args.height, frames=args.frames, audio=not args.no_audio)
+    print(f"wrote {v.path}: {v.width}x{v.height}, {v.frames} frames, audio={'yes' if v.audio else 'no'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

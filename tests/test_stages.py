@@ -1,0 +1,183 @@
+"""Unit behaviour of each stage: detector, tracker, anonymizer, thread plumbing."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from skimage import data
+
+from pipeline.anonymizer import Anonymizer, face_region
+from pipeline.detector import FaceDetector
+from pipeline.errors import StageError
+from pipeline.records import Detections, Face
+from pipeline.stages import StagePipeline
+from trackers import FaceTracker, TrackerConfig
+
+ASTRONAUT_FACE = np.array([178, 59, 273, 178], np.float32)  # x1, y1, x2, y2 in skimage.data.astronaut()
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return FaceDetector()
+
+
+def _iou(a, b):
+    x1, y1, x2, y2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0, x2 - x1) * max(0, y2 - y1)
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_detector_finds_the_astronaut_with_landmarks(detector):
+    img = data.astronaut()
+    (d,) = detector.detect([img])
+    assert len(d) == 1 and d.scores[0] > 0.9
+    assert _iou(d.boxes[0], ASTRONAUT_FACE) > 0.8
+    lm = d.landmarks[0]
+    assert lm[0, 0] < lm[1, 0], "right eye (image left) comes first"
+    assert lm[3, 1] > lm[2, 1] > lm[0, 1], "mouth below nose below eyes"
+    x1, y1, x2, y2 = d.boxes[0]
+    assert ((lm[:, 0] > x1) & (lm[:, 0] < x2) & (lm[:, 1] > y1) & (lm[:, 1] < y2)).all()
+
+
+@pytest.mark.parametrize("detect_size", [320, 480, 800])
+def test_boxes_map_back_to_full_resolution_at_any_working_size(detect_size):
+    big = np.kron(data.astronaut(), np.ones((2, 2, 1), np.uint8))  # 1024×1024
+    (d,) = FaceDetector(detect_size=detect_size).detect([big])
+    assert len(d) == 1 and _iou(d.boxes[0], ASTRONAUT_FACE * 2) > 0.75
+
+
+def test_batch_gives_the_same_answer_as_one_by_one(detector):
+    img = data.astronaut()
+    flipped = np.ascontiguousarray(img[:, ::-1])
+    blank = np.full_like(img, 127)
+    batch = detector.detect([img, flipped, blank])
+    alone = [detector.detect([x])[0] for x in (img, flipped, blank)]
+    for b, a in zip(batch, alone):
+        np.testing.assert_allclose(b.boxes, a.boxes, atol=1e-3)
+    assert len(batch[2]) == 0 and batch[2].boxes.shape == (0, 4) and batch[2].landmarks.shape == (0, 5, 2)
+    w = img.shape[1]
+    assert _iou(batch[1].boxes[0], [w - ASTRONAUT_FACE[2], ASTRONAUT_FACE[1], w - ASTRONAUT_FACE[0], ASTRONAUT_FACE[3]]) > 0.8
+
+
+def test_detector_settings_are_validated():
+    with pytest.raises(ValueError, match="threshold must be in"):
+        FaceDetector(threshold=1.5)
+    with pytest.raises(ValueError, match="unknown model 'nope'; known models: retinaface-mnet025"):
+        FaceDetector(model="nope")
+
+
+def _det(*boxes):
+    b = np.array(boxes, np.float32).reshape(-1, 4)
+    lm = np.repeat(((b[:, :2] + b[:, 2:]) / 2)[:, None, :], 5, axis=1)
+    return Detections(b, np.full(len(b), 0.9, np.float32), lm)
+
+
+def test_tracker_keeps_ids_and_separates_two_faces():
+    t = FaceTracker()
+    seen = []
+    for f in range(10):
+        faces = t.update(_det([10 + 2 * f, 10, 60 + 2 * f, 70], [200 - 2 * f, 20, 250 - 2 * f, 80]))
+        seen.append(faces)
+    final = [f.track_id for f in seen[-1]]
+    assert None not in final and len(set(final)) == 2
+    for faces in seen[3:]:
+        assert sorted(f.track_id for f in faces) == sorted(final)
+
+
+def test_unconfirmed_detections_are_still_returned():
+    t = FaceTracker(TrackerConfig(confirm_hits=3))
+    faces = t.update(_det([10, 10, 60, 70]))
+    assert len(faces) == 1 and faces[0].track_id is None and not faces[0].predicted
+
+
+def test_track_survives_misses_with_growing_prediction_then_ends():
+    cfg = TrackerConfig(patience=6)
+    t = FaceTracker(cfg)
+    for f in range(8):
+        t.update(_det([10 + 3 * f, 10, 60 + 3 * f, 70]))
+    covers = []
+    for miss in range(1, 30):
+        faces = t.update(Detections.empty())
+        if not faces:
+            break
+        (face,) = faces
+        assert face.predicted and face.missed_frames == miss
+        covers.append(face.cover[2] - face.cover[0])
+    assert 3 <= len(covers) <= cfg.patience + 1, "track must outlive a short miss, then end (hysteresis)"
+    assert all(b > a for a, b in zip(covers, covers[1:])), "prediction must grow while the face is unseen"
+
+
+def _face(box):
+    b = np.array(box, np.float32)
+    return Face(b, np.zeros((5, 2), np.float32), 0.9, 1, False, b)
+
+
+@pytest.mark.parametrize("mode", ["blur", "pixelate", "mask"])
+def test_anonymizer_changes_the_face_and_nothing_beyond_the_feather(mode):
+    img = data.astronaut().copy()
+    original = img.copy()
+    box = ASTRONAUT_FACE
+    Anonymizer(mode).apply(img, [_face(box)])
+    x1, y1, x2, y2 = box.astype(int)
+    inner = np.abs(img[y1 + 10 : y2 - 10, x1 + 10 : x2 - 10].astype(int) - original[y1 + 10 : y2 - 10, x1 + 10 : x2 - 10]).mean()
+    assert inner > 20
+    r = face_region(box, img.shape[:2])
+    outside = np.ones(img.shape[:2], bool)
+    outside[r.y0 : r.y1, r.x0 : r.x1] = False
+    assert np.array_equal(img[outside], original[outside])
+    assert r.alpha.max() == 1.0 and r.alpha.min() == 0.0  # full strength inside, feathered edge
+
+
+def test_anonymizer_handles_boxes_off_the_frame_edge():
+    img = np.full((100, 100, 3), 200, np.uint8)
+    Anonymizer("mask").apply(img, [_face([-30, -30, 20, 20]), _face([500, 500, 600, 600])])
+    assert img[0, 0].sum() == 0 and img[99, 99].sum() == 600
+
+
+def test_unknown_mode_lists_valid_ones():
+    with pytest.raises(ValueError, match="valid modes: blur, pixelate, mask"):
+        Anonymizer("smudge")
+
+
+def test_failing_stage_stops_the_pipeline_instead_of_hanging():
+    def source(_):
+        for i in range(10_000):
+            yield i
+
+    def boom(items):
+        for i in items:
+            if i == 5:
+                raise ValueError("bad item")
+            yield i
+
+    start = time.monotonic()
+    with pytest.raises(StageError, match="boom stage failed: ValueError: bad item"):
+        with StagePipeline([("source", source), ("boom", boom)], maxsize=2) as pipe:
+            for _ in pipe:
+                pass
+    assert time.monotonic() - start < 5
+    time.sleep(0.3)
+    assert not [t for t in threading.enumerate() if t.name.startswith("anonswap-")], "threads left running"
+
+
+def test_pipeline_keeps_order_and_bounds_memory():
+    produced = []
+
+    def source(_):
+        for i in range(200):
+            produced.append(i)
+            yield i
+
+    def double(items):
+        for i in items:
+            yield 2 * i
+
+    out = []
+    with StagePipeline([("source", source), ("double", double)], maxsize=4) as pipe:
+        for x in pipe:
+            if len(out) == 0:
+                time.sleep(0.3)  # a slow consumer: the source must wait, not run ahead
+                assert len(produced) <= 4 * 2 + 3
+            out.append(x)
+    assert out == [2 * i for i in range(200)]
