@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 
-from .detector import DEFAULT_DETECT_SIZE, DEFAULT_THRESHOLD
+from .detector import AUTO_MAX_SIZE, AUTO_MIN_SIZE, DEFAULT_DETECT_SIZE, DEFAULT_THRESHOLD
 from .errors import AnonswapError
 from .run import MODES, RunConfig, anonymize_video
 
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", metavar="R.json", help="write a JSON run report")
     p.add_argument("--boxes", metavar="B.jsonl", help="write every anonymized face per frame (JSON Lines)")
     p.add_argument("--max-frames", type=_positive_int, metavar="N", help="stop after N frames")
-    p.add_argument("--detect-size", type=_positive_int, default=DEFAULT_DETECT_SIZE, metavar="N", help=f"detector working size, long side in pixels (default {DEFAULT_DETECT_SIZE})")
+    p.add_argument("--detect-size", type=_positive_int, default=DEFAULT_DETECT_SIZE, metavar="N", help=f"detector working size, long side in pixels (default: the video's, clamped to {AUTO_MIN_SIZE}..{AUTO_MAX_SIZE})")
     p.add_argument("--threshold", type=_probability, default=DEFAULT_THRESHOLD, metavar="T", help=f"face score threshold (default {DEFAULT_THRESHOLD})")
     p.add_argument("--batch-size", type=_positive_int, default=4, metavar="N", help="frames per detector batch (default 4)")
     p.add_argument("--crf", type=int, default=20, help="x264 constant rate factor (default 20; lower is better quality)")
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING, format="%(levelname)s: %(message)s")
-    if args.detect_size < 32:
+    if args.detect_size is not None and args.detect_size < 32:
         print(f"error: --detect-size must be at least 32, got {args.detect_size}", file=sys.stderr)
         return 2
     config = RunConfig(

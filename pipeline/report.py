@@ -71,6 +71,7 @@ class ReportBuilder:
         self.unconfirmed = 0
         self.frames_with_faces = 0
         self.stage_ms: dict[str, float] = {}
+        self.settings: dict = {}
         self._done: dict = {}
 
     def add(self, tf: TrackedFrame) -> None:
@@ -147,6 +148,7 @@ class ReportBuilder:
             },
             "decode_errors": d["decode_errors"],
             "timestamp_fixes": d["timestamp_fixes"],
+            "settings": self.settings,
         }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from tqdm import tqdm
@@ -31,7 +31,7 @@ MODES = ("auto", "blur", "pixelate", "mask")
 @dataclass
 class RunConfig:
     mode: str = "auto"
-    detect_size: int = DEFAULT_DETECT_SIZE
+    detect_size: int | None = DEFAULT_DETECT_SIZE  # None: the video's long side, clamped (detector.py)
     threshold: float = DEFAULT_THRESHOLD
     batch_size: int = 4
     max_frames: int | None = None
@@ -94,6 +94,16 @@ def anonymize_video(
         )
         boxes = BoxesWriter(boxes_path) if boxes_path else None
         report = ReportBuilder(input_path, out, mode, reader.info)
+        report.settings = {
+            "detect_size": detector.long_side(reader.info.height, reader.info.width),
+            "threshold": detector.threshold,
+            "batch_size": config.batch_size,
+            "region_scale": config.region_scale,
+            "crf": config.crf,
+            "preset": config.preset,
+            "keep_metadata": config.keep_metadata,
+            "tracker": asdict(config.tracker),
+        }
         try:
             _run(reader, detector, tracker, anonymizer, writer, boxes, report, config, progress)
             if reader.truncated:

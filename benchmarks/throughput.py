@@ -1,0 +1,100 @@
+"""End-to-end throughput: anonswap (default blur mode) vs deface on the same clips, same run.
+
+    python benchmarks/throughput.py [CLIP ...] [--repeat N] [--no-deface]
+
+Both are run as their command lines, so wall time includes start-up and model loading for
+both. anonswap's report adds per-stage busy time. Output facts (frames, size, audio) are
+checked for both, since speed means little if frames or audio are lost.
+Writes benchmarks/results/throughput.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import ROOT, clips, machine, video_facts, write
+
+
+def run_timed(argv: list[str]) -> tuple[float, subprocess.CompletedProcess]:
+    t = time.perf_counter()
+    res = subprocess.run(argv, capture_output=True, text=True)
+    return time.perf_counter() - t, res
+
+
+def bench_anonswap(clip: Path, work: Path, repeat: int) -> dict:
+    best = None
+    for _ in range(repeat):
+        out, rep = work / f"anonswap_{clip.stem}.mp4", work / f"anonswap_{clip.stem}.json"
+        wall, res = run_timed([sys.executable, str(ROOT / "run_pipeline.py"), str(clip), "-o", str(out), "--mode", "blur", "--report", str(rep), "-q"])
+        if res.returncode != 0:
+            raise RuntimeError(f"anonswap failed on {clip}: {res.stderr}")
+        report = json.loads(rep.read_text())
+        if best is None or wall < best["wall_s"]:
+            best = {"wall_s": round(wall, 2), "report": report, "out": out}
+    facts = video_facts(best["out"])
+    frames = best["report"]["video"]["frames_out"]
+    return {"tool": "anonswap", "wall_s": best["wall_s"], "fps_wall": round(frames / best["wall_s"], 2),
+            "fps_pipeline": best["report"]["timing"]["fps"], "stages_ms": best["report"]["timing"]["stages_ms"],
+            "faces_anonymized": best["report"]["faces"]["anonymized"], **facts}
+
+
+def bench_deface(clip: Path, work: Path, repeat: int) -> dict | None:
+    exe = shutil.which("deface")
+    if exe is None:
+        return None
+    best = None
+    for _ in range(repeat):
+        out = work / f"deface_{clip.stem}.mp4"
+        wall, res = run_timed([exe, str(clip), "-o", str(out)])
+        if res.returncode != 0:
+            raise RuntimeError(f"deface failed on {clip}: {res.stderr[-2000:]}")
+        if best is None or wall < best["wall_s"]:
+            best = {"wall_s": round(wall, 2), "out": out}
+    facts = video_facts(best["out"])
+    return {"tool": "deface (defaults)", "wall_s": best["wall_s"], "fps_wall": round(facts["frames"] / best["wall_s"], 2), **facts}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("clips", nargs="*")
+    p.add_argument("--repeat", type=int, default=2, help="runs per tool and clip; the fastest is kept")
+    p.add_argument("--no-deface", action="store_true")
+    args = p.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for clip in clips(args.clips):
+            src = video_facts(clip)
+            ours = bench_anonswap(clip, work, args.repeat)
+            theirs = None if args.no_deface else bench_deface(clip, work, args.repeat)
+            rows.append({"clip": clip.name, "input": src, "anonswap": ours, "deface": theirs,
+                         "speedup": round(ours["fps_wall"] / theirs["fps_wall"], 2) if theirs else None})
+    data = {"command": "python benchmarks/throughput.py " + " ".join(sys.argv[1:]), "machine": machine(), "results": rows}
+    md = ["# Throughput: anonswap vs deface", "", f"Command: `{data['command'].strip()}`  ",
+          f"Machine: {data['machine']['cpu']}, {data['machine']['cores']} cores, {data['machine']['memory_gib']} GiB; "
+          f"versions {data['machine']['versions']}", "",
+          "| clip | input (frames, size, audio) | tool | fps (wall, incl. start-up) | output frames | output size | audio streams |",
+          "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        i = r["input"]
+        for t in (r["anonswap"], r["deface"]):
+            if t is None:
+                continue
+            md.append(f"| {r['clip']} | {i['frames']}, {i['width']}x{i['height']}, {i['audio_streams']} | {t['tool']} | "
+                      f"{t['fps_wall']} | {t['frames']} | {t['width']}x{t['height']} | {t['audio_streams']} |")
+    md += ["", "| clip | speedup (anonswap fps / deface fps) | anonswap stage busy time, ms (threads overlap) |", "| --- | --- | --- |"]
+    for r in rows:
+        md.append(f"| {r['clip']} | {r['speedup']} | {r['anonswap']['stages_ms']} |")
+    write("throughput", data, "\n".join(md) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
