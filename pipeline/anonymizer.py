@@ -89,7 +89,5 @@ class Anonymizer:
                 continue
             roi = image[region.y0 : region.y1, region.x0 : region.x1]
             effect = self._effect(roi, float(face.cover[2] - face.cover[0]))
-            a = region.alpha[..., None]
-            blended = roi.astype(np.float32) * (1.0 - a) + effect.astype(np.float32) * a
-            roi[...] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+            roi[...] = cv2.blendLinear(effect, roi, region.alpha, 1.0 - region.alpha)
         return image

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 from .detector import AUTO_MAX_SIZE, AUTO_MIN_SIZE, DEFAULT_DETECT_SIZE, DEFAULT_THRESHOLD
@@ -50,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -68,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         preset=args.preset,
     )
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
+    # SIGTERM unwinds like Ctrl-C, so the temp output is removed instead of left behind.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         report = anonymize_video(
             args.input, args.output, config, report_path=args.report, boxes_path=args.boxes, progress=not args.quiet, log=log

@@ -59,10 +59,11 @@ class _TrackStats:
 
 
 class ReportBuilder:
-    def __init__(self, input_path: str, output_path: str, mode: str, info: VideoInfo):
+    def __init__(self, input_path: str, output_path: str, mode: str, info: VideoInfo, requested_mode: str | None = None):
         self.input_path = input_path
         self.output_path = output_path
         self.mode = mode
+        self.requested_mode = requested_mode or mode
         self.info = info
         self.tracks: dict[int, _TrackStats] = {}
         self.detections = 0
@@ -90,12 +91,13 @@ class ReportBuilder:
 
     def finish(self, reader, writer, wall_s: float) -> None:
         self._done = {
-            "frames_in": writer.frames_written,  # every decoded frame is written; see decode_errors
+            "frames_in": reader.frames_read,
             "frames_out": writer.frames_written,
             "audio_packets": writer.audio_packets,
             "decode_errors": reader.decode_errors,
             "timestamp_fixes": reader.timestamp_fixes,
             "rotation": reader.rotation,
+            "other_streams": reader.other_streams,
             "wall_s": wall_s,
         }
 
@@ -108,6 +110,7 @@ class ReportBuilder:
             "input": self.input_path,
             "output": self.output_path,
             "mode": self.mode,
+            "mode_requested": self.requested_mode,
             "video": {
                 "width": info.width,
                 "height": info.height,
@@ -121,6 +124,7 @@ class ReportBuilder:
                 "audio_streams": info.audio_streams,
                 "audio_packets_copied": d["audio_packets"],
                 "rotation": d["rotation"],
+                "other_streams_dropped": d["other_streams"],
             },
             "faces": {
                 "detections": self.detections,

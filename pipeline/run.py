@@ -93,7 +93,7 @@ def anonymize_video(
             preset=config.preset,
         )
         boxes = BoxesWriter(boxes_path) if boxes_path else None
-        report = ReportBuilder(input_path, out, mode, reader.info)
+        report = ReportBuilder(input_path, out, mode, reader.info, requested_mode=config.mode)
         report.settings = {
             "detect_size": detector.long_side(reader.info.height, reader.info.width),
             "threshold": detector.threshold,

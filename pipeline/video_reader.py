@@ -32,6 +32,9 @@ class VideoReader:
         self.timestamp_fixes = 0  # frames whose PTS was missing or not increasing
         self.trailing_audio: list = []  # audio packets demuxed after the last video frame
         self.truncated = False
+        self.frames_read = 0
+        self.other_streams = 0  # subtitle/data/attachment streams, not carried to the output
+        self._pending_audio: list = []
         self.container = None
         self.info: VideoInfo | None = None
         self.rotation = 0
@@ -52,13 +55,16 @@ class VideoReader:
             raise InvalidInputError(f"input is not readable (permission denied): {self.path}") from e
         except _AV_ERRORS as e:
             raise InvalidInputError(f"input is not a readable video container ({_reason(e)}): {self.path}") from e
-        if not self.container.streams.video:
+        # Cover art is stored as a one-picture video stream: it is not the video.
+        videos = [s for s in self.container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+        if not videos:
             kinds = sorted({s.type for s in self.container.streams}) or ["none"]
             self.close()
             raise InvalidInputError(f"input has no video stream (streams: {', '.join(kinds)}): {self.path}")
-        vs = self.container.streams.video[0]
+        vs = videos[0]
         vs.thread_type = "AUTO"  # frame + slice threads; decode is rarely the bottleneck then
         self.audio_streams = list(self.container.streams.audio)
+        self.other_streams = len(self.container.streams) - len(self.audio_streams) - 1
         self.metadata = dict(self.container.metadata)
         tb = vs.time_base or Fraction(1, 90000)
         duration = None
@@ -133,7 +139,11 @@ class VideoReader:
                 self.timestamp_fixes += 1
             last_pts = pts
             audio, self._pending_audio = self._pending_audio, []
-            yield Frame(index, pts, tb, av_frame.to_ndarray(format="rgb24"), audio)
+            # Scaled to the first frame's size: a mid-stream resolution change must not
+            # break the fixed-size encoder (a no-op when the size is unchanged).
+            size = {} if index == 0 else {"width": self.info.width, "height": self.info.height}
+            self.frames_read += 1
+            yield Frame(index, pts, tb, av_frame.to_ndarray(format="rgb24", **size), audio)
         self.trailing_audio, self._pending_audio = self._pending_audio, []
         if last_pts is not None and self._ends_early(last_pts * tb + Fraction(step) * tb):
             self.truncated = True
