@@ -20,6 +20,7 @@ from .records import Frame, VideoInfo
 FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".ts": "mpegts"}
 # Stream tags that say nothing about who or where: kept even when metadata is stripped.
 _SAFE_STREAM_TAGS = ("language",)
+_TS_AUDIO = {"aac", "aac_latm", "mp2", "mp3", "ac3", "eac3", "dts", "truehd", "opus", "s302m"}
 
 
 def encoder_threads() -> int:
@@ -121,7 +122,17 @@ class VideoWriter:
             vs.set_display_rotation(rotation)
         self.video_stream = vs
         self._audio_map = {}
+        # MPEG-TS has no codec table for libavformat to query (its supported_codecs is empty),
+        # so its audio codecs (ISO 13818-1 stream types FFmpeg maps) are listed here.
+        supported = _TS_AUDIO if self.container.format.name == "mpegts" else self.container.supported_codecs
         for src in audio_streams:
+            name = src.codec_context.name if src.codec_context is not None else "unknown"
+            if name not in supported:
+                # Checked up front: some muxers (MPEG-TS) would write an undecodable stream.
+                raise OutputError(
+                    f"{self.container.format.name} output cannot hold the input's {name} audio without "
+                    f"re-encoding; use .mkv, which holds almost any codec"
+                )
             out = self.container.add_stream_from_template(src)
             if not keep_metadata:
                 for k in list(out.metadata):

@@ -111,3 +111,28 @@ def test_failure_mid_run_leaves_no_output(tmp_path, synthetic):
         anonymize_video(synthetic.path, str(out), RunConfig(mode="blur"), boxes_path=str(tmp_path / "b.jsonl"),
                         report_path=str(tmp_path / "r.json"), detector=BreaksAtFrame20(), progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sigterm_mid_run_leaves_nothing_behind(tmp_path):
+    """An operator stopping a long run: the temp output is removed, no final file appears."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+    from pipeline.synthetic import make_video
+
+    src = make_video(str(tmp_path / "long.mp4"), width=640, height=360, frames=400, audio=False)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run_pipeline.py"), src.path, "-o", str(out_dir / "o.mp4"), "-q"],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(out_dir.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(out_dir.iterdir()), "the run never started writing"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "interrupted" in err
+    assert list(out_dir.iterdir()) == []

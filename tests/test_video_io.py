@@ -107,3 +107,67 @@ def test_corrupt_packets_are_skipped_and_counted(tmp_path, synthetic):
 def test_max_frames_bounds_the_run(tmp_path, synthetic):
     _, dst = _run(synthetic.path, tmp_path / "out.mp4", "--max-frames", "7")
     assert len(dst["frames"]) == 7
+
+
+def _with_pcm_audio(src_path, out_path):
+    """Remux a video-only clip and add raw PCM audio, a codec MPEG-TS cannot hold."""
+    with av.open(src_path) as i, av.open(str(out_path), "w") as o:
+        vs = o.add_stream_from_template(i.streams.video[0])
+        a = o.add_stream("pcm_s16le", rate=48000, layout="mono")
+        for p in i.demux():
+            if p.dts is not None:
+                p.stream = vs
+                o.mux(p)
+        f = av.AudioFrame.from_ndarray(np.zeros((1, 16000), np.int16), format="s16", layout="mono")
+        f.sample_rate, f.pts = 48000, 0
+        o.mux(a.encode(f))
+        o.mux(a.encode(None))
+
+
+def test_audio_the_output_container_cannot_hold_is_refused_up_front(tmp_path):
+    v = make_video(str(tmp_path / "v.mkv"), frames=8, audio=False)
+    pcm = tmp_path / "pcm.mkv"
+    _with_pcm_audio(v.path, pcm)
+    res = run_cli(pcm, "-o", tmp_path / "out.ts", "-q")
+    assert res.returncode == 2 and "cannot hold the input's pcm_s16le audio" in res.stderr
+    assert not (tmp_path / "out.ts").exists() and not [p for p in tmp_path.iterdir() if ".partial" in p.name]
+    src, dst = _run(pcm, tmp_path / "out.mkv")
+    assert dst["audio_streams"] == 1 and dst["audio_packets"] == src["audio_packets"]
+
+
+def test_resolution_change_mid_stream_keeps_the_first_size(tmp_path):
+    """Two H.264 segments of different sizes back to back in one MPEG-TS (as a camera
+    switching mode does): every frame is written, at the first segment's size."""
+    a = make_video(str(tmp_path / "a.ts"), width=320, height=240, frames=10, audio=False)
+    b = make_video(str(tmp_path / "b.ts"), width=640, height=360, frames=10, audio=False, seed=1)
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(open(a.path, "rb").read() + open(b.path, "rb").read())
+    src, dst = _run(joined, tmp_path / "out.mkv")
+    assert {f.shape[:2] for f in src["frames"]} == {(240, 320), (360, 640)}
+    assert len(dst["frames"]) == len(src["frames"]) and dst["size"] == (320, 240)
+
+
+def test_cover_art_is_not_mistaken_for_the_video(tmp_path):
+    v = make_video(str(tmp_path / "v.mp4"), frames=10, audio=False)
+    covered = tmp_path / "covered.mp4"
+    with av.open(v.path) as i, av.open(str(covered), "w") as o:
+        cover = o.add_stream("mjpeg", rate=1)
+        cover.width, cover.height, cover.pix_fmt = 64, 64, "yuvj420p"
+        cover.disposition = av.stream.Disposition.attached_pic
+        vs = o.add_stream_from_template(i.streams.video[0])
+        pic = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 200, np.uint8), format="rgb24").reformat(format="yuvj420p")
+        pic.pts = 0
+        o.mux(cover.encode(pic))
+        o.mux(cover.encode(None))
+        for p in i.demux():
+            if p.dts is not None:
+                p.stream = vs
+                o.mux(p)
+    rep = tmp_path / "r.json"
+    res = run_cli(covered, "-o", tmp_path / "out.mp4", "-q", "--report", rep)
+    assert res.returncode == 0, res.stderr
+    import json
+
+    report = json.loads(rep.read_text())
+    assert (report["video"]["width"], report["video"]["frames_out"]) == (320, 10)
+    assert report["video"]["other_streams_dropped"] == 1
