@@ -17,7 +17,7 @@ import time
 import av
 import numpy as np
 
-from common import clips, ground_truth_path, machine, write
+from common import clips, ground_truth_path, machine, synthetic, write
 
 from pipeline.detector import FaceDetector
 
@@ -52,7 +52,9 @@ def main() -> int:
     args = p.parse_args()
     sizes = sorted(args.sizes)
     rows = []
-    for clip in clips(args.clips):
+    # Small faces at low resolution too: the case a lower working size would lose first.
+    todo = clips(args.clips) + ([] if args.clips else [synthetic(640, 360, 0.15, "small_faces")])
+    for clip in todo:
         with av.open(str(clip)) as c:
             frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
         per_size = {}
