@@ -7,6 +7,7 @@ error removes them.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -71,14 +72,14 @@ def anonymize_video(
 ) -> dict:
     started = time.perf_counter()
     mode, note = resolve_mode(config.mode)
-    if note:
-        log(note)
     reader = VideoReader(input_path, max_frames=config.max_frames).open()
     try:
         out = check_output_path(output_path, input_path)
         for side in (report_path, boxes_path):
             if side is not None:
                 check_side_path(side, input_path, out)
+        if note:  # only once the input and outputs are known to be good: errors stay one line
+            log(note)
         detector = detector or FaceDetector(detect_size=config.detect_size, threshold=config.threshold)
         tracker = FaceTracker(config.tracker)
         anonymizer = Anonymizer(mode, region_scale=config.region_scale)
@@ -92,7 +93,7 @@ def anonymize_video(
             crf=config.crf,
             preset=config.preset,
         )
-        boxes = BoxesWriter(boxes_path) if boxes_path else None
+        boxes = None
         report = ReportBuilder(input_path, out, mode, reader.info, requested_mode=config.mode)
         report.settings = {
             "detect_size": detector.long_side(reader.info.height, reader.info.width),
@@ -105,10 +106,12 @@ def anonymize_video(
             "tracker": asdict(config.tracker),
         }
         try:
+            boxes = BoxesWriter(boxes_path) if boxes_path else None
             _run(reader, detector, tracker, anonymizer, writer, boxes, report, config, progress)
             if reader.truncated:
                 raise InvalidInputError(
-                    f"input is truncated or corrupt: only {writer.frames_written} frames could be read, less than the container declares: {input_path}"
+                    f"input is truncated or corrupt: only {writer.frames_written} frames could be read, "
+                    f"less than the container declares: {input_path}"
                 )
             writer.close()
         except BaseException:
@@ -128,8 +131,6 @@ def anonymize_video(
 
 
 def check_side_path(path: str, input_path: str, video_out: str) -> None:
-    import os
-
     p = os.path.abspath(path)
     if p in (os.path.abspath(input_path), video_out):
         raise OutputError(f"report/boxes path must differ from the input and the output video: {path}")
