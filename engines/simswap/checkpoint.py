@@ -1,0 +1,79 @@
+"""Loading SimSwap generator checkpoints, and exporting the generator to ONNX.
+
+Official generator checkpoints are plain state_dicts, so `torch.load(weights_only=True)` reads
+them without running any pickled code. (The ArcFace `arcface_checkpoint.tar` is a pickled
+whole model and needs the restricted unpickler of the identity-latent work; not here.)
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import torch
+
+from .generator import LATENT_SIZE, SimSwapGenerator
+
+ONNX_INPUTS = ("image", "latent")
+ONNX_OUTPUT = "output"
+
+
+def check_state_dict(model: torch.nn.Module, state: dict, source: str) -> None:
+    """Raises ValueError naming what differs, before `load_state_dict` gives a wall of text."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [f"{k}: expected {tuple(expected[k].shape)}, found {tuple(state[k].shape)}"
+             for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
+        if unexpected:
+            parts.append(f"unexpected keys: {', '.join(unexpected[:5])}{' …' if len(unexpected) > 5 else ''}")
+        if wrong:
+            parts.append(f"wrong shapes: {'; '.join(wrong[:3])}{' …' if len(wrong) > 3 else ''}")
+        raise ValueError(f"{source} is not a SimSwap {getattr(model, 'variant', '')} generator checkpoint ({'; '.join(parts)})")
+
+
+def load_generator(path: str, variant: str) -> SimSwapGenerator:
+    """Loads an official (or compatible) generator state_dict, strictly, in eval mode."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (FileNotFoundError, IsADirectoryError):
+        raise
+    except Exception as e:  # weights_only refuses pickled code; a torn file fails here too
+        raise ValueError(f"{path} is not a plain tensor state_dict ({type(e).__name__}: {str(e).splitlines()[0]})") from e
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds a {type(state).__name__}, not a state_dict")
+    model = SimSwapGenerator(variant)
+    check_state_dict(model, state, path)
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def export_onnx(model: SimSwapGenerator, path: str, *, opset: int = 17) -> str:
+    """ONNX with a dynamic batch axis (the file TensorRT will also build from); written atomically."""
+    size = int(model.variant)
+    image = torch.rand(2, 3, size, size)
+    latent = torch.nn.functional.normalize(torch.randn(2, LATENT_SIZE), dim=1)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".simswap.", suffix=".partial.onnx", dir=folder)
+    os.close(fd)
+    try:
+        with torch.no_grad():
+            torch.onnx.export(
+                model.eval(), (image, latent), tmp,
+                input_names=list(ONNX_INPUTS), output_names=[ONNX_OUTPUT],
+                dynamic_axes={n: {0: "batch"} for n in (*ONNX_INPUTS, ONNX_OUTPUT)},
+                opset_version=opset, dynamo=False,
+            )
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
