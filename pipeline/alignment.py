@@ -1,0 +1,94 @@
+"""5-point similarity alignment (Umeyama, via scikit-image) into SimSwap's crops, batched.
+
+The templates are the ones SimSwap's own inference aligns with, so our crops look like the
+ones its generator was trained on:
+- 224 ("people" model): insightface's five pose templates (profile-left … profile-right) on a
+  112 grid, scaled to the crop; the template with the smallest residual wins, per face.
+- 512 (512_beta): the FFHQ-style template on a 512 grid.
+Landmark order is RetinaFace's: the eye on the image's left, the other eye, nose tip, then the
+mouth corners in the same left-to-right order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from skimage.transform import SimilarityTransform
+
+# Five-point templates (x, y), in pixels of a 112×112 crop: left profile … right profile.
+POSE_TEMPLATES_112 = np.array(
+    [
+        [[51.642, 50.115], [57.617, 49.990], [35.740, 69.007], [51.157, 89.050], [57.025, 89.702]],
+        [[45.031, 50.118], [65.568, 50.872], [39.677, 68.111], [45.177, 86.190], [64.246, 86.758]],
+        [[39.730, 51.138], [72.270, 51.138], [56.000, 68.493], [42.463, 87.010], [69.537, 87.010]],
+        [[46.845, 50.872], [67.382, 50.118], [72.737, 68.111], [48.167, 86.758], [67.236, 86.190]],
+        [[54.796, 49.990], [60.771, 50.115], [76.673, 69.007], [55.388, 89.702], [61.257, 89.050]],
+    ],
+    np.float64,
+)
+# FFHQ-style template, in pixels of a 512×512 crop.
+FFHQ_TEMPLATE_512 = np.array(
+    [[[192.98138, 239.94708], [318.90277, 240.1936], [256.63416, 314.01935], [201.26117, 371.41043], [313.08905, 371.15118]]],
+    np.float64,
+)
+FRONTAL = 2  # index of the frontal pose template
+
+
+def templates(size: int) -> np.ndarray:
+    """(T, 5, 2) template points for a crop of `size` pixels, as SimSwap picks them."""
+    if size == 512:
+        return FFHQ_TEMPLATE_512 * (size / 512.0)
+    return POSE_TEMPLATES_112 * (size / 112.0)
+
+
+def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    if hasattr(SimilarityTransform, "from_estimate"):  # scikit-image >= 0.26
+        return SimilarityTransform.from_estimate(src, dst).params
+    t = SimilarityTransform()
+    t.estimate(src, dst)
+    return t.params
+
+
+def estimate(landmarks: np.ndarray, size: int) -> tuple[np.ndarray, int]:
+    """Frame→crop 2×3 matrix for one face (5×2 landmarks) and the template index used."""
+    best, best_err, best_i = None, np.inf, 0
+    pts = np.asarray(landmarks, np.float64)
+    for i, tpl in enumerate(templates(size)):
+        m = _similarity(pts, tpl)[:2]
+        err = np.sqrt((((pts @ m[:, :2].T) + m[:, 2] - tpl) ** 2).sum(axis=1)).sum()
+        if err < best_err:
+            best, best_err, best_i = m, err, i
+    return best.astype(np.float32), best_i
+
+
+@dataclass
+class AlignedFaces:
+    """All faces of a batch of frames, aligned: crops[i] came from frames[frame_index[i]]."""
+
+    crops: np.ndarray  # (N, S, S, 3) uint8 RGB
+    matrices: np.ndarray  # (N, 2, 3) float32, frame → crop
+    frame_index: np.ndarray  # (N,) int
+    pose: np.ndarray  # (N,) template index (2 = frontal for 224; 0 for 512)
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+
+def align(frames: list[np.ndarray], landmarks: list[np.ndarray], size: int = 224) -> AlignedFaces:
+    """Aligns every face of every frame in one call. `landmarks[f]` is (K_f, 5, 2) for frame f."""
+    if size not in (224, 512):
+        raise ValueError(f"SimSwap crops are 224 or 512 pixels, got {size}")
+    crops, mats, idx, poses = [], [], [], []
+    for f, (img, lms) in enumerate(zip(frames, landmarks)):
+        for lm in np.asarray(lms, np.float32).reshape(-1, 5, 2):
+            m, pose = estimate(lm, size)
+            crops.append(cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR, borderValue=0))
+            mats.append(m)
+            idx.append(f)
+            poses.append(pose)
+    if not crops:
+        return AlignedFaces(np.zeros((0, size, size, 3), np.uint8), np.zeros((0, 2, 3), np.float32),
+                            np.zeros((0,), np.int64), np.zeros((0,), np.int64))
+    return AlignedFaces(np.stack(crops), np.stack(mats), np.array(idx), np.array(poses))
