@@ -82,6 +82,13 @@ class Anonymizer:
         self.feather = feather
         self._effect = _EFFECTS[mode]
 
+    def apply_batch(self, frames) -> None:
+        """Same interface as the swapper: anonymize every face of these TrackedFrames."""
+        for tf in frames:
+            self.apply(tf.frame.image, tf.faces)
+            for face in tf.faces:
+                face.outcome = face.outcome or self.mode
+
     def apply(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
         for face in faces:
             region = face_region(face.cover, image.shape[:2], scale=self.region_scale, feather=self.feather)

@@ -14,6 +14,7 @@ import sys
 from .detector import AUTO_MAX_SIZE, AUTO_MIN_SIZE, DEFAULT_DETECT_SIZE, DEFAULT_THRESHOLD
 from .errors import AnonswapError
 from .run import MODES, RunConfig, anonymize_video
+from .swapper import SwapConfig
 
 
 def _positive_int(text: str) -> int:
@@ -46,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=4, metavar="N", help="frames per detector batch (default 4)")
     p.add_argument("--crf", type=int, default=20, help="x264 constant rate factor (default 20; lower is better quality)")
     p.add_argument("--preset", default="veryfast", help="x264 preset (default veryfast)")
+    swap = p.add_argument_group("swap mode (SimSwap; official weights are CC BY-NC-SA 4.0, non-commercial)")
+    swap.add_argument("--generator", metavar="PATH", help="SimSwap generator checkpoint (people/latest_net_G.pth, or 550000_net_G.pth with --swap-size 512)")
+    swap.add_argument("--arcface", metavar="PATH", help="SimSwap's ArcFace, arcface_checkpoint.tar (loaded without running pickled code)")
+    swap.add_argument("--gallery", metavar="DIR", help="folder of source face photos: the fake identities")
+    swap.add_argument("--swap-size", type=int, choices=(224, 512), default=224, help="generator crop size (default 224)")
+    swap.add_argument("--min-swap-face", type=float, default=SwapConfig.min_face, metavar="PX", help=f"faces narrower than this are blurred instead (default {SwapConfig.min_face:g})")
     p.add_argument("--keep-metadata", action="store_true", help="keep container metadata (GPS, device, creation time); stripped by default")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes")
     return p
@@ -71,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         keep_metadata=args.keep_metadata,
         crf=args.crf,
         preset=args.preset,
+        generator=args.generator,
+        arcface=args.arcface,
+        gallery=args.gallery,
+        swap=SwapConfig(size=args.swap_size, min_face=args.min_swap_face),
     )
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
     # SIGTERM unwinds like Ctrl-C, so the temp output is removed instead of left behind.
@@ -87,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     if not args.quiet:
         v, f, t = report["video"], report["faces"], report["timing"]
+        swapped = f" ({f['swapped']} swapped, {sum(f['fallback'].values())} blurred instead)" if report["mode"] == "swap" else ""
         log(
-            f"wrote {report['output']}: {v['frames_out']} frames, {f['anonymized']} faces anonymized "
+            f"wrote {report['output']}: {v['frames_out']} frames, {f['anonymized']} faces anonymized{swapped} "
             f"({f['predicted']} predicted), {len(report['tracks'])} tracks, {t['fps']} fps"
         )
     return 0

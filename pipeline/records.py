@@ -77,6 +77,9 @@ class Face:
     missed_frames: int = 0
     person_id: int | None = None
     source_id: str | None = None
+    # What was done to it: "blur" / "pixelate" / "mask" / "swap", or "blur:<reason>" when a
+    # swap was wanted but could not run (too_small, profile, unconfirmed, engine_error, …).
+    outcome: str | None = None
 
 
 @dataclass

@@ -35,6 +35,8 @@ class BoxesWriter:
                     "score": round(face.score, 4),
                     "landmarks": [_r(p) for p in face.landmarks],
                     "predicted": face.predicted,
+                    "anonymized_by": face.outcome,
+                    "source_id": face.source_id,
                 }
                 for face in tf.faces
             ],
@@ -56,6 +58,7 @@ class _TrackStats:
     last_frame: int
     frames: int = 0
     predicted: int = 0
+    source_id: str | None = None
 
 
 class ReportBuilder:
@@ -71,6 +74,7 @@ class ReportBuilder:
         self.predicted = 0
         self.unconfirmed = 0
         self.frames_with_faces = 0
+        self.outcomes: dict[str, int] = {}
         self.stage_ms: dict[str, float] = {}
         self.settings: dict = {}
         self._done: dict = {}
@@ -81,6 +85,7 @@ class ReportBuilder:
         self.frames_with_faces += bool(tf.faces)
         for face in tf.faces:
             self.predicted += face.predicted
+            self.outcomes[face.outcome or "unknown"] = self.outcomes.get(face.outcome or "unknown", 0) + 1
             if face.track_id is None:
                 self.unconfirmed += 1
                 continue
@@ -88,6 +93,8 @@ class ReportBuilder:
             st.last_frame = tf.frame.index
             st.frames += 1
             st.predicted += face.predicted
+            if face.source_id is not None:
+                st.source_id = face.source_id
 
     def finish(self, reader, writer, wall_s: float) -> None:
         self._done = {
@@ -132,12 +139,15 @@ class ReportBuilder:
                 "predicted": self.predicted,
                 "unconfirmed": self.unconfirmed,
                 "frames_with_faces": self.frames_with_faces,
+                "swapped": self.outcomes.get("swap", 0),
+                "fallback": {k.split(":", 1)[1]: v for k, v in sorted(self.outcomes.items()) if k.startswith("blur:")},
+                "by_outcome": dict(sorted(self.outcomes.items())),
             },
             "tracks": [
                 {
                     "track_id": tid,
                     "person_id": None,
-                    "source_id": None,
+                    "source_id": st.source_id,
                     "first_frame": st.first_frame,
                     "last_frame": st.last_frame,
                     "frames": st.frames,

@@ -18,6 +18,8 @@ from tqdm import tqdm
 from trackers import FaceTracker, TrackerConfig
 
 from .anonymizer import Anonymizer
+from .source_gallery import SourceGallery
+from .swapper import FaceSwapper, SwapConfig
 from .detector import DEFAULT_DETECT_SIZE, DEFAULT_THRESHOLD, FaceDetector
 from .errors import AnonswapError, InvalidInputError, OutputError, StageError
 from .records import TrackedFrame
@@ -26,7 +28,7 @@ from .stages import StagePipeline
 from .video_reader import VideoReader
 from .video_writer import VideoWriter, check_output_path
 
-MODES = ("auto", "blur", "pixelate", "mask")
+MODES = ("auto", "swap", "blur", "pixelate", "mask")
 
 
 @dataclass
@@ -42,6 +44,11 @@ class RunConfig:
     queue_size: int = 8
     region_scale: float = 1.3
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    # Swap mode: SimSwap generator checkpoint, SimSwap ArcFace (arcface_checkpoint.tar), gallery folder.
+    generator: str | None = None
+    arcface: str | None = None
+    gallery: str | None = None
+    swap: SwapConfig = field(default_factory=SwapConfig)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -52,11 +59,50 @@ class RunConfig:
             raise ValueError(f"max_frames must be >= 1, got {self.max_frames}")
 
 
-def resolve_mode(mode: str) -> tuple[str, str | None]:
-    """`auto` becomes swap once a swap model and gallery exist (later issues); blur until then."""
-    if mode != "auto":
-        return mode, None
-    return "blur", "mode auto: no face-swap model is available in this build, using blur"
+def swap_missing(config: RunConfig) -> list[str]:
+    """What swap mode still needs; empty when it can run."""
+    missing = []
+    for flag, path, kind in (("--generator", config.generator, "file"), ("--arcface", config.arcface, "file"), ("--gallery", config.gallery, "dir")):
+        if not path:
+            missing.append(f"{flag} (not given)")
+        elif not (os.path.isfile(path) if kind == "file" else os.path.isdir(path)):
+            missing.append(f"{flag} ({path} not found)")
+    return missing
+
+
+def resolve_mode(config: RunConfig) -> tuple[str, str | None]:
+    """`auto` is swap when a generator, its ArcFace and a gallery are all there, else blur."""
+    if config.mode == "swap":
+        missing = swap_missing(config)
+        if missing:
+            raise InvalidInputError(f"--mode swap needs a SimSwap generator, its ArcFace and a gallery; missing: {', '.join(missing)}")
+        return "swap", None
+    if config.mode != "auto":
+        return config.mode, None
+    missing = swap_missing(config)
+    if not missing:
+        return "swap", "mode auto: swap (SimSwap generator, ArcFace and gallery found)"
+    return "blur", f"mode auto: blur (swap needs {', '.join(missing)})"
+
+
+def build_anonymizer(mode: str, config: RunConfig, detector: FaceDetector):
+    """The anonymizer stage for `mode`; swap loads its models and the gallery here, once."""
+    if mode != "swap":
+        return Anonymizer(mode, region_scale=config.region_scale)
+    from engines.simswap import latent_from_crops, load_arcface_checkpoint, load_generator, UnsafeCheckpointError
+    from engines.torch_engine import TorchEngine
+
+    try:
+        generator = load_generator(config.generator, str(config.swap.size))
+    except (ValueError, OSError) as e:
+        raise InvalidInputError(f"generator checkpoint unusable: {e}") from e
+    try:
+        arc = load_arcface_checkpoint(config.arcface)
+    except (UnsafeCheckpointError, ValueError, OSError) as e:
+        raise InvalidInputError(f"ArcFace checkpoint unusable: {e}") from e
+    gallery = SourceGallery.from_dir(config.gallery, detector, lambda crops: latent_from_crops(arc, crops))
+    engine = TorchEngine(generator, ("image", "latent"), ("output",))
+    return FaceSwapper(engine, gallery, fallback=Anonymizer("blur", region_scale=config.region_scale), config=config.swap)
 
 
 def anonymize_video(
@@ -71,7 +117,7 @@ def anonymize_video(
     log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
 ) -> dict:
     started = time.perf_counter()
-    mode, note = resolve_mode(config.mode)
+    mode, note = resolve_mode(config)
     reader = VideoReader(input_path, max_frames=config.max_frames).open()
     try:
         out = check_output_path(output_path, input_path)
@@ -82,7 +128,7 @@ def anonymize_video(
             log(note)
         detector = detector or FaceDetector(detect_size=config.detect_size, threshold=config.threshold)
         tracker = FaceTracker(config.tracker)
-        anonymizer = Anonymizer(mode, region_scale=config.region_scale)
+        anonymizer = build_anonymizer(mode, config, detector)
         writer = VideoWriter(
             out,
             reader.info,
@@ -104,6 +150,8 @@ def anonymize_video(
             "preset": config.preset,
             "keep_metadata": config.keep_metadata,
             "tracker": asdict(config.tracker),
+            "swap": {**asdict(config.swap), "generator": config.generator, "arcface": config.arcface, "gallery": config.gallery}
+            if mode == "swap" else None,
         }
         try:
             boxes = BoxesWriter(boxes_path) if boxes_path else None
@@ -158,9 +206,16 @@ def _run(reader, detector, tracker, anonymizer, writer, boxes, report, config, p
             yield TrackedFrame(frame, tracker.update(dets), len(dets))
 
     def anonymize(items):
+        batch = []  # several frames at once: the swap generator runs on all their faces together
         for tf in items:
-            anonymizer.apply(tf.frame.image, tf.faces)
-            yield tf
+            batch.append(tf)
+            if len(batch) == config.batch_size:
+                anonymizer.apply_batch(batch)
+                yield from batch
+                batch = []
+        if batch:
+            anonymizer.apply_batch(batch)
+            yield from batch
 
     total = config.max_frames or reader.info.frames_hint or None
     if config.max_frames and reader.info.frames_hint:

@@ -1,9 +1,6 @@
 """SimSwap's ArcFace: our architecture, the restricted loader of the pickled whole model, latents."""
 
-import contextlib
 import os
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -12,30 +9,9 @@ torch = pytest.importorskip("torch", reason="the SimSwap engine needs torch (pip
 
 from engines.simswap import arcface  # noqa: E402
 from engines.simswap import ArcFaceResNet, UnsafeCheckpointError, latent_from_crops, load_arcface_checkpoint  # noqa: E402
+from simswap_kit import official_names  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:Couldn't retrieve source code")
-
-
-@contextlib.contextmanager
-def official_names():
-    """Pickle our classes under the names SimSwap's file uses (models.arcface_models.ResNet, …),
-    so the files written here have the official layout; restored afterwards."""
-    mod, pkg = types.ModuleType("models.arcface_models"), types.ModuleType("models")
-    pkg.arcface_models = mod
-    classes = ((arcface.ArcFaceResNet, "ResNet"), (arcface.IRBlock, "IRBlock"), (arcface.SEBlock, "SEBlock"))
-    saved = {c: (c.__module__, c.__qualname__) for c, _ in classes}
-    old = {k: sys.modules.get(k) for k in ("models", "models.arcface_models")}
-    sys.modules["models"], sys.modules["models.arcface_models"] = pkg, mod
-    try:
-        for cls, name in classes:
-            cls.__module__, cls.__qualname__ = "models.arcface_models", name
-            setattr(mod, name, cls)
-        yield
-    finally:
-        for cls, (m, q) in saved.items():
-            cls.__module__, cls.__qualname__ = m, q
-        for k, v in old.items():
-            sys.modules.pop(k, None) if v is None else sys.modules.__setitem__(k, v)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,104 @@
+"""Swap mode: align → SimSwap generator (batched over all faces of several frames) → paste-back.
+
+Fail closed: every face that cannot be swapped is blurred on that frame and the reason is
+recorded in `face.outcome` ("blur:<reason>"), which the report counts:
+- unconfirmed: the tracker has not confirmed the track yet (no stable identity to give it);
+- predicted: the detector missed it, its landmarks are a Kalman guess (alignment would drift);
+- too_small: narrower than `min_face` pixels;
+- profile: aligned to an extreme profile template, where SimSwap's output is unreliable;
+- engine_error: the generator raised or returned non-finite values for the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from engines import Engine
+
+from .alignment import align
+from .anonymizer import Anonymizer
+from .paste_back import paste_back
+from .records import Face, TrackedFrame
+from .source_gallery import SourceGallery
+
+log = logging.getLogger(__name__)
+PROFILE_TEMPLATES = {0, 4}  # the 224 templates for full left/right profiles
+
+
+@dataclass(frozen=True)
+class SwapConfig:
+    size: int = 224
+    min_face: float = 40.0  # box width in frame pixels
+    swap_profiles: bool = False
+
+
+class FaceSwapper:
+    """`apply_batch(frames)`: every face on these frames is swapped or, failing that, blurred."""
+
+    mode = "swap"
+
+    def __init__(self, engine: Engine, gallery: SourceGallery, *, fallback: Anonymizer | None = None, config: SwapConfig = SwapConfig()):
+        self.engine = engine
+        self.gallery = gallery
+        self.fallback = fallback or Anonymizer("blur")
+        self.config = config
+
+    def _reason(self, face: Face) -> str | None:
+        if face.track_id is None:
+            return "unconfirmed"
+        if face.predicted:
+            return "predicted"
+        if face.box[2] - face.box[0] < self.config.min_face:
+            return "too_small"
+        return None
+
+    def apply_batch(self, frames: list[TrackedFrame]) -> None:
+        todo: list[tuple[int, Face]] = []
+        for fi, tf in enumerate(frames):
+            for face in tf.faces:
+                reason = self._reason(face)
+                if reason:
+                    face.outcome = f"blur:{reason}"
+                else:
+                    todo.append((fi, face))
+        if todo:
+            self._swap(frames, todo)
+        for tf in frames:
+            failed = [f for f in tf.faces if f.outcome != "swap"]
+            self.fallback.apply(tf.frame.image, failed)
+
+    def _swap(self, frames: list[TrackedFrame], todo: list[tuple[int, Face]]) -> None:
+        per_frame = [[] for _ in frames]
+        for fi, face in todo:
+            per_frame[fi].append(face.landmarks)
+        batch = align([tf.frame.image for tf in frames], [np.array(l, np.float32).reshape(-1, 5, 2) for l in per_frame], self.config.size)
+        # align() walks frames in order and faces in the order given, as `todo` is.
+        keep = []
+        for k, (fi, face) in enumerate(todo):
+            if batch.pose[k] in PROFILE_TEMPLATES and self.config.size == 224 and not self.config.swap_profiles:
+                face.outcome = "blur:profile"
+            else:
+                keep.append(k)
+        if not keep:
+            return
+        sources = [self.gallery.assign(todo[k][1].track_id) for k in keep]
+        image = batch.crops[keep].astype(np.float32).transpose(0, 3, 1, 2) / 255.0
+        latent = self.gallery.latents[sources]
+        try:
+            out = self.engine({"image": np.ascontiguousarray(image), "latent": np.ascontiguousarray(latent)})["output"]
+            if out.shape != image.shape or not np.isfinite(out).all():
+                raise ValueError(f"generator returned {out.shape}, expected {image.shape} of finite values")
+        except Exception as e:  # any engine failure: these faces are blurred, never left as they are
+            log.warning("swap engine failed on %d faces, blurring them: %s", len(keep), e)
+            for k in keep:
+                todo[k][1].outcome = "blur:engine_error"
+            return
+        crops = (np.clip(out, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).transpose(0, 2, 3, 1)
+        for crop, k, src in zip(crops, keep, sources):
+            fi, face = todo[k]
+            paste_back(frames[fi].frame.image, np.ascontiguousarray(crop), batch.matrices[k])
+            face.outcome = "swap"
+            face.source_id = self.gallery.ids[src]

@@ -1,0 +1,90 @@
+"""Swap mode end to end, with SimSwap files we generate (the official weights are never fetched)."""
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="swap mode needs torch (pip install torch==2.13.0)")
+
+from conftest import read_video, run_cli  # noqa: E402
+from pipeline import RunConfig, anonymize_video  # noqa: E402
+from pipeline.swapper import SwapConfig  # noqa: E402
+from simswap_kit import make_swap_kit  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore:Couldn't retrieve source code")
+
+
+@pytest.fixture(scope="module")
+def kit(tmp_path_factory):
+    return make_swap_kit(tmp_path_factory.mktemp("kit"))
+
+
+@pytest.fixture(scope="module")
+def swapped(synthetic, kit, tmp_path_factory):
+    gen, arc, gallery = kit
+    d = tmp_path_factory.mktemp("swap")
+    out, rep, boxes = d / "swap.mp4", d / "r.json", d / "b.jsonl"
+    res = run_cli(synthetic.path, "-o", out, "--generator", gen, "--arcface", arc, "--gallery", gallery,
+                  "--report", rep, "--boxes", boxes)
+    assert res.returncode == 0, res.stderr
+    return res, out, json.loads(rep.read_text()), [json.loads(l) for l in boxes.read_text().splitlines()]
+
+
+def test_auto_picks_swap_when_everything_is_there(swapped):
+    res, _, report, _ = swapped
+    assert "mode auto: swap" in res.stderr
+    assert report["mode"] == "swap" and report["mode_requested"] == "auto"
+
+
+def test_every_face_is_swapped_or_blurred_with_a_reason(synthetic, swapped):
+    _, out, report, rows = swapped
+    faces = report["faces"]
+    assert faces["swapped"] >= synthetic.frames // 2
+    assert faces["fallback"].get("unconfirmed", 0) >= 1  # the track's first frames, before confirmation
+    assert faces["swapped"] + sum(faces["fallback"].values()) == faces["anonymized"]
+    outcomes = {f["anonymized_by"] for r in rows for f in r["faces"]}
+    assert outcomes <= {"swap", "blur:unconfirmed", "blur:predicted", "blur:too_small", "blur:profile"}
+    assert report["tracks"][0]["source_id"] in {"src_a", "src_b"}
+    src, dst = read_video(synthetic.path), read_video(out)
+    assert len(dst["frames"]) == synthetic.frames and dst["times"] == src["times"] and dst["audio_streams"] == 1
+    for r in rows:
+        i = r["frame"]
+        if any(f["anonymized_by"] == "swap" for f in r["faces"]):
+            x1, y1, x2, y2 = synthetic.face_boxes[i].astype(int)
+            core = (slice(y1 + (y2 - y1) // 3, y2 - (y2 - y1) // 4), slice(x1 + (x2 - x1) // 4, x2 - (x2 - x1) // 4))
+            diff = np.abs(src["frames"][i][core].astype(int) - dst["frames"][i][core].astype(int)).mean()
+            assert diff > 15, f"frame {i}: swapped face barely differs from the original ({diff:.1f})"
+
+
+def test_broken_generator_falls_back_to_blur(synthetic, tmp_path):
+    gen, arc, gallery = make_swap_kit(tmp_path, broken_generator=True)
+    cfg = RunConfig(mode="swap", generator=str(gen), arcface=str(arc), gallery=str(gallery), max_frames=8)
+    report = anonymize_video(synthetic.path, str(tmp_path / "o.mp4"), cfg, progress=False, log=lambda m: None)
+    f = report["faces"]
+    assert f["swapped"] == 0 and f["fallback"].get("engine_error", 0) >= 1
+    assert sum(f["fallback"].values()) == f["anonymized"] == 8
+    src, dst = read_video(synthetic.path)["frames"], read_video(tmp_path / "o.mp4")["frames"]
+    x1, y1, x2, y2 = synthetic.face_boxes[7].astype(int)
+    assert np.abs(src[7][y1 + 5 : y2 - 5, x1 + 5 : x2 - 5].astype(int) - dst[7][y1 + 5 : y2 - 5, x1 + 5 : x2 - 5]).mean() > 15
+
+
+def test_faces_below_the_size_limit_are_blurred(synthetic, kit, tmp_path):
+    gen, arc, gallery = kit
+    cfg = RunConfig(mode="swap", generator=str(gen), arcface=str(arc), gallery=str(gallery), max_frames=6,
+                    swap=SwapConfig(min_face=1000))
+    report = anonymize_video(synthetic.path, str(tmp_path / "o.mp4"), cfg, progress=False, log=lambda m: None)
+    assert report["faces"]["swapped"] == 0
+    assert report["faces"]["fallback"].get("too_small", 0) >= 1
+
+
+def test_swap_mode_without_its_files_is_a_clear_error(synthetic, kit, tmp_path):
+    gen, arc, gallery = kit
+    res = run_cli(synthetic.path, "-o", tmp_path / "o.mp4", "--mode", "swap", "--generator", gen)
+    assert res.returncode == 2
+    assert res.stderr.strip() == "error: --mode swap needs a SimSwap generator, its ArcFace and a gallery; missing: --arcface (not given), --gallery (not given)"
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"garbage")
+    res = run_cli(synthetic.path, "-o", tmp_path / "o.mp4", "--mode", "swap", "--generator", bad, "--arcface", arc, "--gallery", gallery)
+    assert res.returncode == 2 and "generator checkpoint unusable" in res.stderr
+    assert not (tmp_path / "o.mp4").exists()
