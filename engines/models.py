@@ -53,6 +53,44 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
+@dataclass(frozen=True)
+class Downloadable:
+    """A model the user fetches (`run_pipeline.py models fetch NAME`); never fetched by tests.
+
+    `member` names the file inside a zip archive (matched by path suffix); `file` is what is
+    kept in the cache; `verify` is the structural check (a loader that raises ValueError).
+    """
+
+    name: str
+    url: str
+    file: str
+    licence: str
+    size: str
+    description: str
+    member: str | None = None
+    kind: str = ""  # "generator-224", "generator-512", "arcface": picks the structural check
+    non_commercial: bool = False
+
+
+_SIMSWAP = "https://github.com/neuralchen/SimSwap/releases/download"
+_NC = "CC BY-NC-SA 4.0 (non-commercial use only)"
+
+DOWNLOADS: dict[str, Downloadable] = {
+    d.name: d
+    for d in (
+        Downloadable("simswap-224", f"{_SIMSWAP}/1.0/checkpoints.zip", "simswap_224_latest_net_G.pth", _NC,
+                     "≈220 MB extracted (archive holds more)", "SimSwap 224 'people' generator",
+                     member="people/latest_net_G.pth", kind="generator-224", non_commercial=True),
+        Downloadable("simswap-512", f"{_SIMSWAP}/512_beta/512.zip", "simswap_512_550000_net_G.pth", _NC,
+                     "≈220 MB extracted", "SimSwap 512_beta generator",
+                     member="550000_net_G.pth", kind="generator-512", non_commercial=True),
+        Downloadable("simswap-arcface", f"{_SIMSWAP}/1.0/arcface_checkpoint.tar", "arcface_checkpoint.tar", _NC,
+                     "≈210 MB of weights (a pickled whole model)", "SimSwap's ArcFace identity network (latents)",
+                     kind="arcface", non_commercial=True),
+    )
+}
+
+
 def get_model(name: str) -> ModelSpec:
     try:
         return MODELS[name]

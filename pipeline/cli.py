@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="run_pipeline.py",
         description="Anonymize every face in a video (streaming; output keeps size, frames, timestamps and audio).",
+        epilog="Models: python run_pipeline.py models list | fetch NAME | verify",
     )
     p.add_argument("input", help="input video file (mp4, mov, mkv, ts, …)")
     p.add_argument("-o", "--output", required=True, help="output video (.mp4, .mov, .mkv, .ts, .m4v)")
@@ -48,8 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crf", type=int, default=20, help="x264 constant rate factor (default 20; lower is better quality)")
     p.add_argument("--preset", default="veryfast", help="x264 preset (default veryfast)")
     swap = p.add_argument_group("swap mode (SimSwap; official weights are CC BY-NC-SA 4.0, non-commercial)")
-    swap.add_argument("--generator", metavar="PATH", help="SimSwap generator checkpoint (people/latest_net_G.pth, or 550000_net_G.pth with --swap-size 512)")
-    swap.add_argument("--arcface", metavar="PATH", help="SimSwap's ArcFace, arcface_checkpoint.tar (loaded without running pickled code)")
+    swap.add_argument("--generator", metavar="PATH", help="SimSwap generator checkpoint (default: the fetched simswap-224 / simswap-512)")
+    swap.add_argument("--arcface", metavar="PATH", help="SimSwap's arcface_checkpoint.tar, loaded without running pickled code (default: the fetched simswap-arcface)")
     swap.add_argument("--gallery", metavar="DIR", help="folder of source face photos: the fake identities")
     swap.add_argument("--swap-size", type=int, choices=(224, 512), default=224, help="generator crop size (default 224)")
     swap.add_argument("--min-swap-face", type=float, default=SwapConfig.min_face, metavar="PX", help=f"faces narrower than this are blurred instead (default {SwapConfig.min_face:g})")
@@ -62,8 +63,59 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def models_main(argv: list[str]) -> int:
+    """`models list | fetch NAME [--url URL] | verify`: the user-fetched weights (SimSwap)."""
+    from engines import model_store
+    from engines.models import DOWNLOADS
+
+    p = argparse.ArgumentParser(prog="run_pipeline.py models", description="Models you download (never fetched by tests).")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list", help="known models, licence, size, where they go")
+    f = sub.add_parser("fetch", help="download (resumable), verify and pin a model")
+    f.add_argument("name", choices=sorted(DOWNLOADS))
+    f.add_argument("--url", help="fetch from this URL (a mirror) instead of the official one")
+    f.add_argument("-q", "--quiet", action="store_true")
+    sub.add_parser("verify", help="check installed models by structure and against the lock file's hashes")
+    args = p.parse_args(argv)
+    if args.cmd == "list":
+        for name, spec in DOWNLOADS.items():
+            path = model_store.model_path(name)
+            print(f"{name}: {spec.description}; {spec.size}; licence {spec.licence}")
+            print(f"    {spec.url}" + (f" (file {spec.member} inside)" if spec.member else ""))
+            print(f"    {'installed' if path.exists() else 'not installed'}: {path}")
+        if any(s.non_commercial for s in DOWNLOADS.values()):
+            print("warning: SimSwap's weights are CC BY-NC-SA 4.0: non-commercial use only.")
+        return 0
+    if args.cmd == "fetch":
+        try:
+            path = model_store.fetch(args.name, url=args.url, progress=not args.quiet, log=lambda m: print(m, file=sys.stderr))
+        except model_store.FetchError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(path)
+        return 0
+    bad = 0
+    for row in model_store.status():
+        if not row["installed"]:
+            print(f"{row['name']}: not installed ({row['path']})")
+            continue
+        ok = row["structure"] == "ok" and row["hash"] != "MISMATCH"
+        bad += not ok
+        print(f"{row['name']}: structure {row['structure']}, hash {row['hash']} ({row['path']})")
+    return 1 if bad else 0
+
+
+def _default_model(name: str) -> str | None:
+    from engines import model_store
+
+    path = model_store.model_path(name)
+    return str(path) if path.exists() else None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "models":
+        return models_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING, format="%(levelname)s: %(message)s")
     if args.detect_size is not None and args.detect_size < 32:
@@ -78,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         keep_metadata=args.keep_metadata,
         crf=args.crf,
         preset=args.preset,
-        generator=args.generator,
-        arcface=args.arcface,
+        generator=args.generator or _default_model(f"simswap-{args.swap_size}"),
+        arcface=args.arcface or _default_model("simswap-arcface"),
         gallery=args.gallery,
         swap=SwapConfig(size=args.swap_size, min_face=args.min_swap_face),
     )

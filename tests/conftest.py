@@ -15,11 +15,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-def run_cli(*args, timeout=300):
+def run_cli(*args, timeout=300, env_extra=None):
     """The real command line, in a subprocess, as a user runs it."""
+    env = {**os.environ, **(env_extra or {})}
     return subprocess.run(
         [sys.executable, str(ROOT / "run_pipeline.py"), *map(str, args)],
-        capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+        capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env,
     )
 
 
@@ -45,6 +46,15 @@ def read_video(path):
         "audio_packets": audio_packets, "metadata": meta, "rate": rate,
         "size": (frames[0].shape[1], frames[0].shape[0]) if frames else None,
     }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_model_cache(tmp_path_factory):
+    """Tests never see (or write) the user's model cache and lock file; subprocesses inherit this."""
+    home = tmp_path_factory.mktemp("anonswap_home")
+    os.environ["ANONSWAP_HOME"] = str(home)
+    os.environ["ANONSWAP_LOCK"] = str(home / "models.lock.json")
+    yield
 
 
 @pytest.fixture(scope="session")
