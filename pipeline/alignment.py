@@ -63,6 +63,11 @@ def estimate(landmarks: np.ndarray, size: int) -> tuple[np.ndarray, int]:
     return best.astype(np.float32), best_i
 
 
+def inverse(matrix: np.ndarray) -> np.ndarray:
+    """Crop→frame 2×3 matrix for a frame→crop one (what paste-back warps with)."""
+    return cv2.invertAffineTransform(np.asarray(matrix, np.float64))
+
+
 @dataclass
 class AlignedFaces:
     """All faces of a batch of frames, aligned: crops[i] came from frames[frame_index[i]]."""

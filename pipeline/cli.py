@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     swap.add_argument("--generator", metavar="PATH", help="SimSwap generator checkpoint (default: the fetched simswap-224 / simswap-512)")
     swap.add_argument("--arcface", metavar="PATH", help="SimSwap's arcface_checkpoint.tar, loaded without running pickled code (default: the fetched simswap-arcface)")
     swap.add_argument("--gallery", metavar="DIR", help="folder of source face photos: the fake identities")
+    swap.add_argument("--swap-backend", choices=("onnxruntime", "torch"), default="onnxruntime", help="generator runtime (default onnxruntime, faster on CPU; it exports the checkpoint to ONNX once, into the cache)")
     swap.add_argument("--swap-size", type=int, choices=(224, 512), default=224, help="generator crop size (default 224)")
     swap.add_argument("--min-swap-face", type=float, default=SwapConfig.min_face, metavar="PX", help=f"faces narrower than this are blurred instead (default {SwapConfig.min_face:g})")
     p.add_argument("--keep-metadata", action="store_true", help="keep container metadata (GPS, device, creation time); stripped by default")
@@ -134,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         arcface=args.arcface or _default_model("simswap-arcface"),
         gallery=args.gallery,
         swap=SwapConfig(size=args.swap_size, min_face=args.min_swap_face),
+        swap_backend=args.swap_backend,
     )
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
     # SIGTERM unwinds like Ctrl-C, so the temp output is removed instead of left behind.

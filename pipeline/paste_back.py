@@ -15,6 +15,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from .alignment import inverse
+
 ERODE_FRACTION = 20.0 / 224.0  # per side
 FEATHER_SIGMA_FRACTION = 6.5 / 224.0
 
@@ -35,7 +37,7 @@ def soft_mask(size: int) -> np.ndarray:
 def paste_back(image: np.ndarray, crop: np.ndarray, matrix: np.ndarray) -> tuple[int, int, int, int] | None:
     """Blends `crop` (S×S×3 uint8) back into `image` in place; returns the ROI touched (x0, y0, x1, y1)."""
     size = crop.shape[0]
-    inv = cv2.invertAffineTransform(matrix.astype(np.float64))
+    inv = inverse(matrix)
     corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float64) @ inv.T
     h, w = image.shape[:2]
     x0, y0 = max(0, int(np.floor(corners[:, 0].min()))), max(0, int(np.floor(corners[:, 1].min())))

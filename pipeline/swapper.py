@@ -59,6 +59,8 @@ class FaceSwapper:
         todo: list[tuple[int, Face]] = []
         for fi, tf in enumerate(frames):
             for face in tf.faces:
+                if face.track_id is not None:  # recorded even when this frame falls back to blur
+                    face.source_id = self.gallery.ids[self.gallery.assign(face.track_id)]
                 reason = self._reason(face)
                 if reason:
                     face.outcome = f"blur:{reason}"
@@ -97,8 +99,7 @@ class FaceSwapper:
                 todo[k][1].outcome = "blur:engine_error"
             return
         crops = (np.clip(out, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).transpose(0, 2, 3, 1)
-        for crop, k, src in zip(crops, keep, sources):
+        for crop, k in zip(crops, keep):
             fi, face = todo[k]
             paste_back(frames[fi].frame.image, np.ascontiguousarray(crop), batch.matrices[k])
             face.outcome = "swap"
-            face.source_id = self.gallery.ids[src]

@@ -1,10 +1,11 @@
 """Alignment into SimSwap crops and the inverse paste-back."""
 
+import cv2
 import numpy as np
 import pytest
 from skimage import data
 
-from pipeline.alignment import FRONTAL, align, estimate, templates
+from pipeline.alignment import FRONTAL, align, estimate, inverse, templates
 from pipeline.detector import FaceDetector
 from pipeline.paste_back import paste_back, soft_mask
 
@@ -43,6 +44,26 @@ def test_alignment_of_nothing_has_fixed_empty_shapes():
     assert len(batch) == 0 and batch.crops.shape == (0, 224, 224, 3) and batch.matrices.shape == (0, 2, 3)
     with pytest.raises(ValueError, match="224 or 512"):
         align([], [], 256)
+
+
+@pytest.mark.parametrize("size", [224, 512])
+def test_warp_then_inverse_warp_moves_landmarks_less_than_a_pixel(astronaut, size):
+    img, lms = astronaut
+    m = align([img], [lms], size).matrices[0]
+    in_crop = lms[0] @ m[:, :2].T + m[:, 2]
+    inv = inverse(m)
+    back = in_crop @ inv[:, :2].T + inv[:, 2]
+    assert np.abs(back - lms[0]).max() < 1.0
+
+
+def test_paste_back_changes_no_pixel_outside_the_mask(astronaut):
+    img, lms = astronaut
+    batch = align([img], [lms], 224)
+    out = img.copy()
+    paste_back(out, np.full((224, 224, 3), 255, np.uint8), batch.matrices[0])
+    alpha = cv2.warpAffine(soft_mask(224), inverse(batch.matrices[0]), (img.shape[1], img.shape[0]))
+    assert np.array_equal(out[alpha == 0], img[alpha == 0])
+    assert (out[alpha > 0.5] != img[alpha > 0.5]).any()
 
 
 def test_paste_back_of_the_unchanged_crop_restores_the_frame(astronaut):

@@ -88,3 +88,32 @@ def test_swap_mode_without_its_files_is_a_clear_error(synthetic, kit, tmp_path):
     res = run_cli(synthetic.path, "-o", tmp_path / "o.mp4", "--mode", "swap", "--generator", bad, "--arcface", arc, "--gallery", gallery)
     assert res.returncode == 2 and "generator checkpoint unusable" in res.stderr
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_onnxruntime_backend_gives_the_torch_result(synthetic, kit, tmp_path):
+    pytest.importorskip("onnx", reason="the onnxruntime backend exports the checkpoint with the onnx package")
+    gen, arc, gallery = kit
+    outs = {}
+    for backend in ("torch", "onnxruntime"):
+        cfg = RunConfig(mode="swap", generator=str(gen), arcface=str(arc), gallery=str(gallery), max_frames=6,
+                        swap_backend=backend)
+        report = anonymize_video(synthetic.path, str(tmp_path / f"{backend}.mp4"), cfg, progress=False, log=lambda m: None)
+        assert report["faces"]["swapped"] >= 3 and report["settings"]["swap"]["backend"] == backend
+        outs[backend] = read_video(tmp_path / f"{backend}.mp4")["frames"]
+    diff = np.abs(np.stack(outs["torch"]).astype(int) - np.stack(outs["onnxruntime"])).mean()
+    assert diff < 0.5, diff
+
+
+def test_swap_on_the_real_clip_with_a_random_generator(shared_clip, kit, tmp_path):
+    """Plumbing on real footage (several people, a shot cut): shapes, counts, fallbacks add up."""
+    gen, arc, gallery = kit
+    rep = tmp_path / "r.json"
+    res = run_cli(shared_clip, "-o", tmp_path / "o.mp4", "--mode", "swap", "--generator", gen, "--arcface", arc,
+                  "--gallery", gallery, "--max-frames", "30", "--report", rep, "-q")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(rep.read_text())
+    f = report["faces"]
+    assert report["video"]["frames_out"] == 30 and report["video"]["audio_streams"] == 1
+    assert f["swapped"] > 0 and f["swapped"] + sum(f["fallback"].values()) == f["anonymized"]
+    assert report["tracks"] and all(t["source_id"] in {"src_a", "src_b"} for t in report["tracks"])
+    assert len(read_video(tmp_path / "o.mp4")["frames"]) == 30
