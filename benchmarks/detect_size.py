@@ -20,14 +20,7 @@ import numpy as np
 from common import clips, ground_truth_path, machine, synthetic, write
 
 from pipeline.detector import FaceDetector
-
-
-def _iou(a, b):
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0]); y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2]); y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    aa = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]); ab = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / (aa[:, None] + ab[None, :] - inter)
+from trackers.norfair_tracker import boxes_iou
 
 
 def _consensus(per_size: list[list]) -> list[np.ndarray]:
@@ -37,8 +30,8 @@ def _consensus(per_size: list[list]) -> list[np.ndarray]:
         pool = [b for d in dets for b in d.boxes]
         kept = []
         for b in pool:
-            votes = sum(bool(len(d) and (_iou(b[None], d.boxes) >= 0.4).any()) for d in dets)
-            if votes * 2 >= len(dets) and not any(_iou(b[None], k[None])[0, 0] >= 0.4 for k in kept):
+            votes = sum(bool(len(d) and (boxes_iou(b[None], d.boxes) >= 0.4).any()) for d in dets)
+            if votes * 2 >= len(dets) and not any(boxes_iou(b[None], k[None])[0, 0] >= 0.4 for k in kept):
                 kept.append(b)
         out.append(np.array(kept, np.float32).reshape(-1, 4))
     return out
@@ -74,7 +67,7 @@ def main() -> int:
         n_ref = sum(len(r) for r in ref)
         for size in sizes:
             dt, found = per_size[size]
-            hit = sum(int((_iou(r, f.boxes).max(axis=1) >= 0.4).sum()) if len(r) and len(f) else 0 for r, f in zip(ref, found))
+            hit = sum(int((boxes_iou(r, f.boxes).max(axis=1) >= 0.4).sum()) if len(r) and len(f) else 0 for r, f in zip(ref, found))
             rows.append({"clip": clip.name, "size": size, "ms_per_frame": round(1000 * dt / len(frames), 2),
                          "faces": sum(len(f) for f in found), "reference": reference, "reference_faces": n_ref,
                          "recall": round(hit / max(1, n_ref), 3)})

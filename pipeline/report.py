@@ -19,7 +19,11 @@ class BoxesWriter:
 
     def __init__(self, path: str):
         self._file = AtomicFile(path)
-        self._fh = open(self._file.path, "w", encoding="utf-8")
+        try:
+            self._fh = open(self._file.path, "w", encoding="utf-8")
+        except BaseException:
+            self._file.discard()
+            raise
 
     def write(self, tf: TrackedFrame) -> None:
         f = tf.frame

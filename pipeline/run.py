@@ -24,7 +24,7 @@ from .detector import DEFAULT_DETECT_SIZE, DEFAULT_THRESHOLD, FaceDetector
 from .errors import AnonswapError, InvalidInputError, OutputError, StageError
 from .records import TrackedFrame
 from .report import BoxesWriter, ReportBuilder, write_json_atomic
-from .stages import StagePipeline
+from .stages import StagePipeline, batched
 from .video_reader import VideoReader
 from .video_writer import VideoWriter, check_output_path
 
@@ -128,17 +128,6 @@ def anonymize_video(
         detector = detector or FaceDetector(detect_size=config.detect_size, threshold=config.threshold)
         tracker = FaceTracker(config.tracker)
         anonymizer = build_anonymizer(mode, config, detector)
-        writer = VideoWriter(
-            out,
-            reader.info,
-            audio_streams=reader.audio_streams,
-            rotation=reader.rotation,
-            metadata=reader.metadata,
-            keep_metadata=config.keep_metadata,
-            crf=config.crf,
-            preset=config.preset,
-        )
-        boxes = None
         report = ReportBuilder(input_path, out, mode, reader.info, requested_mode=config.mode)
         report.settings = {
             "detect_size": detector.long_side(reader.info.height, reader.info.width),
@@ -152,7 +141,18 @@ def anonymize_video(
             "swap": {**asdict(config.swap), "backend": config.swap_backend, "generator": config.generator, "arcface": config.arcface, "gallery": config.gallery}
             if mode == "swap" else None,
         }
-        try:
+        boxes = writer = None
+        try:  # the writer is created inside: an interrupt at any point leaves no temp file behind
+            writer = VideoWriter(
+                out,
+                reader.info,
+                audio_streams=reader.audio_streams,
+                rotation=reader.rotation,
+                metadata=reader.metadata,
+                keep_metadata=config.keep_metadata,
+                crf=config.crf,
+                preset=config.preset,
+            )
             boxes = BoxesWriter(boxes_path) if boxes_path else None
             _run(reader, detector, tracker, anonymizer, writer, boxes, report, config, progress)
             if reader.truncated:
@@ -162,7 +162,8 @@ def anonymize_video(
                 )
             writer.close()
         except BaseException:
-            writer.abort()
+            if writer is not None:
+                writer.abort()
             if boxes:
                 boxes.discard()
             raise
@@ -191,13 +192,7 @@ def _run(reader, detector, tracker, anonymizer, writer, boxes, report, config, p
         return reader.frames()
 
     def detect(frames):
-        batch = []
-        for frame in frames:
-            batch.append(frame)
-            if len(batch) == config.batch_size:
-                yield from zip(batch, detector.detect([f.image for f in batch]))
-                batch = []
-        if batch:
+        for batch in batched(frames, config.batch_size):
             yield from zip(batch, detector.detect([f.image for f in batch]))
 
     def track(items):
@@ -205,14 +200,8 @@ def _run(reader, detector, tracker, anonymizer, writer, boxes, report, config, p
             yield TrackedFrame(frame, tracker.update(dets), len(dets))
 
     def anonymize(items):
-        batch = []  # several frames at once: the swap generator runs on all their faces together
-        for tf in items:
-            batch.append(tf)
-            if len(batch) == config.batch_size:
-                anonymizer.apply_batch(batch)
-                yield from batch
-                batch = []
-        if batch:
+        # Several frames at once: the swap generator runs on all their faces together.
+        for batch in batched(items, config.batch_size):
             anonymizer.apply_batch(batch)
             yield from batch
 

@@ -20,6 +20,18 @@ _END = object()
 POLL_S = 0.1
 
 
+def batched(items: Iterable, n: int) -> Iterator[list]:
+    """Lists of up to `n` consecutive items (itertools.batched arrives only in Python 3.12)."""
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 class _Stopped(Exception):
     pass
 

@@ -93,13 +93,13 @@ class VideoWriter:
         self.frames_written = 0
         self.audio_packets = 0
         self._file = AtomicFile(output)
+        self.container = None
         fmt = FORMATS[os.path.splitext(output)[1].lower()]
-        try:
-            self.container = av.open(self._file.path, mode="w", format=fmt)
-        except (av.FFmpegError, OSError) as e:
-            self._file.discard()
-            raise OutputError(f"cannot create output ({e}): {output}") from e
-        try:
+        try:  # from here on, any exception (Ctrl-C and SIGTERM too) removes the temp file
+            try:
+                self.container = av.open(self._file.path, mode="w", format=fmt)
+            except (av.FFmpegError, OSError) as e:
+                raise OutputError(f"cannot create output ({e}): {output}") from e
             self._setup(info, audio_streams, rotation, metadata or {}, keep_metadata, codec, crf, preset)
         except BaseException:
             self.abort()
@@ -187,7 +187,8 @@ class VideoWriter:
 
     def abort(self) -> None:
         try:
-            self.container.close()
+            if self.container is not None:
+                self.container.close()
         except Exception:
             pass
         self._file.discard()

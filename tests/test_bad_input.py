@@ -116,8 +116,9 @@ def test_failure_mid_run_leaves_no_output(tmp_path, synthetic):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_sigterm_mid_run_leaves_nothing_behind(tmp_path):
-    """An operator stopping a long run: the temp output is removed, no final file appears."""
+@pytest.mark.parametrize("delay", [0.0, 0.3, 1.0])
+def test_sigterm_mid_run_leaves_nothing_behind(tmp_path, delay):
+    """An operator stopping a long run, at several moments: the temp output is removed, no final file appears."""
     import signal
     import subprocess
     import sys
@@ -135,6 +136,7 @@ def test_sigterm_mid_run_leaves_nothing_behind(tmp_path):
     while not list(out_dir.iterdir()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert list(out_dir.iterdir()), "the run never started writing"
+    time.sleep(delay)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode != 0 and "interrupted" in err

@@ -27,7 +27,7 @@ class TrackerConfig:
     max_grow: float = 1.5  # ...up to this fraction (the estimate drifts: err on covering more)
 
 
-def _boxes_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def boxes_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU matrix between (N, 4) and (M, 4) boxes."""
     x1 = np.maximum(a[:, None, 0], b[None, :, 0])
     y1 = np.maximum(a[:, None, 1], b[None, :, 1])
@@ -47,7 +47,7 @@ class BoxIoUDistance(Distance):
             return np.full((len(candidates or []), len(objects)), np.inf, np.float32)
         det = np.stack([_points(c)[:2].ravel() for c in candidates])
         obj = np.stack([o.estimate[:2].ravel() for o in objects])
-        return (1.0 - _boxes_iou(det, obj)).astype(np.float32)
+        return (1.0 - boxes_iou(det, obj)).astype(np.float32)
 
 
 def _points(candidate) -> np.ndarray:
