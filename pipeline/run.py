@@ -83,7 +83,7 @@ def resolve_mode(config: RunConfig) -> tuple[str, str | None]:
     missing = swap_missing(config)
     if not missing:
         return "swap", "mode auto: swap (SimSwap generator, ArcFace and gallery found)"
-    return "blur", f"mode auto: blur (swap needs {', '.join(missing)})"
+    return "blur", f"mode auto: blur (swap needs {', '.join(missing)}; see: python run_pipeline.py models list)"
 
 
 def build_anonymizer(mode: str, config: RunConfig, detector: FaceDetector):
