@@ -45,10 +45,13 @@ def templates(size: int) -> np.ndarray:
 
 def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     if hasattr(SimilarityTransform, "from_estimate"):  # scikit-image >= 0.26
-        return SimilarityTransform.from_estimate(src, dst).params
-    t = SimilarityTransform()
-    t.estimate(src, dst)
-    return t.params
+        params = getattr(SimilarityTransform.from_estimate(src, dst), "params", None)
+    else:
+        t = SimilarityTransform()
+        params = t.params if t.estimate(src, dst) else None
+    if params is None or not np.isfinite(params).all():
+        raise ValueError(f"no similarity transform fits these landmarks: {np.round(src, 1).tolist()}")
+    return params
 
 
 def estimate(landmarks: np.ndarray, size: int) -> tuple[np.ndarray, int]:
@@ -75,7 +78,8 @@ class AlignedFaces:
     crops: np.ndarray  # (N, S, S, 3) uint8 RGB
     matrices: np.ndarray  # (N, 2, 3) float32, frame → crop
     frame_index: np.ndarray  # (N,) int
-    pose: np.ndarray  # (N,) template index (2 = frontal for 224; 0 for 512)
+    pose: np.ndarray  # (N,) template index (2 = frontal for 224; 0 for 512); -1 where not aligned
+    ok: np.ndarray  # (N,) bool: False where no similarity fits the landmarks (crop left black)
 
     def __len__(self) -> int:
         return len(self.crops)
@@ -85,15 +89,21 @@ def align(frames: list[np.ndarray], landmarks: list[np.ndarray], size: int = 224
     """Aligns every face of every frame in one call. `landmarks[f]` is (K_f, 5, 2) for frame f."""
     if size not in (224, 512):
         raise ValueError(f"SimSwap crops are 224 or 512 pixels, got {size}")
-    crops, mats, idx, poses = [], [], [], []
+    crops, mats, idx, poses, ok = [], [], [], [], []
     for f, (img, lms) in enumerate(zip(frames, landmarks)):
         for lm in np.asarray(lms, np.float32).reshape(-1, 5, 2):
-            m, pose = estimate(lm, size)
-            crops.append(cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR, borderValue=0))
+            try:
+                m, pose = estimate(lm, size)
+                crops.append(cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR, borderValue=0))
+                ok.append(True)
+            except ValueError:  # one bad face must not fail the others of the batch
+                m, pose = np.zeros((2, 3), np.float32), -1
+                crops.append(np.zeros((size, size, 3), np.uint8))
+                ok.append(False)
             mats.append(m)
             idx.append(f)
             poses.append(pose)
     if not crops:
         return AlignedFaces(np.zeros((0, size, size, 3), np.uint8), np.zeros((0, 2, 3), np.float32),
-                            np.zeros((0,), np.int64), np.zeros((0,), np.int64))
-    return AlignedFaces(np.stack(crops), np.stack(mats), np.array(idx), np.array(poses))
+                            np.zeros((0,), np.int64), np.zeros((0,), np.int64), np.zeros((0,), bool))
+    return AlignedFaces(np.stack(crops), np.stack(mats), np.array(idx), np.array(poses), np.array(ok))

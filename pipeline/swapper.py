@@ -6,7 +6,8 @@ recorded in `face.outcome` ("blur:<reason>"), which the report counts:
 - predicted: the detector missed it, its landmarks are a Kalman guess (alignment would drift);
 - too_small: narrower than `min_face` pixels;
 - profile: aligned to an extreme profile template, where SimSwap's output is unreliable;
-- engine_error: the generator raised or returned non-finite values for the batch.
+- engine_error: the generator raised or returned non-finite values for the batch;
+- swap_error: anything else in the swap path failed (e.g. degenerate landmarks).
 """
 
 from __future__ import annotations
@@ -67,7 +68,13 @@ class FaceSwapper:
                 else:
                     todo.append((fi, face))
         if todo:
-            self._swap(frames, todo)
+            try:
+                self._swap(frames, todo)
+            except Exception as e:  # alignment or paste-back failed: blur what is not swapped yet
+                log.warning("swap failed on a batch, blurring its faces: %s", e)
+                for _, face in todo:
+                    if face.outcome is None:
+                        face.outcome = "blur:swap_error"
         for tf in frames:
             failed = [f for f in tf.faces if f.outcome != "swap"]
             self.fallback.apply(tf.frame.image, failed)
@@ -80,7 +87,9 @@ class FaceSwapper:
         # align() walks frames in order and faces in the order given, as `todo` is.
         keep = []
         for k, (fi, face) in enumerate(todo):
-            if batch.pose[k] in PROFILE_TEMPLATES and self.config.size == 224 and not self.config.swap_profiles:
+            if not batch.ok[k]:
+                face.outcome = "blur:swap_error"
+            elif batch.pose[k] in PROFILE_TEMPLATES and self.config.size == 224 and not self.config.swap_profiles:
                 face.outcome = "blur:profile"
             else:
                 keep.append(k)

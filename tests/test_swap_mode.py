@@ -117,3 +117,27 @@ def test_swap_on_the_real_clip_with_a_random_generator(shared_clip, kit, tmp_pat
     assert f["swapped"] > 0 and f["swapped"] + sum(f["fallback"].values()) == f["anonymized"]
     assert report["tracks"] and all(t["source_id"] in {"src_a", "src_b"} for t in report["tracks"])
     assert len(read_video(tmp_path / "o.mp4")["frames"]) == 30
+
+
+def test_degenerate_landmarks_fall_back_to_blur(kit):
+    """A face whose landmarks fit no similarity (all on one point) is blurred, and the batch's other faces still swap."""
+    from skimage import data
+
+    from engines.simswap import generator_engine
+    from pipeline.detector import FaceDetector
+    from pipeline.records import Face, Frame, TrackedFrame
+    from pipeline.source_gallery import SourceGallery
+    from pipeline.swapper import FaceSwapper
+
+    gen, _, _ = kit
+    img = data.astronaut()
+    det = FaceDetector().detect([img])[0]
+    good = Face(det.boxes[0], det.landmarks[0], 0.99, 1, False, det.boxes[0].copy())
+    bad = Face(det.boxes[0], np.zeros((5, 2), np.float32), 0.99, 2, False, det.boxes[0].copy())
+    z = np.random.default_rng(0).standard_normal((1, 512)).astype(np.float32)
+    swapper = FaceSwapper(generator_engine(str(gen), "224", "torch"), SourceGallery(["s"], z / np.linalg.norm(z)))
+    frames = [TrackedFrame(Frame(0, 0, 1, img.copy()), [good], 1), TrackedFrame(Frame(1, 1, 1, img.copy()), [bad], 1)]
+    swapper.apply_batch(frames)
+    assert good.outcome == "swap" and bad.outcome == "blur:swap_error"
+    x1, y1, x2, y2 = det.boxes[0].astype(int)
+    assert np.abs(frames[1].frame.image[y1:y2, x1:x2].astype(int) - img[y1:y2, x1:x2]).mean() > 15
