@@ -130,13 +130,13 @@ def fetch(name: str, *, url: str | None = None, progress: bool = True, log=print
     dest.parent.mkdir(parents=True, exist_ok=True)
     download = dest.parent / (Path(urllib.parse.urlparse(url).path).name or spec.file)
     part = download.with_name(download.name + ".part")
-    if download != dest and download.exists():
-        os.replace(download, part)  # an archive the user put there by hand: use it, no download
     try:
-        if not (download == dest and dest.exists() and not part.exists()):
-            _download(url, part, progress)
+        if download.exists():
+            # Put there by hand (the archive, or the file itself): check and pin it, no download.
+            # The archive is consumed; the file itself stays installed while it is checked.
+            (shutil.copyfile if download == dest else os.replace)(download, part)
         else:
-            shutil.copyfile(dest, part)  # the file itself was put there by hand: check and pin it
+            _download(url, part, progress)
     except (urllib.error.URLError, OSError) as e:
         raise FetchError(
             f"could not download {spec.name} from {url} ({getattr(e, 'reason', e)}). Offline? Download it yourself "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+from collections import Counter
 from dataclasses import dataclass
 
 from .records import TrackedFrame, VideoInfo
@@ -78,7 +78,7 @@ class ReportBuilder:
         self.predicted = 0
         self.unconfirmed = 0
         self.frames_with_faces = 0
-        self.outcomes: dict[str, int] = {}
+        self.outcomes: Counter[str] = Counter()
         self.stage_ms: dict[str, float] = {}
         self.settings: dict = {}
         self._done: dict = {}
@@ -89,7 +89,7 @@ class ReportBuilder:
         self.frames_with_faces += bool(tf.faces)
         for face in tf.faces:
             self.predicted += face.predicted
-            self.outcomes[face.outcome or "unknown"] = self.outcomes.get(face.outcome or "unknown", 0) + 1
+            self.outcomes[face.outcome or "unknown"] += 1
             if face.track_id is None:
                 self.unconfirmed += 1
                 continue

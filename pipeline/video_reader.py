@@ -160,12 +160,9 @@ class VideoReader:
         vs = self._video_stream
         tb = self.info.time_base
         frame = Fraction(_frame_step(self.info.average_rate, tb)) * tb
-        tag = _parse_duration_tag(vs.metadata.get("DURATION"))
-        if vs.duration is not None:
-            declared = ((vs.start_time or 0) + vs.duration) * tb
-            tolerance = max(Fraction(1, 4), 3 * frame, declared / 100)
-        elif tag is not None:
-            declared = tag + (vs.start_time or 0) * tb
+        own = vs.duration * tb if vs.duration is not None else _parse_duration_tag(vs.metadata.get("DURATION"))
+        if own is not None:
+            declared = own + (vs.start_time or 0) * tb
             tolerance = max(Fraction(1, 4), 3 * frame, declared / 100)
         elif self.container.duration is not None and self.info.format_name != "mpegts":
             declared = Fraction(self.container.duration + (self.container.start_time or 0), av.time_base)

@@ -38,9 +38,9 @@ def check_output_path(output: str, input_path: str | None = None) -> str:
         raise OutputError(f"unsupported output extension {ext or '(none)'!r}; use one of {', '.join(FORMATS)}: {output}")
     if os.path.isdir(out):
         raise OutputError(f"output path is a directory: {output}")
-    if input_path is not None and os.path.exists(out) and os.path.samefile(out, input_path):
-        raise OutputError(f"output must differ from the input: {output}")
-    if input_path is not None and out == os.path.abspath(input_path):
+    if input_path is not None and (
+        out == os.path.abspath(input_path) or (os.path.exists(out) and os.path.samefile(out, input_path))
+    ):
         raise OutputError(f"output must differ from the input: {output}")
     folder = os.path.dirname(out)
     if not os.path.isdir(folder):

@@ -1,7 +1,6 @@
 """Every bad input or output: one-line error, exit status 2, nothing at the output path."""
 
 import os
-import shutil
 
 import av
 import numpy as np

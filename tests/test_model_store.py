@@ -4,9 +4,7 @@ Only `file://` URLs and a loopback HTTP server serving files made here: nothing 
 """
 
 import http.server
-import io
 import json
-import os
 import threading
 import zipfile
 

@@ -5,7 +5,6 @@ import shlex
 import subprocess
 import sys
 
-import pytest
 
 from conftest import ROOT, read_video
 

@@ -1,6 +1,5 @@
 """Container/codec facts the output must keep: size, timestamps, rotation, audio, metadata."""
 
-from fractions import Fraction
 
 import av
 import numpy as np

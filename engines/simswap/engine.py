@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 from ..base import Engine
 from .checkpoint import ONNX_INPUTS, ONNX_OUTPUT, export_onnx, load_generator
