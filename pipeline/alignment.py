@@ -34,6 +34,12 @@ FFHQ_TEMPLATE_512 = np.array(
     np.float64,
 )
 FRONTAL = 2  # index of the frontal pose template
+# insightface's ArcFace template (`arcface_dst`), in pixels of a 112×112 crop: what ArcFace
+# R50 and PerFace (fine-tuned from it) were trained on. Not SimSwap's frontal template.
+ARCFACE_TEMPLATE_112 = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
+    np.float64,
+)
 
 
 def templates(size: int) -> np.ndarray:
@@ -64,6 +70,22 @@ def estimate(landmarks: np.ndarray, size: int) -> tuple[np.ndarray, int]:
         if err < best_err:
             best, best_err, best_i = m, err, i
     return best.astype(np.float32), best_i
+
+
+def warp_to_template(image: np.ndarray, landmarks: np.ndarray, template: np.ndarray, size: int) -> np.ndarray:
+    """(N, size, size, 3) crops of one image's faces aligned to one template (embedders' input).
+
+    A face whose landmarks fit no similarity comes back black rather than failing the rest.
+    """
+    lms = np.asarray(landmarks, np.float64).reshape(-1, 5, 2)
+    crops = np.zeros((len(lms), size, size, 3), np.uint8)
+    for i, lm in enumerate(lms):
+        try:
+            m = _similarity(lm, template)[:2]
+        except ValueError:
+            continue
+        crops[i] = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderValue=0)
+    return crops
 
 
 def inverse(matrix: np.ndarray) -> np.ndarray:
