@@ -89,7 +89,12 @@ def verify_structure(spec: Downloadable, path: Path) -> None:
             from .simswap import load_arcface_checkpoint
 
             load_arcface_checkpoint(str(path))
-    except (ValueError, OSError) as e:
+        elif spec.kind.startswith("embedder-"):
+            from .embedders import EMBEDDERS
+            from .embedders.arcface_embedder import ArcFaceEmbedder
+
+            ArcFaceEmbedder(str(path), EMBEDDERS[spec.kind.split("-", 1)[1]])
+    except (ValueError, OSError, RuntimeError) as e:
         raise FetchError(f"{path} is not the expected {spec.description}: {e}") from e
 
 

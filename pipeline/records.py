@@ -75,8 +75,10 @@ class Face:
     predicted: bool
     cover: np.ndarray  # (4,) the box the anonymizer must cover (raw ∪ smoothed, grown when predicted)
     missed_frames: int = 0
+    candidate_id: int | None = None  # the tracker's id for the track while it is unconfirmed
     person_id: int | None = None
     source_id: str | None = None
+    source_latent: np.ndarray | None = None  # the fake identity's SimSwap latent (swap mode)
     # What was done to it: "blur" / "pixelate" / "mask" / "swap", or "blur:<reason>" when a
     # swap was wanted but could not run (too_small, profile, unconfirmed, engine_error, …).
     outcome: str | None = None
@@ -89,6 +91,7 @@ class TrackedFrame:
     frame: Frame
     faces: list[Face]
     detections: int  # raw detector hits on this frame, for the report
+    shot_cut: bool = False  # this frame starts a new shot: every earlier track ended
 
 
 @dataclass

@@ -40,6 +40,7 @@ class BoxesWriter:
                     "landmarks": [_r(p) for p in face.landmarks],
                     "predicted": face.predicted,
                     "anonymized_by": face.outcome,
+                    "person_id": face.person_id,
                     "source_id": face.source_id,
                 }
                 for face in tf.faces
@@ -62,7 +63,11 @@ class _TrackStats:
     last_frame: int
     frames: int = 0
     predicted: int = 0
-    source_id: str | None = None
+    person_id: int | None = None
+    source_ids: list = None  # in order of appearance; more than one would be a bug (tests check)
+
+    def __post_init__(self) -> None:
+        self.source_ids = []
 
 
 class ReportBuilder:
@@ -81,12 +86,16 @@ class ReportBuilder:
         self.outcomes: Counter[str] = Counter()
         self.stage_ms: dict[str, float] = {}
         self.settings: dict = {}
+        self.shot_cuts: list[int] = []
+        self.persons: list[dict] | None = None  # from the identity stage, when it ran
         self._done: dict = {}
 
     def add(self, tf: TrackedFrame) -> None:
         self.detections += tf.detections
         self.anonymized += len(tf.faces)
         self.frames_with_faces += bool(tf.faces)
+        if tf.shot_cut:
+            self.shot_cuts.append(tf.frame.index)
         for face in tf.faces:
             self.predicted += face.predicted
             self.outcomes[face.outcome or "unknown"] += 1
@@ -97,8 +106,10 @@ class ReportBuilder:
             st.last_frame = tf.frame.index
             st.frames += 1
             st.predicted += face.predicted
-            if face.source_id is not None:
-                st.source_id = face.source_id
+            if face.person_id is not None:
+                st.person_id = face.person_id
+            if face.source_id is not None and face.source_id not in st.source_ids:
+                st.source_ids.append(face.source_id)
 
     def finish(self, reader, writer, wall_s: float) -> None:
         self._done = {
@@ -136,6 +147,7 @@ class ReportBuilder:
                 "audio_packets_copied": d["audio_packets"],
                 "rotation": d["rotation"],
                 "other_streams_dropped": d["other_streams"],
+                "shot_cuts": self.shot_cuts,
             },
             "faces": {
                 "detections": self.detections,
@@ -150,8 +162,9 @@ class ReportBuilder:
             "tracks": [
                 {
                     "track_id": tid,
-                    "person_id": None,
-                    "source_id": st.source_id,
+                    "person_id": st.person_id,
+                    "source_id": st.source_ids[0] if st.source_ids else None,
+                    "source_ids": st.source_ids,
                     "first_frame": st.first_frame,
                     "last_frame": st.last_frame,
                     "frames": st.frames,
@@ -159,6 +172,7 @@ class ReportBuilder:
                 }
                 for tid, st in sorted(self.tracks.items())
             ],
+            "persons": self.persons,
             "timing": {
                 "wall_s": round(wall, 3),
                 "fps": round(frames / wall, 2) if wall > 0 else None,

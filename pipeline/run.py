@@ -18,11 +18,15 @@ from tqdm import tqdm
 from trackers import FaceTracker, TrackerConfig
 
 from .anonymizer import Anonymizer
+from .identity import IdentityConfig, IdentityStage
+from .person_registry import PersonRegistry
+from .source_assignment import AssignConfig, SourceAssigner
 from .source_gallery import SourceGallery
 from .swapper import FaceSwapper, SwapConfig
 from .detector import DEFAULT_DETECT_SIZE, DEFAULT_THRESHOLD, FaceDetector
 from .errors import AnonswapError, InvalidInputError, OutputError, StageError
 from .records import TrackedFrame
+from .shot_cuts import ShotCutDetector
 from .report import BoxesWriter, ReportBuilder, write_json_atomic
 from .stages import StagePipeline, batched
 from .video_reader import VideoReader
@@ -44,10 +48,17 @@ class RunConfig:
     queue_size: int = 8
     region_scale: float = 1.3
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
-    # Swap mode: SimSwap generator checkpoint, SimSwap ArcFace (arcface_checkpoint.tar), gallery folder.
+    # Swap mode: SimSwap generator checkpoint, SimSwap ArcFace (arcface_checkpoint.tar), gallery
+    # (a file from `gallery build`, or a folder of photos built in memory).
     generator: str | None = None
     arcface: str | None = None
     gallery: str | None = None
+    # Identity: which embedder links tracks to persons and picks sources; where a fleet's
+    # person registry lives (only with identity.scope == "fleet").
+    embedder: str = "dlib"
+    embedder_model: str | None = None
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    person_registry: str | None = None
     swap: SwapConfig = field(default_factory=SwapConfig)
     swap_backend: str = "onnxruntime"  # engines.simswap.GENERATOR_BACKENDS; 33% faster than torch on CPU (benchmarks)
 
@@ -58,15 +69,17 @@ class RunConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.max_frames is not None and self.max_frames < 1:
             raise ValueError(f"max_frames must be >= 1, got {self.max_frames}")
+        if (self.identity.scope == "fleet") != bool(self.person_registry):
+            raise ValueError("--identity-scope fleet and --person-registry FILE go together (the registry holds biometric data: it is never written otherwise)")
 
 
 def swap_missing(config: RunConfig) -> list[str]:
     """What swap mode still needs; empty when it can run."""
     missing = []
-    for flag, path, kind in (("--generator", config.generator, "file"), ("--arcface", config.arcface, "file"), ("--gallery", config.gallery, "dir")):
+    for flag, path in (("--generator", config.generator), ("--arcface", config.arcface), ("--gallery", config.gallery)):
         if not path:
             missing.append(f"{flag} (not given)")
-        elif not (os.path.isfile(path) if kind == "file" else os.path.isdir(path)):
+        elif not os.path.exists(path):
             missing.append(f"{flag} ({path} not found)")
     return missing
 
@@ -86,11 +99,9 @@ def resolve_mode(config: RunConfig) -> tuple[str, str | None]:
     return "blur", f"mode auto: blur (swap needs {', '.join(missing)}; see: python run_pipeline.py models list)"
 
 
-def build_anonymizer(mode: str, config: RunConfig, detector: FaceDetector):
-    """The anonymizer stage for `mode`; swap loads its models and the gallery here, once."""
-    if mode != "swap":
-        return Anonymizer(mode, region_scale=config.region_scale)
-    from engines.simswap import UnsafeCheckpointError, generator_engine, latent_from_crops, load_arcface_checkpoint
+def load_swap_models(config: RunConfig):
+    """The generator engine and SimSwap's ArcFace, loaded once; bad files are input errors."""
+    from engines.simswap import UnsafeCheckpointError, generator_engine, load_arcface_checkpoint
 
     try:
         engine = generator_engine(config.generator, str(config.swap.size), config.swap_backend)
@@ -100,8 +111,43 @@ def build_anonymizer(mode: str, config: RunConfig, detector: FaceDetector):
         arc = load_arcface_checkpoint(config.arcface)
     except (UnsafeCheckpointError, ValueError, OSError) as e:
         raise InvalidInputError(f"ArcFace checkpoint unusable: {e}") from e
-    gallery = SourceGallery.from_dir(config.gallery, detector, lambda crops: latent_from_crops(arc, crops))
-    return FaceSwapper(engine, gallery, fallback=Anonymizer("blur", region_scale=config.region_scale), config=config.swap)
+    return engine, arc
+
+
+def load_embedder(config: RunConfig):
+    from engines.embedders import load_embedder as load
+
+    try:
+        return load(config.embedder, config.embedder_model)
+    except (ValueError, OSError) as e:
+        raise InvalidInputError(f"embedder {config.embedder!r} unusable: {e}") from e
+
+
+def build_identity(config: RunConfig, detector: FaceDetector, arc=None) -> IdentityStage | None:
+    """Persons and their fake identities; runs whenever a gallery is given, in any mode."""
+    if not config.gallery:
+        return None
+    from engines.embedders import EMBEDDERS
+    from engines.simswap import latent_from_crops
+
+    embedder = load_embedder(config)
+    gallery = SourceGallery.open(config.gallery, detector, [embedder])
+    latent_fn = (lambda crops: latent_from_crops(arc, crops)) if arc is not None else None
+    if latent_fn is not None and not gallery.has_latents:
+        gallery.fill_latents(latent_fn)
+    spec = EMBEDDERS[config.embedder]
+    assigner = SourceAssigner(gallery, config.embedder, AssignConfig(margin=spec.margin, seed=config.identity.seed))
+    if config.identity.scope == "fleet":
+        registry = PersonRegistry.load(config.person_registry, config.embedder, spec.same_person, gallery.fingerprint())
+    else:
+        registry = PersonRegistry(config.embedder, spec.same_person)
+    return IdentityStage(embedder, registry, assigner, config.identity, latent_fn=latent_fn, gallery_fingerprint=gallery.fingerprint())
+
+
+def build_anonymizer(mode: str, config: RunConfig, engine=None):
+    if mode != "swap":
+        return Anonymizer(mode, region_scale=config.region_scale)
+    return FaceSwapper(engine, fallback=Anonymizer("blur", region_scale=config.region_scale), config=config.swap)
 
 
 def anonymize_video(
@@ -120,14 +166,16 @@ def anonymize_video(
     reader = VideoReader(input_path, max_frames=config.max_frames).open()
     try:
         out = check_output_path(output_path, input_path)
-        for side in (report_path, boxes_path):
+        for side in (report_path, boxes_path, config.person_registry):
             if side is not None:
                 check_side_path(side, input_path, out)
         if note:  # only once the input and outputs are known to be good: errors stay one line
             log(note)
         detector = detector or FaceDetector(detect_size=config.detect_size, threshold=config.threshold)
         tracker = FaceTracker(config.tracker)
-        anonymizer = build_anonymizer(mode, config, detector)
+        engine, arc = load_swap_models(config) if mode == "swap" else (None, None)
+        identity = build_identity(config, detector, arc)
+        anonymizer = build_anonymizer(mode, config, engine)
         report = ReportBuilder(input_path, out, mode, reader.info, requested_mode=config.mode)
         report.settings = {
             "detect_size": detector.long_side(reader.info.height, reader.info.width),
@@ -140,6 +188,9 @@ def anonymize_video(
             "tracker": asdict(config.tracker),
             "swap": {**asdict(config.swap), "backend": config.swap_backend, "generator": config.generator, "arcface": config.arcface, "gallery": config.gallery}
             if mode == "swap" else None,
+            "identity": {**asdict(config.identity), "seed": None if config.identity.scope == "random" else config.identity.seed,
+                         "embedder": config.embedder, "gallery": config.gallery, "person_registry": config.person_registry}
+            if identity else None,
         }
         boxes = writer = None
         try:  # the writer is created inside: an interrupt at any point leaves no temp file behind
@@ -154,7 +205,7 @@ def anonymize_video(
                 preset=config.preset,
             )
             boxes = BoxesWriter(boxes_path) if boxes_path else None
-            _run(reader, detector, tracker, anonymizer, writer, boxes, report, config, progress)
+            _run(reader, detector, tracker, identity, anonymizer, writer, boxes, report, config, progress)
             if reader.truncated:
                 raise InvalidInputError(
                     f"input is truncated or corrupt: only {writer.frames_written} frames could be read, "
@@ -169,6 +220,10 @@ def anonymize_video(
             raise
         if boxes:
             boxes.commit()
+        if identity is not None:
+            report.persons = identity.persons()
+            if config.identity.scope == "fleet":
+                identity.registry.save(config.person_registry, identity.gallery_fingerprint)
     finally:
         reader.close()
     report.finish(reader, writer, time.perf_counter() - started)
@@ -187,7 +242,7 @@ def check_side_path(path: str, input_path: str, video_out: str) -> None:
         raise OutputError(f"folder for {path} does not exist or is not writable: {folder}")
 
 
-def _run(reader, detector, tracker, anonymizer, writer, boxes, report, config, progress) -> None:
+def _run(reader, detector, tracker, identity, anonymizer, writer, boxes, report, config, progress) -> None:
     def source(_):
         return reader.frames()
 
@@ -195,9 +250,14 @@ def _run(reader, detector, tracker, anonymizer, writer, boxes, report, config, p
         for batch in batched(frames, config.batch_size):
             yield from zip(batch, detector.detect([f.image for f in batch]))
 
+    cuts = ShotCutDetector()
+
     def track(items):
         for frame, dets in items:
-            yield TrackedFrame(frame, tracker.update(dets), len(dets))
+            cut = cuts.update(frame.image)
+            if cut:
+                tracker.reset()
+            yield TrackedFrame(frame, tracker.update(dets), len(dets), shot_cut=cut)
 
     def anonymize(items):
         # Several frames at once: the swap generator runs on all their faces together.
@@ -209,7 +269,10 @@ def _run(reader, detector, tracker, anonymizer, writer, boxes, report, config, p
     if config.max_frames and reader.info.frames_hint:
         total = min(config.max_frames, reader.info.frames_hint)
     bar = tqdm(total=total, unit="frame", disable=not progress, dynamic_ncols=True, file=sys.stderr)
-    stages = [("decode", source), ("detect", detect), ("track", track), ("anonymize", anonymize)]
+    stages = [("decode", source), ("detect", detect), ("track", track)]
+    if identity is not None:
+        stages.append(("identity", identity))
+    stages.append(("anonymize", anonymize))
     encode_s = 0.0
     try:
         with StagePipeline(stages, maxsize=config.queue_size) as pipe:

@@ -1,55 +1,263 @@
-"""Fake identities to swap in: a folder of source face photos, each turned into a SimSwap latent.
+"""The gallery of fake identities: who may be swapped in, with what attributes and vectors.
 
-Interim, until the identity work (PerFace embedding, attribute groups, person registry)
-replaces `assign`: a track gets a source by a fixed rule on its id, so a run is repeatable.
-The interface stays this small on purpose: `ids`, `latents`, `assign(track_id) -> index`.
+`python run_pipeline.py gallery build DIR --labels sources.csv -o gallery.npz` detects the
+face in every photo, groups photos by the `identity` column (several crops of one person
+become one entry, vectors averaged) and stores, per identity:
+- attributes `gender` (male/female) and `age_group` (young/older), for PerFace's step 1;
+- one selection embedding per embedder (dlib, arcface-r50, perface), for step 2 and the
+  z / −z margins;
+- the SimSwap latent, when SimSwap's ArcFace was given (else it is computed at run time
+  from the stored crop);
+- one aligned 224 crop (the swap needs only the latent; the crop lets a later run compute
+  latents and lets reviewers see who the fake identities are).
+
+File format (`.npz`, read with `allow_pickle=False`, so loading runs no code):
+- `meta`: UTF-8 JSON as a uint8 array: {"format": "anonswap-gallery", "version": 1,
+  "identities": [{"id", "gender", "age_group", "files", "label_conflicts"}],
+  "embedders": [names], "latent": "simswap-arcface" | null};
+- `crops`: (N, 224, 224, 3) uint8 RGB, SimSwap's alignment;
+- `emb_<embedder>`: (N, D) float32 unit vectors, row i = identities[i];
+- `latent` (optional): (N, 512) float32 unit vectors.
 """
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import json
 import logging
 import os
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 from .alignment import align
-from .errors import InvalidInputError
+from .errors import InputNotFoundError, InvalidInputError
 
 log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+GENDERS = ("male", "female")
+AGE_GROUPS = ("young", "older")
+FORMAT = "anonswap-gallery"
+VERSION = 1
+
+
+@dataclass
+class Source:
+    """One fake identity. `members` names the identities averaged into a synthetic one."""
+
+    id: str
+    gender: str | None
+    age_group: str | None
+    embeddings: dict[str, np.ndarray]
+    latent: np.ndarray | None = None
+    members: tuple[str, ...] = ()
+    files: list[str] = field(default_factory=list)
+    label_conflicts: list[str] = field(default_factory=list)
+
+    @property
+    def synthetic(self) -> bool:
+        return bool(self.members)
 
 
 @dataclass
 class SourceGallery:
-    ids: list[str]
-    latents: np.ndarray  # (N, 512) float32, L2-normalized SimSwap (ArcFace) latents
+    sources: list[Source]
+    crops: np.ndarray  # (N, 224, 224, 3) uint8, row i = sources[i]
+    latent_model: str | None = None
 
+    @property
+    def ids(self) -> list[str]:
+        return [s.id for s in self.sources]
+
+    @property
+    def embedders(self) -> list[str]:
+        return sorted(set.intersection(*(set(s.embeddings) for s in self.sources))) if self.sources else []
+
+    def matrix(self, embedder: str) -> np.ndarray:
+        if embedder not in self.embedders:
+            raise InvalidInputError(
+                f"gallery has no {embedder!r} embeddings (it has: {', '.join(self.embedders) or 'none'}); "
+                f"rebuild it with: python run_pipeline.py gallery build DIR --labels CSV --embedder {embedder} -o GALLERY"
+            )
+        return np.stack([s.embeddings[embedder] for s in self.sources])
+
+    @property
+    def has_latents(self) -> bool:
+        return all(s.latent is not None for s in self.sources)
+
+    def fill_latents(self, latent_fn, model: str = "simswap-arcface") -> None:
+        """Computes SimSwap latents from the stored crops (a gallery built without the ArcFace)."""
+        latents = np.asarray(latent_fn(self.crops), np.float32)
+        for s, v in zip(self.sources, latents):
+            s.latent = v
+        self.latent_model = model
+
+    def fingerprint(self) -> str:
+        """Changes when identities or their vectors change: a fleet registry checks it."""
+        h = hashlib.sha256()
+        for s in self.sources:
+            h.update(s.id.encode())
+            for name in sorted(s.embeddings):
+                h.update(np.ascontiguousarray(s.embeddings[name], np.float32).tobytes())
+        return h.hexdigest()[:16]
+
+    # ---- build -------------------------------------------------------------------------
     @classmethod
-    def from_dir(cls, folder: str, detector, latent_fn, *, size: int = 224) -> "SourceGallery":
-        """`latent_fn(crops) -> (N, 512)` computes SimSwap latents from aligned 224 crops."""
+    def build(cls, folder: str, detector, embedders: list, *, labels: str | None = None, latent_fn=None) -> "SourceGallery":
+        """Photos in `folder` (+ optional labels CSV: file, identity, gender, age_group)."""
         if not os.path.isdir(folder):
-            raise InvalidInputError(f"gallery folder not found: {folder}")
-        ids, crops = [], []
-        for name in sorted(os.listdir(folder)):
-            if not name.lower().endswith(IMAGE_EXTENSIONS):
-                continue
-            img = cv2.imread(os.path.join(folder, name), cv2.IMREAD_COLOR)
+            raise InputNotFoundError(f"gallery folder not found: {folder}")
+        rows = read_labels(labels, folder) if labels else [
+            {"file": n, "identity": os.path.splitext(n)[0], "gender": None, "age_group": None}
+            for n in sorted(os.listdir(folder)) if n.lower().endswith(IMAGE_EXTENSIONS)
+        ]
+        by_id: dict[str, list[dict]] = {}
+        crops, vectors = {}, {}
+        seen_pixels: dict[str, str] = {}
+        for row in rows:
+            path = os.path.join(folder, row["file"])
+            img = cv2.imread(path, cv2.IMREAD_COLOR)
             if img is None:
-                log.warning("gallery: cannot read %s, skipped", name)
+                log.warning("gallery: cannot read %s, skipped", row["file"])
                 continue
+            digest = hashlib.sha256(img.tobytes()).hexdigest()
+            if digest in seen_pixels:  # the same photo twice adds nothing but weight
+                log.warning("gallery: %s is a copy of %s, skipped", row["file"], seen_pixels[digest])
+                continue
+            seen_pixels[digest] = row["file"]
             img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
             dets = detector.detect([img])[0]
             if not len(dets):
-                log.warning("gallery: no face in %s, skipped", name)
+                log.warning("gallery: no face in %s, skipped", row["file"])
                 continue
-            biggest = int(np.argmax((dets.boxes[:, 2] - dets.boxes[:, 0]) * (dets.boxes[:, 3] - dets.boxes[:, 1])))
-            crops.append(align([img], [dets.landmarks[biggest : biggest + 1]], 224).crops[0])
-            ids.append(os.path.splitext(name)[0])
-        if not ids:
+            k = int(np.argmax((dets.boxes[:, 2] - dets.boxes[:, 0]) * (dets.boxes[:, 3] - dets.boxes[:, 1])))
+            lm = dets.landmarks[k : k + 1]
+            by_id.setdefault(row["identity"], []).append(row)
+            crops.setdefault(row["identity"], align([img], [lm], 224).crops[0])
+            for e in embedders:
+                vectors.setdefault((row["identity"], e.name), []).append(e.embed(img, lm)[0])
+        if not by_id:
             raise InvalidInputError(f"gallery folder has no image with a detectable face: {folder}")
-        return cls(ids, np.asarray(latent_fn(np.stack(crops)), np.float32))
+        sources = []
+        for ident, members in by_id.items():
+            gender, g_conflict = _vote([m["gender"] for m in members])
+            age, a_conflict = _vote([m["age_group"] for m in members])
+            if g_conflict or a_conflict:
+                log.warning("gallery: %s has conflicting labels (%s); kept the majority, ties to the first row",
+                            ident, "; ".join(c for c in (g_conflict, a_conflict) if c))
+            embs = {e.name: _unit(np.mean(vectors[(ident, e.name)], axis=0)) for e in embedders}
+            sources.append(Source(ident, gender, age, embs, files=[m["file"] for m in members],
+                                  label_conflicts=[c for c in (g_conflict, a_conflict) if c]))
+        gallery = cls(sources, np.stack([crops[s.id] for s in sources]))
+        if latent_fn is not None:
+            gallery.fill_latents(latent_fn)
+        return gallery
 
-    def assign(self, track_id: int) -> int:
-        return (track_id - 1) % len(self.ids)
+    # ---- file --------------------------------------------------------------------------
+    def save(self, path: str) -> None:
+        from .video_writer import AtomicFile
+
+        meta = {
+            "format": FORMAT,
+            "version": VERSION,
+            "identities": [
+                {"id": s.id, "gender": s.gender, "age_group": s.age_group, "files": s.files,
+                 "label_conflicts": s.label_conflicts}
+                for s in self.sources
+            ],
+            "embedders": self.embedders,
+            "latent": self.latent_model if self.has_latents else None,
+        }
+        arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), np.uint8), "crops": self.crops}
+        for name in self.embedders:
+            arrays[f"emb_{name}"] = self.matrix(name).astype(np.float32)
+        if self.has_latents:
+            arrays["latent"] = np.stack([s.latent for s in self.sources]).astype(np.float32)
+        f = AtomicFile(path)
+        try:
+            with open(f.path, "wb") as fh:
+                np.savez_compressed(fh, **arrays)
+            f.commit()
+        except BaseException:
+            f.discard()
+            raise
+
+    @classmethod
+    def load(cls, path: str) -> "SourceGallery":
+        if not os.path.isfile(path):
+            raise InputNotFoundError(f"gallery file not found: {path}")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(bytes(z["meta"]).decode())
+                arrays = {k: z[k] for k in z.files}
+        except (ValueError, OSError, KeyError, json.JSONDecodeError) as e:
+            raise InvalidInputError(f"not an anonswap gallery file ({e}): {path}") from None
+        if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+            raise InvalidInputError(f"not an anonswap gallery v{VERSION} file (format {meta.get('format')!r} v{meta.get('version')}): {path}")
+        n = len(meta["identities"])
+        for key, arr in arrays.items():
+            if key != "meta" and len(arr) != n:
+                raise InvalidInputError(f"gallery {path}: {key} has {len(arr)} rows for {n} identities")
+        sources = []
+        for i, m in enumerate(meta["identities"]):
+            embs = {name: arrays[f"emb_{name}"][i] for name in meta["embedders"]}
+            sources.append(Source(m["id"], m["gender"], m["age_group"], embs,
+                                  latent=arrays["latent"][i] if "latent" in arrays else None,
+                                  files=m.get("files", []), label_conflicts=m.get("label_conflicts", [])))
+        return cls(sources, arrays["crops"], meta.get("latent"))
+
+    @classmethod
+    def open(cls, path: str, detector, embedders: list) -> "SourceGallery":
+        """`--gallery` takes a built file or, for quick use, a folder of photos (built in memory;
+        labels from `sources.csv` in that folder when present)."""
+        if os.path.isdir(path):
+            labels = os.path.join(path, "sources.csv")
+            return cls.build(path, detector, embedders, labels=labels if os.path.isfile(labels) else None)
+        return cls.load(path)
+
+
+def read_labels(path: str, folder: str) -> list[dict]:
+    if not os.path.isfile(path):
+        raise InputNotFoundError(f"labels file not found: {path}")
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        need = {"file", "identity", "gender", "age_group"}
+        if not reader.fieldnames or not need <= set(reader.fieldnames):
+            raise InvalidInputError(f"labels CSV needs columns {', '.join(sorted(need))}; found {reader.fieldnames}: {path}")
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            gender = (row["gender"] or "").strip().lower() or None
+            age = (row["age_group"] or "").strip().lower() or None
+            if gender not in (None, *GENDERS) or age not in (None, *AGE_GROUPS):
+                raise InvalidInputError(
+                    f"{path} line {line}: gender must be {'/'.join(GENDERS)} and age_group {'/'.join(AGE_GROUPS)} "
+                    f"(or empty); found {row['gender']!r}, {row['age_group']!r}"
+                )
+            if not row["file"] or not row["identity"]:
+                raise InvalidInputError(f"{path} line {line}: file and identity are required")
+            if not os.path.isfile(os.path.join(folder, row["file"])):
+                raise InputNotFoundError(f"{path} line {line}: {row['file']} not found in {folder}")
+            rows.append({"file": row["file"], "identity": row["identity"].strip(), "gender": gender, "age_group": age})
+    if not rows:
+        raise InvalidInputError(f"labels CSV has no rows: {path}")
+    return rows
+
+
+def _vote(values: list) -> tuple[str | None, str | None]:
+    """Majority label; ties go to the first row. Returns (label, conflict description or None)."""
+    known = [v for v in values if v]
+    if not known:
+        return None, None
+    counts = Counter(known)
+    best = max(counts.values())
+    winner = next(v for v in known if counts[v] == best)
+    conflict = f"{dict(counts)} → {winner}" if len(counts) > 1 else None
+    return winner, conflict
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, np.float32)
+    return v / max(float(np.linalg.norm(v)), 1e-12)

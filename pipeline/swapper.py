@@ -3,6 +3,8 @@
 Fail closed: every face that cannot be swapped is blurred on that frame and the reason is
 recorded in `face.outcome` ("blur:<reason>"), which the report counts:
 - unconfirmed: the tracker has not confirmed the track yet (no stable identity to give it);
+- no_source: the identity stage found no fake identity this person may take (gallery too
+  small for everyone on screen, even with synthetic identities);
 - predicted: the detector missed it, its landmarks are a Kalman guess (alignment would drift);
 - too_small: narrower than `min_face` pixels;
 - profile: aligned to an extreme profile template, where SimSwap's output is unreliable;
@@ -23,7 +25,6 @@ from .alignment import align
 from .anonymizer import Anonymizer
 from .paste_back import paste_back
 from .records import Face, TrackedFrame
-from .source_gallery import SourceGallery
 
 log = logging.getLogger(__name__)
 PROFILE_TEMPLATES = {0, 4}  # the 224 templates for full left/right profiles
@@ -37,19 +38,24 @@ class SwapConfig:
 
 
 class FaceSwapper:
-    """`apply_batch(frames)`: every face on these frames is swapped or, failing that, blurred."""
+    """`apply_batch(frames)`: every face on these frames is swapped or, failing that, blurred.
+
+    Which fake identity a face gets is not decided here: the identity stage sets
+    `face.source_latent` (one per person, stable for the whole video).
+    """
 
     mode = "swap"
 
-    def __init__(self, engine: Engine, gallery: SourceGallery, *, fallback: Anonymizer | None = None, config: SwapConfig = SwapConfig()):
+    def __init__(self, engine: Engine, *, fallback: Anonymizer | None = None, config: SwapConfig = SwapConfig()):
         self.engine = engine
-        self.gallery = gallery
         self.fallback = fallback or Anonymizer("blur")
         self.config = config
 
     def _reason(self, face: Face) -> str | None:
         if face.track_id is None:
             return "unconfirmed"
+        if face.source_latent is None:
+            return "no_source"
         if face.predicted:
             return "predicted"
         if face.box[2] - face.box[0] < self.config.min_face:
@@ -60,8 +66,6 @@ class FaceSwapper:
         todo: list[tuple[int, Face]] = []
         for fi, tf in enumerate(frames):
             for face in tf.faces:
-                if face.track_id is not None:  # recorded even when this frame falls back to blur
-                    face.source_id = self.gallery.ids[self.gallery.assign(face.track_id)]
                 reason = self._reason(face)
                 if reason:
                     face.outcome = f"blur:{reason}"
@@ -95,9 +99,8 @@ class FaceSwapper:
                 keep.append(k)
         if not keep:
             return
-        sources = [self.gallery.assign(todo[k][1].track_id) for k in keep]
         image = batch.crops[keep].astype(np.float32).transpose(0, 3, 1, 2) / 255.0
-        latent = self.gallery.latents[sources]
+        latent = np.stack([todo[k][1].source_latent for k in keep]).astype(np.float32)
         try:
             out = self.engine({"image": np.ascontiguousarray(image), "latent": np.ascontiguousarray(latent)})["output"]
             if out.shape != image.shape or not np.isfinite(out).all():

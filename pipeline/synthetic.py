@@ -119,6 +119,53 @@ def make_video(
     return SyntheticVideo(path, width, height, frames, time_base, pts_list, np.array(boxes, np.float32), audio, dict(metadata or {}))
 
 
+@dataclass
+class Actor:
+    """One face in a scene: the astronaut, or her mirror image (a second face on screen that
+    the embedders see as the same person: the strictest case for 'never share at once').
+    `at(frame) -> (x0, y0, height) | None` places the head-and-shoulders crop, None = absent."""
+
+    at: object
+    mirror: bool = False
+
+
+def make_scene_video(path: str, actors: list[Actor], *, frames: int, width: int = 320, height: int = 240,
+                     fps: Fraction = Fraction(30000, 1001), seed: int = 0) -> list[list[np.ndarray | None]]:
+    """Writes a silent clip of several faces; returns per actor the true face box per frame."""
+    from skimage import data
+
+    rng = np.random.default_rng(seed)
+    t, l, b, r = _CROP_TLBR
+    crop = data.astronaut()[t:b, l:r]
+    bg = _background(height, width, rng)
+    out = av.open(path, "w")
+    vs = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "crf": "18"})
+    vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
+    truth: list[list] = [[] for _ in actors]
+    for i in range(frames):
+        img = bg.copy()
+        for k, actor in enumerate(actors):
+            place = actor.at(i)
+            if place is None:
+                truth[k].append(None)
+                continue
+            x0, y0, h = (int(round(v)) for v in place)
+            scale = h / crop.shape[0]
+            patch = cv2.resize(crop[:, ::-1] if actor.mirror else crop, (max(2, round(crop.shape[1] * scale)), h), interpolation=cv2.INTER_AREA)
+            ys, xs = slice(max(0, y0), min(height, y0 + h)), slice(max(0, x0), min(width, x0 + patch.shape[1]))
+            img[ys, xs] = patch[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0]
+            box = _FACE_IN_CROP.copy()
+            if actor.mirror:
+                box[[0, 2]] = crop.shape[1] - box[[2, 0]]
+            truth[k].append(box * scale + [x0, y0, x0, y0])
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+        frame.pts = i
+        out.mux(vs.encode(frame))
+    out.mux(vs.encode(None))
+    out.close()
+    return truth
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 

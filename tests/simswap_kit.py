@@ -48,10 +48,29 @@ def make_swap_kit(folder, *, seed=0, broken_generator=False):
     arc = ArcFaceResNet(layers=(1, 1, 1, 1)).eval()
     with official_names():
         torch.save(arc, folder / "arcface_checkpoint.tar")
-    gallery = folder / "gallery"
-    gallery.mkdir()
-    astro = data.astronaut()
-    cv2.imwrite(str(gallery / "src_a.png"), cv2.cvtColor(astro, cv2.COLOR_RGB2BGR))
-    cv2.imwrite(str(gallery / "src_b.png"), cv2.cvtColor(np.ascontiguousarray(astro[:, ::-1]), cv2.COLOR_RGB2BGR))
-    (gallery / "notes.txt").write_text("not an image")
+    gallery = folder / "gallery.npz"
+    make_gallery_file(gallery, n=2, seed=seed)
     return folder / "latest_net_G.pth", folder / "arcface_checkpoint.tar", gallery
+
+
+def make_gallery_file(path, *, n=2, seed=0, dim=128, embedder="dlib", labels=None, vectors=None):
+    """A gallery file in the documented format, with identities that are nobody: random unit
+    vectors (far from any real face's embedding and latent) and crops cut from astronaut.png.
+    `labels`: list of (gender, age_group) per identity; `vectors`: explicit (n, dim) embeddings."""
+    from skimage import data
+
+    from pipeline.source_gallery import Source, SourceGallery
+
+    rng = np.random.default_rng(seed)
+
+    def unit(v):
+        return (v / np.linalg.norm(v, axis=-1, keepdims=True)).astype(np.float32)
+
+    emb = unit(rng.normal(size=(n, dim))) if vectors is None else unit(np.asarray(vectors, np.float32))
+    lat = unit(rng.normal(size=(n, 512)))
+    labels = labels or [("female", "young")] * n
+    sources = [Source(f"src_{chr(97 + i)}", g, a, {embedder: emb[i]}, latent=lat[i]) for i, (g, a) in enumerate(labels)]
+    crops = np.stack([data.astronaut()[100 + 4 * i : 324 + 4 * i, 100:324] for i in range(n)])
+    g = SourceGallery(sources, crops, "simswap-arcface")
+    g.save(str(path))
+    return g

@@ -59,6 +59,19 @@ class FaceTracker:
 
     def __init__(self, config: TrackerConfig = TrackerConfig()):
         self.config = config
+        # ids keep increasing across resets: a track id names one track for the whole video
+        self._id_offset = self._cand_offset = 0
+        self._max_id = self._max_cand = 0
+        self._new_tracker()
+        self._frame = -1
+
+    def reset(self) -> None:
+        """Ends every track (a shot cut): the next frame's faces start new tracks."""
+        self._id_offset, self._cand_offset = self._max_id, self._max_cand
+        self._new_tracker()
+
+    def _new_tracker(self) -> None:
+        config = self.config
         self._tracker = norfair.Tracker(
             distance_function="iou",
             distance_threshold=config.max_distance,
@@ -71,7 +84,6 @@ class FaceTracker:
         # The built-in "iou" would read all 7 points (box + landmarks) as a box.
         self._tracker.distance_function = BoxIoUDistance()
         self._last_hit: dict[int, int] = {}  # norfair initializing_id -> frame of last detection
-        self._frame = -1
 
     def update(self, detections: Detections) -> list[Face]:
         self._frame += 1
@@ -93,6 +105,10 @@ class FaceTracker:
                 continue
             key = obj.initializing_id
             alive.add(key)
+            tid = None if obj.id is None else obj.id + self._id_offset
+            cand = key + self._cand_offset
+            self._max_id = max(self._max_id, tid or 0)
+            self._max_cand = max(self._max_cand, cand)
             est = obj.estimate
             smooth_box = est[:2].ravel().astype(np.float32)
             landmarks = est[2:7].astype(np.float32)
@@ -102,12 +118,12 @@ class FaceTracker:
                 self._last_hit[key] = self._frame
                 raw = detections.boxes[i]
                 cover = np.concatenate([np.minimum(raw[:2], smooth_box[:2]), np.maximum(raw[2:], smooth_box[2:])])
-                faces.append(Face(smooth_box, landmarks, float(detections.scores[i]), obj.id, False, cover))
+                faces.append(Face(smooth_box, landmarks, float(detections.scores[i]), tid, False, cover, candidate_id=cand))
             else:
                 missed = self._frame - self._last_hit.get(key, self._frame)
                 grow = min(self.config.max_grow, self.config.grow_per_miss * missed)
                 faces.append(
-                    Face(smooth_box, landmarks, 0.0, obj.id, True, _grow(smooth_box, grow), missed_frames=missed)
+                    Face(smooth_box, landmarks, 0.0, tid, True, _grow(smooth_box, grow), missed_frames=missed, candidate_id=cand)
                 )
         # Fail closed: a detection norfair did not account for is still anonymized as-is.
         for i in range(len(detections)):

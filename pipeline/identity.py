@@ -1,0 +1,232 @@
+"""Identity stage: tracks → persons → one fake identity each, between tracking and anonymizing.
+
+Per track it keeps a quality-weighted embedding built from a few good samples (detected, not
+predicted; wide enough; near-frontal; sharp). A track is *decided* once it has
+`decide_after` samples, or when its first frame is about to leave the stage: it is linked to
+a known person (PersonRegistry) or becomes a new person, who gets a source from the
+SourceAssigner. That source never changes afterwards, whatever later samples say.
+
+The stage holds back `lookahead` frames, so the decision is made on samples from the track's
+first frames *before* those frames are anonymized: the first frames of a track are swapped
+with the same identity as the rest instead of blurred, and nobody flickers between faces.
+The same look-ahead gives a track's unconfirmed first detections (`track_id` None, tracker
+hysteresis) their track once the tracker confirms it within the window.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import cv2
+import numpy as np
+
+from .alignment import ARCFACE_TEMPLATE_112, align, estimate, warp_to_template
+from .person_registry import Person, PersonRegistry
+from .records import Face, TrackedFrame
+from .source_assignment import Assignment, SourceAssigner
+
+SCOPES = ("video", "fleet", "random")
+FRONTAL_POSES = {1, 2, 3}  # 224 pose templates that are not full profiles
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    lookahead: int = 8  # frames held back for the decision (latency, not throughput)
+    sample_every: int = 3  # frames between two samples of one track
+    max_samples: int = 8  # per track; more adds cost, not accuracy
+    decide_after: int = 2  # samples before a track is linked / assigned
+    min_face: float = 32.0  # px width of a usable sample (weighted by size above it)
+    min_sharpness: float = 10.0  # Laplacian variance of the 112 crop
+    scope: str = "video"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.scope not in SCOPES:
+            raise ValueError(f"unknown identity scope {self.scope!r}; valid: {', '.join(SCOPES)}")
+
+
+@dataclass
+class _Track:
+    first_frame: int
+    last_frame: int
+    last_sample: int = -(10**9)
+    samples: int = 0
+    vector_sum: np.ndarray | None = None
+    weight: float = 0.0
+    best_crop: np.ndarray | None = None  # SimSwap 224 crop of the best sample, for z's latent
+    best_weight: float = 0.0
+    person: Person | None = None
+    pending: list = field(default_factory=list)  # samples taken before the decision
+
+    @property
+    def embedding(self) -> np.ndarray | None:
+        if self.vector_sum is None:
+            return None
+        return self.vector_sum / max(float(np.linalg.norm(self.vector_sum)), 1e-12)
+
+
+class IdentityStage:
+    """`stage(tracked_frames) -> tracked_frames` with person_id / source_id set on tracked faces."""
+
+    def __init__(self, embedder, registry: PersonRegistry, assigner: SourceAssigner | None = None,
+                 config: IdentityConfig = IdentityConfig(), latent_fn=None, gallery_fingerprint: str | None = None):
+        self.embedder = embedder
+        self.registry = registry
+        self.assigner = assigner
+        self.config = config
+        self.latent_fn = latent_fn  # SimSwap ArcFace on 224 crops, for the latent-space margin
+        self.gallery_fingerprint = gallery_fingerprint  # a fleet registry is tied to its gallery
+        self.seed = secrets.randbits(32) if config.scope == "random" else config.seed
+        self.tracks: dict[int, _Track] = {}
+        self.assignments: dict[int, Assignment | None] = {}  # person id -> how its source was chosen
+        self.link_similarity: dict[int, float | None] = {}  # track id -> similarity when linked / rejected
+        self.samples_taken = 0
+        self._confirmed: dict[int, int] = {}  # tracker candidate id -> confirmed track id
+
+    def __call__(self, items: Iterable[TrackedFrame]) -> Iterator[TrackedFrame]:
+        window: deque[TrackedFrame] = deque()
+        for tf in items:
+            self._observe(tf)
+            window.append(tf)
+            while len(window) > self.config.lookahead:
+                yield self._emit(window.popleft())
+        while window:
+            yield self._emit(window.popleft())
+
+    # ---- observing ---------------------------------------------------------------------
+    def _observe(self, tf: TrackedFrame) -> None:
+        idx = tf.frame.index
+        chosen: list[tuple[Face, _Track, float, np.ndarray]] = []
+        for face in tf.faces:
+            if face.track_id is None:
+                continue
+            if face.candidate_id is not None:
+                self._confirmed[face.candidate_id] = face.track_id
+            tr = self.tracks.get(face.track_id)
+            if tr is None:
+                tr = self.tracks[face.track_id] = _Track(idx, idx)
+            tr.last_frame = idx
+            if tr.person is not None:
+                tr.person.last_frame = max(tr.person.last_frame, idx)
+            if tr.samples >= self.config.max_samples or idx - tr.last_sample < self.config.sample_every:
+                continue
+            w = self._quality(tf.frame.image, face)
+            if w > 0:
+                chosen.append((face, tr, w, face.landmarks))
+        if chosen:
+            vecs = self.embedder.embed(tf.frame.image, np.stack([c[3] for c in chosen]))
+            crops = align([tf.frame.image], [np.stack([c[3] for c in chosen])], 224).crops if self.latent_fn else None
+            for k, ((face, tr, w, _), v) in enumerate(zip(chosen, vecs)):
+                self.samples_taken += 1
+                tr.samples += 1
+                tr.last_sample = idx
+                tr.vector_sum = v * w if tr.vector_sum is None else tr.vector_sum + v * w
+                tr.weight += w
+                if crops is not None and w > tr.best_weight:
+                    tr.best_crop, tr.best_weight = crops[k], w
+                if tr.person is None:
+                    tr.pending.append((v, w))
+                else:
+                    tr.person.add(v, w)
+        for tid, tr in self.tracks.items():
+            if tr.person is None and tr.samples >= self.config.decide_after:
+                self._decide(tid, tr)
+
+    def _quality(self, image: np.ndarray, face: Face) -> float:
+        """0 for a sample not worth embedding, else a weight in (0, 1]."""
+        if face.predicted:
+            return 0.0
+        width = float(face.box[2] - face.box[0])
+        if width < self.config.min_face:
+            return 0.0
+        try:
+            _, pose = estimate(face.landmarks, 224)
+        except ValueError:
+            return 0.0
+        if pose not in FRONTAL_POSES:
+            return 0.0
+        crop = warp_to_template(image, face.landmarks[None], ARCFACE_TEMPLATE_112, 112)[0]
+        sharp = float(cv2.Laplacian(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY), cv2.CV_32F).var())
+        if sharp < self.config.min_sharpness:
+            return 0.0
+        return max(1e-3, min(1.0, face.score)) * min(1.0, width / 112.0) * min(1.0, sharp / 100.0) * (1.0 if pose == 2 else 0.7)
+
+    # ---- deciding ----------------------------------------------------------------------
+    def _decide(self, tid: int, tr: _Track) -> None:
+        z = tr.embedding
+        person, sim = self.registry.match(z, tr.first_frame)
+        self.link_similarity[tid] = sim
+        if person is None:
+            person = self.registry.new(tr.first_frame)
+            self._assign(person, z, tr)
+        person.tracks.append(tid)
+        person.first_frame = tr.first_frame if person.first_frame < 0 else min(person.first_frame, tr.first_frame)
+        person.last_frame = max(person.last_frame, tr.last_frame)
+        for v, w in tr.pending:
+            person.add(v, w)
+        tr.pending.clear()
+        tr.person = person
+
+    def _assign(self, person: Person, z: np.ndarray | None, tr: _Track) -> None:
+        if self.assigner is None:
+            return
+        z_latent = None
+        if self.latent_fn is not None and tr.best_crop is not None:
+            z_latent = np.asarray(self.latent_fn(tr.best_crop[None]), np.float32)[0]
+        used = {p.source_id for p in self.registry.persons if p.source_id}
+        alive = {p.source_id for p in self.registry.persons if p.source_id and p.last_frame >= tr.first_frame}
+        # Never reuse a fake identity while unused ones remain; never share one at the same time.
+        a = self.assigner.assign(z, key=person.id + (self.seed << 20), exclude=used, z_latent=z_latent) \
+            or self.assigner.assign(z, key=person.id + (self.seed << 20), exclude=alive, z_latent=z_latent)
+        self.assignments[person.id] = a
+        if a is not None:
+            person.source_id = a.source.id
+            person.group = a.group
+
+    # ---- emitting ----------------------------------------------------------------------
+    def _emit(self, tf: TrackedFrame) -> TrackedFrame:
+        for face in tf.faces:
+            if face.track_id is None and face.candidate_id in self._confirmed:
+                face.track_id = self._confirmed[face.candidate_id]  # confirmed within the look-ahead
+            if face.track_id is None:
+                continue
+            tr = self.tracks[face.track_id]
+            if tr.person is None:  # its first frame is leaving: decide on what we have
+                self._decide(face.track_id, tr)
+            face.person_id = tr.person.id
+            face.source_id = tr.person.source_id
+            face.source_latent = self._latent(tr.person.source_id)
+        return tf
+
+    def _latent(self, source_id: str | None) -> np.ndarray | None:
+        if source_id is None or self.assigner is None:
+            return None
+        src = self.assigner.source(source_id)
+        return None if src is None else src.latent
+
+    def persons(self) -> list[dict]:
+        out = []
+        for p in self.registry.persons:
+            if not p.tracks:
+                continue  # known from the fleet registry, not in this video
+            a = self.assignments.get(p.id)
+            out.append({
+                "person_id": p.id,
+                "source_id": p.source_id,
+                "group": p.group,
+                "basis": a.basis if a else ("fleet-registry" if p.from_registry else None),
+                "source_similarity": None if a is None or a.similarity is None else round(a.similarity, 4),
+                "synthetic_source": bool(a and a.source.synthetic),
+                "tracks": p.tracks,
+                # similarity of each track to the best earlier person when it was decided (None: no
+                # usable sample or nobody to compare with); linked when >= the embedder's same_person
+                "track_similarity": {str(t): (None if self.link_similarity.get(t) is None else round(self.link_similarity[t], 4)) for t in p.tracks},
+                "first_frame": p.first_frame,
+                "last_frame": p.last_frame,
+                "from_registry": p.from_registry,
+                "has_embedding": p.embedding is not None,
+            })
+        return out

@@ -1,0 +1,121 @@
+"""Real persons seen so far, each with the one fake identity they keep.
+
+A new track is linked to a known person when their embeddings match (cosine at or above the
+embedder's calibrated `same_person`) and that person was not on screen at the same time as
+the track (one person cannot be two tracks at once). Otherwise it is a new person.
+
+Persistence is opt-in (`--identity-scope fleet`): the file keeps, per person, only what the
+linking needs — the mean embedding of the embedder that made it, the fake identity's id and
+the attribute group — no images, boxes, times or video names. It is biometric data all the
+same: store it like the raw footage, and delete it to make every person new again.
+
+Format (`.npz`, loaded with `allow_pickle=False`): `meta` (UTF-8 JSON as uint8: format,
+version, embedder, gallery fingerprint, persons [{id, source_id, group, weight}]) and
+`embeddings` (P, D) float32.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import InvalidInputError
+
+FORMAT = "anonswap-person-registry"
+VERSION = 1
+
+
+@dataclass
+class Person:
+    id: int
+    embedding_sum: np.ndarray | None  # weighted sum of unit vectors; None until a usable sample
+    weight: float = 0.0
+    source_id: str | None = None
+    group: str | None = None
+    first_frame: int = -1
+    last_frame: int = -1
+    tracks: list[int] = field(default_factory=list)
+    from_registry: bool = False  # known from an earlier video (fleet scope)
+
+    @property
+    def embedding(self) -> np.ndarray | None:
+        if self.embedding_sum is None or self.weight <= 0:
+            return None
+        v = self.embedding_sum
+        return v / max(float(np.linalg.norm(v)), 1e-12)
+
+    def add(self, vector: np.ndarray, weight: float) -> None:
+        self.embedding_sum = vector * weight if self.embedding_sum is None else self.embedding_sum + vector * weight
+        self.weight += weight
+
+
+class PersonRegistry:
+    def __init__(self, embedder: str, same_person: float):
+        self.embedder = embedder
+        self.same_person = same_person
+        self.persons: list[Person] = []
+
+    def match(self, z: np.ndarray | None, first_frame: int) -> tuple[Person | None, float | None]:
+        """The best known person for a track starting at `first_frame`, and the similarity."""
+        if z is None:
+            return None, None
+        best, best_sim = None, -2.0
+        for p in self.persons:
+            e = p.embedding
+            if e is None or p.last_frame >= first_frame:  # on screen together: not the same person
+                continue
+            sim = float(e @ z)
+            if sim > best_sim:
+                best, best_sim = p, sim
+        if best is not None and best_sim >= self.same_person:
+            return best, best_sim
+        return None, (best_sim if best is not None else None)
+
+    def new(self, frame: int) -> Person:
+        p = Person(max((q.id for q in self.persons), default=0) + 1, None, first_frame=frame, last_frame=frame)
+        self.persons.append(p)
+        return p
+
+    # ---- fleet persistence -------------------------------------------------------------
+    def save(self, path: str, gallery_fingerprint: str) -> None:
+        from .video_writer import AtomicFile
+
+        keep = [p for p in self.persons if p.embedding is not None and p.source_id]
+        meta = {
+            "format": FORMAT, "version": VERSION, "embedder": self.embedder, "gallery": gallery_fingerprint,
+            "persons": [{"id": p.id, "source_id": p.source_id, "group": p.group, "weight": round(p.weight, 4)} for p in keep],
+        }
+        emb = np.stack([p.embedding for p in keep]).astype(np.float32) if keep else np.zeros((0, 1), np.float32)
+        f = AtomicFile(path)
+        try:
+            with open(f.path, "wb") as fh:
+                np.savez(fh, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), embeddings=emb)
+            f.commit()
+        except BaseException:
+            f.discard()
+            raise
+
+    @classmethod
+    def load(cls, path: str, embedder: str, same_person: float, gallery_fingerprint: str) -> "PersonRegistry":
+        reg = cls(embedder, same_person)
+        if not os.path.exists(path):
+            return reg  # the first video of a fleet starts it
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(bytes(z["meta"]).decode())
+                emb = z["embeddings"]
+        except (ValueError, OSError, KeyError, json.JSONDecodeError) as e:
+            raise InvalidInputError(f"not an anonswap person registry ({e}): {path}") from None
+        if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+            raise InvalidInputError(f"not an anonswap person registry v{VERSION}: {path}")
+        if meta["embedder"] != embedder:
+            raise InvalidInputError(f"person registry {path} was made with embedder {meta['embedder']!r}, not {embedder!r}; use the same --embedder or a new registry file")
+        if meta["gallery"] != gallery_fingerprint:
+            raise InvalidInputError(f"person registry {path} belongs to another gallery (fingerprint {meta['gallery']}); use the gallery it was made with or a new registry file")
+        for row, vec in zip(meta["persons"], emb):
+            reg.persons.append(Person(row["id"], vec.astype(np.float32) * row["weight"], row["weight"], row["source_id"],
+                                      row["group"], -1, -1, [], True))
+        return reg

@@ -1,0 +1,258 @@
+"""Identity: persons across tracks, one fake identity each, the assignment's constraints.
+
+Self-contained: scenes made from astronaut.png (a real face), galleries of random vectors
+(identities that are nobody) and hand-made vectors for the assignment's rules.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from pipeline import RunConfig, anonymize_video
+from pipeline.identity import IdentityConfig
+from pipeline.person_registry import PersonRegistry
+from pipeline.shot_cuts import ShotCutDetector
+from pipeline.source_assignment import AssignConfig, SourceAssigner
+from pipeline.source_gallery import Source, SourceGallery
+from pipeline.synthetic import Actor, make_scene_video
+from simswap_kit import make_gallery_file
+
+LABELS4 = [("female", "young"), ("female", "older"), ("male", "young"), ("male", "older")]
+
+
+def _unit(v):
+    v = np.asarray(v, np.float32)
+    return v / np.linalg.norm(v)
+
+
+@pytest.fixture(scope="module")
+def gallery4(tmp_path_factory):
+    path = tmp_path_factory.mktemp("gal") / "g.npz"
+    make_gallery_file(path, n=4, labels=LABELS4)
+    return path
+
+
+def _run(video, gallery, tmp_path, **kw):
+    cfg = RunConfig(mode="blur", gallery=str(gallery), **kw)
+    report = anonymize_video(str(video), str(tmp_path / "out.mp4"), cfg, progress=False, log=lambda m: None,
+                             boxes_path=str(tmp_path / "b.jsonl"))
+    rows = [json.loads(line) for line in (tmp_path / "b.jsonl").read_text().splitlines()]
+    return report, rows
+
+
+# ---- videos --------------------------------------------------------------------------------
+
+def test_a_face_that_leaves_and_comes_back_keeps_its_person_and_source(tmp_path, gallery4):
+    def walk(i):  # in for 20 frames, away for 30 (longer than the tracker's patience), back for 20
+        if 20 <= i < 50:
+            return None
+        return (20 + 4 * i, 30, 150) if i < 20 else (20 + 4 * (70 - i), 30, 150)
+
+    make_scene_video(str(tmp_path / "leave.mp4"), [Actor(walk)], frames=70)
+    report, rows = _run(tmp_path / "leave.mp4", gallery4, tmp_path)
+    tracks = report["tracks"]
+    assert len(tracks) == 2, "the tracker must have lost the face while it was away"
+    assert tracks[0]["last_frame"] < 50 <= tracks[1]["first_frame"]
+    assert tracks[0]["person_id"] == tracks[1]["person_id"] is not None
+    assert tracks[0]["source_ids"] == tracks[1]["source_ids"] and len(tracks[0]["source_ids"]) == 1
+    (person,) = report["persons"]
+    assert person["tracks"] == [1, 2] and person["track_similarity"]["2"] >= 0.925
+    # every face on every frame was anonymized with that person's identity recorded
+    assert all(f["source_id"] == tracks[0]["source_id"] for r in rows for f in r["faces"])
+
+
+def test_two_faces_crossing_never_share_a_source(tmp_path, gallery4):
+    # Her mirror image: embedders call it the same person, so only "on screen together" keeps them apart.
+    make_scene_video(str(tmp_path / "cross.mp4"),
+                     [Actor(lambda i: (10 + 3 * i, 40, 140)), Actor(lambda i: (200 - 3 * i, 50, 140), mirror=True)],
+                     frames=64)
+    report, rows = _run(tmp_path / "cross.mp4", gallery4, tmp_path)
+    assert all(len(t["source_ids"]) == 1 for t in report["tracks"]), report["tracks"]
+    both = 0
+    for r in rows:
+        sources = [f["source_id"] for f in r["faces"] if f["track_id"] is not None]
+        persons = [f["person_id"] for f in r["faces"] if f["track_id"] is not None]
+        assert len(set(sources)) == len(sources) and len(set(persons)) == len(persons), r
+        both += len(sources) == 2
+    assert both >= 30
+    assert len(report["persons"]) == 2
+
+
+def test_fleet_scope_keeps_a_person_s_identity_across_videos_and_video_scope_stores_nothing(tmp_path, gallery4):
+    def walk(i):
+        return (20 + 3 * i, 40, 140)
+
+    make_scene_video(str(tmp_path / "a.mp4"), [Actor(walk)], frames=24)
+    make_scene_video(str(tmp_path / "b.mp4"), [Actor(walk, mirror=True)], frames=24, seed=3)
+    reg = tmp_path / "persons.npz"
+    out = []
+    for i, video in enumerate(("a.mp4", "b.mp4")):
+        res = run_cli(tmp_path / video, "-o", tmp_path / f"o{i}.mp4", "--mode", "blur", "--gallery", gallery4,
+                      "--identity-scope", "fleet", "--person-registry", reg, "--seed", str(7 + i), "--report", tmp_path / f"r{i}.json", "-q")
+        assert res.returncode == 0, res.stderr
+        out.append(json.loads((tmp_path / f"r{i}.json").read_text()))
+    assert out[1]["persons"][0]["from_registry"] and out[1]["persons"][0]["source_id"] == out[0]["persons"][0]["source_id"]
+    with np.load(reg, allow_pickle=False) as z:
+        assert set(z.files) == {"meta", "embeddings"} and z["embeddings"].shape == (1, 128)
+        meta = json.loads(bytes(z["meta"]).decode())
+    assert set(meta["persons"][0]) == {"id", "source_id", "group", "weight"}  # no boxes, times or video names
+    # video scope (the default) writes no registry; a registry path without fleet scope is refused
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert run_cli(tmp_path / "a.mp4", "-o", tmp_path / "o2.mp4", "--gallery", gallery4, "-q").returncode == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(before + ["o2.mp4"])
+    res = run_cli(tmp_path / "a.mp4", "-o", tmp_path / "o3.mp4", "--gallery", gallery4, "--person-registry", reg)
+    assert res.returncode == 2 and "--identity-scope fleet" in res.stderr
+
+
+def test_a_registry_from_another_gallery_is_refused(tmp_path, gallery4):
+    other = tmp_path / "other.npz"
+    make_gallery_file(other, n=3, seed=5)
+    reg = PersonRegistry("dlib", 0.9)
+    p = reg.new(0)
+    p.add(_unit(np.ones(128)), 1.0)
+    p.source_id = "src_a"
+    reg.save(str(tmp_path / "r.npz"), SourceGallery.load(str(other)).fingerprint())
+    make_scene_video(str(tmp_path / "a.mp4"), [Actor(lambda i: (20, 40, 140))], frames=4)
+    res = run_cli(tmp_path / "a.mp4", "-o", tmp_path / "o.mp4", "--gallery", gallery4,
+                  "--identity-scope", "fleet", "--person-registry", tmp_path / "r.npz")
+    assert res.returncode == 2 and "belongs to another gallery" in res.stderr
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_shot_cuts_are_found_and_motion_is_not(tmp_path, synthetic):
+    import av
+
+    det = ShotCutDetector()
+    with av.open(synthetic.path) as c:
+        assert not any(det.update(f.to_ndarray(format="rgb24")) for f in c.decode(video=0))
+    rng = np.random.default_rng(0)
+    a = np.full((120, 160, 3), (40, 60, 160), np.uint8)
+    b = rng.integers(150, 255, (120, 160, 3), dtype=np.uint8)
+    det = ShotCutDetector()
+    assert [det.update(x) for x in (a, a, b, b)] == [False, False, True, False]
+
+
+# ---- assignment rules on controlled vectors --------------------------------------------------
+
+def _gallery(vectors, labels, latents=None):
+    sources = [Source(f"s{i}", g, a, {"e": _unit(v)}, latent=None if latents is None else _unit(latents[i]))
+               for i, (v, (g, a)) in enumerate(zip(vectors, labels))]
+    return SourceGallery(sources, np.zeros((len(sources), 224, 224, 3), np.uint8))
+
+
+def test_step1_picks_the_attribute_group_whose_members_are_reliably_close():
+    rng = np.random.default_rng(1)
+    centre = {lab: rng.normal(size=16) for lab in LABELS4}
+    vecs, labs = [], []
+    for lab in LABELS4:
+        for _ in range(4):
+            vecs.append(centre[lab] + 0.2 * rng.normal(size=16))
+            labs.append(lab)
+    a = SourceAssigner(_gallery(vecs, labs), "e", AssignConfig(margin=0.999))
+    for lab in LABELS4:
+        assert a.choose_group(_unit(centre[lab])) == lab
+    # known attributes skip step 1
+    assert a.choose_group(_unit(centre[LABELS4[0]]), attributes=("male", "older")) == ("male", "older")
+    got = a.assign(_unit(centre[("male", "young")]), key=1)
+    assert got.source.gender == "male" and got.source.age_group == "young" and got.basis == "embedding"
+
+
+def test_step2_draws_among_the_least_similar_and_is_deterministic():
+    z = _unit(np.eye(8)[0])
+    # s0..s5 with decreasing similarity to z: cos = 0.8, 0.6, 0.4, 0.2, 0.0, -0.2
+    vecs = [_unit(np.r_[c, np.sqrt(1 - c * c), np.zeros(6)]) for c in (0.8, 0.6, 0.4, 0.2, 0.0, -0.2)]
+    a = SourceAssigner(_gallery(vecs, [("male", "young")] * 6), "e", AssignConfig(pool=0.34, margin=0.9))
+    picks = {a.assign(z, key=k).source.id for k in range(40)}
+    assert picks == {"s4", "s5"}  # the least similar third, nothing else
+    assert [a.assign(z, key=k).source.id for k in range(10)] == [a.assign(z, key=k).source.id for k in range(10)]
+    b = SourceAssigner(a.gallery, "e", AssignConfig(pool=0.34, margin=0.9, seed=1))
+    assert [a.assign(z, key=k).source.id for k in range(20)] != [b.assign(z, key=k).source.id for k in range(20)]
+
+
+def test_candidates_too_close_to_z_or_to_minus_z_are_rejected():
+    z = _unit(np.eye(8)[0])
+    near, anti, ok = _unit(np.r_[0.95, 0.3122, np.zeros(6)]), _unit(np.r_[-0.95, 0.3122, np.zeros(6)]), _unit(np.eye(8)[2])
+    a = SourceAssigner(_gallery([near, anti, ok], [("female", "older")] * 3), "e", AssignConfig(pool=1.0, margin=0.5))
+    assert {a.assign(z, key=k).source.id for k in range(20)} == {"s2"}
+    # the same rule in SimSwap's latent space, when the query's latent is known
+    lat = [np.eye(8)[3], np.eye(8)[4], -np.eye(8)[5]]
+    b = SourceAssigner(_gallery([ok, ok, ok], [("female", "older")] * 3, latents=lat), "e",
+                       AssignConfig(pool=1.0, margin=0.5, latent_margin=0.3))
+    zl = _unit(np.eye(8)[5])
+    assert {b.assign(z, key=k, z_latent=zl).source.id for k in range(20)} == {"s0", "s1"}
+
+
+def test_sources_in_use_are_excluded_and_a_synthetic_identity_fills_the_gap():
+    z = _unit(np.eye(8)[0])
+    vecs = [np.eye(8)[i] for i in (1, 2, 3)]
+    a = SourceAssigner(_gallery(vecs, [("male", "older")] * 3), "e", AssignConfig(margin=0.9))
+    got = a.assign(z, key=0, exclude={"s0", "s1", "s2"})
+    assert got.source.synthetic and got.source.id.startswith("mix:") and len(got.source.members) == 2
+    assert np.isclose(np.linalg.norm(got.source.embeddings["e"]), 1.0)
+    assert a.source(got.source.id) is got.source  # the swapper finds it by id
+    # a mix that would sit too close to z is not used either
+    near = [_unit(np.r_[0.8, 0.6, 0, 0, 0, 0, 0, 0]), _unit(np.r_[0.8, -0.6, 0, 0, 0, 0, 0, 0])]
+    b = SourceAssigner(_gallery(near, [("male", "older")] * 2), "e", AssignConfig(margin=0.9))
+    assert b.assign(z, key=0, exclude={"s0", "s1"}) is None  # their mean is z itself
+
+
+def test_identity_config_and_run_config_validate():
+    with pytest.raises(ValueError, match="valid: video, fleet, random"):
+        IdentityConfig(scope="global")
+    with pytest.raises(ValueError, match="--person-registry"):
+        RunConfig(identity=IdentityConfig(scope="fleet"))
+
+
+# ---- gallery files ---------------------------------------------------------------------------
+
+def test_gallery_build_merges_an_identity_s_photos_and_round_trips(tmp_path):
+    import cv2
+    from skimage import data
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    astro = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+    cv2.imwrite(str(folder / "a1.png"), astro)
+    cv2.imwrite(str(folder / "a2.png"), cv2.resize(astro, (400, 400)))
+    cv2.imwrite(str(folder / "a3.png"), astro)  # the same pixels as a1: skipped
+    cv2.imwrite(str(folder / "m1.png"), np.ascontiguousarray(astro[:, ::-1]))
+    (folder / "labels.csv").write_text(
+        "file,identity,gender,age_group\na1.png,astro,female,older\na2.png,astro,female,young\n"
+        "a3.png,astro,female,young\nm1.png,mirror,female,older\n")
+    res = run_cli("gallery", "build", folder, "--labels", folder / "labels.csv", "-o", tmp_path / "g.npz")
+    assert res.returncode == 0, res.stderr
+    assert "copy of a1.png" in res.stderr and "conflicting labels" in res.stderr
+    g = SourceGallery.load(str(tmp_path / "g.npz"))
+    assert g.ids == ["astro", "mirror"]
+    astro_src = g.sources[0]
+    assert astro_src.files == ["a1.png", "a2.png"] and astro_src.age_group == "older"  # tie → first row
+    assert g.embedders == ["dlib"] and g.matrix("dlib").shape == (2, 128) and g.crops.shape == (2, 224, 224, 3)
+    assert np.allclose(np.linalg.norm(g.matrix("dlib"), axis=1), 1.0, atol=1e-5)
+    with np.load(tmp_path / "g.npz", allow_pickle=False) as z:  # loads without pickle
+        assert "meta" in z.files
+    show = run_cli("gallery", "show", tmp_path / "g.npz")
+    assert show.returncode == 0 and "astro: female, older; 2 photo(s)" in show.stdout
+
+
+@pytest.mark.parametrize("content, message", [
+    ("file,identity\nx.png,a\n", "needs columns"),
+    ("file,identity,gender,age_group\nx.png,a,robot,young\n", "line 2: gender must be"),
+    ("file,identity,gender,age_group\nmissing.png,a,male,young\n", "line 2: missing.png not found"),
+])
+def test_gallery_build_rejects_bad_labels_with_exit_2(tmp_path, content, message):
+    import cv2
+    from skimage import data
+
+    (tmp_path / "x.png").write_bytes(cv2.imencode(".png", data.astronaut())[1].tobytes())
+    (tmp_path / "l.csv").write_text(content)
+    res = run_cli("gallery", "build", tmp_path, "--labels", tmp_path / "l.csv", "-o", tmp_path / "g.npz")
+    assert res.returncode == 2 and message in res.stderr and res.stderr.count("\n") == 1
+    assert not (tmp_path / "g.npz").exists()
+
+
+def test_a_file_that_is_not_a_gallery_is_refused(tmp_path, synthetic):
+    (tmp_path / "g.npz").write_bytes(b"not a zip")
+    res = run_cli(synthetic.path, "-o", tmp_path / "o.mp4", "--gallery", tmp_path / "g.npz")
+    assert res.returncode == 2 and "not an anonswap gallery" in res.stderr and not (tmp_path / "o.mp4").exists()
