@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 from tqdm import tqdm
@@ -144,6 +144,16 @@ def build_identity(config: RunConfig, detector: FaceDetector, arc=None) -> Ident
     return IdentityStage(embedder, registry, assigner, config.identity, latent_fn=latent_fn, gallery_fingerprint=gallery.fingerprint())
 
 
+def build_tracker(config: RunConfig, identity: IdentityStage | None) -> FaceTracker:
+    """With the identity stage on, norfair's ReID uses the same embedder and threshold."""
+    if identity is None:
+        return FaceTracker(config.tracker)
+    from engines.embedders import EMBEDDERS
+
+    cfg = replace(config.tracker, reid_max_distance=1.0 - EMBEDDERS[config.embedder].same_person)
+    return FaceTracker(cfg, embed=identity.embedder.embed)
+
+
 def build_anonymizer(mode: str, config: RunConfig, engine=None):
     if mode != "swap":
         return Anonymizer(mode, region_scale=config.region_scale)
@@ -172,9 +182,9 @@ def anonymize_video(
         if note:  # only once the input and outputs are known to be good: errors stay one line
             log(note)
         detector = detector or FaceDetector(detect_size=config.detect_size, threshold=config.threshold)
-        tracker = FaceTracker(config.tracker)
         engine, arc = load_swap_models(config) if mode == "swap" else (None, None)
         identity = build_identity(config, detector, arc)
+        tracker = build_tracker(config, identity)
         anonymizer = build_anonymizer(mode, config, engine)
         report = ReportBuilder(input_path, out, mode, reader.info, requested_mode=config.mode)
         report.settings = {
@@ -257,7 +267,7 @@ def _run(reader, detector, tracker, identity, anonymizer, writer, boxes, report,
             cut = cuts.update(frame.image)
             if cut:
                 tracker.reset()
-            yield TrackedFrame(frame, tracker.update(dets), len(dets), shot_cut=cut)
+            yield TrackedFrame(frame, tracker.update(dets, frame.image), len(dets), shot_cut=cut)
 
     def anonymize(items):
         # Several frames at once: the swap generator runs on all their faces together.

@@ -63,6 +63,18 @@ def test_a_face_that_leaves_and_comes_back_keeps_its_person_and_source(tmp_path,
     assert all(f["source_id"] == tracks[0]["source_id"] for r in rows for f in r["faces"])
 
 
+def test_norfair_reid_gives_a_briefly_hidden_face_its_track_back(tmp_path, gallery4):
+    """Hidden for 30 frames (longer than the tracker's patience, shorter than its ReID
+    memory): with the identity stage on, the embedding brings the old track id back."""
+    make_scene_video(str(tmp_path / "hide.mp4"), [Actor(lambda i: None if 20 <= i < 50 else (20 + 2 * i, 60, 90))], frames=70)
+    plain = anonymize_video(str(tmp_path / "hide.mp4"), str(tmp_path / "p.mp4"), RunConfig(mode="blur"),
+                            progress=False, log=lambda m: None)
+    assert len(plain["tracks"]) == 2 and plain["video"]["shot_cuts"] == []
+    report, _ = _run(tmp_path / "hide.mp4", gallery4, tmp_path)
+    (track,) = report["tracks"]
+    assert track["first_frame"] == 0 and track["last_frame"] == 69 and len(track["source_ids"]) == 1
+
+
 def test_two_faces_crossing_never_share_a_source(tmp_path, gallery4):
     # Her mirror image: embedders call it the same person, so only "on screen together" keeps them apart.
     make_scene_video(str(tmp_path / "cross.mp4"),

@@ -106,3 +106,83 @@ def test_no_original_identity_is_left_in_the_output(hamilton_run):
     assert reid <= 0.05 * recognized, f"{reid} of {recognized} recognized faces re-identified at their place"
     assert found_reid <= max(1, 0.05 * found_again), f"{found_reid} of {found_again} faces found anew are re-identified"
     assert np.median(after) > 0.6 > np.median(before) + 0.05, (np.median(before), np.median(after))
+
+
+
+@pytest.fixture(scope="module")
+def source_gallery(shared_clip, tmp_path_factory):
+    folder = shared_clip.parents[1] / "faces" / "sources"
+    out = tmp_path_factory.mktemp("gallery") / "sources.npz"
+    res = run_cli("gallery", "build", folder, "--labels", folder / "sources.csv", "-o", out)
+    assert res.returncode == 0, res.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def hamilton_identity(shared_clip, source_gallery, tmp_path_factory):
+    d = tmp_path_factory.mktemp("hamilton_id")
+    res = run_cli(shared_clip, "-o", d / "o.mp4", "--mode", "blur", "--gallery", source_gallery,
+                  "--report", d / "r.json", "--boxes", d / "b.jsonl", "-q")
+    assert res.returncode == 0, res.stderr
+    return json.loads((d / "r.json").read_text()), [json.loads(line) for line in (d / "b.jsonl").read_text().splitlines()]
+
+
+def _track_at(rows, frame, x_range):
+    """The track of the biggest face on `frame` whose centre is within x_range."""
+    faces = [f for f in rows[frame]["faces"] if x_range[0] <= (f["box"][0] + f["box"][2]) / 2 <= x_range[1] and f["track_id"]]
+    return max(faces, key=lambda f: f["box"][2] - f["box"][0])["track_id"]
+
+
+def test_performer_keeps_one_person_and_source_across_the_shot_cut(hamilton_identity):
+    report, rows = hamilton_identity
+    assert report["video"]["shot_cuts"] == [20, 82, 211]
+    tracks = {t["track_id"]: t for t in report["tracks"]}
+    wide, close = _track_at(rows, 10, (480, 600)), _track_at(rows, 150, (150, 400))  # shot 1 (wide) and shot 2 (close-up)
+    pianist_wide, pianist_close = _track_at(rows, 10, (0, 120)), _track_at(rows, 40, (400, 640))
+    assert wide != close, "a shot cut must end the track"
+    assert tracks[wide]["person_id"] == tracks[close]["person_id"]
+    assert tracks[wide]["source_id"] == tracks[close]["source_id"] is not None
+    performer = tracks[close]["person_id"]
+    for other in (pianist_wide, pianist_close, *(t for t in tracks if tracks[t]["first_frame"] >= 211)):
+        assert tracks[other]["person_id"] != performer and tracks[other]["source_id"] != tracks[close]["source_id"]
+    assert all(len(t["source_ids"]) == 1 for t in report["tracks"]), "a track changed source"
+    for r in rows:  # two faces on screen never share a fake identity
+        ids = [f["source_id"] for f in r["faces"] if f["source_id"]]
+        assert len(ids) == len(set(ids)), r["frame"]
+    persons = {p["person_id"]: p for p in report["persons"]}
+    assert persons[performer]["basis"] == "embedding" and persons[performer]["group"].startswith("male")
+
+
+def test_identity_photos_are_matched_to_their_person_and_no_other(shared_clip):
+    """Every face of the identity photos goes through the person registry as its own track,
+    one photo after another: the same person must link, nobody else."""
+    import csv
+
+    import cv2
+
+    from engines.embedders import EMBEDDERS, load_embedder
+    from pipeline.person_registry import PersonRegistry
+
+    folder = shared_clip.parents[1] / "faces" / "identities"
+    emb, det = load_embedder("dlib"), FaceDetector()
+    reg = PersonRegistry("dlib", EMBEDDERS["dlib"].same_person)
+    person_of = {}
+    for frame, row in enumerate(csv.DictReader(open(folder / "identities.csv"))):
+        if row["faces_in_image"] != "1":
+            continue
+        img = cv2.cvtColor(cv2.imread(str(folder / row["file"])), cv2.COLOR_BGR2RGB)
+        d = det.detect([img])[0]
+        z = emb.embed(img, d.landmarks[int(np.argmax(d.scores)) :][:1])[0]
+        p, _ = reg.match(z, frame)
+        if p is None:
+            p = reg.new(frame)
+        p.add(z, 1.0)
+        p.last_frame = frame
+        person_of[row["file"]] = (p.id, row["person"])
+    for group in (("obama.jpg", "obama2.jpg", "obama3.jpg"), ("alex-lacamoire.png", "alex_lacamoire1.jpg"),
+                  ("rose_leslie1.jpg", "rose_leslie2.jpg")):
+        assert len({person_of[f][0] for f in group}) == 1, {f: person_of[f] for f in group}
+    by_person = {}
+    for pid, name in person_of.values():
+        by_person.setdefault(pid, set()).add(name)
+    assert all(len(names) == 1 for names in by_person.values()), by_person  # nobody linked to someone else

@@ -25,6 +25,8 @@ class TrackerConfig:
     max_distance: float = 0.9  # 1 - IoU between a detection and a track's estimate
     grow_per_miss: float = 0.2  # predicted boxes grow by this fraction per missed frame...
     max_grow: float = 1.5  # ...up to this fraction (the estimate drifts: err on covering more)
+    reid_patience: int = 90  # frames a lost track can be re-identified by embedding (norfair ReID; needs an embedder)
+    reid_max_distance: float = 0.075  # 1 - cosine; dlib's calibrated same-person similarity is 0.925
 
 
 def boxes_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -55,10 +57,17 @@ def _points(candidate) -> np.ndarray:
 
 
 class FaceTracker:
-    """`update(detections) -> list[Face]`, called once per frame in order."""
+    """`update(detections, image) -> list[Face]`, called once per frame in order.
 
-    def __init__(self, config: TrackerConfig = TrackerConfig()):
+    With an `embed(image, landmarks) -> unit vectors` function, norfair's re-identification
+    hook is on: a new track whose face matches a track lost in the last `reid_patience`
+    frames takes over its id (someone who stepped out of frame and back). Embeddings are
+    computed lazily, only for the faces norfair asks about, from the frame each was seen on.
+    """
+
+    def __init__(self, config: TrackerConfig = TrackerConfig(), embed=None):
         self.config = config
+        self._embed = embed
         # ids keep increasing across resets: a track id names one track for the whole video
         self._id_offset = self._cand_offset = 0
         self._max_id = self._max_cand = 0
@@ -78,6 +87,8 @@ class FaceTracker:
             hit_counter_max=config.patience,
             initialization_delay=config.confirm_hits,
             past_detections_length=0,
+            **({"reid_distance_function": self._reid_distance, "reid_distance_threshold": config.reid_max_distance,
+                "reid_hit_counter_max": config.reid_patience} if self._embed and config.reid_patience > 0 else {}),
         )
         # norfair 2.3's constructor takes only names or scalar callables; its loop calls
         # `distance_function.get_distances`, so a vectorized Distance subclass plugs in here.
@@ -85,13 +96,35 @@ class FaceTracker:
         self._tracker.distance_function = BoxIoUDistance()
         self._last_hit: dict[int, int] = {}  # norfair initializing_id -> frame of last detection
 
-    def update(self, detections: Detections) -> list[Face]:
+    def _reid_distance(self, a, b) -> float:
+        ea, eb = self._embedding(a.last_detection), self._embedding(b.last_detection)
+        return 1.0 if ea is None or eb is None else float(1.0 - ea @ eb)
+
+    def _embedding(self, det) -> np.ndarray | None:
+        if det.embedding is None and det.data[1] is not None:
+            patch, origin = det.data[1]
+            det.embedding = self._embed(patch, (det.points[2:7] - origin)[None])[0]
+            det.data = (det.data[0], None)  # the patch is no longer needed
+        return det.embedding
+
+    @staticmethod
+    def _patch(image: np.ndarray | None, box: np.ndarray):
+        """A copy of the face's surroundings: later stages anonymize the frame in place."""
+        if image is None:
+            return None
+        w, h = box[2] - box[0], box[3] - box[1]
+        x1, y1 = int(max(0, box[0] - w)), int(max(0, box[1] - h))
+        x2, y2 = int(min(image.shape[1], box[2] + w)), int(min(image.shape[0], box[3] + h))
+        return image[y1:y2, x1:x2].copy(), np.array([x1, y1], np.float32)
+
+    def update(self, detections: Detections, image: np.ndarray | None = None) -> list[Face]:
         self._frame += 1
+        keep = image if self._embed is not None else None
         nd = [
             norfair.Detection(
                 points=np.vstack([detections.boxes[i].reshape(2, 2), detections.landmarks[i]]),
                 scores=np.full(7, detections.scores[i], np.float32),
-                data=i,
+                data=(i, self._patch(keep, detections.boxes[i])),
             )
             for i in range(len(detections))
         ]
@@ -113,7 +146,7 @@ class FaceTracker:
             smooth_box = est[:2].ravel().astype(np.float32)
             landmarks = est[2:7].astype(np.float32)
             if id(obj.last_detection) in current:
-                i = obj.last_detection.data
+                i = obj.last_detection.data[0]
                 emitted.add(i)
                 self._last_hit[key] = self._frame
                 raw = detections.boxes[i]
