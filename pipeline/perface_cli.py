@@ -114,7 +114,7 @@ def _train(args, log) -> int:
         train_set, val_set = triplets, _load(args.val, args.images, args.unanimous)
     else:
         order = np.random.default_rng(args.seed).permutation(len(triplets))
-        n_val = int(round(len(triplets) * args.val_fraction))
+        n_val = round(len(triplets) * args.val_fraction)
         val_set = [triplets[i] for i in order[:n_val]]
         train_set = [triplets[i] for i in order[n_val:]]
     if not train_set:
