@@ -20,7 +20,6 @@ Output: (N, 512) embeddings, *not* normalized (the embedder normalizes).
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
 import torch
@@ -194,25 +193,7 @@ def load_backbone(model: IResNet, path: str | os.PathLike) -> IResNet:
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, *, opset: int = 17) -> str:
     """ONNX of the backbone (input "input" (N,3,112,112), output "embedding" (N,512)), written atomically."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".iresnet.", suffix=".partial.onnx", dir=folder)
-    os.close(fd)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            torch.onnx.export(
-                model, (torch.zeros(2, 3, INPUT_SIZE, INPUT_SIZE),), tmp,
-                input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
-                dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}},
-                opset_version=opset, dynamo=False,
-            )
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    finally:
-        model.train(was_training)
-    return path
+    from .onnx_export import export_onnx_atomic
+
+    return export_onnx_atomic(model, (torch.zeros(2, 3, INPUT_SIZE, INPUT_SIZE),), path,
+                              input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT], opset=opset)

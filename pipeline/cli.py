@@ -174,6 +174,21 @@ def gallery_main(argv: list[str]) -> int:
     return 0
 
 
+def perface_main(argv: list[str]) -> int:
+    """`perface train | eval | make-triplets` (engines/perface): PerFace's training recipe."""
+    from . import perface_cli
+
+    p = argparse.ArgumentParser(prog="run_pipeline.py")
+    perface_cli.add_parser(p.add_subparsers(dest="command", required=True))
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        return perface_cli.main(args)
+    except AnonswapError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+
+
 def _default_model(name: str) -> str | None:
     from engines import model_store
 
@@ -187,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         return models_main(argv[1:])
     if argv and argv[0] == "gallery":
         return gallery_main(argv[1:])
+    if argv and argv[0] == "perface":
+        return perface_main(argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING, format="%(levelname)s: %(message)s")
     if args.detect_size is not None and args.detect_size < 32:

@@ -331,9 +331,9 @@ def test_train_last_freezes_the_early_stages(shared_faces):
 # --- (e) the command line -------------------------------------------------------------------
 
 def run_perface(*args, timeout=120):
-    """`perface …` as a user runs it (standalone module until pipeline/cli.py dispatches to it)."""
+    """`python run_pipeline.py perface …`, as a user runs it."""
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.perface_cli", "perface", *map(str, args)],
+        [sys.executable, str(ROOT / "run_pipeline.py"), "perface", *map(str, args)],
         check=False, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
 

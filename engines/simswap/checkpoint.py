@@ -7,8 +7,6 @@ whole model and needs the restricted unpickler of the identity-latent work; not 
 
 from __future__ import annotations
 
-import os
-import tempfile
 
 import torch
 
@@ -59,21 +57,8 @@ def export_onnx(model: SimSwapGenerator, path: str, *, opset: int = 17) -> str:
     size = int(model.variant)
     image = torch.rand(2, 3, size, size)
     latent = torch.nn.functional.normalize(torch.randn(2, LATENT_SIZE), dim=1)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".simswap.", suffix=".partial.onnx", dir=folder)
-    os.close(fd)
-    try:
-        with torch.no_grad():
-            torch.onnx.export(
-                model.eval(), (image, latent), tmp,
-                input_names=list(ONNX_INPUTS), output_names=[ONNX_OUTPUT],
-                dynamic_axes={n: {0: "batch"} for n in (*ONNX_INPUTS, ONNX_OUTPUT)},
-                opset_version=opset, dynamo=False,
-            )
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    from ..onnx_export import export_onnx_atomic
+
+    return export_onnx_atomic(model.eval(), (image, latent), path, input_names=list(ONNX_INPUTS),
+                              output_names=[ONNX_OUTPUT], opset=opset)
 
