@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 
+from .arg_types import open_unit_interval, positive_int
 from .detector import AUTO_MAX_SIZE, AUTO_MIN_SIZE, DEFAULT_DETECT_SIZE, DEFAULT_THRESHOLD
 from .errors import AnonswapError, InvalidInputError, OutputError
 from .identity import SCOPES, IdentityConfig
@@ -19,20 +20,6 @@ from .run import MODES, RunConfig, anonymize_video
 from .swapper import SwapConfig
 
 EMBEDDER_NAMES = ("dlib", "arcface-r50", "perface")
-
-
-def _positive_int(text: str) -> int:
-    v = int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return v
-
-
-def _probability(text: str) -> float:
-    v = float(text)
-    if not 0.0 < v < 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return v
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,10 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=MODES, default="auto", help="anonymization (default auto: swap when available, else blur)")
     p.add_argument("--report", metavar="R.json", help="write a JSON run report")
     p.add_argument("--boxes", metavar="B.jsonl", help="write every anonymized face per frame (JSON Lines)")
-    p.add_argument("--max-frames", type=_positive_int, metavar="N", help="stop after N frames")
-    p.add_argument("--detect-size", type=_positive_int, default=DEFAULT_DETECT_SIZE, metavar="N", help=f"detector working size, long side in pixels (default: the video's, clamped to {AUTO_MIN_SIZE}..{AUTO_MAX_SIZE})")
-    p.add_argument("--threshold", type=_probability, default=DEFAULT_THRESHOLD, metavar="T", help=f"face score threshold (default {DEFAULT_THRESHOLD})")
-    p.add_argument("--batch-size", type=_positive_int, default=4, metavar="N", help="frames per detector batch (default 4)")
+    p.add_argument("--max-frames", type=positive_int, metavar="N", help="stop after N frames")
+    p.add_argument("--detect-size", type=positive_int, default=DEFAULT_DETECT_SIZE, metavar="N", help=f"detector working size, long side in pixels (default: the video's, clamped to {AUTO_MIN_SIZE}..{AUTO_MAX_SIZE})")
+    p.add_argument("--threshold", type=open_unit_interval, default=DEFAULT_THRESHOLD, metavar="T", help=f"face score threshold (default {DEFAULT_THRESHOLD})")
+    p.add_argument("--batch-size", type=positive_int, default=4, metavar="N", help="frames per detector batch (default 4)")
     p.add_argument("--crf", type=int, default=20, help="x264 constant rate factor (default 20; lower is better quality)")
     p.add_argument("--preset", default="veryfast", help="x264 preset (default veryfast)")
     swap = p.add_argument_group("swap mode (SimSwap; official weights are CC BY-NC-SA 4.0, non-commercial)")

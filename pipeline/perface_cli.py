@@ -19,6 +19,7 @@ import os
 import sys
 from pathlib import Path
 
+from .arg_types import open_unit_interval, positive_int
 from .errors import AnonswapError, InvalidInputError
 
 PUBLIC_ARCHS = ("r50", "r18")
@@ -28,20 +29,6 @@ NO_INIT_WARNING = (
     "warning: no --init: training starts from random weights. PerFace fine-tunes ArcFace R50; "
     "give insightface arcface_torch's backbone.pth (e.g. ms1mv3_arcface_r50) with --init"
 )
-
-
-def _positive_int(text: str) -> int:
-    v = int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return v
-
-
-def _fraction(text: str) -> float:
-    v = float(text)
-    if not 0.0 < v < 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return v
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -57,15 +44,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--triplets", required=True, metavar="CSV", help="annotations: reference,a,b,votes_a,votes_b")
     val = t.add_mutually_exclusive_group()
     val.add_argument("--val", metavar="CSV", help="validation triplets (default: hold out --val-fraction of --triplets)")
-    val.add_argument("--val-fraction", type=_fraction, default=0.2, metavar="F", help="share of triplets held out for validation when no --val (default 0.2)")
+    val.add_argument("--val-fraction", type=open_unit_interval, default=0.2, metavar="F", help="share of triplets held out for validation when no --val (default 0.2)")
     t.add_argument("--images", metavar="DIR", help="folder the CSV's image paths are relative to (default: the CSV's folder)")
     t.add_argument("--init", metavar="BACKBONE.pth", help="arcface_torch backbone.pth to fine-tune (strongly recommended)")
     t.add_argument("--arch", choices=ARCH_CHOICES, default="r50", metavar="{r50,r18}", help=arch_help)
-    t.add_argument("--epochs", type=_positive_int, default=10, metavar="N", help="epochs (default 10)")
-    t.add_argument("--batch-size", type=_positive_int, default=32, metavar="N", help="triplets per batch (default 32)")
+    t.add_argument("--epochs", type=positive_int, default=10, metavar="N", help="epochs (default 10)")
+    t.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="triplets per batch (default 32)")
     t.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (default 0.01)")
     t.add_argument("--margin", type=float, default=0.1, help="triplet margin on cosine similarity (default 0.1)")
-    t.add_argument("--train-last", type=_positive_int, metavar="N", help="fine-tune only the last N of the 6 stages (stem, layer1-4, head); default: the whole net")
+    t.add_argument("--train-last", type=positive_int, metavar="N", help="fine-tune only the last N of the 6 stages (stem, layer1-4, head); default: the whole net")
     t.add_argument("--unanimous", action="store_true", help="keep only triplets without a dissenting vote (the paper's D2)")
     t.add_argument("--seed", type=int, default=0, help="seed for the split, shuffling and augmentation (default 0)")
     t.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for perface.pth, perface.onnx, metrics.json")
@@ -81,7 +68,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     m = sub.add_parser("make-triplets", help="derive triplets from identity labels (same person vs another), votes 3-0")
     m.add_argument("--labels", required=True, metavar="CSV", help="file,identity[,...] (a `person` column also works; rows with faces_in_image other than 1 are skipped)")
     m.add_argument("--images", required=True, metavar="DIR", help="folder the labels' files are in")
-    m.add_argument("-n", type=_positive_int, required=True, metavar="N", help="number of triplets (fewer when the labels allow fewer)")
+    m.add_argument("-n", type=positive_int, required=True, metavar="N", help="number of triplets (fewer when the labels allow fewer)")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("-o", "--output", required=True, metavar="TRIPLETS.csv", help="written with paths relative to its own folder")
     return p
