@@ -16,7 +16,7 @@ from .arg_types import open_unit_interval, positive_int
 from .detector import AUTO_MAX_SIZE, AUTO_MIN_SIZE, DEFAULT_DETECT_SIZE, DEFAULT_THRESHOLD
 from .errors import AnonswapError, InvalidInputError, OutputError
 from .identity import SCOPES, IdentityConfig
-from .run import MODES, RunConfig, anonymize_video
+from .run import MODES, RunConfig, anonymize_video, check_side_path, load_simswap_arcface
 from .swapper import SwapConfig
 
 EMBEDDER_NAMES = ("dlib", "arcface-r50", "perface")
@@ -131,8 +131,6 @@ def gallery_main(argv: list[str]) -> int:
         from engines.embedders import load_embedder
 
         from .detector import FaceDetector
-        from .run import check_side_path
-
         if os.path.isdir(args.output):
             raise OutputError(f"gallery output is a directory: {args.output}")
         check_side_path(args.output, args.folder, "")
@@ -144,12 +142,9 @@ def gallery_main(argv: list[str]) -> int:
         latent_fn = None
         arc_path = args.arcface or _default_model("simswap-arcface")
         if arc_path:
-            from engines.simswap import latent_from_crops, load_arcface_checkpoint
+            from engines.simswap import latent_from_crops
 
-            try:
-                arc = load_arcface_checkpoint(arc_path)
-            except (ValueError, OSError) as e:
-                raise InvalidInputError(f"ArcFace checkpoint unusable: {e}") from e
+            arc = load_simswap_arcface(arc_path)
             latent_fn = lambda crops: latent_from_crops(arc, crops)  # noqa: E731
         g = SourceGallery.build(args.folder, FaceDetector(), embedders, labels=args.labels, latent_fn=latent_fn)
         g.save(args.output)

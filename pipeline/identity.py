@@ -23,6 +23,8 @@ from typing import Iterable, Iterator
 import cv2
 import numpy as np
 
+from engines.embedders.base import normalize
+
 from .alignment import ARCFACE_TEMPLATE_112, align, estimate, warp_to_template
 from .person_registry import Person, PersonRegistry
 from .records import Face, TrackedFrame
@@ -65,7 +67,7 @@ class _Track:
     def embedding(self) -> np.ndarray | None:
         if self.vector_sum is None:
             return None
-        return self.vector_sum / max(float(np.linalg.norm(self.vector_sum)), 1e-12)
+        return normalize(self.vector_sum)
 
 
 class IdentityStage:
@@ -99,7 +101,7 @@ class IdentityStage:
     # ---- observing ---------------------------------------------------------------------
     def _observe(self, tf: TrackedFrame) -> None:
         idx = tf.frame.index
-        chosen: list[tuple[Face, _Track, float, np.ndarray]] = []
+        chosen: list[tuple[Face, _Track, float]] = []
         for face in tf.faces:
             if face.track_id is None:
                 continue
@@ -115,11 +117,12 @@ class IdentityStage:
                 continue
             w = self._quality(tf.frame.image, face)
             if w > 0:
-                chosen.append((face, tr, w, face.landmarks))
+                chosen.append((face, tr, w))
         if chosen:
-            vecs = self.embedder.embed(tf.frame.image, np.stack([c[3] for c in chosen]))
-            crops = align([tf.frame.image], [np.stack([c[3] for c in chosen])], 224).crops if self.latent_fn else None
-            for k, ((face, tr, w, _), v) in enumerate(zip(chosen, vecs)):
+            landmarks = np.stack([face.landmarks for face, _, _ in chosen])
+            vecs = self.embedder.embed(tf.frame.image, landmarks)
+            crops = align([tf.frame.image], [landmarks], 224).crops if self.latent_fn else None
+            for k, ((_, tr, w), v) in enumerate(zip(chosen, vecs)):
                 self.samples_taken += 1
                 tr.samples += 1
                 tr.last_sample = idx
@@ -131,9 +134,9 @@ class IdentityStage:
                     tr.pending.append((v, w))
                 else:
                     tr.person.add(v, w)
-        for tid, tr in self.tracks.items():
+        for face, tr, _ in chosen:  # only tracks that just got a sample can have become ready
             if tr.person is None and tr.samples >= self.config.decide_after:
-                self._decide(tid, tr)
+                self._decide(face.track_id, tr)
 
     def _quality(self, image: np.ndarray, face: Face) -> float:
         """0 for a sample not worth embedding, else a weight in (0, 1]."""

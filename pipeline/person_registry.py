@@ -16,13 +16,15 @@ version, embedder, gallery fingerprint, persons [{id, source_id, group, weight}]
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from engines.embedders.base import normalize
+
 from .errors import InvalidInputError
+from .npz_file import read_npz, write_npz
 
 FORMAT = "anonswap-person-registry"
 VERSION = 1
@@ -44,8 +46,7 @@ class Person:
     def embedding(self) -> np.ndarray | None:
         if self.embedding_sum is None or self.weight <= 0:
             return None
-        v = self.embedding_sum
-        return v / max(float(np.linalg.norm(v)), 1e-12)
+        return normalize(self.embedding_sum)
 
     def add(self, vector: np.ndarray, weight: float) -> None:
         self.embedding_sum = vector * weight if self.embedding_sum is None else self.embedding_sum + vector * weight
@@ -81,36 +82,23 @@ class PersonRegistry:
 
     # ---- fleet persistence -------------------------------------------------------------
     def save(self, path: str, gallery_fingerprint: str) -> None:
-        from .video_writer import AtomicFile
-
         keep = [p for p in self.persons if p.embedding is not None and p.source_id]
         meta = {
-            "format": FORMAT, "version": VERSION, "embedder": self.embedder, "gallery": gallery_fingerprint,
+            "embedder": self.embedder, "gallery": gallery_fingerprint,
             "persons": [{"id": p.id, "source_id": p.source_id, "group": p.group, "weight": round(p.weight, 4)} for p in keep],
         }
         emb = np.stack([p.embedding for p in keep]).astype(np.float32) if keep else np.zeros((0, 1), np.float32)
-        f = AtomicFile(path)
-        try:
-            with open(f.path, "wb") as fh:
-                np.savez(fh, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), embeddings=emb)
-            f.commit()
-        except BaseException:
-            f.discard()
-            raise
+        write_npz(path, FORMAT, VERSION, meta, {"embeddings": emb})
 
     @classmethod
     def load(cls, path: str, embedder: str, same_person: float, gallery_fingerprint: str) -> "PersonRegistry":
         reg = cls(embedder, same_person)
         if not os.path.exists(path):
             return reg  # the first video of a fleet starts it
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                meta = json.loads(bytes(z["meta"]).decode())
-                emb = z["embeddings"]
-        except (ValueError, OSError, KeyError, json.JSONDecodeError) as e:
-            raise InvalidInputError(f"not an anonswap person registry ({e}): {path}") from None
-        if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-            raise InvalidInputError(f"not an anonswap person registry v{VERSION}: {path}")
+        meta, arrays = read_npz(path, FORMAT, VERSION, "anonswap person registry")
+        if "embeddings" not in arrays:
+            raise InvalidInputError(f"anonswap person registry {path} has no embeddings array")
+        emb = arrays["embeddings"]
         if meta["embedder"] != embedder:
             raise InvalidInputError(f"person registry {path} was made with embedder {meta['embedder']!r}, not {embedder!r}; use the same --embedder or a new registry file")
         if meta["gallery"] != gallery_fingerprint:

@@ -58,6 +58,12 @@ class Detections:
     def __len__(self) -> int:
         return len(self.boxes)
 
+    def largest(self) -> int:
+        """Index of the biggest face: the subject of a portrait photo (galleries, training sets)."""
+        if not len(self):
+            raise ValueError("no face to choose from")
+        return int(np.argmax((self.boxes[:, 2] - self.boxes[:, 0]) * (self.boxes[:, 3] - self.boxes[:, 1])))
+
 
 @dataclass
 class Face:

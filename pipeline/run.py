@@ -101,17 +101,23 @@ def resolve_mode(config: RunConfig) -> tuple[str, str | None]:
 
 def load_swap_models(config: RunConfig):
     """The generator engine and SimSwap's ArcFace, loaded once; bad files are input errors."""
-    from engines.simswap import UnsafeCheckpointError, generator_engine, load_arcface_checkpoint
+    from engines.simswap import generator_engine
 
     try:
         engine = generator_engine(config.generator, str(config.swap.size), config.swap_backend)
     except (ValueError, OSError) as e:
         raise InvalidInputError(f"generator checkpoint unusable: {e}") from e
+    return engine, load_simswap_arcface(config.arcface)
+
+
+def load_simswap_arcface(path: str):
+    """SimSwap's ArcFace through the restricted unpickler; an unusable file is an input error."""
+    from engines.simswap import UnsafeCheckpointError, load_arcface_checkpoint
+
     try:
-        arc = load_arcface_checkpoint(config.arcface)
+        return load_arcface_checkpoint(path)
     except (UnsafeCheckpointError, ValueError, OSError) as e:
         raise InvalidInputError(f"ArcFace checkpoint unusable: {e}") from e
-    return engine, arc
 
 
 def load_embedder(config: RunConfig):

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from engines.embedders.base import normalize
+
 from .source_gallery import AGE_GROUPS, GENDERS, Source, SourceGallery
 
 Group = tuple[str | None, str | None]  # (gender, age_group); None = any
@@ -162,8 +164,8 @@ class SourceAssigner:
 
     def _make_mix(self, sid: str, ids: tuple[str, ...], idx: list[int], g: Group) -> Source:
         members = [self.gallery.sources[i] for i in idx]
-        embs = {name: _unit(np.mean([m.embeddings[name] for m in members], axis=0)) for name in self.gallery.embedders}
-        latent = _unit(np.mean([m.latent for m in members], axis=0)) if all(m.latent is not None for m in members) else None
+        embs = {name: normalize(np.mean([m.embeddings[name] for m in members], axis=0)) for name in self.gallery.embedders}
+        latent = normalize(np.mean([m.latent for m in members], axis=0)) if all(m.latent is not None for m in members) else None
         gender = members[0].gender if len({m.gender for m in members}) == 1 else None
         age = members[0].age_group if len({m.age_group for m in members}) == 1 else None
         return Source(sid, gender, age, embs, latent=latent, members=ids)
@@ -172,7 +174,3 @@ class SourceAssigner:
 def _in_group(s: Source, g: Group) -> bool:
     return (g[0] is None or s.gender == g[0]) and (g[1] is None or s.age_group == g[1])
 
-
-def _unit(v) -> np.ndarray:
-    v = np.asarray(v, np.float32)
-    return v / max(float(np.linalg.norm(v)), 1e-12)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import logging
 import os
 from collections import Counter
@@ -33,8 +32,11 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from engines.embedders.base import normalize
+
 from .alignment import align
 from .errors import InputNotFoundError, InvalidInputError
+from .npz_file import read_npz, write_npz
 
 log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -133,7 +135,7 @@ class SourceGallery:
             if not len(dets):
                 log.warning("gallery: no face in %s, skipped", row["file"])
                 continue
-            k = int(np.argmax((dets.boxes[:, 2] - dets.boxes[:, 0]) * (dets.boxes[:, 3] - dets.boxes[:, 1])))
+            k = dets.largest()
             lm = dets.landmarks[k : k + 1]
             by_id.setdefault(row["identity"], []).append(row)
             crops.setdefault(row["identity"], align([img], [lm], 224).crops[0])
@@ -148,7 +150,7 @@ class SourceGallery:
             if g_conflict or a_conflict:
                 log.warning("gallery: %s has conflicting labels (%s); kept the majority, ties to the first row",
                             ident, "; ".join(c for c in (g_conflict, a_conflict) if c))
-            embs = {e.name: _unit(np.mean(vectors[(ident, e.name)], axis=0)) for e in embedders}
+            embs = {e.name: normalize(np.mean(vectors[(ident, e.name)], axis=0)) for e in embedders}
             sources.append(Source(ident, gender, age, embs, files=[m["file"] for m in members],
                                   label_conflicts=[c for c in (g_conflict, a_conflict) if c]))
         gallery = cls(sources, np.stack([crops[s.id] for s in sources]))
@@ -158,11 +160,7 @@ class SourceGallery:
 
     # ---- file --------------------------------------------------------------------------
     def save(self, path: str) -> None:
-        from .video_writer import AtomicFile
-
         meta = {
-            "format": FORMAT,
-            "version": VERSION,
             "identities": [
                 {"id": s.id, "gender": s.gender, "age_group": s.age_group, "files": s.files,
                  "label_conflicts": s.label_conflicts}
@@ -171,35 +169,21 @@ class SourceGallery:
             "embedders": self.embedders,
             "latent": self.latent_model if self.has_latents else None,
         }
-        arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), np.uint8), "crops": self.crops}
+        arrays = {"crops": self.crops}
         for name in self.embedders:
             arrays[f"emb_{name}"] = self.matrix(name).astype(np.float32)
         if self.has_latents:
             arrays["latent"] = np.stack([s.latent for s in self.sources]).astype(np.float32)
-        f = AtomicFile(path)
-        try:
-            with open(f.path, "wb") as fh:
-                np.savez_compressed(fh, **arrays)
-            f.commit()
-        except BaseException:
-            f.discard()
-            raise
+        write_npz(path, FORMAT, VERSION, meta, arrays, compressed=True)
 
     @classmethod
     def load(cls, path: str) -> "SourceGallery":
         if not os.path.isfile(path):
             raise InputNotFoundError(f"gallery file not found: {path}")
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                meta = json.loads(bytes(z["meta"]).decode())
-                arrays = {k: z[k] for k in z.files}
-        except (ValueError, OSError, KeyError, json.JSONDecodeError) as e:
-            raise InvalidInputError(f"not an anonswap gallery file ({e}): {path}") from None
-        if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-            raise InvalidInputError(f"not an anonswap gallery v{VERSION} file (format {meta.get('format')!r} v{meta.get('version')}): {path}")
+        meta, arrays = read_npz(path, FORMAT, VERSION, "anonswap gallery")
         n = len(meta["identities"])
         for key, arr in arrays.items():
-            if key != "meta" and len(arr) != n:
+            if len(arr) != n:
                 raise InvalidInputError(f"gallery {path}: {key} has {len(arr)} rows for {n} identities")
         sources = []
         for i, m in enumerate(meta["identities"]):
@@ -257,7 +241,3 @@ def _vote(values: list) -> tuple[str | None, str | None]:
     conflict = f"{dict(counts)} → {winner}" if len(counts) > 1 else None
     return winner, conflict
 
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    v = np.asarray(v, np.float32)
-    return v / max(float(np.linalg.norm(v)), 1e-12)

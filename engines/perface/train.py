@@ -83,8 +83,7 @@ class FaceCrops:
         det = self.detector.detect([rgb])[0]
         if len(det) == 0:
             raise ValueError(f"no face found in {path}; remove its triplets or give a clearer photo")
-        areas = (det.boxes[:, 2] - det.boxes[:, 0]) * (det.boxes[:, 3] - det.boxes[:, 1])
-        biggest = int(np.argmax(areas))
+        biggest = det.largest()
         return warp_to_template(rgb, det.landmarks[biggest : biggest + 1], ARCFACE_TEMPLATE_112, INPUT_SIZE)[0]
 
 
