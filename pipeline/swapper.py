@@ -10,6 +10,9 @@ recorded in `face.outcome` ("blur:<reason>"), which the report counts:
 - profile: aligned to an extreme profile template, where SimSwap's output is unreliable;
 - engine_error: the generator raised or returned non-finite values for the batch;
 - swap_error: anything else in the swap path failed (e.g. degenerate landmarks).
+
+`SwapConfig.defense_noise` > 0 adds bounded uniform noise to the swapped faces only
+(pipeline.noise_defense): blurred fallbacks and the rest of the frame are untouched.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from engines import Engine
 
 from .alignment import align
 from .anonymizer import Anonymizer
+from .noise_defense import UniformNoise, check_eps
 from .paste_back import paste_back
 from .records import Face, TrackedFrame
 
@@ -35,6 +39,10 @@ class SwapConfig:
     size: int = 224
     min_face: float = 40.0  # box width in frame pixels
     swap_profiles: bool = False
+    defense_noise: float = 0.0  # U(-ε, ε) pixel levels (0-255) on swapped faces; 0 = off
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "defense_noise", check_eps(self.defense_noise))
 
 
 class FaceSwapper:
@@ -46,10 +54,19 @@ class FaceSwapper:
 
     mode = "swap"
 
-    def __init__(self, engine: Engine, *, fallback: Anonymizer | None = None, config: SwapConfig = SwapConfig()):
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        fallback: Anonymizer | None = None,
+        config: SwapConfig = SwapConfig(),
+        rng: np.random.Generator | None = None,
+    ):
+        """`rng` draws the defense noise; None (every run) is unseeded, so nobody can regenerate it."""
         self.engine = engine
         self.fallback = fallback or Anonymizer("blur")
         self.config = config
+        self.noise = UniformNoise(config.defense_noise, rng) if config.defense_noise > 0 else None
 
     def _reason(self, face: Face) -> str | None:
         if face.track_id is None:
@@ -113,5 +130,5 @@ class FaceSwapper:
         crops = (np.clip(out, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).transpose(0, 2, 3, 1)
         for crop, k in zip(crops, keep):
             fi, face = todo[k]
-            paste_back(frames[fi].frame.image, np.ascontiguousarray(crop), batch.matrices[k])
+            paste_back(frames[fi].frame.image, np.ascontiguousarray(crop), batch.matrices[k], noise=self.noise)
             face.outcome = "swap"

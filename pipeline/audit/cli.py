@@ -1,0 +1,107 @@
+"""`run_pipeline.py audit ORIGINAL ANONYMIZED [--boxes B.jsonl] -o AUDIT.json [--html REPORT.html]`.
+
+Exit status: 0 when the audit ran (whatever it found), 1 with `--fail-on-leak` when a leak
+was found or a face was re-identified (for data pipelines that gate on it), 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from ..errors import AnonswapError, OutputError
+from .measure import RECOGNIZERS, AuditConfig, audit_videos
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..arg_types import positive_int
+
+    p.add_argument("--far", type=float, default=AuditConfig.far, help=f"target false acceptance rate for the re-ID threshold (default {AuditConfig.far})")
+    p.add_argument("--recognizer", choices=RECOGNIZERS, default="auto", help="face recognizer for re-ID (default auto: ArcFace R50 when fetched, else dlib)")
+    p.add_argument("--recognizer-model", metavar="ONNX", help="ONNX for arcface-r50 / perface")
+    p.add_argument("--impostors", metavar="DIR", help="photos of different known people: more impostor pairs for the threshold")
+    p.add_argument("--impostor-labels", metavar="CSV", help="labels for --impostors: file, person (or identity)[, faces_in_image]")
+    p.add_argument("--every", type=positive_int, default=1, metavar="N", help="identity metrics on every N-th frame (leaks: every frame; default 1)")
+    p.add_argument("--change-threshold", type=float, default=AuditConfig.change_threshold, metavar="T", help=f"1-SSIM below which a face counts as unchanged (default {AuditConfig.change_threshold})")
+
+
+def config_from(args, **extra) -> AuditConfig:
+    return AuditConfig(far=args.far, recognizer=args.recognizer, recognizer_model=args.recognizer_model, impostors=args.impostors,
+                       impostor_labels=args.impostor_labels, every=args.every, change_threshold=args.change_threshold, **extra)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ..arg_types import positive_int
+
+    p = argparse.ArgumentParser(prog="run_pipeline.py audit", description="Measure how well a video is anonymized (re-ID, ¬ID, M_tc, detection rate, leaks).")
+    p.add_argument("original")
+    p.add_argument("anonymized")
+    p.add_argument("--boxes", metavar="B.jsonl", help="the run's boxes export: its tracks and what it claims it covered")
+    p.add_argument("-o", "--output", required=True, metavar="AUDIT.json", help="every number, as JSON")
+    p.add_argument("--html", metavar="REPORT.html", help="one self-contained page with the pictures (contains original faces)")
+    p.add_argument("--max-frames", type=positive_int, metavar="N", help="audit the first N frames only")
+    p.add_argument("--fail-on-leak", action="store_true", help="exit 1 when a leak is found or a face is re-identified")
+    p.add_argument("-q", "--quiet", action="store_true")
+    add_arguments(p)
+    return p
+
+
+def audit_paths(output: str) -> tuple[str, str]:
+    """Where `--audit` with no value writes: next to the video, OUT.audit.json / .html."""
+    stem = os.path.splitext(output)[0]
+    return stem + ".audit.json", stem + ".audit.html"
+
+
+def run_audit(original: str, anonymized: str, json_path: str, html_path: str | None, config: AuditConfig, *,
+              boxes: str | None = None, progress: bool = True, log=lambda m: print(m, file=sys.stderr)) -> dict:
+    from ..report import write_json_atomic
+    from ..run import check_side_path
+
+    for path in (json_path, html_path):
+        if path is not None:
+            if os.path.isdir(path):
+                raise OutputError(f"audit output is a directory: {path}")
+            check_side_path(path, original, os.path.abspath(anonymized))
+    if html_path is not None and os.path.abspath(html_path) == os.path.abspath(json_path):
+        raise OutputError(f"--html and -o must differ: {html_path}")
+    result, sheets, leak_thumbs = audit_videos(original, anonymized, boxes=boxes, config=config, progress=progress, log=log)
+    write_json_atomic(json_path, result)
+    if html_path:
+        from .html_report import render_html
+
+        render_html(result, sheets, leak_thumbs, html_path)
+    return result
+
+
+def summary_line(result: dict) -> str:
+    r, n, lk, t = result["reid"], result["negated_reid"], result["leaks"], result["threshold"]
+    tc = result["temporal_consistency"]["output"]
+    pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    return (f"audit: {result['faces']} faces in {result['frames']} frames; re-ID {pct(r['rate'])} and ¬ID {pct(n['rate'])} "
+            f"at τ={t['value']} ({result['recognizer']}, FAR {t['far_target']}); "
+            f"detected in output {pct(result['detection']['rate'])}; M_tc {tc['mean']}; leaks {lk['count']} on {len(lk['frames'])} frames")
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING, format="%(levelname)s: %(message)s")
+    log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
+    try:
+        config = config_from(args, max_frames=args.max_frames)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        result = run_audit(args.original, args.anonymized, args.output, args.html, config, boxes=args.boxes, progress=not args.quiet, log=log)
+    except AnonswapError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted; no audit written", file=sys.stderr)
+        return 130
+    log(summary_line(result))
+    if args.fail_on_leak and (result["leaks"]["count"] or result["reid"]["matches"]):
+        return 1
+    return 0

@@ -1,0 +1,365 @@
+"""One pass over the original and the anonymized video, frame by frame, into the audit's numbers.
+
+Per frame:
+- the original faces, found by the audit's own RetinaFace + tracker (track ids are the
+  audit's); the run's boxes export, when given, only says which regions the run claims it
+  covered;
+- RetinaFace on the output: is the anonymized face still a detectable face (Barattin et
+  al.: a good anonymizer keeps it one) and where did its landmarks go;
+- the recognizer on both: the original face against "the same face" in the output. When the
+  output face is not detected the output is embedded at the original's landmarks: the
+  attacker knows where the face was, and the audit assumes the stronger attacker;
+- CenterFace on the original, an independent detector, against the output pixels (leaks).
+Both videos stream; memory is bounded by the thumbnails kept per track.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from ..detector import DEFAULT_DETECT_SIZE, FaceDetector
+from ..errors import InvalidInputError
+from ..records import Detections
+from ..shot_cuts import ShotCutDetector
+from ..video_reader import VideoReader
+from . import metrics
+from .boxes_file import ClaimedFace, read_boxes
+from .leaks import CHANGE_THRESHOLD, check_frame
+from .reference_pairs import ReferencePairs, photo_embeddings
+from .thumbnails import TrackThumbnails
+
+RECOGNIZERS = ("auto", "dlib", "arcface-r50", "perface")
+MAX_LEAK_THUMBS = 60
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    far: float = 0.001
+    recognizer: str = "auto"  # auto: ArcFace R50 when fetched and not the run's embedder, else dlib
+    recognizer_model: str | None = None
+    pipeline_embedder: str | None = None  # the embedder the run chose sources with, when known
+    every: int = 1  # identity metrics on every N-th frame (leaks are checked on every frame)
+    min_face: float = 20.0  # narrower original faces are not embedded: a 150-px chip of them is noise
+    match_iou: float = 0.3
+    change_threshold: float = CHANGE_THRESHOLD
+    centerface_threshold: float = 0.5
+    impostors: str | None = None
+    impostor_labels: str | None = None
+    max_frames: int | None = None
+    detect_size: int | None = DEFAULT_DETECT_SIZE
+    columns: int = 8  # thumbnails per track on the contact sheet
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.far < 1.0:
+            raise ValueError(f"--far must be in (0, 1), got {self.far}")
+        if self.recognizer not in RECOGNIZERS:
+            raise ValueError(f"unknown recognizer {self.recognizer!r}; valid: {', '.join(RECOGNIZERS)}")
+        if self.every < 1:
+            raise ValueError(f"--every must be >= 1, got {self.every}")
+        if not 0.0 < self.change_threshold < 1.0:
+            raise ValueError(f"--change-threshold must be in (0, 1), got {self.change_threshold}")
+
+
+def choose_recognizer(config: AuditConfig) -> str:
+    """Prefer a recognizer other than the one that picked the sources: a swap chosen to be far
+    from z in dlib's space is, by construction, far in dlib's space; an independent model is
+    the fair judge."""
+    if config.recognizer != "auto":
+        return config.recognizer
+    from engines import model_store
+
+    if config.pipeline_embedder != "arcface-r50" and model_store.model_path("arcface-r50").exists():
+        return "arcface-r50"
+    return "dlib"
+
+
+@dataclass
+class _AuditFace:
+    track_id: int | None
+    box: np.ndarray
+    landmarks: np.ndarray
+    predicted: bool
+
+
+class _OriginalFaces:
+    """The original's faces as the audit itself finds them: RetinaFace + tracker + shot cuts.
+
+    Found by the audit even when the run's boxes export is given: the export only says what
+    the run claims it covered, and a face the run missed must still be scored for re-ID.
+    """
+
+    def __init__(self, detector: FaceDetector):
+        from trackers import FaceTracker
+
+        self.detector = detector
+        self.tracker = FaceTracker()
+        self.cuts = ShotCutDetector()
+
+    def faces(self, image: np.ndarray) -> tuple[list[_AuditFace], Detections]:
+        if self.cuts.update(image):
+            self.tracker.reset()
+        raw = self.detector.detect([image])[0]
+        found = self.tracker.update(raw, image)
+        return [_AuditFace(f.track_id, f.box, f.landmarks, f.predicted) for f in found], raw
+
+
+class _Claims:
+    """What the run's boxes export says it covered on each frame."""
+
+    def __init__(self, path: str):
+        self.frames = read_boxes(path)
+
+    def covers(self, index: int) -> np.ndarray:
+        claimed: list[ClaimedFace] = self.frames.get(index, [])
+        return np.array([c.cover for c in claimed], np.float32).reshape(-1, 4)
+
+
+def _owner(box: np.ndarray, faces: list[_AuditFace]) -> int | None:
+    """The track a leaked face belongs to, when the original faces have one there."""
+    from trackers.norfair_tracker import boxes_iou
+
+    tracked = [f for f in faces if f.track_id is not None]
+    if not tracked:
+        return None
+    iou = boxes_iou(np.asarray(box, np.float32)[None], np.stack([f.box for f in tracked]).astype(np.float32))[0]
+    k = int(np.argmax(iou))
+    return tracked[k].track_id if iou[k] >= 0.3 else None
+
+
+def _match(orig: list[_AuditFace], found: Detections, min_iou: float) -> list[int | None]:
+    """Greedy IoU matching, best pairs first: which output detection is which original face."""
+    from trackers.norfair_tracker import boxes_iou
+
+    if not orig or not len(found):
+        return [None] * len(orig)
+    iou = boxes_iou(np.stack([f.box for f in orig]).astype(np.float32), found.boxes)
+    out: list[int | None] = [None] * len(orig)
+    used: set[int] = set()
+    for flat in np.argsort(-iou, axis=None):
+        i, j = divmod(int(flat), iou.shape[1])
+        if iou[i, j] < min_iou:
+            break
+        if out[i] is None and j not in used:
+            out[i] = j
+            used.add(j)
+    return out
+
+
+def audit_videos(original: str, anonymized: str, *, boxes: str | None = None, config: AuditConfig = AuditConfig(),
+                 progress: bool = True, log=lambda m: print(m, file=sys.stderr)):
+    """Returns (audit dict, TrackSheets, leak thumbnails [(frame, RGB crop)])."""
+    from engines.centerface import CenterFace
+    from engines.embedders import EMBEDDERS, load_embedder
+
+    name = choose_recognizer(config)
+    try:
+        embedder = load_embedder(name, config.recognizer_model)
+    except (ValueError, OSError) as e:
+        raise InvalidInputError(f"recognizer {name!r} unusable: {e}") from e
+    detector = FaceDetector(detect_size=config.detect_size)
+    centerface = CenterFace(threshold=config.centerface_threshold)
+    source = _OriginalFaces(detector)
+    claims = _Claims(boxes) if boxes else None
+    reader_o = VideoReader(original, max_frames=config.max_frames).open()
+    try:
+        reader_a = VideoReader(anonymized, max_frames=config.max_frames).open()
+    except BaseException:
+        reader_o.close()
+        raise
+    io, ia = reader_o.info, reader_a.info
+    try:
+        if (io.width, io.height) != (ia.width, ia.height):
+            raise InvalidInputError(f"the videos differ in size ({io.width}x{io.height} vs {ia.width}x{ia.height}): not an original and its anonymized copy")
+        state = _Pass(config, embedder, detector, centerface, source, claims)
+        total = config.max_frames or io.frames_hint or None
+        frames_o, frames_a = reader_o.frames(), reader_a.frames()
+        with tqdm(total=total, unit="frame", disable=not progress, file=sys.stderr, dynamic_ncols=True, desc="audit") as bar:
+            while True:
+                fo, fa = next(frames_o, None), next(frames_a, None)
+                if fo is None or fa is None:
+                    if fo is not None or fa is not None:
+                        raise InvalidInputError(
+                            f"the videos differ in length (the {'anonymized' if fa is None else 'original'} one ends at frame {state.frames}): "
+                            "not an original and its anonymized copy")
+                    break
+                state.frame(fo, fa)
+                bar.update(1)
+    finally:
+        reader_o.close()
+        reader_a.close()
+    result = state.summary(EMBEDDERS[name].same_person, name)
+    result.update(original=original, anonymized=anonymized, boxes=boxes)
+    if config.impostors is None and not result["threshold"]["impostor_pairs_video"]:
+        log("audit: no two faces on screen together and no --impostors photos: threshold is the recognizer's default")
+    return result, state.thumbs.sheets(), state.leak_thumbs
+
+
+class _Pass:
+    """Everything the streaming pass accumulates; `summary()` turns it into the audit dict."""
+
+    def __init__(self, config: AuditConfig, embedder, detector, centerface, source, claims):
+        self.config, self.embedder, self.detector, self.centerface = config, embedder, detector, centerface
+        self.source, self.claims = source, claims
+        self.frames = 0
+        self.records: list[dict] = []  # one per embedded original face
+        self.z_orig: dict[int, list[np.ndarray]] = defaultdict(list)
+        self.t_orig: dict[int, list] = defaultdict(list)
+        self.t_out: dict[int, list] = defaultdict(list)
+        self.together: set[tuple[int, int]] = set()
+        self.overlapping: set[tuple[int, int]] = set()
+        self.checks = []
+        self.centerface_faces = 0
+        self.thumbs = TrackThumbnails(config.columns)
+        self.leak_thumbs: list[tuple[int, np.ndarray]] = []
+
+    def frame(self, fo, fa) -> None:
+        from .thumbnails import crop_thumb
+
+        self.frames += 1
+        orig, out = fo.image, fa.image
+        faces, raw = self.source.faces(orig)
+        covers = self.claims.covers(fo.index) if self.claims else None
+        usable = [f for f in faces if not f.predicted and f.box[2] - f.box[0] >= self.config.min_face]
+        if usable and fo.index % self.config.every == 0:
+            self._identity(fo.index, orig, out, usable, raw)
+        for f in faces:
+            if f.track_id is not None and not f.predicted:
+                self.thumbs.add(f.track_id, fo.index, orig, out, f.box)
+        found = self.centerface.detect(orig)
+        self.centerface_faces += len(found)
+        for c in check_frame(fo.index, fo.time, orig, out, found, covers, threshold=self.config.change_threshold):
+            if c.unchanged:
+                self.checks.append((c, _owner(c.box, faces)))
+                if c.leak and len(self.leak_thumbs) < MAX_LEAK_THUMBS:
+                    self.leak_thumbs.append((c.frame, crop_thumb(orig, c.box)))
+
+    def _note_together(self, faces: list[_AuditFace]) -> None:
+        """Two tracks on one frame are two people, unless their boxes overlap: then they may be
+        one face the tracker split in two, and their pairs would be genuine, not impostors."""
+        from trackers.norfair_tracker import boxes_iou
+
+        tracked = [f for f in faces if f.track_id is not None]
+        if len(tracked) < 2:
+            return
+        iou = boxes_iou(*(np.stack([f.box for f in tracked]).astype(np.float32),) * 2)
+        for i, a in enumerate(tracked):
+            for j in range(i + 1, len(tracked)):
+                b = tracked[j]
+                if a.track_id == b.track_id:
+                    continue
+                key = (min(a.track_id, b.track_id), max(a.track_id, b.track_id))
+                (self.overlapping if iou[i, j] > 0.1 else self.together).add(key)
+
+    def _identity(self, index: int, orig: np.ndarray, out: np.ndarray, faces: list[_AuditFace], raw: Detections) -> None:
+        # The same detector on both frames: landmarks compared raw against raw, not against the
+        # tracker's smoothed estimate (which lags a moving face by a few pixels).
+        found = self.detector.detect([out])[0]
+        own = _match(faces, raw, self.config.match_iou)
+        lm_o = np.stack([raw.landmarks[j] if j is not None else f.landmarks for f, j in zip(faces, own)]).astype(np.float32)
+        match = _match(faces, found, self.config.match_iou)
+        lm_a = np.stack([found.landmarks[j] if j is not None else lm_o[k] for k, j in enumerate(match)]).astype(np.float32)
+        z_o, z_a = self.embedder.embed(orig, lm_o), self.embedder.embed(out, lm_a)
+        sims = metrics.pair_scores(z_o, z_a)
+        self._note_together(faces)
+        for k, (f, j) in enumerate(zip(faces, match)):
+            disp = metrics.landmark_displacement(lm_o[k], found.landmarks[j]) if j is not None else None
+            self.records.append({
+                "frame": index, "track_id": f.track_id, "box": [round(float(v), 1) for v in f.box],
+                "similarity": round(float(sims[k]), 4), "detected_in_output": j is not None,
+                "landmark_displacement": None if disp is None else round(disp, 4),
+            })
+            if f.track_id is not None:
+                self.z_orig[f.track_id].append(z_o[k])
+                self.t_orig[f.track_id].append((index, z_o[k]))
+                self.t_out[f.track_id].append((index, z_a[k]))
+
+    def summary(self, default_threshold: float, recognizer: str) -> dict:
+        cfg = self.config
+        pairs = ReferencePairs()
+        pairs.add_video(self.z_orig, self.together - self.overlapping)
+        video_impostors = len(pairs.impostor)
+        if cfg.impostors:
+            emb, persons = photo_embeddings(cfg.impostors, cfg.impostor_labels, self.detector, self.embedder)
+            pairs.add_photos(emb, persons)
+        if pairs.impostor:
+            t = metrics.far_threshold(np.array(pairs.impostor), cfg.far)
+            tau, far_achieved = t.value, t.far_achieved
+            how = "impostor pairs at the target FAR (thesis Algorithm 2)"
+        else:
+            tau, far_achieved = default_threshold, None
+            how = f"recognizer default ({recognizer} same-person threshold): no impostor pairs"
+        eer = metrics.equal_error_rate(pairs.genuine, pairs.impostor) if pairs.genuine and pairs.impostor else None
+        sims = np.array([r["similarity"] for r in self.records], np.float64)
+        reid = metrics.match_rate(sims, tau)
+        neg = metrics.match_rate(-sims, tau)
+        tc_out = metrics.temporal_distances(self.t_out)
+        tc_orig = metrics.temporal_distances(self.t_orig)
+        detected = [r for r in self.records if r["detected_in_output"]]
+        disp = np.array([r["landmark_displacement"] for r in detected], np.float64)
+        leaks = [(c, t) for c, t in self.checks if c.leak]
+        suspects = [(c, t) for c, t in self.checks if c.suspect]
+        leaks_per_track = defaultdict(int)
+        for _, t in leaks:
+            leaks_per_track[t] += 1
+        r4 = lambda v: None if v is None else round(float(v), 4)  # noqa: E731
+        tracks = []
+        for tid in sorted({r["track_id"] for r in self.records if r["track_id"] is not None}):
+            rs = [r for r in self.records if r["track_id"] == tid]
+            s = np.array([r["similarity"] for r in rs])
+            tracks.append({
+                "track_id": tid, "faces": len(rs), "first_frame": rs[0]["frame"], "last_frame": rs[-1]["frame"],
+                "reid_rate": r4(np.mean(s >= tau)), "mean_similarity": r4(s.mean()),
+                "m_tc_mean": metrics.spread(metrics.temporal_distances({tid: self.t_out[tid]})).as_dict()["mean"],
+                "leaks": leaks_per_track.get(tid, 0),
+            })
+        return {
+            "frames": self.frames,
+            "faces": len(self.records),
+            "recognizer": recognizer,
+            "independent_of_pipeline": None if cfg.pipeline_embedder is None else recognizer != cfg.pipeline_embedder,
+            "threshold": {
+                "far_target": cfg.far, "value": r4(tau), "source": how,
+                "impostor_pairs": len(pairs.impostor), "impostor_pairs_video": video_impostors,
+                "impostor_sources": pairs.impostor_sources, "genuine_pairs": len(pairs.genuine),
+                "far_achieved": r4(far_achieved),
+                # With n pairs no FAR below 1/n can be told apart from 0.
+                "far_resolution": r4(1.0 / len(pairs.impostor)) if pairs.impostor else None,
+                "eer": r4(eer.eer) if eer else None, "eer_threshold": r4(eer.threshold) if eer else None,
+            },
+            "reid": {"rate": r4(reid.rate), "matches": reid.matches, "faces": reid.faces, "mean_similarity": r4(sims.mean()) if len(sims) else None},
+            "negated_reid": {"rate": r4(neg.rate), "matches": neg.matches, "faces": neg.faces},
+            "temporal_consistency": {
+                "output": metrics.spread(tc_out).as_dict(), "original": metrics.spread(tc_orig).as_dict(),
+                "distance": "1 - cosine between consecutive embedded frames of a track",
+            },
+            "detection": {
+                "rate": r4(len(detected) / len(self.records)) if self.records else None,
+                "detected": len(detected), "faces": len(self.records),
+                "landmark_displacement": {
+                    "mean": r4(disp.mean()) if len(disp) else None, "median": r4(np.median(disp)) if len(disp) else None,
+                    "p95": r4(np.percentile(disp, 95)) if len(disp) else None, "unit": "inter-ocular distance",
+                },
+            },
+            "leaks": {
+                "count": len(leaks), "frames": sorted({c.frame for c, _ in leaks}),
+                "items": [{**c.as_dict(), "track_id": t} for c, t in leaks],
+                "suspect": [{**c.as_dict(), "track_id": t} for c, t in suspects],
+                "centerface_faces": self.centerface_faces, "change_threshold": cfg.change_threshold,
+                "claims": "boxes file" if self.claims else None,
+            },
+            "tracks": tracks,
+            "distances": {
+                "genuine": [round(v, 4) for v in pairs.genuine], "impostor": [round(v, 4) for v in pairs.impostor],
+                "original_vs_anonymized": [round(float(v), 4) for v in sims], "negated": [round(float(-v), 4) for v in sims],
+                "temporal_output": [round(v, 4) for v in tc_out], "temporal_original": [round(v, 4) for v in tc_orig],
+            },
+            "faces_detail": self.records,
+            "settings": {"every": cfg.every, "min_face": cfg.min_face, "match_iou": cfg.match_iou,
+                         "centerface_threshold": cfg.centerface_threshold, "max_frames": cfg.max_frames,
+                         "impostors": cfg.impostors, "impostor_labels": cfg.impostor_labels},
+        }
