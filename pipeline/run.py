@@ -187,6 +187,8 @@ def anonymize_video(
                 check_side_path(side, input_path, out)
         if note:  # only once the input and outputs are known to be good: errors stay one line
             log(note)
+        if mode != "swap" and config.swap.defense_noise:
+            log(f"note: --defense-noise applies to swapped faces only; mode is {mode}, so it does nothing")
         detector = detector or FaceDetector(detect_size=config.detect_size, threshold=config.threshold)
         engine, arc = load_swap_models(config) if mode == "swap" else (None, None)
         identity = build_identity(config, detector, arc)

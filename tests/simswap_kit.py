@@ -33,9 +33,7 @@ def official_names():
 
 def make_swap_kit(folder, *, seed=0, broken_generator=False):
     """Generator state_dict (224), a small ArcFace pickled as a whole model, and a 2-face gallery."""
-    import cv2
     import torch
-    from skimage import data
 
     from engines.simswap import ArcFaceResNet, SimSwapGenerator
 

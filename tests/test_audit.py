@@ -251,3 +251,22 @@ def test_threshold_from_known_different_people(synthetic, blurred, tmp_path):
     # dlib strangers never reach cos 1: the threshold sits just above the most similar strangers
     assert max(a["distances"]["impostor"]) <= t["value"] < 1.0 and t["far_achieved"] == 0.0
     assert a["reid"]["rate"] == 0.0
+
+
+def test_real_clip_threshold_comes_from_people_on_screen_together(shared_clip, tmp_path):
+    out, boxes = tmp_path / "b.mp4", tmp_path / "b.jsonl"
+    r = run_cli(shared_clip, "-o", out, "--mode", "blur", "--boxes", boxes, "--max-frames", 60, "-q")
+    assert r.returncode == 0, r.stderr
+    a = _audit(shared_clip, out, tmp_path, "--boxes", boxes, "--every", "3", "--max-frames", "60")
+    t = a["threshold"]
+    # The first shot has two people on screen at once: impostor pairs without any labels.
+    assert t["source"].startswith("impostor pairs") and t["impostor_sources"]["video: tracks on screen together"] > 50
+    assert t["genuine_pairs"] > 50 and 0.0 <= t["eer"] < 0.5
+    assert t["far_achieved"] <= 0.001
+    assert a["reid"]["rate"] < 0.2 and a["negated_reid"]["rate"] == 0.0
+    assert a["temporal_consistency"]["output"]["pairs"] > 10
+    # Leaks are CenterFace faces no claimed region covers; on this clip they are a small share.
+    assert a["leaks"]["count"] <= 0.1 * a["leaks"]["centerface_faces"]
+    assert all(not item["covered"] for item in a["leaks"]["items"])
+    me = _audit(shared_clip, shared_clip, tmp_path, "--max-frames", "30", "--every", "3", name="self")
+    assert me["reid"]["rate"] == 1.0 and me["leaks"]["count"] == me["leaks"]["centerface_faces"] > 30

@@ -34,6 +34,8 @@ def test_readme_run_command_works(tmp_path):
         assert res.returncode == 0, f"{step}\n{res.stderr}"
     assert len(read_video(tmp_path / "demo_anonymized.mp4")["frames"]) == len(read_video(tmp_path / "demo.mp4")["frames"])
     assert (tmp_path / "demo_report.json").exists() and (tmp_path / "demo_boxes.jsonl").exists()
+    audit = __import__("json").loads((tmp_path / "demo_anonymized.audit.json").read_text())
+    assert audit["leaks"]["count"] == 0 and audit["faces"] > 0 and (tmp_path / "demo_anonymized.audit.html").exists()
 
 
 def _env():

@@ -163,3 +163,13 @@ def test_a_gallery_of_only_the_person_themself_is_never_used_on_them(synthetic, 
     assert report["faces"]["swapped"] == 0
     assert report["faces"]["fallback"] == {"no_source": 10}
     assert report["persons"][0]["source_id"] is None
+
+
+def test_audit_of_swap_output_finds_no_leak(synthetic, swapped, tmp_path):
+    _, out, _, _ = swapped
+    res = run_cli("audit", synthetic.path, out, "--boxes", out.parent / "b.jsonl", "-o", tmp_path / "a.json", "--every", "4", "-q")
+    assert res.returncode == 0, res.stderr
+    a = json.loads((tmp_path / "a.json").read_text())
+    assert a["leaks"]["count"] == 0 and a["leaks"]["suspect"] == []
+    assert a["reid"]["faces"] >= 8 and a["reid"]["rate"] == 0.0  # a random generator's face is nobody
+    assert a["negated_reid"]["rate"] == 0.0

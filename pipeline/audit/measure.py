@@ -185,7 +185,7 @@ def audit_videos(original: str, anonymized: str, *, boxes: str | None = None, co
                     if fo is not None or fa is not None:
                         raise InvalidInputError(
                             f"the videos differ in length (the {'anonymized' if fa is None else 'original'} one ends at frame {state.frames}): "
-                            "not an original and its anonymized copy")
+                            "not an original and its anonymized copy (--max-frames N audits the first N frames)")
                     break
                 state.frame(fo, fa)
                 bar.update(1)
