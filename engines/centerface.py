@@ -49,8 +49,8 @@ def _dynamic_model(path: str) -> bytes:
     kept = [init for init in model.graph.initializer if init.name in used]
     del model.graph.initializer[:]
     model.graph.initializer.extend(kept)
-    weights = {init.name for init in model.graph.initializer} | (set(v.name for v in model.graph.input) - used - {"input.1"})
-    data_inputs = [v for v in model.graph.input if v.name not in weights]
+    weights = {init.name for init in kept}
+    data_inputs = [v for v in model.graph.input if v.name in used and v.name not in weights]
     del model.graph.input[:]
     model.graph.input.extend(data_inputs)
     for value in model.graph.input:

@@ -207,12 +207,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         config = _config(args)
-        _audit_setup(args, config)  # validates the audit's values before hours of anonymizing
+        audit = _audit_setup(args, config)  # built (and so validated) before hours of anonymizing
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
-    return _run_video(args, config, log)
+    return _run_video(args, config, audit, log)
 
 
 def _config(args) -> RunConfig:
@@ -253,10 +253,9 @@ def _audit_setup(args, config: RunConfig):
     return cfg, json_path, html_path
 
 
-def _run_video(args, config: RunConfig, log) -> int:
+def _run_video(args, config: RunConfig, audit, log) -> int:
     # SIGTERM unwinds like Ctrl-C, so the temp output is removed instead of left behind.
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    audit = _audit_setup(args, config)
     scratch = None
     boxes = args.boxes
     if audit is not None and boxes is None:  # the audit reuses the run's tracks and cover claims

@@ -22,6 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
+from trackers import FaceTracker
+from trackers.norfair_tracker import boxes_iou
+
 from ..detector import DEFAULT_DETECT_SIZE, FaceDetector
 from ..errors import InvalidInputError
 from ..records import Detections
@@ -31,7 +34,7 @@ from . import metrics
 from .boxes_file import ClaimedFace, read_boxes
 from .leaks import CHANGE_THRESHOLD, check_frame
 from .reference_pairs import ReferencePairs, photo_embeddings
-from .thumbnails import TrackThumbnails
+from .thumbnails import TrackThumbnails, crop_thumb
 
 RECOGNIZERS = ("auto", "dlib", "arcface-r50", "perface")
 MAX_LEAK_THUMBS = 60
@@ -94,8 +97,6 @@ class _OriginalFaces:
     """
 
     def __init__(self, detector: FaceDetector):
-        from trackers import FaceTracker
-
         self.detector = detector
         self.tracker = FaceTracker()
         self.cuts = ShotCutDetector()
@@ -121,8 +122,6 @@ class _Claims:
 
 def _owner(box: np.ndarray, faces: list[_AuditFace]) -> int | None:
     """The track a leaked face belongs to, when the original faces have one there."""
-    from trackers.norfair_tracker import boxes_iou
-
     tracked = [f for f in faces if f.track_id is not None]
     if not tracked:
         return None
@@ -133,8 +132,6 @@ def _owner(box: np.ndarray, faces: list[_AuditFace]) -> int | None:
 
 def _match(orig: list[_AuditFace], found: Detections, min_iou: float) -> list[int | None]:
     """Greedy IoU matching, best pairs first: which output detection is which original face."""
-    from trackers.norfair_tracker import boxes_iou
-
     if not orig or not len(found):
         return [None] * len(orig)
     iou = boxes_iou(np.stack([f.box for f in orig]).astype(np.float32), found.boxes)
@@ -218,8 +215,6 @@ class _Pass:
         self.leak_thumbs: list[tuple[int, np.ndarray]] = []
 
     def frame(self, fo, fa) -> None:
-        from .thumbnails import crop_thumb
-
         self.frames += 1
         orig, out = fo.image, fa.image
         faces, raw = self.source.faces(orig)
@@ -241,8 +236,6 @@ class _Pass:
     def _note_together(self, faces: list[_AuditFace]) -> None:
         """Two tracks on one frame are two people, unless their boxes overlap: then they may be
         one face the tracker split in two, and their pairs would be genuine, not impostors."""
-        from trackers.norfair_tracker import boxes_iou
-
         tracked = [f for f in faces if f.track_id is not None]
         if len(tracked) < 2:
             return
@@ -297,7 +290,8 @@ class _Pass:
         sims = np.array([r["similarity"] for r in self.records], np.float64)
         reid = metrics.match_rate(sims, tau)
         neg = metrics.match_rate(-sims, tau)
-        tc_out = metrics.temporal_distances(self.t_out)
+        tc_per_track = {tid: metrics.track_distances(samples) for tid, samples in self.t_out.items()}
+        tc_out = [d for ds in tc_per_track.values() for d in ds]
         tc_orig = metrics.temporal_distances(self.t_orig)
         detected = [r for r in self.records if r["detected_in_output"]]
         disp = np.array([r["landmark_displacement"] for r in detected], np.float64)
@@ -307,14 +301,17 @@ class _Pass:
         for _, t in leaks:
             leaks_per_track[t] += 1
         r4 = lambda v: None if v is None else round(float(v), 4)  # noqa: E731
+        per_track: dict[int, list[dict]] = defaultdict(list)
+        for r in self.records:
+            if r["track_id"] is not None:
+                per_track[r["track_id"]].append(r)
         tracks = []
-        for tid in sorted({r["track_id"] for r in self.records if r["track_id"] is not None}):
-            rs = [r for r in self.records if r["track_id"] == tid]
+        for tid, rs in sorted(per_track.items()):
             s = np.array([r["similarity"] for r in rs])
             tracks.append({
                 "track_id": tid, "faces": len(rs), "first_frame": rs[0]["frame"], "last_frame": rs[-1]["frame"],
                 "reid_rate": r4(np.mean(s >= tau)), "mean_similarity": r4(s.mean()),
-                "m_tc_mean": metrics.spread(metrics.temporal_distances({tid: self.t_out[tid]})).as_dict()["mean"],
+                "m_tc_mean": metrics.spread(tc_per_track.get(tid, [])).as_dict()["mean"],
                 "leaks": leaks_per_track.get(tid, 0),
             })
         return {

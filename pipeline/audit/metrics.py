@@ -118,12 +118,13 @@ def temporal_distances(tracks: dict[int, list[tuple[int, np.ndarray]]]) -> list[
     `tracks` maps a track to its (frame, embedding) samples; a sample is consecutive with the
     previous one of the same track, whatever the frame gap (the caller samples every N frames).
     """
-    out = []
-    for samples in tracks.values():
-        samples = sorted(samples, key=lambda s: s[0])
-        for (_, a), (_, b) in zip(samples, samples[1:]):
-            out.append(float(1.0 - np.dot(a, b)))
-    return out
+    return [d for samples in tracks.values() for d in track_distances(samples)]
+
+
+def track_distances(samples: list[tuple[int, np.ndarray]]) -> list[float]:
+    """1 − cos between consecutive (frame, embedding) samples of one track, in frame order."""
+    samples = sorted(samples, key=lambda s: s[0])
+    return [float(1.0 - np.dot(a, b)) for (_, a), (_, b) in zip(samples, samples[1:])]
 
 
 def landmark_displacement(original: np.ndarray, output: np.ndarray) -> float:
