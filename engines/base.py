@@ -7,10 +7,22 @@ is chosen once, when the engine is built (`engines.registry.load_engine`), never
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
+
+THREADS_ENV = "ANONSWAP_THREADS"
+
+
+def cpu_budget() -> int:
+    """Cores this process may use: `ANONSWAP_THREADS` when set (a fleet worker's share of the
+    machine, so several workers don't each start a thread per core), else the machine's."""
+    value = os.environ.get(THREADS_ENV, "")
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
-from .base import Engine, TensorSpec
+from .base import Engine, TensorSpec, cpu_budget
 
 
 def _default_threads() -> int:
     # Leave one core for decode/encode threads on small machines: ORT spinning on every
     # core starves libx264 and the pipeline gets slower, not faster.
-    n = os.cpu_count() or 1
+    n = cpu_budget()
     return max(1, n - 1) if n > 2 else n
 
 

@@ -32,8 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Models: python run_pipeline.py models list | fetch NAME | verify.  "
                "Audit a result: python run_pipeline.py audit ORIGINAL ANONYMIZED -o AUDIT.json --html REPORT.html",
     )
-    p.add_argument("input", help="input video file (mp4, mov, mkv, ts, …)")
-    p.add_argument("-o", "--output", required=True, help="output video (.mp4, .mov, .mkv, .ts, .m4v)")
+    p.add_argument("input", help="a video file (mp4, mov, mkv, ts, …); a folder or a manifest (.txt, one path per line) "
+                                 "of videos: a fleet run on Ray; a stream URL (rtsp://, rtmp://, srt://, udp://, http(s)://): a live run")
+    p.add_argument("-o", "--output", required=True, help="output video (.mp4, .mov, .mkv, .ts, .m4v); for a fleet, the output folder "
+                                                         "(relative paths mirrored); for a live run also a publish URL (rtsp://, rtmp://, srt://, udp://)")
     p.add_argument("--mode", choices=MODES, default="auto", help="anonymization (default auto: swap when available, else blur)")
     p.add_argument("--report", metavar="R.json", help="write a JSON run report")
     p.add_argument("--boxes", metavar="B.jsonl", help="write every anonymized face per frame (JSON Lines)")
@@ -62,6 +64,17 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--audit-far", type=float, default=0.001, metavar="FAR", help="target false acceptance rate for the audit's re-ID threshold (default 0.001)")
     audit.add_argument("--audit-impostors", metavar="DIR", help="photos of different known people, for the audit's threshold (see audit --impostors)")
     audit.add_argument("--audit-impostor-labels", metavar="CSV", help="labels for --audit-impostors")
+    fleet = p.add_argument_group("fleet (INPUT is a folder or manifest; runs on Ray)")
+    fleet.add_argument("--workers", type=positive_int, metavar="N", help="pipeline actors (default: one per GPU, else one per --worker-cpus cores)")
+    fleet.add_argument("--worker-cpus", type=positive_int, metavar="N", help="CPU cores per actor (default 2 without GPUs)")
+    fleet.add_argument("--ray-address", metavar="ADDR", help="join this Ray cluster (e.g. ray://head:10001 or auto); default: a local Ray sized to this machine")
+    fleet.add_argument("--retries", type=int, default=2, metavar="N", help="retries for a video whose worker died (default 2; bad input is never retried)")
+    fleet.add_argument("--force", action="store_true", help="redo videos whose output and report say complete")
+    live = p.add_argument_group("live (INPUT is a stream URL)")
+    live.add_argument("--segment-seconds", type=float, metavar="S", help="write OUTPUT as consecutive files of about S seconds (OUT_00000.mp4, …), each complete on its own")
+    live.add_argument("--max-latency-ms", type=float, default=1000.0, metavar="MS", help="drop frames before detection once they are older than this (default 1000)")
+    live.add_argument("--reconnect-timeout", type=float, default=60.0, metavar="S", help="give up after the source is gone this long (default 60; 0 = keep trying)")
+    live.add_argument("--rtsp-transport", choices=("tcp", "udp"), default="tcp", help="RTSP transport (default tcp: no packet loss on busy networks)")
     p.add_argument("--keep-metadata", action="store_true", help="keep container metadata (GPS, device, creation time); stripped by default")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes")
     return p
@@ -212,6 +225,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
+    from .fleet import is_fleet_input
+    from .live import is_stream_url
+
+    if is_stream_url(args.input):
+        from .live.cli import live_main
+
+        return live_main(args, config, log)
+    if is_fleet_input(args.input):
+        from .fleet.cli import fleet_main
+
+        return fleet_main(args, config, log)
     return _run_video(args, config, audit, log)
 
 

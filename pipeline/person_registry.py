@@ -16,6 +16,8 @@ version, embedder, gallery fingerprint, persons [{id, source_id, group, weight}]
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 from dataclasses import dataclass, field
 
@@ -41,6 +43,8 @@ class Person:
     last_frame: int = -1
     tracks: list[int] = field(default_factory=list)
     from_registry: bool = False  # known from an earlier video (fleet scope)
+    loaded_sum: np.ndarray | None = None  # as read from the registry: what this run added is the rest
+    loaded_weight: float = 0.0
 
     @property
     def embedding(self) -> np.ndarray | None:
@@ -82,6 +86,41 @@ class PersonRegistry:
 
     # ---- fleet persistence -------------------------------------------------------------
     def save(self, path: str, gallery_fingerprint: str) -> None:
+        """Merges this run into the file under an exclusive lock, then replaces the file.
+
+        Fleet workers run videos side by side, each from the registry as it was when its
+        video started; writing our copy back would drop the persons others added meanwhile.
+        So the file is re-read under the lock and only this run's additions go in: samples
+        of persons it read from the file, and new persons, each merged into a person another
+        video added meanwhile when their embeddings match (that person keeps the fake identity
+        the file has; this video used its own, recorded in its report).
+        """
+        with _locked(path + ".lock"):
+            current = PersonRegistry.load(path, self.embedder, self.same_person, gallery_fingerprint)
+            current._merge(self)
+            current._write(path, gallery_fingerprint)
+
+    def _merge(self, run: "PersonRegistry") -> None:
+        by_id = {p.id: p for p in self.persons}
+        for p in run.persons:
+            if p.embedding_sum is None or p.weight <= 0 or not p.source_id:
+                continue
+            if p.from_registry and p.id in by_id:
+                added = p.weight - p.loaded_weight
+                if added > 0:
+                    base = by_id[p.id]
+                    base.embedding_sum = base.embedding_sum + (p.embedding_sum - p.loaded_sum)
+                    base.weight += added
+                continue
+            match, _ = self.match(p.embedding, first_frame=0)
+            if match is not None:
+                match.add(p.embedding, p.weight)
+            else:
+                q = self.new(-1)
+                q.embedding_sum, q.weight, q.source_id, q.group = p.embedding_sum.copy(), p.weight, p.source_id, p.group
+                q.from_registry = True
+
+    def _write(self, path: str, gallery_fingerprint: str) -> None:
         keep = [p for p in self.persons if p.embedding is not None and p.source_id]
         meta = {
             "embedder": self.embedder, "gallery": gallery_fingerprint,
@@ -104,6 +143,18 @@ class PersonRegistry:
         if meta["gallery"] != gallery_fingerprint:
             raise InvalidInputError(f"person registry {path} belongs to another gallery (fingerprint {meta['gallery']}); use the gallery it was made with or a new registry file")
         for row, vec in zip(meta["persons"], emb):
-            reg.persons.append(Person(row["id"], vec.astype(np.float32) * row["weight"], row["weight"], row["source_id"],
-                                      row["group"], -1, -1, [], True))
+            total = vec.astype(np.float32) * row["weight"]
+            reg.persons.append(Person(row["id"], total, row["weight"], row["source_id"], row["group"], -1, -1, [], True,
+                                      total.copy(), row["weight"]))
         return reg
+
+
+@contextlib.contextmanager
+def _locked(path: str):
+    """An exclusive advisory lock (flock) on a file beside the registry, held while merging."""
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -27,6 +27,7 @@ class Frame:
     time_base: Fraction
     image: np.ndarray  # H×W×3 uint8, RGB
     audio: list = field(default_factory=list)
+    captured: float | None = None  # time.monotonic() when a live source delivered it (latency)
 
     @property
     def time(self) -> float:

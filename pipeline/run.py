@@ -129,15 +129,40 @@ def load_embedder(config: RunConfig):
         raise InvalidInputError(f"embedder {config.embedder!r} unusable: {e}") from e
 
 
-def build_identity(config: RunConfig, detector: FaceDetector, arc=None) -> IdentityStage | None:
+class ModelCache:
+    """Loaded models kept across videos, keyed by what they were loaded from.
+
+    A fleet worker processes many videos with one cache, so weights load once per worker,
+    not once per video. Only stateless objects go in: per-video state (tracker, persons,
+    source draws) is always built fresh.
+    """
+
+    def __init__(self):
+        self._items: dict = {}
+
+    def get(self, key: tuple, load: Callable):
+        if key not in self._items:
+            self._items[key] = load()
+        return self._items[key]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def _cached(cache: ModelCache | None, key: tuple, load: Callable):
+    return load() if cache is None else cache.get(key, load)
+
+
+def build_identity(config: RunConfig, detector: FaceDetector, arc=None, cache: ModelCache | None = None) -> IdentityStage | None:
     """Persons and their fake identities; runs whenever a gallery is given, in any mode."""
     if not config.gallery:
         return None
     from engines.embedders import EMBEDDERS
     from engines.simswap import latent_from_crops
 
-    embedder = load_embedder(config)
-    gallery = SourceGallery.open(config.gallery, detector, [embedder])
+    embedder = _cached(cache, ("embedder", config.embedder, config.embedder_model), lambda: load_embedder(config))
+    gallery = _cached(cache, ("gallery", config.gallery, config.embedder, id(detector), id(arc)),
+                      lambda: SourceGallery.open(config.gallery, detector, [embedder]))
     latent_fn = (lambda crops: latent_from_crops(arc, crops)) if arc is not None else None
     if latent_fn is not None and not gallery.has_latents:
         gallery.fill_latents(latent_fn)
@@ -176,7 +201,10 @@ def anonymize_video(
     detector: FaceDetector | None = None,
     progress: bool = True,
     log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+    models: ModelCache | None = None,
+    on_frame: Callable[[int], None] | None = None,
 ) -> dict:
+    """`models` keeps loaded weights for the next video; `on_frame(n)` hears the frames written so far."""
     started = time.perf_counter()
     mode, note = resolve_mode(config)
     reader = VideoReader(input_path, max_frames=config.max_frames).open()
@@ -189,9 +217,13 @@ def anonymize_video(
             log(note)
         if mode != "swap" and config.swap.defense_noise:
             log(f"note: --defense-noise applies to swapped faces only; mode is {mode}, so it does nothing")
-        detector = detector or FaceDetector(detect_size=config.detect_size, threshold=config.threshold)
-        engine, arc = load_swap_models(config) if mode == "swap" else (None, None)
-        identity = build_identity(config, detector, arc)
+        detector = detector or _cached(models, ("detector", config.detect_size, config.threshold),
+                                       lambda: FaceDetector(detect_size=config.detect_size, threshold=config.threshold))
+        engine, arc = (None, None)
+        if mode == "swap":
+            engine, arc = _cached(models, ("swap", config.generator, config.arcface, config.swap.size, config.swap_backend),
+                                  lambda: load_swap_models(config))
+        identity = build_identity(config, detector, arc, models)
         tracker = build_tracker(config, identity)
         anonymizer = build_anonymizer(mode, config, engine)
         report = ReportBuilder(input_path, out, mode, reader.info, requested_mode=config.mode)
@@ -223,7 +255,7 @@ def anonymize_video(
                 preset=config.preset,
             )
             boxes = BoxesWriter(boxes_path) if boxes_path else None
-            _run(reader, detector, tracker, identity, anonymizer, writer, boxes, report, config, progress)
+            _run(reader, detector, tracker, identity, anonymizer, writer, boxes, report, config, progress, on_frame)
             if reader.truncated:
                 raise InvalidInputError(
                     f"input is truncated or corrupt: only {writer.frames_written} frames could be read, "
@@ -260,7 +292,7 @@ def check_side_path(path: str, input_path: str, video_out: str) -> None:
         raise OutputError(f"folder for {path} does not exist or is not writable: {folder}")
 
 
-def _run(reader, detector, tracker, identity, anonymizer, writer, boxes, report, config, progress) -> None:
+def _run(reader, detector, tracker, identity, anonymizer, writer, boxes, report, config, progress, on_frame=None) -> None:
     def source(_):
         return reader.frames()
 
@@ -302,6 +334,8 @@ def _run(reader, detector, tracker, identity, anonymizer, writer, boxes, report,
                     boxes.write(tf)
                 report.add(tf)
                 bar.update(1)
+                if on_frame is not None:
+                    on_frame(writer.frames_written)
                 if tf.frame.index % 10 == 0:
                     bar.set_postfix(faces=len(tf.faces), refresh=False)
             for packet in reader.trailing_audio:

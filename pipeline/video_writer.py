@@ -14,6 +14,8 @@ import tempfile
 import av
 import numpy as np
 
+from engines.base import cpu_budget
+
 from .errors import OutputError
 from .records import Frame, VideoInfo
 
@@ -27,7 +29,7 @@ def encoder_threads() -> int:
     """x264 threads: 1 on small machines, where decode/detect/encode stages already fill
     the cores and x264's own frame threads only contend with the detector (measured +10% fps
     on 2 cores, benchmarks/results/throughput.md); 0 (x264's auto) on bigger ones."""
-    return 1 if (os.cpu_count() or 1) <= 4 else 0
+    return 1 if cpu_budget() <= 4 else 0
 
 
 def check_output_path(output: str, input_path: str | None = None) -> str:
@@ -88,6 +90,7 @@ class VideoWriter:
         codec: str = "libx264",
         crf: int = 20,
         preset: str = "veryfast",
+        tune: str | None = None,
     ):
         self.info = info
         self.frames_written = 0
@@ -100,16 +103,18 @@ class VideoWriter:
                 self.container = av.open(self._file.path, mode="w", format=fmt)
             except (av.FFmpegError, OSError) as e:
                 raise OutputError(f"cannot create output ({e}): {output}") from e
-            self._setup(info, audio_streams, rotation, metadata or {}, keep_metadata, codec, crf, preset)
+            self._setup(info, audio_streams, rotation, metadata or {}, keep_metadata, codec, crf, preset, tune)
         except BaseException:
             self.abort()
             raise
 
-    def _setup(self, info, audio_streams, rotation, metadata, keep_metadata, codec, crf, preset):
+    def _setup(self, info, audio_streams, rotation, metadata, keep_metadata, codec, crf, preset, tune=None):
         odd = info.width % 2 or info.height % 2
         options = {}
         if codec in ("libx264", "libx265"):
             options = {"crf": str(crf), "preset": preset, "threads": str(encoder_threads())}
+            if tune:
+                options["tune"] = tune
         try:
             vs = self.container.add_stream(codec, rate=info.average_rate, options=options)
         except (av.FFmpegError, ValueError) as e:

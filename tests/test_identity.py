@@ -268,3 +268,34 @@ def test_a_file_that_is_not_a_gallery_is_refused(tmp_path, synthetic):
     (tmp_path / "g.npz").write_bytes(b"not a zip")
     res = run_cli(synthetic.path, "-o", tmp_path / "o.mp4", "--gallery", tmp_path / "g.npz")
     assert res.returncode == 2 and "not an anonswap gallery" in res.stderr and not (tmp_path / "o.mp4").exists()
+
+
+def test_concurrent_fleet_runs_merge_into_the_registry(tmp_path):
+    """Two fleet workers start from the same registry and save one after the other: the file
+    keeps both runs' persons, one person seen by both stays one, and samples add up."""
+    path, fp = str(tmp_path / "r.npz"), "gallery-fp"
+    rng = np.random.default_rng(0)
+    known, shared, only_a, only_b = (_unit(rng.normal(size=128)) for _ in range(4))
+    seed = PersonRegistry("dlib", 0.9)
+    p = seed.new(0)
+    p.add(known, 1.0)
+    p.source_id = "src_known"
+    seed.save(path, fp)
+
+    runs = [PersonRegistry.load(path, "dlib", 0.9, fp) for _ in range(2)]  # both read before either saves
+    for run, own, src in ((runs[0], only_a, "src_a"), (runs[1], only_b, "src_b")):
+        run.persons[0].add(known, 2.0)  # the registry person seen again
+        for z, sid in ((shared, f"{src}_shared"), (own, src)):
+            q = run.new(5)
+            q.add(z, 1.0)
+            q.source_id = sid
+    for run in runs:
+        run.save(path, fp)
+
+    final = PersonRegistry.load(path, "dlib", 0.9, fp)
+    by_source = {q.source_id: q for q in final.persons}
+    assert set(by_source) == {"src_known", "src_a_shared", "src_a", "src_b"}  # b's shared person merged into a's
+    assert by_source["src_known"].weight == pytest.approx(5.0)  # 1 loaded + 2 + 2
+    assert by_source["src_a_shared"].weight == pytest.approx(2.0)
+    assert len({q.id for q in final.persons}) == 4
+    assert float(by_source["src_known"].embedding @ known) > 0.999

@@ -1,0 +1,313 @@
+"""A network stream as frames: capture thread, newest-first buffer, reconnect with backoff.
+
+Capture runs on its own thread and never waits for the pipeline: frames go into a small
+buffer that drops its *oldest* frame when full, so a slow pipeline sees fresh frames and
+latency stays bounded instead of growing with the backlog (the drop happens before any
+expensive stage, and a dropped frame is never output, so nothing skips anonymization).
+
+Timestamps are the capture clock (time.monotonic, 1/90000 s units from the first frame),
+not the source's PTS: a camera's PTS restart at every reconnect, while the capture clock
+keeps the output monotonic and shows a source outage as what it was, a gap in time.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import av
+
+from ..errors import InvalidInputError
+from ..records import Frame, VideoInfo
+
+log = logging.getLogger(__name__)
+
+TIME_BASE = Fraction(1, 90000)
+LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "srt", "udp", "tcp", "rtp", "http", "https")
+BACKOFF_START_S = 0.25
+BACKOFF_MAX_S = 2.0
+IO_TIMEOUT_S = 5.0  # a read that stalls this long counts as a lost source
+
+
+class StopEvent(threading.Event):
+    """Set to end a live run gracefully; `reason` says who asked (e.g. "SIGTERM")."""
+
+    reason: str | None = None
+
+    def request(self, reason: str) -> None:
+        self.reason = self.reason or reason
+        self.set()
+
+
+def is_stream_url(path: str) -> bool:
+    scheme, sep, _ = str(path).partition("://")
+    return bool(sep) and scheme.lower() in LIVE_SCHEMES
+
+
+def open_options(url: str, transport: str = "tcp", timeout_s: float = IO_TIMEOUT_S) -> dict:
+    """FFmpeg options so that a dead source errors out instead of blocking a read forever."""
+    us = str(int(timeout_s * 1e6))
+    scheme = url.split("://", 1)[0].lower()
+    if scheme.startswith("rtsp"):
+        return {"rtsp_transport": transport, "timeout": us, "fflags": "nobuffer", "flags": "low_delay"}
+    if scheme.startswith("rtmp"):
+        return {"rw_timeout": us, "fflags": "nobuffer"}
+    return {"timeout": us, "rw_timeout": us, "fflags": "nobuffer"}
+
+
+@dataclass
+class Gap:
+    start_s: float  # seconds since the run started
+    end_s: float | None = None
+    reason: str = ""
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.end_s is None else round(self.end_s - self.start_s, 3)
+
+    def to_dict(self) -> dict:
+        return {"start_s": round(self.start_s, 3), "end_s": None if self.end_s is None else round(self.end_s, 3),
+                "seconds": self.seconds, "reason": self.reason}
+
+
+@dataclass
+class SourceStats:
+    frames_captured: int = 0
+    dropped_buffer_full: int = 0
+    decode_errors: int = 0
+    reconnects: int = 0
+    gaps: list[Gap] = field(default_factory=list)
+
+
+class LatestBuffer:
+    """A bounded FIFO that drops its oldest item when full, and counts the drops."""
+
+    def __init__(self, size: int):
+        self._items: collections.deque = collections.deque()
+        self._size = size
+        self._cond = threading.Condition()
+        self._closed = False
+        self.dropped = 0
+
+    def put(self, item) -> None:
+        with self._cond:
+            if len(self._items) >= self._size:
+                self._items.popleft()
+                self.dropped += 1
+            self._items.append(item)
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def finished(self) -> bool:
+        """Closed and drained: nothing more will come."""
+        with self._cond:
+            return self._closed and not self._items
+
+    def get(self, timeout: float | None = None):
+        """The oldest item kept; None once closed and empty (or on timeout)."""
+        with self._cond:
+            end = None if timeout is None else time.monotonic() + timeout
+            while not self._items and not self._closed:
+                left = None if end is None else end - time.monotonic()
+                if left is not None and left <= 0:
+                    return None
+                self._cond.wait(left)
+            return self._items.popleft() if self._items else None
+
+
+class LiveSource:
+    """`open()` connects (retrying within `reconnect_timeout_s`); then `frames()` until stopped.
+
+    `reconnect_timeout_s` bounds how long the source may be gone, at start and after a drop
+    (0: forever). The source ending normally (EOF) is treated as a drop too: a camera stream
+    has no end, so EOF means the server went away or restarted.
+    """
+
+    def __init__(self, url: str, *, transport: str = "tcp", reconnect_timeout_s: float = 60.0,
+                 buffer_frames: int = 2, stop: StopEvent | None = None, io_timeout_s: float = IO_TIMEOUT_S):
+        self.url = url
+        self.transport = transport
+        self.reconnect_timeout_s = reconnect_timeout_s
+        self.io_timeout_s = io_timeout_s
+        self.stop = stop or StopEvent()
+        self.stats = SourceStats()
+        self.buffer = LatestBuffer(buffer_frames)
+        self.info: VideoInfo | None = None
+        self.error: BaseException | None = None
+        self.ended_by: str | None = None  # "stop" | "source_lost"
+        self._container = None
+        self._thread: threading.Thread | None = None
+        self._t0: float | None = None
+        self._last_pts = -1
+        self._index = 0
+        self._started = time.monotonic()
+
+    # -- the VideoReader-like surface the report reads ---------------------------------------
+    @property
+    def frames_read(self) -> int:
+        return self.stats.frames_captured
+
+    decode_errors = property(lambda self: self.stats.decode_errors)
+    timestamp_fixes = 0
+    rotation = 0
+    other_streams = 0
+    truncated = False
+
+    def open(self) -> "LiveSource":
+        first_error = self._connect_with_retry()
+        if self._container is None:
+            raise InvalidInputError(f"cannot open stream ({first_error}): {self.url}")
+        vs = self._container.streams.video[0]
+        rate = vs.average_rate or vs.guessed_rate or Fraction(25)
+        self._first_frame = self._next_decoded(vs)
+        if self._first_frame is None:
+            self.close()
+            raise InvalidInputError(f"stream has a video track but no decodable frame: {self.url}")
+        h, w = self._first_frame.height, self._first_frame.width
+        self.info = VideoInfo(path=self.url, width=w, height=h, time_base=TIME_BASE, average_rate=rate, frames_hint=0,
+                              duration_s=None, codec=vs.codec_context.name, pix_fmt=vs.codec_context.pix_fmt,
+                              audio_streams=0, format_name=self._container.format.name)
+        self._thread = threading.Thread(target=self._capture, name="anonswap-capture", daemon=True)
+        self._thread.start()
+        return self
+
+    def frames(self):
+        """Frames as the pipeline can take them; ends on stop, or when the source is lost."""
+        while True:
+            item = self.buffer.get(timeout=0.2)
+            if item is not None:
+                yield item
+            elif self.buffer.finished:  # the capture thread closes it when it ends, for any reason
+                return
+
+    def close(self) -> None:
+        self.stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=2 * self.io_timeout_s + 2)
+            if self._thread.is_alive():
+                return  # still inside a read: closing the container under it would crash FFmpeg
+        self._close_container()
+
+    @property
+    def dropped(self) -> int:
+        return self.buffer.dropped
+
+    # -- capture thread --------------------------------------------------------------------
+    def _capture(self) -> None:
+        try:
+            av_frame = self._first_frame
+            self._first_frame = None
+            while not self.stop.is_set():
+                if av_frame is not None:
+                    self._emit(av_frame)
+                    av_frame = self._next_decoded(self._container.streams.video[0])
+                    continue
+                # The source is gone (error, stall past the I/O timeout, or EOF): reconnect.
+                gap = Gap(time.monotonic() - self._started, reason=self._last_error or "end of stream")
+                self.stats.gaps.append(gap)
+                log.warning("stream lost (%s); reconnecting", gap.reason)
+                self._close_container()
+                self._pending = []
+                self._connect_with_retry()
+                gap.end_s = time.monotonic() - self._started
+                if self._container is None:
+                    if not self.stop.is_set():
+                        self.ended_by = "source_lost"
+                    break
+                self.stats.reconnects += 1
+                av_frame = self._next_decoded(self._container.streams.video[0])
+            if self.ended_by is None:
+                self.ended_by = "stop"
+        except BaseException as e:  # handed to the pipeline through `error`
+            self.error = e
+        finally:
+            self.buffer.close()
+
+    def _emit(self, av_frame) -> None:
+        now = time.monotonic()
+        if self._t0 is None:
+            self._t0 = now
+        pts = max(round((now - self._t0) / TIME_BASE), self._last_pts + 1)
+        self._last_pts = pts
+        size = {}
+        if (av_frame.height, av_frame.width) != (self.info.height, self.info.width):
+            size = {"width": self.info.width, "height": self.info.height}  # the encoder's size is fixed
+        image = av_frame.to_ndarray(format="rgb24", **size)
+        self.stats.frames_captured += 1
+        self.buffer.put(Frame(self._index, pts, TIME_BASE, image, captured=now))
+        self._index += 1
+
+    _last_error: str | None = None
+    _pending: list = []
+
+    def _next_decoded(self, vs):
+        """The next decoded frame, or None when the source failed or ended."""
+        if self._pending:
+            return self._pending.pop(0)
+        while not self.stop.is_set():
+            try:
+                packet = next(self._demux)
+            except StopIteration:
+                self._last_error = "end of stream"
+                return None
+            except (av.FFmpegError, OSError) as e:
+                self._last_error = _reason(e)
+                return None
+            if not packet.size:
+                continue
+            try:
+                frames = vs.decode(packet)
+            except av.FFmpegError:
+                self.stats.decode_errors += 1  # a damaged packet after a reconnect: skip it
+                continue
+            if frames:
+                self._pending = list(frames[1:])
+                return frames[0]
+        return None
+
+    def _connect_with_retry(self) -> str | None:
+        start = time.monotonic()
+        delay = BACKOFF_START_S
+        first_error = None
+        while not self.stop.is_set():
+            try:
+                self._container = av.open(self.url, mode="r", options=open_options(self.url, self.transport, self.io_timeout_s),
+                                          timeout=(self.io_timeout_s, self.io_timeout_s), metadata_errors="ignore")
+                if not self._container.streams.video:
+                    self._close_container()
+                    raise InvalidInputError(f"stream has no video track: {self.url}")
+                vs = self._container.streams.video[0]
+                vs.thread_type = "AUTO"
+                self._demux = self._container.demux(vs)
+                return None
+            except InvalidInputError:
+                raise
+            except (av.FFmpegError, OSError) as e:
+                first_error = first_error or _reason(e)
+                self._last_error = _reason(e)
+            if self.reconnect_timeout_s and time.monotonic() - start + delay > self.reconnect_timeout_s:
+                return first_error
+            self.stop.wait(delay)
+            delay = min(delay * 2, BACKOFF_MAX_S)
+        return first_error
+
+    def _close_container(self) -> None:
+        if self._container is not None:
+            try:
+                self._container.close()
+            except Exception:
+                pass
+            self._container = None
+
+
+def _reason(e: BaseException) -> str:
+    return getattr(e, "strerror", None) or str(e) or type(e).__name__

@@ -1,0 +1,228 @@
+"""Live runs against a real RTSP server on loopback (GStreamer, tests/rtsp_server.py)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from conftest import ROOT, no_leftovers, read_video, run_cli
+from pipeline.live.run import LatencyStats
+from pipeline.live.sinks import segment_path
+from pipeline.live.source import LatestBuffer, is_stream_url
+from rtsp_harness import RtspServer, free_port, unavailable_reason
+
+needs_rtsp = pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason()))
+
+
+@pytest.fixture(scope="module")
+def camera_file(tmp_path_factory):
+    from pipeline.synthetic import make_video
+
+    path = tmp_path_factory.mktemp("cam") / "cam.mp4"
+    make_video(str(path), width=320, height=240, frames=100, fps=25, audio=False)
+    return path
+
+
+def _live(url, out, *extra):
+    return [sys.executable, str(ROOT / "run_pipeline.py"), url, "-o", str(out), "-q", *map(str, extra)]
+
+
+def _boxes(path):
+    return [json.loads(line) for line in open(path)]
+
+
+def _sharpness(image, box):
+    h, w = image.shape[:2]
+    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    crop = image[max(0, y1):min(h, y2), max(0, x1):min(w, x2)]
+    if crop.shape[0] < 8 or crop.shape[1] < 8:
+        return None
+    return float(cv2.Laplacian(cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2GRAY), cv2.CV_64F).var())
+
+
+@needs_rtsp
+def test_shared_clip_200_frames_anonymized(shared_clip, tmp_path):
+    """The shared clip streamed live: 200 frames out, every covered face blurred compared with
+    the same face in the source frame it came from."""
+    out, rep, boxes = tmp_path / "live.mp4", tmp_path / "live.json", tmp_path / "live.jsonl"
+    with RtspServer(shared_clip, loop=True) as cam:
+        res = subprocess.run(_live(cam.url, out, "--max-frames", 200, "--report", rep, "--boxes", boxes),
+                             capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    r = json.loads(rep.read_text())
+    lv = r["live"]
+    assert lv["frames_out"] == 200 and lv["stopped_by"] == "max_frames"
+    assert lv["latency_ms"]["frames"] == 200 and 0 < lv["latency_ms"]["p50"] <= lv["latency_ms"]["p95"]
+    got = read_video(out)
+    src = read_video(shared_clip)
+    assert len(got["frames"]) == 200 and got["size"] == src["size"]
+    rows = _boxes(boxes)
+    assert len(rows) == 200 and r["faces"]["anonymized"] > 100
+    # Find each output frame's source frame (nearest thumbnail), then compare face sharpness.
+    small = lambda im: cv2.resize(im, (64, 36), interpolation=cv2.INTER_AREA).astype(np.float32)  # noqa: E731
+    src_small = np.stack([small(f) for f in src["frames"]])
+    before, after = [], []
+    for frame, row in zip(got["frames"], rows):
+        k = int(np.argmin(((src_small - small(frame)) ** 2).mean(axis=(1, 2, 3))))
+        for face in row["faces"]:
+            a, b = _sharpness(src["frames"][k], face["box"]), _sharpness(frame, face["box"])
+            if a is not None and (face["box"][2] - face["box"][0]) >= 24:
+                before.append(a)
+                after.append(b)
+    assert len(before) > 100
+    assert np.median(after) < 0.25 * np.median(before), (np.median(after), np.median(before))
+
+
+@needs_rtsp
+def test_reconnect_keeps_output_valid_and_reports_the_gap(camera_file, tmp_path):
+    out, rep, boxes = tmp_path / "live.mp4", tmp_path / "live.json", tmp_path / "live.jsonl"
+    with RtspServer(camera_file, loop=True) as cam:
+        proc = subprocess.Popen(_live(cam.url, out, "--max-frames", 120, "--report", rep, "--boxes", boxes),
+                                stderr=subprocess.PIPE, text=True)
+        _wait_for(lambda: list(tmp_path.glob(".live.*.partial.mp4")), 60)  # frames are flowing
+        time.sleep(1.0)
+        cam.kill()  # the camera crashes…
+        time.sleep(2.0)
+        cam.start()  # …and comes back on the same address
+        _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err
+    lv = json.loads(rep.read_text())["live"]
+    assert lv["reconnects"] >= 1 and lv["frames_out"] == 120
+    gap = lv["gaps"][0]
+    assert gap["seconds"] >= 1.5 and gap["end_s"] > gap["start_s"]
+    got = read_video(out)
+    assert len(got["frames"]) == 120
+    times = np.array([float(t) for t in got["times"]])
+    assert np.all(np.diff(times) > 0)
+    assert np.diff(times).max() >= 1.5  # the outage is a jump in time, not a broken file
+    rows = _boxes(boxes)
+    assert sum(bool(r["faces"]) for r in rows) >= 0.9 * len(rows)  # faces kept being covered after it
+
+
+@needs_rtsp
+def test_sigterm_finalizes_segments(camera_file, tmp_path):
+    out = tmp_path / "seg.mp4"
+    rep = tmp_path / "seg.json"
+    with RtspServer(camera_file, loop=True) as cam:
+        proc = subprocess.Popen(_live(cam.url, out, "--segment-seconds", 1, "--report", rep), stderr=subprocess.PIPE, text=True)
+        _wait_for(lambda: (tmp_path / "seg_00002.mp4").exists(), 60)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    lv = json.loads(rep.read_text())["live"]
+    assert lv["stopped_by"] == "SIGTERM"
+    segs = sorted(tmp_path.glob("seg_*.mp4"))
+    assert [s.name for s in segs] == [f"seg_{i:05d}.mp4" for i in range(len(segs))] and len(segs) >= 3
+    counts = [len(read_video(s)["frames"]) for s in segs]  # each segment plays on its own
+    assert sum(counts) == lv["frames_out"] and all(c > 0 for c in counts)
+    assert [o["frames"] for o in lv["outputs"]] == counts
+    for s in segs[:-1]:
+        t = read_video(s)["times"]
+        assert float(t[0]) == 0 and 0.8 <= float(t[-1]) <= 1.5  # about a second each, from 0
+    assert not no_leftovers(tmp_path)
+
+
+@needs_rtsp
+def test_source_gone_for_good_exits_1_with_output_kept(camera_file, tmp_path):
+    out, rep = tmp_path / "live.mp4", tmp_path / "live.json"
+    cam = RtspServer(camera_file, loop=True).start()
+    try:
+        proc = subprocess.Popen(_live(cam.url, out, "--reconnect-timeout", 2, "--report", rep), stderr=subprocess.PIPE, text=True)
+        _wait_for(lambda: list(tmp_path.glob(".live.*.partial.mp4")), 60)
+        time.sleep(1.0)
+    finally:
+        cam.kill()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert "stream lost" in err
+    lv = json.loads(rep.read_text())["live"]
+    assert lv["stopped_by"] == "source_lost" and lv["gaps"][-1]["seconds"] >= 1.5
+    assert len(read_video(out)["frames"]) == lv["frames_out"] > 0
+
+
+@needs_rtsp
+def test_slow_pipeline_drops_frames_instead_of_lagging(camera_file, tmp_path):
+    """A detector far too slow for 25 fps (8× upscaled input): frames are dropped before
+    detection, latency stays bounded, and every captured frame is either output or dropped."""
+    out, rep = tmp_path / "live.mp4", tmp_path / "live.json"
+    with RtspServer(camera_file, loop=True) as cam:
+        res = subprocess.run(_live(cam.url, out, "--max-frames", 15, "--detect-size", 2560, "--max-latency-ms", 200,
+                                   "--report", rep), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    lv = json.loads(rep.read_text())["live"]
+    assert lv["dropped"]["total"] > 0 and lv["frames_out"] == 15
+    in_flight = lv["frames_captured"] - lv["frames_out"] - lv["dropped"]["total"]
+    assert 0 <= in_flight <= 8  # capture buffer + stage queues, no hidden backlog
+    per_frame_ms = json.loads(rep.read_text())["timing"]["stages_ms"]["detect"] / lv["frames_out"]
+    assert lv["latency_ms"]["p95"] < 200 + 3 * per_frame_ms + 100
+
+
+def test_unreachable_stream_is_one_line_exit_2(tmp_path):
+    out = tmp_path / "live.mp4"
+    res = run_cli(f"rtsp://127.0.0.1:{free_port()}/nothing", "-o", out, "--reconnect-timeout", "1", timeout=60)
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot open stream"), res.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@needs_rtsp
+def test_publish_to_udp_mpegts(camera_file, tmp_path):
+    """Publish the anonymized stream to a URL, read back by a real FFmpeg client."""
+    port = free_port()
+    got: list = []
+
+    def receive():
+        with av.open(f"udp://127.0.0.1:{port}?timeout=20000000", options={"fifo_size": "1000000"}, timeout=30) as c:
+            for f in c.decode(video=0):
+                got.append(f.to_ndarray(format="rgb24").shape)
+                if len(got) >= 20:
+                    return
+
+    t = threading.Thread(target=receive, daemon=True)
+    t.start()
+    time.sleep(0.5)
+    with RtspServer(camera_file, loop=True) as cam:
+        res = subprocess.run(_live(cam.url, f"udp://127.0.0.1:{port}?pkt_size=1316", "--max-frames", 75),
+                             capture_output=True, text=True, timeout=120)
+    t.join(timeout=30)
+    assert res.returncode == 0, res.stderr
+    assert len(got) >= 20 and got[0] == (240, 320, 3)
+
+
+def test_latest_buffer_drops_oldest():
+    b = LatestBuffer(2)
+    for i in range(5):
+        b.put(i)
+    assert b.dropped == 3 and b.get(0) == 3 and b.get(0) == 4 and b.get(0.01) is None
+    b.close()
+    assert b.get() is None
+
+
+def test_latency_percentiles_and_helpers():
+    s = LatencyStats()
+    for ms in range(1, 101):
+        s.add(ms + 0.2)
+    d = s.to_dict()
+    assert abs(d["p50"] - 50) <= 1.5 and abs(d["p95"] - 95) <= 1.5 and d["max"] == 100.2 and d["frames"] == 100
+    assert LatencyStats().to_dict()["p50"] is None
+    assert is_stream_url("rtsp://cam/1") and is_stream_url("SRT://x:1") and not is_stream_url("clip.mp4")
+    assert segment_path("/a/out.mp4", 3) == "/a/out_00003.mp4"
+
+
+def _wait_for(cond, timeout):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting")

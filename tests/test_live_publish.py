@@ -1,0 +1,80 @@
+"""Publishing the anonymized stream over RTSP (ANNOUNCE/RECORD), as to a relay like mediamtx:
+the real CLI reads a loopback camera and publishes to a loopback recorder (both GStreamer,
+tests/rtsp_server.py), and what the recorder received is read back with PyAV."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import av
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from rtsp_harness import RtspRecorder, RtspServer, unavailable_reason
+
+pytestmark = pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason()))
+
+
+@pytest.fixture(scope="module")
+def camera_file(tmp_path_factory):
+    from pipeline.synthetic import make_video
+
+    path = tmp_path_factory.mktemp("cam") / "cam.mp4"
+    make_video(str(path), width=320, height=240, frames=100, fps=25, audio=False)
+    return path
+
+
+def _publish(cam_url, out_url, *extra):
+    return [sys.executable, str(ROOT / "run_pipeline.py"), cam_url, "-o", out_url, "-q", *map(str, extra)]
+
+
+def _recorded(path):
+    """(sizes, seconds, container duration) of the recorded file's frames, decoded with PyAV."""
+    with av.open(str(path)) as c:
+        frames = [(f.width, f.height, float(f.pts * f.time_base)) for f in c.decode(video=0)]
+        duration = c.duration
+    return {(w, h) for w, h, _ in frames}, np.array([t for *_, t in frames]), duration
+
+
+def test_publish_to_rtsp_record(camera_file, tmp_path):
+    rec_file, rep = tmp_path / "got.mkv", tmp_path / "live.json"
+    with RtspServer(camera_file, loop=True) as cam, RtspRecorder(rec_file) as rec:
+        res = subprocess.run(_publish(cam.url, rec.url, "--max-frames", 75, "--report", rep),
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr
+        rec.wait_recorded()  # the publisher's TEARDOWN finished the file, not the recorder's stop
+        sizes, times, duration = _recorded(rec_file)
+    lv = json.loads(rep.read_text())["live"]
+    assert lv["frames_out"] == 75 and lv["stopped_by"] == "max_frames"
+    assert len(times) >= 60 and sizes == {(320, 240)}
+    assert np.all(np.diff(times) > 0)
+    assert 0.5 * 74 / 25 < times[-1] - times[0] < 2 * 74 / 25  # about 3 s of stream, in stream time
+    assert duration is not None  # finalized: Matroska's duration is written at EOS
+
+
+def test_publisher_killed_leaves_a_finished_recording(camera_file, tmp_path):
+    """A publisher that dies without TEARDOWN: the recorder sees the connection drop and still
+    finishes the file, so everything it received reads back."""
+    rec_file = tmp_path / "got.mkv"
+    with RtspServer(camera_file, loop=True) as cam, RtspRecorder(rec_file) as rec:
+        proc = subprocess.Popen(_publish(cam.url, rec.url), stderr=subprocess.PIPE, text=True)
+        try:
+            end = time.monotonic() + 120
+            while not (rec_file.exists() and rec_file.stat().st_size > 20_000):  # a second or so received
+                assert proc.poll() is None, proc.communicate()[1]
+                assert time.monotonic() < end, "nothing recorded"
+                time.sleep(0.1)
+            time.sleep(1.0)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate(timeout=30)
+        rec.wait_recorded()
+        sizes, times, duration = _recorded(rec_file)
+    assert len(times) >= 25 and sizes == {(320, 240)}
+    assert np.all(np.diff(times) > 0)
+    assert duration is not None
