@@ -85,29 +85,13 @@ def test_fleet_runs_isolates_bad_input_and_resumes(fleet_dir, tmp_path):
     assert _report(out / "car1" / "day1" / "a.mp4.report.json")["mode"] == "pixelate"
 
 
-def test_killed_worker_video_is_retried(tmp_path):
+def test_killed_worker_video_is_retried(long_videos, tmp_path):
     """SIGKILL a real Ray worker process in the middle of a video: that video is redone on a
     fresh actor, the other one is unaffected, and no temp file is left."""
-    from pipeline.synthetic import make_video
-
-    src = tmp_path / "in"
-    src.mkdir()
-    for i in range(2):
-        make_video(str(src / f"v{i}.mp4"), frames=150, seed=i, audio=False)
     out, rep = tmp_path / "out", tmp_path / "fleet.json"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "run_pipeline.py"), str(src), "-o", str(out), "--workers", "2",
-                             "--report", str(rep), "-q"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    killed = None
-    deadline = time.monotonic() + 120
-    while killed is None and time.monotonic() < deadline and proc.poll() is None:
-        busy = _processes("ray::PipelineWorker.process")
-        # Wait until a worker has frames in flight (its temp output exists), then kill it.
-        if busy and list(out.rglob(".*.partial.mp4")):
-            killed = busy[0]
-            os.kill(killed, signal.SIGKILL)
-        time.sleep(0.1)
-    stdout, stderr = proc.communicate(timeout=300)
-    assert killed is not None, f"no busy worker seen; {stderr}"
+    proc = _start_fleet(long_videos, out, rep)
+    os.kill(_wait_busy(proc, out)[0], signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr
     f = _report(rep)["fleet"]
     assert f["complete"] == 2 and f["failed"] == 0 and f["retries"] == 1, f
@@ -116,6 +100,62 @@ def test_killed_worker_video_is_retried(tmp_path):
     for i in range(2):
         assert len(read_video(out / f"v{i}.mp4")["frames"]) == 150
     assert not no_leftovers(out)
+
+
+def _start_fleet(src, out, rep, *extra):
+    return subprocess.Popen([sys.executable, str(ROOT / "run_pipeline.py"), str(src), "-o", str(out), "--workers", "2",
+                             "--report", str(rep), "-q", *map(str, extra)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait_busy(proc, out, timeout=120) -> list[int]:
+    """Worker pids once a video has frames in flight (its temp output exists)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        busy = _processes("ray::PipelineWorker.process")
+        if busy and list(out.rglob(".*.partial.mp4")):
+            return busy
+        time.sleep(0.1)
+    raise AssertionError(f"no busy worker seen: {proc.communicate()[1] if proc.poll() is not None else 'timeout'}")
+
+
+@pytest.fixture(scope="module")
+def long_videos(tmp_path_factory):
+    from pipeline.synthetic import make_video
+
+    src = tmp_path_factory.mktemp("long_in")
+    for i in range(2):
+        make_video(str(src / f"v{i}.mp4"), frames=150, seed=i, audio=False)
+    return src
+
+
+def test_crash_past_the_retry_limit_fails_that_video_only(long_videos, tmp_path):
+    out, rep = tmp_path / "out", tmp_path / "fleet.json"
+    proc = _start_fleet(long_videos, out, rep, "--retries", 0)
+    os.kill(_wait_busy(proc, out)[0], signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 1, stderr
+    r = _report(rep)
+    kinds = sorted((v["status"], v.get("kind")) for v in r["videos"])
+    assert kinds == [("complete", None), ("failed", "crash")], kinds
+    failed = next(v for v in r["videos"] if v["status"] == "failed")
+    assert "worker died" in failed["reason"] and failed["output"] is None
+    assert not (out / os.path.basename(failed["input"])).exists() and not no_leftovers(out)
+
+
+def test_sigterm_stops_the_fleet_and_leaves_no_partial_output(long_videos, tmp_path):
+    out, rep = tmp_path / "out", tmp_path / "fleet.json"
+    proc = _start_fleet(long_videos, out, rep)
+    _wait_busy(proc, out)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1].startswith("error: interrupted")
+    r = _report(rep)
+    assert r["fleet"]["interrupted"] is True
+    assert all(v["status"] == "complete" or v["kind"] == "interrupted" for v in r["videos"])
+    assert not no_leftovers(out)  # the killed workers' temp files were removed
+    assert not _processes("ray::PipelineWorker")  # no worker outlives the fleet
 
 
 def test_manifest_names_missing_files_and_mirrors_common_root(fleet_dir, tmp_path):

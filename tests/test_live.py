@@ -84,23 +84,29 @@ def test_shared_clip_200_frames_anonymized(shared_clip, tmp_path):
 
 @needs_rtsp
 def test_reconnect_keeps_output_valid_and_reports_the_gap(camera_file, tmp_path):
+    """The camera crashes and comes back on the same address, at another resolution: the
+    run reconnects, reports the gap, and the output stays one valid file at the first size."""
+    from pipeline.synthetic import make_video
+
+    other = tmp_path / "cam_480.mp4"
+    make_video(str(other), width=480, height=360, frames=100, fps=25, audio=False, seed=3)
     out, rep, boxes = tmp_path / "live.mp4", tmp_path / "live.json", tmp_path / "live.jsonl"
     with RtspServer(camera_file, loop=True) as cam:
         proc = subprocess.Popen(_live(cam.url, out, "--max-frames", 120, "--report", rep, "--boxes", boxes),
                                 stderr=subprocess.PIPE, text=True)
         _wait_for(lambda: list(tmp_path.glob(".live.*.partial.mp4")), 60)  # frames are flowing
         time.sleep(1.0)
-        cam.kill()  # the camera crashes…
+        cam.kill()
         time.sleep(2.0)
-        cam.start()  # …and comes back on the same address
-        _, err = proc.communicate(timeout=180)
+        with RtspServer(other, port=cam.port, loop=True):
+            _, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err
     lv = json.loads(rep.read_text())["live"]
     assert lv["reconnects"] >= 1 and lv["frames_out"] == 120
     gap = lv["gaps"][0]
     assert gap["seconds"] >= 1.5 and gap["end_s"] > gap["start_s"]
     got = read_video(out)
-    assert len(got["frames"]) == 120
+    assert len(got["frames"]) == 120 and got["size"] == (320, 240)
     times = np.array([float(t) for t in got["times"]])
     assert np.all(np.diff(times) > 0)
     assert np.diff(times).max() >= 1.5  # the outage is a jump in time, not a broken file
@@ -226,3 +232,21 @@ def _wait_for(cond, timeout):
             return
         time.sleep(0.05)
     raise AssertionError("timed out waiting")
+
+
+def test_protocol_this_ffmpeg_lacks_fails_at_once(tmp_path):
+    """srt:// without libsrt (PyAV's wheel): one line, exit 2, no waiting for the reconnect timeout."""
+    import av
+
+    try:
+        av.open(f"srt://127.0.0.1:{free_port()}?mode=listener", timeout=0.5)
+        pytest.skip("this FFmpeg build has SRT")
+    except av.error.ProtocolNotFoundError:
+        pass
+    except av.FFmpegError:
+        pytest.skip("this FFmpeg build has SRT")
+    t = time.monotonic()
+    res = run_cli(f"srt://127.0.0.1:{free_port()}", "-o", tmp_path / "o.mp4", "--reconnect-timeout", "30", timeout=60)
+    assert res.returncode == 2 and time.monotonic() - t < 25
+    assert res.stderr.strip().splitlines() == [res.stderr.strip()] and "protocol not found" in res.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -188,6 +190,19 @@ def _run_on_ray(todo: list[Job], config: RunConfig, opts: FleetOptions, digest: 
 
 
 def _init_ray(opts: FleetOptions) -> None:
+    # ray.init installs its own SIGTERM handler (log and exit 1); the caller's (finish the
+    # fleet report, remove partial outputs, exit 130) is put back afterwards.
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        _connect(opts)
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            for s, h in handlers.items():
+                if h is not None:
+                    signal.signal(s, h)
+
+
+def _connect(opts: FleetOptions) -> None:
     import ray
 
     quiet = {"logging_level": logging.ERROR, "log_to_driver": False}

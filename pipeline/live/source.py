@@ -291,6 +291,9 @@ class LiveSource:
                 return None
             except InvalidInputError:
                 raise
+            except av.error.ProtocolNotFoundError:  # retrying cannot help: e.g. srt:// in PyAV's wheel (no libsrt)
+                scheme = self.url.split("://", 1)[0]
+                raise InvalidInputError(f"this FFmpeg build cannot open {scheme}:// streams (protocol not found): {self.url}") from None
             except (av.FFmpegError, OSError) as e:
                 first_error = first_error or _reason(e)
                 self._last_error = _reason(e)
