@@ -163,7 +163,8 @@ class LiveSource:
     truncated = False
 
     def open(self) -> "LiveSource":
-        first_error = self._connect_with_retry()
+        first_error = self._connect_with_retry(
+            time.monotonic() + self.reconnect_timeout_s if self.reconnect_timeout_s else None)
         if self._container is None:
             raise InvalidInputError(f"cannot open stream ({first_error}): {self.url}")
         vs = self._container.streams.video[0]
@@ -206,25 +207,35 @@ class LiveSource:
         try:
             av_frame = self._first_frame
             self._first_frame = None
+            gap, deadline = None, None
             while not self.stop.is_set():
                 if av_frame is not None:
+                    if gap is not None:  # the outage lasts from the last frame to the next one
+                        gap.end_s, gap = time.monotonic() - self._started, None
                     self._emit(av_frame)
                     av_frame = self._next_decoded(self._container.streams.video[0])
                     continue
                 # The source is gone (error, stall past the I/O timeout, or EOF): reconnect.
-                gap = Gap(time.monotonic() - self._started, reason=self._last_error or "end of stream")
-                self.stats.gaps.append(gap)
-                log.warning("stream lost (%s); reconnecting", gap.reason)
+                # A server that accepts the connection but sends no frame does not reset the
+                # deadline: it counts from the last frame, not from the last connection.
+                if gap is None:
+                    last = self._last_frame_at or time.monotonic()
+                    gap = Gap(last - self._started, reason=self._last_error or "end of stream")
+                    self.stats.gaps.append(gap)
+                    deadline = last + self.reconnect_timeout_s if self.reconnect_timeout_s else None
+                    log.warning("stream lost (%s); reconnecting", gap.reason)
                 self._close_container()
                 self._pending = []
-                self._connect_with_retry()
-                gap.end_s = time.monotonic() - self._started
+                self._connect_with_retry(deadline)
                 if self._container is None:
+                    gap.end_s = time.monotonic() - self._started
                     if not self.stop.is_set():
                         self.ended_by = "source_lost"
                     break
                 self.stats.reconnects += 1
                 av_frame = self._next_decoded(self._container.streams.video[0])
+            if gap is not None and gap.end_s is None:
+                gap.end_s = time.monotonic() - self._started
             if self.ended_by is None:
                 self.ended_by = "stop"
         except BaseException as e:  # handed to the pipeline through `error`
@@ -234,6 +245,7 @@ class LiveSource:
 
     def _emit(self, av_frame) -> None:
         now = time.monotonic()
+        self._last_frame_at = now
         if self._t0 is None:
             self._t0 = now
         pts = max(round((now - self._t0) / TIME_BASE), self._last_pts + 1)
@@ -247,6 +259,7 @@ class LiveSource:
         self._index += 1
 
     _last_error: str | None = None
+    _last_frame_at: float | None = None
     _pending: list = []
 
     def _next_decoded(self, vs):
@@ -274,8 +287,8 @@ class LiveSource:
                 return frames[0]
         return None
 
-    def _connect_with_retry(self) -> str | None:
-        start = time.monotonic()
+    def _connect_with_retry(self, deadline: float | None) -> str | None:
+        """Opens the URL, retrying with backoff until `deadline` (None: forever) or a stop."""
         delay = BACKOFF_START_S
         first_error = None
         while not self.stop.is_set():
@@ -297,7 +310,7 @@ class LiveSource:
             except (av.FFmpegError, OSError) as e:
                 first_error = first_error or _reason(e)
                 self._last_error = _reason(e)
-            if self.reconnect_timeout_s and time.monotonic() - start + delay > self.reconnect_timeout_s:
+            if deadline is not None and time.monotonic() + delay > deadline:
                 return first_error
             self.stop.wait(delay)
             delay = min(delay * 2, BACKOFF_MAX_S)
