@@ -5,10 +5,8 @@ tests/rtsp_server.py), and what the recorder received is read back with PyAV."""
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import time
 
 import av
 import numpy as np
@@ -55,26 +53,3 @@ def test_publish_to_rtsp_record(camera_file, tmp_path):
     assert np.all(np.diff(times) > 0)
     assert 0.5 * 74 / 25 < times[-1] - times[0] < 2 * 74 / 25  # about 3 s of stream, in stream time
     assert duration is not None  # finalized: Matroska's duration is written at EOS
-
-
-def test_publisher_killed_leaves_a_finished_recording(camera_file, tmp_path):
-    """A publisher that dies without TEARDOWN: the recorder sees the connection drop and still
-    finishes the file, so everything it received reads back."""
-    rec_file = tmp_path / "got.mkv"
-    with RtspServer(camera_file, loop=True) as cam, RtspRecorder(rec_file) as rec:
-        proc = subprocess.Popen(_publish(cam.url, rec.url), stderr=subprocess.PIPE, text=True)
-        try:
-            end = time.monotonic() + 120
-            while not (rec_file.exists() and rec_file.stat().st_size > 20_000):  # a second or so received
-                assert proc.poll() is None, proc.communicate()[1]
-                assert time.monotonic() < end, "nothing recorded"
-                time.sleep(0.1)
-            time.sleep(1.0)
-        finally:
-            proc.send_signal(signal.SIGKILL)
-            proc.communicate(timeout=30)
-        rec.wait_recorded()
-        sizes, times, duration = _recorded(rec_file)
-    assert len(times) >= 25 and sizes == {(320, 240)}
-    assert np.all(np.diff(times) > 0)
-    assert duration is not None
