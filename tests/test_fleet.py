@@ -176,6 +176,14 @@ def test_empty_folder_is_bad_input(tmp_path):
     assert res.returncode == 2
     assert res.stderr.strip().startswith("error: no video files under")
     assert "Traceback" not in res.stderr
+    assert not (tmp_path / "out").exists()  # the folder it would have made is not left behind
+
+
+def test_unreachable_cluster_is_one_line_exit_2(fleet_dir, tmp_path):
+    res = run_cli(fleet_dir, "-o", tmp_path / "out", "--ray-address", f"127.0.0.1:{_free_port()}", "-q", timeout=120)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().splitlines() == [res.stderr.strip()]
+    assert res.stderr.startswith("error: cannot join the Ray cluster") and not (tmp_path / "out").exists()
 
 
 # ---- fast checks of the pieces, no Ray --------------------------------------------------

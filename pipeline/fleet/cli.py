@@ -30,11 +30,12 @@ def fleet_main(args, config: RunConfig, log) -> int:
         print(f"error: {', '.join(unsupported)} work on one video at a time, not on a fleet", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _raise_interrupt)  # stops the workers and writes the fleet report
+    outdir, created = None, False
     try:
         if os.path.splitext(args.output)[1].lower() in FORMATS:
             kind = "a directory" if os.path.isdir(args.input) else "a manifest"
             raise OutputError(f"input is {kind} of videos (a fleet), so the output must be a folder, not the video file {args.output}")
-        outdir = prepare_outdir(args.output)
+        outdir, created = prepare_outdir(args.output)
         jobs = discover(args.input, outdir)
         report_path = args.report or os.path.join(outdir, DEFAULT_REPORT)
         if os.path.isdir(report_path):
@@ -43,6 +44,8 @@ def fleet_main(args, config: RunConfig, log) -> int:
                             retries=args.retries, force=args.force, progress=not args.quiet)
         result = run_fleet(jobs, config, opts, source=args.input, outdir=outdir, report_path=report_path, log=log)
     except AnonswapError as e:
+        if created and not os.listdir(outdir):
+            os.rmdir(outdir)
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:

@@ -110,17 +110,20 @@ def output_rel(rel_input: str) -> str:
     return stem + (ext if ext.lower() in FORMATS else FALLBACK_EXT)
 
 
-def prepare_outdir(outdir: str) -> str:
+def prepare_outdir(outdir: str) -> tuple[str, bool]:
+    """(absolute folder, whether we created it): a fleet that fails before any video removes
+    a folder it created, so a typo leaves nothing behind."""
     out = os.path.abspath(outdir)
     if os.path.exists(out) and not os.path.isdir(out):
         raise OutputError(f"fleet output must be a folder, not a file: {outdir}")
     parent = os.path.dirname(out)
     if not os.path.isdir(out) and not os.path.isdir(parent):
         raise OutputError(f"folder for the fleet output does not exist: {parent}")
+    created = not os.path.isdir(out)
     os.makedirs(out, exist_ok=True)
     if not os.access(out, os.W_OK):
         raise OutputError(f"fleet output folder is not writable: {outdir}")
-    return out
+    return out, created
 
 
 def fingerprint(path: str) -> dict:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -207,6 +208,7 @@ def _connect(opts: FleetOptions) -> None:
 
     quiet = {"logging_level": logging.ERROR, "log_to_driver": False}
     if opts.ray_address:
+        _check_reachable(opts.ray_address)
         try:
             ray.init(address=opts.ray_address, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as e:
@@ -216,6 +218,18 @@ def _connect(opts: FleetOptions) -> None:
         # Sized to this machine; no dashboard (nothing to serve on a batch run), a small object
         # store (only result rows travel).
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE, **quiet)
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A TCP connect to host:port first: ray.init retries a dead address for minutes."""
+    target = address.split("://", 1)[-1]
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit() or address == "auto":
+        return  # "auto" and the like: Ray resolves them itself
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise FleetError(f"cannot join the Ray cluster at {address}: {e.strerror or e}") from e
 
 
 def _frames_hint(path: str, max_frames: int | None) -> int:
