@@ -30,3 +30,8 @@ class StageError(RuntimeError):
         super().__init__(f"{stage} stage failed: {type(error).__name__}: {error}")
         self.stage = stage
         self.error = error
+
+
+def reason(e: BaseException) -> str:
+    """An OS/FFmpeg error's own words (strerror) when it has them, else its message or type."""
+    return getattr(e, "strerror", None) or str(e) or type(e).__name__

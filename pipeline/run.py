@@ -191,6 +191,50 @@ def build_anonymizer(mode: str, config: RunConfig, engine=None):
     return FaceSwapper(engine, fallback=Anonymizer("blur", region_scale=config.region_scale), config=config.swap)
 
 
+@dataclass
+class Stages:
+    """The models and per-video state one run needs, built once for file and live runs alike."""
+
+    detector: FaceDetector
+    identity: IdentityStage | None
+    tracker: FaceTracker
+    anonymizer: object
+
+
+def build_stages(mode: str, config: RunConfig, detector: FaceDetector | None = None, models: ModelCache | None = None) -> Stages:
+    detector = detector or _cached(models, ("detector", config.detect_size, config.threshold),
+                                   lambda: FaceDetector(detect_size=config.detect_size, threshold=config.threshold))
+    engine, arc = (None, None)
+    if mode == "swap":
+        engine, arc = _cached(models, ("swap", config.generator, config.arcface, config.swap.size, config.swap_backend),
+                              lambda: load_swap_models(config))
+    identity = build_identity(config, detector, arc, models)
+    return Stages(detector, identity, build_tracker(config, identity), build_anonymizer(mode, config, engine))
+
+
+def track_stage(tracker: FaceTracker):
+    """The tracking stage: shot cuts reset the tracker, so no track spans a cut."""
+    cuts = ShotCutDetector()
+
+    def track(items):
+        for frame, dets in items:
+            cut = cuts.update(frame.image)
+            if cut:
+                tracker.reset()
+            yield TrackedFrame(frame, tracker.update(dets, frame.image), len(dets), shot_cut=cut)
+
+    return track
+
+
+def finish_identity(identity: IdentityStage | None, report: ReportBuilder, config: RunConfig) -> None:
+    """Persons into the report; with the fleet scope, this run's persons into the registry."""
+    if identity is None:
+        return
+    report.persons = identity.persons()
+    if config.identity.scope == "fleet":
+        identity.registry.save(config.person_registry, identity.gallery_fingerprint)
+
+
 def anonymize_video(
     input_path: str,
     output_path: str,
@@ -217,15 +261,8 @@ def anonymize_video(
             log(note)
         if mode != "swap" and config.swap.defense_noise:
             log(f"note: --defense-noise applies to swapped faces only; mode is {mode}, so it does nothing")
-        detector = detector or _cached(models, ("detector", config.detect_size, config.threshold),
-                                       lambda: FaceDetector(detect_size=config.detect_size, threshold=config.threshold))
-        engine, arc = (None, None)
-        if mode == "swap":
-            engine, arc = _cached(models, ("swap", config.generator, config.arcface, config.swap.size, config.swap_backend),
-                                  lambda: load_swap_models(config))
-        identity = build_identity(config, detector, arc, models)
-        tracker = build_tracker(config, identity)
-        anonymizer = build_anonymizer(mode, config, engine)
+        st = build_stages(mode, config, detector, models)
+        detector = st.detector
         report = ReportBuilder(input_path, out, mode, reader.info, requested_mode=config.mode)
         report.settings = {
             "detect_size": detector.long_side(reader.info.height, reader.info.width),
@@ -240,7 +277,7 @@ def anonymize_video(
             if mode == "swap" else None,
             "identity": {**asdict(config.identity), "seed": None if config.identity.scope == "random" else config.identity.seed,
                          "embedder": config.embedder, "gallery": config.gallery, "person_registry": config.person_registry}
-            if identity else None,
+            if st.identity else None,
         }
         boxes = writer = None
         try:  # the writer is created inside: an interrupt at any point leaves no temp file behind
@@ -255,7 +292,7 @@ def anonymize_video(
                 preset=config.preset,
             )
             boxes = BoxesWriter(boxes_path) if boxes_path else None
-            _run(reader, detector, tracker, identity, anonymizer, writer, boxes, report, config, progress, on_frame)
+            _run(reader, st, writer, boxes, report, config, progress, on_frame)
             if reader.truncated:
                 raise InvalidInputError(
                     f"input is truncated or corrupt: only {writer.frames_written} frames could be read, "
@@ -270,10 +307,7 @@ def anonymize_video(
             raise
         if boxes:
             boxes.commit()
-        if identity is not None:
-            report.persons = identity.persons()
-            if config.identity.scope == "fleet":
-                identity.registry.save(config.person_registry, identity.gallery_fingerprint)
+        finish_identity(st.identity, report, config)
     finally:
         reader.close()
     report.finish(reader, writer, time.perf_counter() - started)
@@ -292,36 +326,27 @@ def check_side_path(path: str, input_path: str, video_out: str) -> None:
         raise OutputError(f"folder for {path} does not exist or is not writable: {folder}")
 
 
-def _run(reader, detector, tracker, identity, anonymizer, writer, boxes, report, config, progress, on_frame=None) -> None:
+def _run(reader, st: Stages, writer, boxes, report, config, progress, on_frame=None) -> None:
     def source(_):
         return reader.frames()
 
     def detect(frames):
         for batch in batched(frames, config.batch_size):
-            yield from zip(batch, detector.detect([f.image for f in batch]))
-
-    cuts = ShotCutDetector()
-
-    def track(items):
-        for frame, dets in items:
-            cut = cuts.update(frame.image)
-            if cut:
-                tracker.reset()
-            yield TrackedFrame(frame, tracker.update(dets, frame.image), len(dets), shot_cut=cut)
+            yield from zip(batch, st.detector.detect([f.image for f in batch]))
 
     def anonymize(items):
         # Several frames at once: the swap generator runs on all their faces together.
         for batch in batched(items, config.batch_size):
-            anonymizer.apply_batch(batch)
+            st.anonymizer.apply_batch(batch)
             yield from batch
 
     total = config.max_frames or reader.info.frames_hint or None
     if config.max_frames and reader.info.frames_hint:
         total = min(config.max_frames, reader.info.frames_hint)
     bar = tqdm(total=total, unit="frame", disable=not progress, dynamic_ncols=True, file=sys.stderr)
-    stages = [("decode", source), ("detect", detect), ("track", track)]
-    if identity is not None:
-        stages.append(("identity", identity))
+    stages = [("decode", source), ("detect", detect), ("track", track_stage(st.tracker))]
+    if st.identity is not None:
+        stages.append(("identity", st.identity))
     stages.append(("anonymize", anonymize))
     encode_s = 0.0
     try:

@@ -15,7 +15,7 @@ from typing import Iterator
 
 import av
 
-from .errors import InputNotFoundError, InvalidInputError
+from .errors import InputNotFoundError, InvalidInputError, reason
 from .records import Frame, VideoInfo
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class VideoReader:
         except PermissionError as e:
             raise InvalidInputError(f"input is not readable (permission denied): {self.path}") from e
         except _AV_ERRORS as e:
-            raise InvalidInputError(f"input is not a readable video container ({_reason(e)}): {self.path}") from e
+            raise InvalidInputError(f"input is not a readable video container ({reason(e)}): {self.path}") from e
         # Cover art is stored as a one-picture video stream: it is not the video.
         videos = [s for s in self.container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
         if not videos:
@@ -185,7 +185,7 @@ class VideoReader:
             except _AV_ERRORS as e:
                 # The demuxer itself gave up before the end: the container is truncated or
                 # broken past repair. Stop here; the caller decides whether that is fatal.
-                log.warning("demux stopped early: %s", _reason(e))
+                log.warning("demux stopped early: %s", reason(e))
                 self.truncated = True
                 break
             if packet.stream.index in audio_ids:
@@ -226,7 +226,3 @@ def _parse_duration_tag(text: str | None) -> Fraction | None:
         return Fraction(int(h) * 3600 + int(m) * 60 + int(whole)) + (Fraction(int(frac), 10 ** len(frac)) if frac else 0)
     except ValueError:
         return None
-
-
-def _reason(e: BaseException) -> str:
-    return getattr(e, "strerror", None) or str(e)

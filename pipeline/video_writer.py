@@ -16,7 +16,7 @@ import numpy as np
 
 from engines.base import cpu_budget
 
-from .errors import OutputError
+from .errors import OutputError, reason
 from .records import Frame, VideoInfo
 
 FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".ts": "mpegts"}
@@ -158,7 +158,7 @@ class VideoWriter:
             audio = ", ".join(s.codec_context.name for s in audio_streams) or "none"
             raise OutputError(
                 f"{self.container.format.name} output cannot hold these streams (video {codec}, audio {audio}): "
-                f"{getattr(e, 'strerror', None) or e}; try .mkv, which holds almost any codec"
+                f"{reason(e)}; try .mkv, which holds almost any codec"
             ) from e
 
     def write(self, frame: Frame) -> None:

@@ -18,6 +18,7 @@ from pipeline.fleet.runner import FleetOptions, plan_workers
 from pipeline.errors import InvalidInputError
 from pipeline.run import RunConfig
 from pipeline.video_writer import AtomicFile
+from rtsp_harness import free_port
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +181,7 @@ def test_empty_folder_is_bad_input(tmp_path):
 
 
 def test_unreachable_cluster_is_one_line_exit_2(fleet_dir, tmp_path):
-    res = run_cli(fleet_dir, "-o", tmp_path / "out", "--ray-address", f"127.0.0.1:{_free_port()}", "-q", timeout=120)
+    res = run_cli(fleet_dir, "-o", tmp_path / "out", "--ray-address", f"127.0.0.1:{free_port()}", "-q", timeout=120)
     assert res.returncode == 2, res.stderr
     assert res.stderr.strip().splitlines() == [res.stderr.strip()]
     assert res.stderr.startswith("error: cannot join the Ray cluster") and not (tmp_path / "out").exists()
@@ -256,7 +257,7 @@ def test_joins_an_existing_ray_cluster(fleet_dir, tmp_path):
     import shutil
 
     ray_bin = shutil.which("ray") or os.path.join(os.path.dirname(sys.executable), "ray")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "token"}  # as a shared cluster should run; the token is in ~/.ray
     start = subprocess.run([ray_bin, "start", "--head", "--port", str(port), "--num-cpus", "2", "--include-dashboard", "false",
                             "--disable-usage-stats"], capture_output=True, text=True, timeout=120, env=env)
@@ -273,11 +274,3 @@ def test_joins_an_existing_ray_cluster(fleet_dir, tmp_path):
         assert f["resources"]["CPU"] == 2.0 and f["workers"] == 1  # 2 cores / 2 per worker
     finally:
         subprocess.run([ray_bin, "stop", "--force"], capture_output=True, timeout=120, env=env)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

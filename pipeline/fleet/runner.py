@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import av
 from tqdm import tqdm
 
-from ..errors import AnonswapError
+from ..errors import AnonswapError, reason
 from ..report import write_json_atomic
 from ..run import RunConfig
 from .jobs import Job, completed, remove_partials, settings_digest
@@ -156,12 +156,12 @@ def _run_on_ray(todo: list[Job], config: RunConfig, opts: FleetOptions, digest: 
                         ray.kill(actor, no_restart=True)
                         idle.append(new_actor())
                         remove_partials(job)
-                        reason = _first_line(e)
+                        why = _first_line(e)
                         if attempts[job.key] <= opts.retries:
-                            say(f"fleet: worker died on {job.rel} (attempt {attempts[job.key]}): {reason}; retrying")
+                            say(f"fleet: worker died on {job.rel} (attempt {attempts[job.key]}): {why}; retrying")
                             pending.appendleft(job)
                             continue
-                        res = {"status": "failed", "kind": "crash", "reason": f"worker died {attempts[job.key]} times; last: {reason}"}
+                        res = {"status": "failed", "kind": "crash", "reason": f"worker died {attempts[job.key]} times; last: {why}"}
                     except (RayTaskError, RayError) as e:
                         idle.append(actor)
                         res = {"status": "failed", "kind": "error", "reason": _first_line(e)}
@@ -229,7 +229,7 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
     try:
         socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
     except OSError as e:
-        raise FleetError(f"cannot join the Ray cluster at {address}: {e.strerror or e}") from e
+        raise FleetError(f"cannot join the Ray cluster at {address}: {reason(e)}") from e
 
 
 def _frames_hint(path: str, max_frames: int | None) -> int:

@@ -20,13 +20,9 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from ..detector import FaceDetector
 from ..errors import AnonswapError, StageError
-from ..records import TrackedFrame
 from ..report import BoxesWriter, ReportBuilder, write_json_atomic
-from ..run import (RunConfig, build_anonymizer, build_identity, build_tracker, check_side_path, load_swap_models,
-                   resolve_mode)
-from ..shot_cuts import ShotCutDetector
+from ..run import RunConfig, Stages, build_stages, check_side_path, finish_identity, resolve_mode, track_stage
 from ..stages import StagePipeline
 from .sinks import check_live_output, is_publish_url, open_sink
 from .source import LiveSource, StopEvent
@@ -103,11 +99,8 @@ def anonymize_live(
     try:
         if note:
             log(note)
-        detector = FaceDetector(detect_size=config.detect_size, threshold=config.threshold)
-        engine, arc = load_swap_models(config) if mode == "swap" else (None, None)
-        identity = build_identity(config, detector, arc)
-        tracker = build_tracker(config, identity)
-        anonymizer = build_anonymizer(mode, config, engine)
+        st = build_stages(mode, config)
+        detector = st.detector
         report = ReportBuilder(url, output if is_publish_url(output) else out_abs, mode, source.info, requested_mode=config.mode)
         report.settings = {"detect_size": detector.long_side(source.info.height, source.info.width), "threshold": detector.threshold,
                            "batch_size": 1, "crf": config.crf, "preset": config.preset, "tracker": asdict(config.tracker),
@@ -116,7 +109,7 @@ def anonymize_live(
         try:
             sink = open_sink(output, source.info, segment_seconds=opts.segment_seconds, crf=config.crf, preset=config.preset)
             boxes = BoxesWriter(boxes_path) if boxes_path else None
-            _run_live(source, detector, tracker, identity, anonymizer, sink, boxes, report, config, opts, latency, live, progress)
+            _run_live(source, st, sink, boxes, report, config, opts, latency, live, progress)
             if source.error is not None:
                 raise source.error
             if sink.frames_written == 0:
@@ -130,10 +123,7 @@ def anonymize_live(
             raise
         if boxes:
             boxes.commit()
-        if identity is not None:
-            report.persons = identity.persons()
-            if config.identity.scope == "fleet":
-                identity.registry.save(config.person_registry, identity.gallery_fingerprint)
+        finish_identity(st.identity, report, config)
     finally:
         source.close()
     report.finish(source, sink, time.perf_counter() - started)
@@ -156,7 +146,7 @@ def anonymize_live(
     return result
 
 
-def _run_live(source, detector, tracker, identity, anonymizer, sink, boxes, report, config, opts, latency, live, progress):
+def _run_live(source, st: Stages, sink, boxes, report, config, opts, latency, live, progress):
     budget_s = opts.max_latency_ms / 1000
 
     def capture(_):
@@ -167,25 +157,16 @@ def _run_live(source, detector, tracker, identity, anonymizer, sink, boxes, repo
             if time.monotonic() - frame.captured > budget_s:
                 live["dropped_too_old"] += 1  # cheapest place to drop: nothing was spent on it yet
                 continue
-            yield frame, detector.detect([frame.image])[0]
-
-    cuts = ShotCutDetector()
-
-    def track(items):
-        for frame, dets in items:
-            cut = cuts.update(frame.image)
-            if cut:
-                tracker.reset()
-            yield TrackedFrame(frame, tracker.update(dets, frame.image), len(dets), shot_cut=cut)
+            yield frame, st.detector.detect([frame.image])[0]
 
     def anonymize(items):
         for tf in items:
-            anonymizer.apply_batch([tf])
+            st.anonymizer.apply_batch([tf])
             yield tf
 
-    stages = [("capture", capture), ("detect", detect), ("track", track)]
-    if identity is not None:
-        stages.append(("identity", identity))
+    stages = [("capture", capture), ("detect", detect), ("track", track_stage(st.tracker))]
+    if st.identity is not None:
+        stages.append(("identity", st.identity))
     stages.append(("anonymize", anonymize))
     bar = tqdm(total=config.max_frames, unit="frame", disable=not progress, dynamic_ncols=True, file=sys.stderr)
     encode_s = 0.0

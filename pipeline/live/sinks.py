@@ -15,7 +15,7 @@ from dataclasses import replace
 import av
 import numpy as np
 
-from ..errors import OutputError
+from ..errors import OutputError, reason
 from ..records import Frame, VideoInfo
 from ..video_writer import VideoWriter, check_output_path, encoder_threads
 
@@ -130,7 +130,7 @@ class PublishSink:
         try:
             self.container = av.open(url, mode="w", format=fmt, options=options, timeout=(timeout_s, timeout_s))
         except (av.FFmpegError, OSError) as e:
-            raise OutputError(f"cannot publish to {url} ({getattr(e, 'strerror', None) or e})") from e
+            raise OutputError(f"cannot publish to {url} ({reason(e)})") from e
         rate = info.average_rate or 25
         gop = str(max(1, round(float(rate))))  # a keyframe every second: a viewer joins fast
         self.stream = self.container.add_stream("libx264", rate=rate, options={
@@ -145,7 +145,7 @@ class PublishSink:
             self.container.start_encoding()
         except av.FFmpegError as e:
             self.abort()
-            raise OutputError(f"cannot publish to {url} ({getattr(e, 'strerror', None) or e})") from e
+            raise OutputError(f"cannot publish to {url} ({reason(e)})") from e
 
     def write(self, frame: Frame) -> None:
         image = frame.image if self._even is None else frame.image[: self._even[0], : self._even[1]]
@@ -154,7 +154,7 @@ class PublishSink:
         try:
             self.container.mux(self.stream.encode(vf))
         except (av.FFmpegError, OSError) as e:
-            raise OutputError(f"publishing failed ({getattr(e, 'strerror', None) or e}): {self.outputs[0]['path']}") from e
+            raise OutputError(f"publishing failed ({reason(e)}): {self.outputs[0]['path']}") from e
         self.frames_written += 1
 
     def close(self) -> None:

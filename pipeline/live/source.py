@@ -21,7 +21,7 @@ from fractions import Fraction
 
 import av
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, reason
 from ..records import Frame, VideoInfo
 
 log = logging.getLogger(__name__)
@@ -38,8 +38,8 @@ class StopEvent(threading.Event):
 
     reason: str | None = None
 
-    def request(self, reason: str) -> None:
-        self.reason = self.reason or reason
+    def request(self, who: str) -> None:
+        self.reason = self.reason or who
         self.set()
 
 
@@ -273,7 +273,7 @@ class LiveSource:
                 self._last_error = "end of stream"
                 return None
             except (av.FFmpegError, OSError) as e:
-                self._last_error = _reason(e)
+                self._last_error = reason(e)
                 return None
             if not packet.size:
                 continue
@@ -308,8 +308,8 @@ class LiveSource:
                 scheme = self.url.split("://", 1)[0]
                 raise InvalidInputError(f"this FFmpeg build cannot open {scheme}:// streams (protocol not found): {self.url}") from None
             except (av.FFmpegError, OSError) as e:
-                first_error = first_error or _reason(e)
-                self._last_error = _reason(e)
+                first_error = first_error or reason(e)
+                self._last_error = reason(e)
             if deadline is not None and time.monotonic() + delay > deadline:
                 return first_error
             self.stop.wait(delay)
@@ -323,7 +323,3 @@ class LiveSource:
             except Exception:
                 pass
             self._container = None
-
-
-def _reason(e: BaseException) -> str:
-    return getattr(e, "strerror", None) or str(e) or type(e).__name__
