@@ -14,13 +14,15 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+def cli_argv(*args) -> list[str]:
+    """The real command line's argv, for tests that start it themselves (Popen, signals)."""
+    return [sys.executable, str(ROOT / "run_pipeline.py"), *map(str, args)]
+
+
 def run_cli(*args, timeout=300, env_extra=None):
     """The real command line, in a subprocess, as a user runs it."""
     env = {**os.environ, **(env_extra or {})}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "run_pipeline.py"), *map(str, args)],
-        capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env,
-    )
+    return subprocess.run(cli_argv(*args), capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
 
 
 def read_video(path):
@@ -62,6 +64,16 @@ def synthetic(tmp_path_factory):
 
     d = tmp_path_factory.mktemp("synthetic")
     return make_video(str(d / "face.mp4"), width=320, height=240, frames=40)
+
+
+@pytest.fixture(scope="session")
+def camera_file(tmp_path_factory):
+    """A 25 fps clip for the loopback RTSP camera (tests/rtsp_server.py)."""
+    from pipeline.synthetic import make_video
+
+    path = tmp_path_factory.mktemp("cam") / "cam.mp4"
+    make_video(str(path), width=320, height=240, frames=100, fps=25, audio=False)
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, no_leftovers, read_video, run_cli
+from conftest import ROOT, cli_argv, no_leftovers, read_video, run_cli
 from pipeline.fleet.jobs import (Job, completed, discover, fingerprint, output_rel, read_manifest, remove_partials,
                                  settings_digest)
 from pipeline.fleet.runner import FleetOptions, plan_workers
@@ -104,9 +104,8 @@ def test_killed_worker_video_is_retried(long_videos, tmp_path):
 
 
 def _start_fleet(src, out, rep, *extra):
-    return subprocess.Popen([sys.executable, str(ROOT / "run_pipeline.py"), str(src), "-o", str(out), "--workers", "2",
-                             "--report", str(rep), "-q", *map(str, extra)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(cli_argv(src, "-o", out, "--workers", 2, "--report", rep, "-q", *extra), cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _wait_busy(proc, out, timeout=120) -> list[int]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import threading
 import time
 
@@ -14,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import ROOT, no_leftovers, read_video, run_cli
+from conftest import cli_argv, no_leftovers, read_video, run_cli
 from pipeline.live.run import LatencyStats
 from pipeline.live.sinks import segment_path
 from pipeline.live.source import LatestBuffer, is_stream_url
@@ -23,17 +22,8 @@ from rtsp_harness import RtspServer, free_port, unavailable_reason
 needs_rtsp = pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason()))
 
 
-@pytest.fixture(scope="module")
-def camera_file(tmp_path_factory):
-    from pipeline.synthetic import make_video
-
-    path = tmp_path_factory.mktemp("cam") / "cam.mp4"
-    make_video(str(path), width=320, height=240, frames=100, fps=25, audio=False)
-    return path
-
-
 def _live(url, out, *extra):
-    return [sys.executable, str(ROOT / "run_pipeline.py"), url, "-o", str(out), "-q", *map(str, extra)]
+    return cli_argv(url, "-o", out, "-q", *extra)
 
 
 def _boxes(path):

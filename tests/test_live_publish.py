@@ -6,29 +6,19 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import av
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import cli_argv
 from rtsp_harness import RtspRecorder, RtspServer, unavailable_reason
 
 pytestmark = pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason()))
 
 
-@pytest.fixture(scope="module")
-def camera_file(tmp_path_factory):
-    from pipeline.synthetic import make_video
-
-    path = tmp_path_factory.mktemp("cam") / "cam.mp4"
-    make_video(str(path), width=320, height=240, frames=100, fps=25, audio=False)
-    return path
-
-
 def _publish(cam_url, out_url, *extra):
-    return [sys.executable, str(ROOT / "run_pipeline.py"), cam_url, "-o", out_url, "-q", *map(str, extra)]
+    return cli_argv(cam_url, "-o", out_url, "-q", *extra)
 
 
 def _recorded(path):
