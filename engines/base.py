@@ -1,7 +1,8 @@
 """One small interface for every model runtime.
 
-The pipeline calls `engine(inputs) -> outputs` on NumPy arrays and never asks which backend
-runs it: ONNX Runtime today, torch and TensorRT behind the same two methods later. A backend
+The pipeline calls `engine(inputs) -> outputs` on NumPy arrays, or `engine.run_tensors(inputs)`
+on torch tensors (the device data path), and never asks which backend runs it: ONNX Runtime
+and torch today, TensorRT behind the same methods later. A backend
 is chosen once, when the engine is built (`engines.registry.load_engine`), never per call.
 """
 
@@ -41,6 +42,20 @@ class Engine(ABC):
     @abstractmethod
     def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one batch; returns every output by name."""
+
+    def run_tensors(self, feeds: dict) -> dict:
+        """torch tensors in, torch tensors out, on the inputs' device: the device data path
+        (pipeline.face_ops.TorchFaceOps) calls this so frames never leave the device.
+
+        Backends that run on device memory (torch; TensorRT) override it to stay there. This
+        default goes through host memory, so every backend can serve that path, at the price
+        of two copies per batch.
+        """
+        import torch
+
+        device = next(iter(feeds.values())).device
+        out = self({k: v.detach().float().cpu().numpy() for k, v in feeds.items()})
+        return {k: torch.from_numpy(v).to(device) for k, v in out.items()}
 
     def close(self) -> None:  # backends with device memory release it here
         pass

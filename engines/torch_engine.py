@@ -1,4 +1,10 @@
-"""torch backend: runs one of our nn.Module model definitions behind the `Engine` interface."""
+"""torch backend: runs one of our nn.Module model definitions behind the `Engine` interface.
+
+`dtype` and `channels_last` are the GPU settings (fp16 and NHWC make convolutions run on
+tensor cores); on CPU they are accepted, and the tests check that they change nothing but
+rounding. Inputs are cast to the engine's dtype and outputs come back as float32, so callers
+never see the precision.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +12,52 @@ import numpy as np
 
 from .base import Engine, TensorSpec
 
+DTYPES = ("float32", "float16", "bfloat16")
+
 
 class TorchEngine(Engine):
-    def __init__(self, module, input_names: tuple[str, ...], output_names: tuple[str, ...], *, device: str = "cpu"):
+    def __init__(self, module, input_names: tuple[str, ...], output_names: tuple[str, ...], *, device: str = "cpu",
+                 dtype: str = "float32", channels_last: bool = False):
         import torch
 
+        if dtype not in DTYPES:
+            raise ValueError(f"unknown torch engine dtype {dtype!r}; valid: {', '.join(DTYPES)}")
         self._torch = torch
         self.device = torch.device(device)
-        self.module = module.eval().to(self.device)
+        self.dtype = getattr(torch, dtype)
+        self.channels_last = channels_last
+        module = module.eval().to(self.device, dtype=self.dtype)
+        self.module = module.to(memory_format=torch.channels_last) if channels_last else module
         self.inputs = tuple(TensorSpec(n, (), "float32") for n in input_names)
         self.outputs = tuple(TensorSpec(n, (), "float32") for n in output_names)
 
-    def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _check(self, feeds: dict) -> list[str]:
         names = [i.name for i in self.inputs]
         if set(feeds) != set(names):
             raise ValueError(f"engine expects inputs {sorted(names)}, got {sorted(feeds)}")
+        return names
+
+    def _run(self, tensors: list) -> tuple:
         torch = self._torch
+        args = []
+        for t in tensors:
+            t = t.to(self.device, dtype=self.dtype, non_blocking=True)
+            if self.channels_last and t.dim() == 4:
+                t = t.contiguous(memory_format=torch.channels_last)
+            args.append(t)
         with torch.inference_mode():
-            args = [torch.from_numpy(np.ascontiguousarray(feeds[n])).to(self.device) for n in names]
             out = self.module(*args)
         out = out if isinstance(out, (tuple, list)) else (out,)
-        return {spec.name: o.detach().cpu().numpy() for spec, o in zip(self.outputs, out)}
+        return tuple(o.float().contiguous() for o in out)
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = self._check(feeds)
+        out = self._run([self._torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in names])
+        return {spec.name: o.cpu().numpy() for spec, o in zip(self.outputs, out)}
+
+    def run_tensors(self, feeds: dict) -> dict:
+        """Stays on the device: inputs are moved only if they are elsewhere (a no-op on the
+        engine's own device), outputs are left where the model produced them."""
+        names = self._check(feeds)
+        out = self._run([feeds[n] for n in names])
+        return {spec.name: o for spec, o in zip(self.outputs, out)}

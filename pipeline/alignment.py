@@ -107,25 +107,48 @@ class AlignedFaces:
         return len(self.crops)
 
 
-def align(frames: list[np.ndarray], landmarks: list[np.ndarray], size: int = 224) -> AlignedFaces:
-    """Aligns every face of every frame in one call. `landmarks[f]` is (K_f, 5, 2) for frame f."""
+@dataclass
+class FaceFits:
+    """Where every face of a batch of frames goes in crop space; the warp itself comes after,
+    on the host (`align`) or on a device (pipeline.torch_faces), from the same numbers."""
+
+    matrices: np.ndarray  # (N, 2, 3) float32, frame → crop (zeros where not ok)
+    frame_index: np.ndarray  # (N,) int
+    pose: np.ndarray  # (N,) template index (2 = frontal for 224; 0 for 512); -1 where not aligned
+    ok: np.ndarray  # (N,) bool: False where no similarity fits the landmarks
+
+
+def fit_all(landmarks: list[np.ndarray], size: int = 224) -> FaceFits:
+    """Fits every face of every frame; `landmarks[f]` is (K_f, 5, 2) for frame f. Faces come out
+    frame by frame, in the order given. One bad face never fails the others of the batch."""
     if size not in (224, 512):
         raise ValueError(f"SimSwap crops are 224 or 512 pixels, got {size}")
-    crops, mats, idx, poses, ok = [], [], [], [], []
-    for f, (img, lms) in enumerate(zip(frames, landmarks)):
+    mats, idx, poses, ok = [], [], [], []
+    for f, lms in enumerate(landmarks):
         for lm in np.asarray(lms, np.float32).reshape(-1, 5, 2):
             try:
                 m, pose = estimate(lm, size)
-                crops.append(cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR, borderValue=0))
                 ok.append(True)
-            except ValueError:  # one bad face must not fail the others of the batch
+            except ValueError:
                 m, pose = np.zeros((2, 3), np.float32), -1
-                crops.append(np.zeros((size, size, 3), np.uint8))
                 ok.append(False)
             mats.append(m)
             idx.append(f)
             poses.append(pose)
-    if not crops:
-        return AlignedFaces(np.zeros((0, size, size, 3), np.uint8), np.zeros((0, 2, 3), np.float32),
-                            np.zeros((0,), np.int64), np.zeros((0,), np.int64), np.zeros((0,), bool))
-    return AlignedFaces(np.stack(crops), np.stack(mats), np.array(idx), np.array(poses), np.array(ok))
+    if not mats:
+        return FaceFits(np.zeros((0, 2, 3), np.float32), np.zeros((0,), np.int64), np.zeros((0,), np.int64), np.zeros((0,), bool))
+    return FaceFits(np.stack(mats), np.array(idx), np.array(poses), np.array(ok))
+
+
+def warp_all(frames: list[np.ndarray], fits: FaceFits, size: int) -> np.ndarray:
+    """(N, size, size, 3) uint8 crops on the host, black where the fit failed."""
+    crops = np.zeros((len(fits.ok), size, size, 3), np.uint8)
+    for i in np.flatnonzero(fits.ok):
+        crops[i] = cv2.warpAffine(frames[fits.frame_index[i]], fits.matrices[i], (size, size), flags=cv2.INTER_LINEAR, borderValue=0)
+    return crops
+
+
+def align(frames: list[np.ndarray], landmarks: list[np.ndarray], size: int = 224) -> AlignedFaces:
+    """Aligns every face of every frame in one call. `landmarks[f]` is (K_f, 5, 2) for frame f."""
+    fits = fit_all(landmarks, size)
+    return AlignedFaces(warp_all(frames, fits, size), fits.matrices, fits.frame_index, fits.pose, fits.ok)

@@ -29,8 +29,25 @@ class Region:
     alpha: np.ndarray
 
 
-def face_region(box: np.ndarray, shape: tuple[int, int], *, scale: float = 1.3, feather: float = 0.25) -> Region | None:
-    """Alpha mask of the anonymized ellipse for one face; None if it lies outside the frame."""
+@dataclass(frozen=True)
+class Ellipse:
+    """The anonymized ellipse of one face and its integer ROI; both data paths (OpenCV on
+    host images, torch on device tensors: pipeline.torch_faces) draw alpha from this."""
+
+    cx: float
+    cy: float
+    a: float  # semi-axes, pixels
+    b: float
+    reach: float  # 1 + feather: alpha falls from 1 at r = 1 to 0 at r = reach
+    feather: float
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+
+def face_ellipse(box: np.ndarray, shape: tuple[int, int], *, scale: float = 1.3, feather: float = 0.25) -> Ellipse | None:
+    """None if the feathered ellipse lies outside the frame."""
     h, w = shape
     cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
     a = max(1.0, (box[2] - box[0]) * scale / 2)
@@ -40,11 +57,19 @@ def face_region(box: np.ndarray, shape: tuple[int, int], *, scale: float = 1.3, 
     y0, y1 = max(0, int(np.floor(cy - b * reach))), min(h, int(np.ceil(cy + b * reach)) + 1)
     if x0 >= x1 or y0 >= y1:
         return None
-    xs = (np.arange(x0, x1, dtype=np.float32) + 0.5 - cx) / a
-    ys = (np.arange(y0, y1, dtype=np.float32) + 0.5 - cy) / b
+    return Ellipse(float(cx), float(cy), float(a), float(b), reach, feather, x0, y0, x1, y1)
+
+
+def face_region(box: np.ndarray, shape: tuple[int, int], *, scale: float = 1.3, feather: float = 0.25) -> Region | None:
+    """Alpha mask of the anonymized ellipse for one face; None if it lies outside the frame."""
+    e = face_ellipse(box, shape, scale=scale, feather=feather)
+    if e is None:
+        return None
+    xs = (np.arange(e.x0, e.x1, dtype=np.float32) + 0.5 - e.cx) / e.a
+    ys = (np.arange(e.y0, e.y1, dtype=np.float32) + 0.5 - e.cy) / e.b
     r = np.sqrt(ys[:, None] ** 2 + xs[None, :] ** 2)
-    alpha = np.clip((reach - r) / feather, 0.0, 1.0).astype(np.float32)
-    return Region(x0, y0, x1, y1, alpha)
+    alpha = np.clip((e.reach - r) / e.feather, 0.0, 1.0).astype(np.float32)
+    return Region(e.x0, e.y0, e.x1, e.y1, alpha)
 
 
 def _blur(roi: np.ndarray, face_w: float) -> np.ndarray:
@@ -70,9 +95,13 @@ _EFFECTS = {"blur": _blur, "pixelate": _pixelate, "mask": _mask}
 
 
 class Anonymizer:
-    """`apply(image, faces) -> image`: every face is covered, in place."""
+    """`apply(image, faces) -> image`: every face is covered, in place.
 
-    def __init__(self, mode: str = "blur", *, region_scale: float = 1.3, feather: float = 0.25):
+    `apply_batch` runs its pixel work through `ops` (pipeline.face_ops: host OpenCV by
+    default, or torch on a device); `apply` and `cover` are always the host path.
+    """
+
+    def __init__(self, mode: str = "blur", *, region_scale: float = 1.3, feather: float = 0.25, ops=None):
         if mode not in _EFFECTS:
             raise ValueError(f"unknown anonymizer mode {mode!r}; valid modes: {', '.join(MODES)}")
         if region_scale < 1.0:
@@ -81,20 +110,32 @@ class Anonymizer:
         self.region_scale = region_scale
         self.feather = feather
         self._effect = _EFFECTS[mode]
+        self.ops = ops
 
     def apply_batch(self, frames) -> None:
         """Same interface as the swapper: anonymize every face of these TrackedFrames."""
+        if self.ops is None:
+            for tf in frames:
+                self.apply(tf.frame.image, tf.faces)
+        else:
+            images = [tf.frame.image for tf in frames]
+            pixels = self.ops.load(images)
+            self.ops.cover(pixels, [(fi, face.cover) for fi, tf in enumerate(frames) for face in tf.faces], self)
+            self.ops.store(pixels, images)
         for tf in frames:
-            self.apply(tf.frame.image, tf.faces)
             for face in tf.faces:
                 face.outcome = face.outcome or self.mode
 
     def apply(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
         for face in faces:
-            region = face_region(face.cover, image.shape[:2], scale=self.region_scale, feather=self.feather)
-            if region is None:
-                continue
-            roi = image[region.y0 : region.y1, region.x0 : region.x1]
-            effect = self._effect(roi, float(face.cover[2] - face.cover[0]))
-            roi[...] = cv2.blendLinear(effect, roi, region.alpha, 1.0 - region.alpha)
+            self.cover(image, face.cover)
         return image
+
+    def cover(self, image: np.ndarray, box: np.ndarray) -> None:
+        """Covers one face's region (its cover box, scaled up and feathered) in place."""
+        region = face_region(box, image.shape[:2], scale=self.region_scale, feather=self.feather)
+        if region is None:
+            return
+        roi = image[region.y0 : region.y1, region.x0 : region.x1]
+        effect = self._effect(roi, float(box[2] - box[0]))
+        roi[...] = cv2.blendLinear(effect, roi, region.alpha, 1.0 - region.alpha)

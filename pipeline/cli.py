@@ -17,7 +17,7 @@ import tempfile
 
 from .arg_types import open_unit_interval, positive_int
 from .detector import AUTO_MAX_SIZE, AUTO_MIN_SIZE, DEFAULT_DETECT_SIZE, DEFAULT_THRESHOLD
-from .errors import AnonswapError, InvalidInputError, OutputError
+from .errors import AnonswapError, InvalidInputError, OutputError, fail
 from .identity import SCOPES, IdentityConfig
 from .run import MODES, RunConfig, anonymize_video, check_side_path, load_simswap_arcface
 from .swapper import SwapConfig
@@ -172,8 +172,7 @@ def gallery_main(argv: list[str]) -> int:
         g = SourceGallery.build(args.folder, FaceDetector(), embedders, labels=args.labels, latent_fn=latent_fn)
         g.save(args.output)
     except AnonswapError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+        return fail(e)
     print(f"wrote {args.output}: {len(g.sources)} identities, embedders {', '.join(g.embedders)}, "
           f"latents {'yes' if g.has_latents else 'no (computed at run time from the stored crops)'}")
     return 0
@@ -190,8 +189,7 @@ def perface_main(argv: list[str]) -> int:
     try:
         return perface_cli.main(args)
     except AnonswapError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+        return fail(e)
 
 
 def _default_model(name: str) -> str | None:
@@ -296,8 +294,7 @@ def _run_video(args, config: RunConfig, audit, log) -> int:
             result = run_audit(args.input, report["output"], json_path, html_path, audit_config, boxes=boxes, progress=not args.quiet, log=log)
             log(summary_line(result) + f"; wrote {json_path} and {html_path}")
     except AnonswapError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+        return fail(e)
     except KeyboardInterrupt:
         print("error: interrupted; no output written", file=sys.stderr)
         return 130

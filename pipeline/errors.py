@@ -35,3 +35,12 @@ class StageError(RuntimeError):
 def reason(e: BaseException) -> str:
     """An OS/FFmpeg error's own words (strerror) when it has them, else its message or type."""
     return getattr(e, "strerror", None) or str(e) or type(e).__name__
+
+
+def fail(e: AnonswapError) -> int:
+    """What every CLI does with a user error: one line on stderr (a message with newlines,
+    e.g. FFmpeg's, is folded so log scrapers see one record), then its exit status."""
+    import sys
+
+    print("error: " + " ".join(str(e).split()), file=sys.stderr)
+    return e.exit_code

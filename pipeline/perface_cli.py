@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from .arg_types import open_unit_interval, positive_int
-from .errors import AnonswapError, InvalidInputError
+from .errors import AnonswapError, InvalidInputError, fail
 
 PUBLIC_ARCHS = ("r50", "r18")
 ARCH_CHOICES = (*PUBLIC_ARCHS, "tiny")  # tiny: the same layout at test size (not in --help)
@@ -268,8 +268,7 @@ def cli(argv: list[str] | None = None) -> int:
     try:
         return main(args)
     except AnonswapError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+        return fail(e)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from .errors import AnonswapError, InvalidInputError, OutputError, StageError
 from .records import TrackedFrame
 from .shot_cuts import ShotCutDetector
 from .report import BoxesWriter, ReportBuilder, write_json_atomic
+from .run_outputs import RunOutputs
 from .stages import StagePipeline, batched
 from .video_reader import VideoReader
 from .video_writer import VideoWriter, check_output_path
@@ -279,9 +280,8 @@ def anonymize_video(
                          "embedder": config.embedder, "gallery": config.gallery, "person_registry": config.person_registry}
             if st.identity else None,
         }
-        boxes = writer = None
-        try:  # the writer is created inside: an interrupt at any point leaves no temp file behind
-            writer = VideoWriter(
+        with RunOutputs() as outs:  # opened inside: an interrupt at any point leaves no temp file behind
+            writer = outs.video = VideoWriter(
                 out,
                 reader.info,
                 audio_streams=reader.audio_streams,
@@ -291,7 +291,7 @@ def anonymize_video(
                 crf=config.crf,
                 preset=config.preset,
             )
-            boxes = BoxesWriter(boxes_path) if boxes_path else None
+            boxes = outs.boxes = BoxesWriter(boxes_path) if boxes_path else None
             _run(reader, st, writer, boxes, report, config, progress, on_frame)
             if reader.truncated:
                 raise InvalidInputError(
@@ -299,14 +299,6 @@ def anonymize_video(
                     f"less than the container declares: {input_path}"
                 )
             writer.close()
-        except BaseException:
-            if writer is not None:
-                writer.abort()
-            if boxes:
-                boxes.discard()
-            raise
-        if boxes:
-            boxes.commit()
         finish_identity(st.identity, report, config)
     finally:
         reader.close()

@@ -24,10 +24,10 @@ import numpy as np
 
 from engines import Engine
 
-from .alignment import align
+from .alignment import fit_all
 from .anonymizer import Anonymizer
+from .face_ops import HostFaceOps
 from .noise_defense import UniformNoise, check_eps
-from .paste_back import paste_back
 from .records import Face, TrackedFrame
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,8 @@ class FaceSwapper:
     """`apply_batch(frames)`: every face on these frames is swapped or, failing that, blurred.
 
     Which fake identity a face gets is not decided here: the identity stage sets
-    `face.source_latent` (one per person, stable for the whole video).
+    `face.source_latent` (one per person, stable for the whole video). Where the pixel work
+    runs (host OpenCV, or torch on a device) is `ops` (pipeline.face_ops), fixed when built.
     """
 
     mode = "swap"
@@ -61,12 +62,14 @@ class FaceSwapper:
         fallback: Anonymizer | None = None,
         config: SwapConfig = SwapConfig(),
         rng: np.random.Generator | None = None,
+        ops=None,
     ):
         """`rng` draws the defense noise; None (every run) is unseeded, so nobody can regenerate it."""
         self.engine = engine
         self.fallback = fallback or Anonymizer("blur")
         self.config = config
         self.noise = UniformNoise(config.defense_noise, rng) if config.defense_noise > 0 else None
+        self.ops = ops or HostFaceOps()
 
     def _reason(self, face: Face) -> str | None:
         if face.track_id is None:
@@ -88,47 +91,50 @@ class FaceSwapper:
                     face.outcome = f"blur:{reason}"
                 else:
                     todo.append((fi, face))
+        images = [tf.frame.image for tf in frames]
+        pixels = self.ops.load(images)
         if todo:
             try:
-                self._swap(frames, todo)
+                self._swap(pixels, todo)
             except Exception as e:  # alignment or paste-back failed: blur what is not swapped yet
                 log.warning("swap failed on a batch, blurring its faces: %s", e)
                 for _, face in todo:
                     if face.outcome is None:
                         face.outcome = "blur:swap_error"
-        for tf in frames:
-            failed = [f for f in tf.faces if f.outcome != "swap"]
-            self.fallback.apply(tf.frame.image, failed)
+        failed = [(fi, face.cover) for fi, tf in enumerate(frames) for face in tf.faces if face.outcome != "swap"]
+        self.ops.cover(pixels, failed, self.fallback)
+        self.ops.store(pixels, images)
 
-    def _swap(self, frames: list[TrackedFrame], todo: list[tuple[int, Face]]) -> None:
-        per_frame = [[] for _ in frames]
+    def _swap(self, pixels, todo: list[tuple[int, Face]]) -> None:
+        n_frames = max(fi for fi, _ in todo) + 1
+        per_frame = [[] for _ in range(n_frames)]
         for fi, face in todo:
             per_frame[fi].append(face.landmarks)
-        batch = align([tf.frame.image for tf in frames], [np.array(l, np.float32).reshape(-1, 5, 2) for l in per_frame], self.config.size)
-        # align() walks frames in order and faces in the order given, as `todo` is.
+        fits = fit_all([np.array(l, np.float32).reshape(-1, 5, 2) for l in per_frame], self.config.size)
+        # fit_all() walks frames in order and faces in the order given, as `todo` is.
         keep = []
         for k, (fi, face) in enumerate(todo):
-            if not batch.ok[k]:
+            if not fits.ok[k]:
                 face.outcome = "blur:swap_error"
-            elif batch.pose[k] in PROFILE_TEMPLATES and self.config.size == 224 and not self.config.swap_profiles:
+            elif fits.pose[k] in PROFILE_TEMPLATES and self.config.size == 224 and not self.config.swap_profiles:
                 face.outcome = "blur:profile"
             else:
                 keep.append(k)
         if not keep:
             return
-        image = batch.crops[keep].astype(np.float32).transpose(0, 3, 1, 2) / 255.0
-        latent = np.stack([todo[k][1].source_latent for k in keep]).astype(np.float32)
+        keep = np.array(keep)
+        ops = self.ops
+        image = ops.crops(pixels, fits, keep, self.config.size)
+        latent = ops.latents([todo[k][1].source_latent for k in keep])
         try:
-            out = self.engine({"image": np.ascontiguousarray(image), "latent": np.ascontiguousarray(latent)})["output"]
-            if out.shape != image.shape or not np.isfinite(out).all():
-                raise ValueError(f"generator returned {out.shape}, expected {image.shape} of finite values")
+            out = ops.generate(self.engine, image, latent)
+            if tuple(out.shape) != tuple(image.shape) or not ops.finite(out):
+                raise ValueError(f"generator returned {tuple(out.shape)}, expected {tuple(image.shape)} of finite values")
         except Exception as e:  # any engine failure: these faces are blurred, never left as they are
             log.warning("swap engine failed on %d faces, blurring them: %s", len(keep), e)
             for k in keep:
                 todo[k][1].outcome = "blur:engine_error"
             return
-        crops = (np.clip(out, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).transpose(0, 2, 3, 1)
-        for crop, k in zip(crops, keep):
-            fi, face = todo[k]
-            paste_back(frames[fi].frame.image, np.ascontiguousarray(crop), batch.matrices[k], noise=self.noise)
-            face.outcome = "swap"
+        ops.paste(pixels, out, fits.frame_index[keep], fits.matrices[keep], noise=self.noise)
+        for k in keep:
+            todo[k][1].outcome = "swap"

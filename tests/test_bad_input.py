@@ -140,3 +140,11 @@ def test_sigterm_mid_run_leaves_nothing_behind(tmp_path, delay):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode != 0 and "interrupted" in err
     assert list(out_dir.iterdir()) == []
+
+
+def test_cli_error_is_one_line_even_when_the_message_is_not(capsys):
+    """FFmpeg and OS messages can carry newlines; the CLI's error stays one record for log scrapers."""
+    from pipeline.errors import InvalidInputError, fail
+
+    assert fail(InvalidInputError("cannot decode\n  at packet 12\n")) == 2
+    assert capsys.readouterr().err == "error: cannot decode at packet 12\n"

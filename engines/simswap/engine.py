@@ -1,6 +1,7 @@
 """The SimSwap generator behind the `Engine` interface; the backend is picked here, once.
 
-- "torch": our nn.Module (CPU now; the GPU work adds CUDA/fp16 here).
+- "torch": our nn.Module; `device`, `dtype` (float16 / bfloat16) and `channels_last` are the
+  GPU settings (checked on CPU only so far: tests/test_torch_engine.py).
 - "onnxruntime": the ONNX export of the same weights, cached by the checkpoint's sha256, so a
   checkpoint is exported once (the same file TensorRT will build from).
 """
@@ -13,13 +14,16 @@ from ..base import Engine
 from .checkpoint import ONNX_INPUTS, ONNX_OUTPUT, export_onnx, load_generator
 
 
-def _torch(path: str, variant: str) -> Engine:
+def _torch(path: str, variant: str, **options) -> Engine:
+    """`options`: TorchEngine's device, dtype and channels_last (the GPU settings)."""
     from ..torch_engine import TorchEngine
 
-    return TorchEngine(load_generator(path, variant), ONNX_INPUTS, (ONNX_OUTPUT,))
+    return TorchEngine(load_generator(path, variant), ONNX_INPUTS, (ONNX_OUTPUT,), **options)
 
 
-def _onnxruntime(path: str, variant: str) -> Engine:
+def _onnxruntime(path: str, variant: str, **options) -> Engine:
+    if options:
+        raise ValueError(f"the onnxruntime generator backend takes no options, got {', '.join(sorted(options))}")
     from ..model_store import cache_dir
     from ..onnxruntime_engine import OnnxRuntimeEngine
 
@@ -37,9 +41,9 @@ def _onnxruntime(path: str, variant: str) -> Engine:
 GENERATOR_BACKENDS = {"torch": _torch, "onnxruntime": _onnxruntime}
 
 
-def generator_engine(path: str, variant: str, backend: str = "torch") -> Engine:
+def generator_engine(path: str, variant: str, backend: str = "torch", **options) -> Engine:
     try:
         build = GENERATOR_BACKENDS[backend]
     except KeyError:
         raise ValueError(f"unknown generator backend {backend!r}; available: {', '.join(GENERATOR_BACKENDS)}") from None
-    return build(path, variant)
+    return build(path, variant, **options)

@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 
-from ..errors import AnonswapError, OutputError
+from ..errors import AnonswapError, OutputError, fail
 from .measure import RECOGNIZERS, AuditConfig, audit_videos
 
 
@@ -96,8 +96,7 @@ def main(argv: list[str]) -> int:
     try:
         result = run_audit(args.original, args.anonymized, args.output, args.html, config, boxes=args.boxes, progress=not args.quiet, log=log)
     except AnonswapError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+        return fail(e)
     except KeyboardInterrupt:
         print("error: interrupted; no audit written", file=sys.stderr)
         return 130

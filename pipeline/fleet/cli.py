@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 
-from ..errors import AnonswapError, OutputError
+from ..errors import AnonswapError, OutputError, fail
 from ..run import RunConfig
 from ..video_writer import FORMATS
 from .jobs import discover, prepare_outdir
@@ -46,8 +46,7 @@ def fleet_main(args, config: RunConfig, log) -> int:
     except AnonswapError as e:
         if created and not os.listdir(outdir):
             os.rmdir(outdir)
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+        return fail(e)
     except KeyboardInterrupt:
         print("error: interrupted; finished videos are kept, the rest were not written (rerun to resume)", file=sys.stderr)
         return 130

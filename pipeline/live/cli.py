@@ -11,7 +11,7 @@ from __future__ import annotations
 import signal
 import sys
 
-from ..errors import AnonswapError
+from ..errors import AnonswapError, fail
 from ..run import RunConfig
 from .run import LiveOptions, anonymize_live
 from .source import StopEvent
@@ -40,8 +40,7 @@ def live_main(args, config: RunConfig, log) -> int:
         report = anonymize_live(args.input, args.output, config, opts, report_path=args.report, boxes_path=args.boxes,
                                 stop=stop, progress=not args.quiet, log=log)
     except AnonswapError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+        return fail(e)
     except KeyboardInterrupt:
         print("error: interrupted twice; the open output file was discarded", file=sys.stderr)
         return 130

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from ..errors import AnonswapError, StageError
 from ..report import BoxesWriter, ReportBuilder, write_json_atomic
+from ..run_outputs import RunOutputs
 from ..run import RunConfig, Stages, build_stages, check_side_path, finish_identity, resolve_mode, track_stage
 from ..stages import StagePipeline
 from .sinks import check_live_output, is_publish_url, open_sink
@@ -105,24 +106,15 @@ def anonymize_live(
         report.settings = {"detect_size": detector.long_side(source.info.height, source.info.width), "threshold": detector.threshold,
                            "batch_size": 1, "crf": config.crf, "preset": config.preset, "tracker": asdict(config.tracker),
                            "live": asdict(opts)}
-        sink = boxes = None
-        try:
-            sink = open_sink(output, source.info, segment_seconds=opts.segment_seconds, crf=config.crf, preset=config.preset)
-            boxes = BoxesWriter(boxes_path) if boxes_path else None
+        with RunOutputs() as outs:
+            sink = outs.video = open_sink(output, source.info, segment_seconds=opts.segment_seconds, crf=config.crf, preset=config.preset)
+            boxes = outs.boxes = BoxesWriter(boxes_path) if boxes_path else None
             _run_live(source, st, sink, boxes, report, config, opts, latency, live, progress)
             if source.error is not None:
                 raise source.error
             if sink.frames_written == 0:
                 raise AnonswapError(f"no frame was anonymized before the run ended ({live['stopped_by']}); nothing written")
             sink.close()
-        except BaseException:
-            if sink is not None:
-                sink.abort()
-            if boxes:
-                boxes.discard()
-            raise
-        if boxes:
-            boxes.commit()
         finish_identity(st.identity, report, config)
     finally:
         source.close()

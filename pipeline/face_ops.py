@@ -1,0 +1,115 @@
+"""Where a batch's pixel work runs: OpenCV on the host images, or torch on a device.
+
+The swap and cover stages decide what happens to each face (swap, which fake identity, or
+blur and why); a FaceOps does the pixel work (crops, generator call, paste-back, cover) and
+is picked once, when the stage is built, so the stages never branch on where they run:
+
+    ops.load(images) → crops → generate → paste → cover → ops.store(frames, images)
+
+- `HostFaceOps`: OpenCV on the frames' own NumPy images, in place; what every run uses now.
+- `TorchFaceOps(device)`: one upload of the batch's frames, every step batched on the device
+  (pipeline.torch_faces), the engine called through `run_tensors` so crops and generated
+  faces never leave the device, one download at the end. The GPU path (issue 7) runs it on
+  CUDA; on CPU the tests hold it to the host path's output.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .alignment import FaceFits, warp_all
+from .paste_back import paste_back
+
+
+class HostFaceOps:
+    """OpenCV on host images: `frames` is the list of the batch's images, edited in place."""
+
+    device = None
+
+    def load(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        return images
+
+    def store(self, frames, images: list[np.ndarray]) -> None:
+        pass  # edited in place
+
+    def crops(self, frames, fits: FaceFits, keep: np.ndarray, size: int) -> np.ndarray:
+        """(K, 3, S, S) float32 in [0, 1]: the generator's input for the faces in `keep`."""
+        sub = FaceFits(fits.matrices[keep], fits.frame_index[keep], fits.pose[keep], fits.ok[keep])
+        return np.ascontiguousarray(warp_all(frames, sub, size).astype(np.float32).transpose(0, 3, 1, 2) / 255.0)
+
+    def latents(self, latents: list[np.ndarray]) -> np.ndarray:
+        return np.ascontiguousarray(np.stack(latents).astype(np.float32))
+
+    def generate(self, engine, image, latent):
+        return engine({"image": image, "latent": latent})["output"]
+
+    def finite(self, out) -> bool:
+        return bool(np.isfinite(out).all())
+
+    def paste(self, frames, out, frame_index: np.ndarray, matrices: np.ndarray, noise=None) -> None:
+        crops = (np.clip(out, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).transpose(0, 2, 3, 1)
+        for crop, fi, m in zip(crops, frame_index, matrices):
+            paste_back(frames[fi], np.ascontiguousarray(crop), m, noise=noise)
+
+    def cover(self, frames, items: list[tuple[int, np.ndarray]], anonymizer) -> None:
+        """Covers each (frame index, cover box) with the anonymizer's effect, in order."""
+        for fi, box in items:
+            anonymizer.cover(frames[fi], box)
+
+
+class TorchFaceOps:
+    """torch on `device`: `frames` is one (F, H, W, 3) uint8 tensor for the batch."""
+
+    def __init__(self, device: str = "cpu"):
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device)
+        self._generator: Any = None
+
+    def load(self, images: list[np.ndarray]):
+        from .torch_faces import upload
+
+        return upload(images, self.device)
+
+    def store(self, frames, images: list[np.ndarray]) -> None:
+        from .torch_faces import download
+
+        download(frames, images)
+
+    def crops(self, frames, fits: FaceFits, keep: np.ndarray, size: int):
+        from .torch_faces import warp_crops
+
+        return warp_crops(frames, fits.frame_index[keep], fits.matrices[keep], size)
+
+    def latents(self, latents: list[np.ndarray]):
+        return self.torch.as_tensor(np.stack(latents).astype(np.float32), device=self.device)
+
+    def generate(self, engine, image, latent):
+        return engine.run_tensors({"image": image, "latent": latent})["output"]
+
+    def finite(self, out) -> bool:
+        return bool(self.torch.isfinite(out).all())
+
+    def paste(self, frames, out, frame_index: np.ndarray, matrices: np.ndarray, noise=None) -> None:
+        from .torch_faces import paste_crops
+
+        eps = noise.eps if noise is not None else 0.0
+        if eps > 0 and self._generator is None:
+            # Seeded from the noise hook's own generator: unseeded (OS entropy) in a run, so
+            # nobody can regenerate the noise; seeded in tests, so they can repeat it.
+            self._generator = self.torch.Generator(device=self.device)
+            self._generator.manual_seed(int(noise.rng.integers(2**62)))
+        paste_crops(frames, out.clamp(0.0, 1.0), frame_index, matrices, noise_eps=eps, generator=self._generator)
+
+    def cover(self, frames, items: list[tuple[int, np.ndarray]], anonymizer) -> None:
+        from .torch_faces import cover_faces
+
+        cover_faces(frames, items, anonymizer.mode, scale=anonymizer.region_scale, feather=anonymizer.feather)
+
+
+def face_ops(device: str | None = None):
+    """None: the host path. A torch device name ("cpu", "cuda", "cuda:1"): the device path."""
+    return HostFaceOps() if device is None else TorchFaceOps(device)
