@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .face_ops import HostFaceOps
 from .records import Face
 
 MODES = ("blur", "pixelate", "mask")
@@ -72,18 +73,31 @@ def face_region(box: np.ndarray, shape: tuple[int, int], *, scale: float = 1.3, 
     return Region(e.x0, e.y0, e.x1, e.y1, alpha)
 
 
+def small_size(mode: str, h: int, w: int, face_w: float) -> tuple[int, int]:
+    """(h, w) an h×w ROI is shrunk to by blur or pixelate; both data paths (here and
+    pipeline.torch_faces) take the effect's strength from this one place.
+
+    blur: the face spans ~8 px, so its strength follows the face size (identity gone at any
+    resolution) at a cost independent of it. pixelate: ~8 blocks across the face.
+    """
+    if mode == "blur":
+        f = min(1.0, 8.0 / max(face_w, 1.0))
+        return max(1, round(h * f)), max(1, round(w * f))
+    block = max(2, int(round(face_w / 8)))
+    return max(1, h // block), max(1, w // block)
+
+
 def _blur(roi: np.ndarray, face_w: float) -> np.ndarray:
-    # Downscale so the face spans ~8 px, smooth, upscale: a blur whose strength follows the
-    # face size (identity gone at any resolution) at a cost independent of it.
-    f = min(1.0, 8.0 / max(face_w, 1.0))
-    small = cv2.resize(roi, (max(1, round(roi.shape[1] * f)), max(1, round(roi.shape[0] * f))), interpolation=cv2.INTER_AREA)
+    # Downscale, smooth, upscale.
+    sh, sw = small_size("blur", roi.shape[0], roi.shape[1], face_w)
+    small = cv2.resize(roi, (sw, sh), interpolation=cv2.INTER_AREA)
     small = cv2.GaussianBlur(small, (0, 0), 1.0)
     return cv2.resize(small, (roi.shape[1], roi.shape[0]), interpolation=cv2.INTER_LINEAR)
 
 
 def _pixelate(roi: np.ndarray, face_w: float) -> np.ndarray:
-    block = max(2, int(round(face_w / 8)))  # ~8 blocks across the face
-    small = cv2.resize(roi, (max(1, roi.shape[1] // block), max(1, roi.shape[0] // block)), interpolation=cv2.INTER_AREA)
+    sh, sw = small_size("pixelate", roi.shape[0], roi.shape[1], face_w)
+    small = cv2.resize(roi, (sw, sh), interpolation=cv2.INTER_AREA)
     return cv2.resize(small, (roi.shape[1], roi.shape[0]), interpolation=cv2.INTER_NEAREST)
 
 
@@ -98,7 +112,8 @@ class Anonymizer:
     """`apply(image, faces) -> image`: every face is covered, in place.
 
     `apply_batch` runs its pixel work through `ops` (pipeline.face_ops: host OpenCV by
-    default, or torch on a device); `apply` and `cover` are always the host path.
+    default, or torch on a device); `apply` and `cover` are always the host path, which
+    HostFaceOps calls.
     """
 
     def __init__(self, mode: str = "blur", *, region_scale: float = 1.3, feather: float = 0.25, ops=None):
@@ -110,18 +125,14 @@ class Anonymizer:
         self.region_scale = region_scale
         self.feather = feather
         self._effect = _EFFECTS[mode]
-        self.ops = ops
+        self.ops = ops or HostFaceOps()
 
     def apply_batch(self, frames) -> None:
         """Same interface as the swapper: anonymize every face of these TrackedFrames."""
-        if self.ops is None:
-            for tf in frames:
-                self.apply(tf.frame.image, tf.faces)
-        else:
-            images = [tf.frame.image for tf in frames]
-            pixels = self.ops.load(images)
-            self.ops.cover(pixels, [(fi, face.cover) for fi, tf in enumerate(frames) for face in tf.faces], self)
-            self.ops.store(pixels, images)
+        images = [tf.frame.image for tf in frames]
+        pixels = self.ops.load(images)
+        self.ops.cover(pixels, [(fi, face.cover) for fi, tf in enumerate(frames) for face in tf.faces], self)
+        self.ops.store(pixels, images)
         for tf in frames:
             for face in tf.faces:
                 face.outcome = face.outcome or self.mode

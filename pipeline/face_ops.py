@@ -26,8 +26,6 @@ from .paste_back import paste_back
 class HostFaceOps:
     """OpenCV on host images: `frames` is the list of the batch's images, edited in place."""
 
-    device = None
-
     def load(self, images: list[np.ndarray]) -> list[np.ndarray]:
         return images
 
@@ -109,7 +107,3 @@ class TorchFaceOps:
 
         cover_faces(frames, items, anonymizer.mode, scale=anonymizer.region_scale, feather=anonymizer.feather)
 
-
-def face_ops(device: str | None = None):
-    """None: the host path. A torch device name ("cpu", "cuda", "cuda:1"): the device path."""
-    return HostFaceOps() if device is None else TorchFaceOps(device)

@@ -35,6 +35,16 @@ def soft_mask(size: int) -> np.ndarray:
     return mask
 
 
+def paste_roi(matrix: np.ndarray, size: int, shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """The frame ROI (x0, y0, x1, y1) a size×size crop lands in through the frame→crop `matrix`:
+    the warped crop's bounding box, clipped to the frame; None where it misses the frame."""
+    corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float64) @ inverse(matrix).T
+    h, w = shape
+    x0, y0 = max(0, int(np.floor(corners[:, 0].min()))), max(0, int(np.floor(corners[:, 1].min())))
+    x1, y1 = min(w, int(np.ceil(corners[:, 0].max())) + 1), min(h, int(np.ceil(corners[:, 1].max())) + 1)
+    return (x0, y0, x1, y1) if x0 < x1 and y0 < y1 else None
+
+
 def paste_back(
     image: np.ndarray,
     crop: np.ndarray,
@@ -48,14 +58,11 @@ def paste_back(
     warped soft mask, so it can perturb exactly the pasted pixels (pipeline.noise_defense).
     """
     size = crop.shape[0]
-    inv = inverse(matrix)
-    corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float64) @ inv.T
-    h, w = image.shape[:2]
-    x0, y0 = max(0, int(np.floor(corners[:, 0].min()))), max(0, int(np.floor(corners[:, 1].min())))
-    x1, y1 = min(w, int(np.ceil(corners[:, 0].max())) + 1), min(h, int(np.ceil(corners[:, 1].max())) + 1)
-    if x0 >= x1 or y0 >= y1:
+    roi_box = paste_roi(matrix, size, image.shape[:2])
+    if roi_box is None:
         return None
-    local = inv.copy()
+    x0, y0, x1, y1 = roi_box
+    local = inverse(matrix)
     local[:, 2] -= (x0, y0)
     dsize = (x1 - x0, y1 - y0)
     warped = cv2.warpAffine(crop, local, dsize, flags=cv2.INTER_LINEAR, borderValue=0)

@@ -24,7 +24,7 @@ from .source_assignment import AssignConfig, SourceAssigner
 from .source_gallery import SourceGallery
 from .swapper import FaceSwapper, SwapConfig
 from .detector import DEFAULT_DETECT_SIZE, DEFAULT_THRESHOLD, FaceDetector
-from .errors import AnonswapError, InvalidInputError, OutputError, StageError
+from .errors import InvalidInputError, OutputError
 from .records import TrackedFrame
 from .shot_cuts import ShotCutDetector
 from .report import BoxesWriter, ReportBuilder, write_json_atomic
@@ -201,6 +201,15 @@ class Stages:
     tracker: FaceTracker
     anonymizer: object
 
+    def chain(self, source: tuple[str, Callable], detect: Callable, anonymize: Callable) -> list[tuple[str, Callable]]:
+        """The stage list a run hands to StagePipeline: its own source, detection and
+        anonymize steps (file and live runs batch differently) around the shared tracking
+        and, when a gallery is given, identity stages."""
+        stages = [source, ("detect", detect), ("track", track_stage(self.tracker))]
+        if self.identity is not None:
+            stages.append(("identity", self.identity))
+        return stages + [("anonymize", anonymize)]
+
 
 def build_stages(mode: str, config: RunConfig, detector: FaceDetector | None = None, models: ModelCache | None = None) -> Stages:
     detector = detector or _cached(models, ("detector", config.detect_size, config.threshold),
@@ -336,13 +345,9 @@ def _run(reader, st: Stages, writer, boxes, report, config, progress, on_frame=N
     if config.max_frames and reader.info.frames_hint:
         total = min(config.max_frames, reader.info.frames_hint)
     bar = tqdm(total=total, unit="frame", disable=not progress, dynamic_ncols=True, file=sys.stderr)
-    stages = [("decode", source), ("detect", detect), ("track", track_stage(st.tracker))]
-    if st.identity is not None:
-        stages.append(("identity", st.identity))
-    stages.append(("anonymize", anonymize))
     encode_s = 0.0
     try:
-        with StagePipeline(stages, maxsize=config.queue_size) as pipe:
+        with StagePipeline(st.chain(("decode", source), detect, anonymize), maxsize=config.queue_size) as pipe:
             for tf in pipe:
                 t = time.perf_counter()
                 writer.write(tf.frame)
@@ -358,9 +363,5 @@ def _run(reader, st: Stages, writer, boxes, report, config, progress, on_frame=N
             for packet in reader.trailing_audio:
                 writer.write_audio(packet)
             report.stage_ms = {**pipe.busy_ms(), "encode": round(encode_s * 1000, 1)}
-    except StageError as e:
-        if isinstance(e.error, AnonswapError):
-            raise e.error from None
-        raise
     finally:
         bar.close()

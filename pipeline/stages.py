@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Callable, Iterable, Iterator
 
-from .errors import StageError
+from .errors import AnonswapError, StageError
 
 _END = object()
 POLL_S = 0.1
@@ -141,6 +141,8 @@ class StagePipeline:
 
     def _raise_failed(self) -> None:
         for s in self.stages:
+            if isinstance(s.error, AnonswapError):
+                raise s.error  # a user error already says what is wrong, on one line, with its exit status
             if s.error is not None:
                 raise StageError(s.stage_name, s.error) from s.error
         if self.stop.is_set():

@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from .alignment import inverse
-from .anonymizer import Ellipse, face_ellipse
-from .paste_back import soft_mask
+from .anonymizer import Ellipse, face_ellipse, small_size
+from .paste_back import paste_roi, soft_mask
 
 OFF_IMAGE = -3.0  # a normalized grid coordinate beyond any tap: grid_sample returns zeros
 
@@ -74,19 +74,6 @@ def warp_crops(frames: torch.Tensor, frame_index, matrices: np.ndarray, size: in
     return out.reshape(3, n_faces, size, size).permute(1, 0, 2, 3).div_(255.0)
 
 
-def paste_rois(matrices: np.ndarray, size: int, shape: tuple[int, int]) -> list[tuple[int, int, int, int] | None]:
-    """Each face's ROI (x0, y0, x1, y1) in its frame: the warped crop's bounding box, clipped;
-    the same rectangle paste_back.paste_back touches. None where it misses the frame."""
-    h, w = shape
-    rois = []
-    for m in matrices:
-        corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float64) @ inverse(m).T
-        x0, y0 = max(0, int(np.floor(corners[:, 0].min()))), max(0, int(np.floor(corners[:, 1].min())))
-        x1, y1 = min(w, int(np.ceil(corners[:, 0].max())) + 1), min(h, int(np.ceil(corners[:, 1].max())) + 1)
-        rois.append((x0, y0, x1, y1) if x0 < x1 and y0 < y1 else None)
-    return rois
-
-
 def paste_crops(
     frames: torch.Tensor,
     crops: torch.Tensor,
@@ -103,7 +90,7 @@ def paste_crops(
     """
     size = crops.shape[-1]
     _, h, w, _ = frames.shape
-    rois = paste_rois(matrices, size, (h, w))
+    rois = [paste_roi(m, size, (h, w)) for m in matrices]
     live = [i for i, r in enumerate(rois) if r is not None]
     if not live:
         return rois
@@ -157,12 +144,9 @@ def _effect(roi: torch.Tensor, mode: str, face_w: float) -> torch.Tensor:
     h, w = roi.shape[-2:]
     if mode == "mask":
         return torch.zeros_like(roi)
+    small = F.interpolate(roi, size=small_size(mode, h, w, face_w), mode="area")
     if mode == "blur":
-        f = min(1.0, 8.0 / max(face_w, 1.0))
-        small = F.interpolate(roi, size=(max(1, round(h * f)), max(1, round(w * f))), mode="area")
         return F.interpolate(_gaussian_1(small), size=(h, w), mode="bilinear", align_corners=False)
-    block = max(2, int(round(face_w / 8)))
-    small = F.interpolate(roi, size=(max(1, h // block), max(1, w // block)), mode="area")
     return F.interpolate(small, size=(h, w), mode="nearest")
 
 

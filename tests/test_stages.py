@@ -181,3 +181,17 @@ def test_pipeline_keeps_order_and_bounds_memory():
                 assert len(produced) <= 4 * 2 + 3
             out.append(x)
     assert out == [2 * i for i in range(200)]
+
+
+def test_a_user_error_in_a_stage_comes_out_as_itself():
+    """Bad input found mid-stream (e.g. by the decoder) keeps its one-line message and exit status 2, not a StageError wrapper."""
+    from pipeline.errors import InvalidInputError
+
+    def source(_):
+        yield 1
+        raise InvalidInputError("input is truncated or corrupt")
+
+    with pytest.raises(InvalidInputError, match="^input is truncated or corrupt$"):
+        with StagePipeline([("source", source), ("pass", lambda items: items)], maxsize=2) as pipe:
+            for _ in pipe:
+                pass

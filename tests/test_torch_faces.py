@@ -61,8 +61,8 @@ def test_crops_never_read_the_neighbouring_frame():
     assert crops.abs().max().item() == 0.0
     # And a bright frame next to dark ones gives a crop that is bright inside the frame, black outside it.
     lms = [np.zeros((0, 5, 2)), np.zeros((0, 5, 2)), landmarks(1.6, 30, -30, 0.0)[None]]
-    crops = torch_faces.warp_crops(torch_faces.upload([dark, dark, bright], "cpu"), fit_all(lms, 224).frame_index,
-                                   fit_all(lms, 224).matrices, 224)
+    fits = fit_all(lms, 224)
+    crops = torch_faces.warp_crops(torch_faces.upload([dark, dark, bright], "cpu"), fits.frame_index, fits.matrices, 224)
     ref = align([dark, dark, bright], lms, 224).crops[0].astype(np.float32) / 255
     assert np.abs(crops[0].permute(1, 2, 0).numpy() - ref).max() < 0.03
     assert 0.1 < ref.mean() < 0.9  # the check above saw both sides of the border

@@ -20,10 +20,10 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from ..errors import AnonswapError, StageError
+from ..errors import AnonswapError
 from ..report import BoxesWriter, ReportBuilder, write_json_atomic
 from ..run_outputs import RunOutputs
-from ..run import RunConfig, Stages, build_stages, check_side_path, finish_identity, resolve_mode, track_stage
+from ..run import RunConfig, Stages, build_stages, check_side_path, finish_identity, resolve_mode
 from ..stages import StagePipeline
 from .sinks import check_live_output, is_publish_url, open_sink
 from .source import LiveSource, StopEvent
@@ -156,14 +156,10 @@ def _run_live(source, st: Stages, sink, boxes, report, config, opts, latency, li
             st.anonymizer.apply_batch([tf])
             yield tf
 
-    stages = [("capture", capture), ("detect", detect), ("track", track_stage(st.tracker))]
-    if st.identity is not None:
-        stages.append(("identity", st.identity))
-    stages.append(("anonymize", anonymize))
     bar = tqdm(total=config.max_frames, unit="frame", disable=not progress, dynamic_ncols=True, file=sys.stderr)
     encode_s = 0.0
     try:
-        with StagePipeline(stages, maxsize=opts.queue_size) as pipe:
+        with StagePipeline(st.chain(("capture", capture), detect, anonymize), maxsize=opts.queue_size) as pipe:
             for tf in pipe:
                 t = time.perf_counter()
                 sink.write(tf.frame)
@@ -183,10 +179,6 @@ def _run_live(source, st: Stages, sink, boxes, report, config, opts, latency, li
         # the network inside the stage function, so its "busy" time would be the stream's pace.
         busy = {k: v for k, v in pipe.busy_ms().items() if k != "capture"}
         report.stage_ms = {**busy, "encode": round(encode_s * 1000, 1)}
-    except StageError as e:
-        if isinstance(e.error, AnonswapError):
-            raise e.error from None
-        raise
     finally:
         bar.close()
     if live["stopped_by"] is None:
