@@ -19,7 +19,7 @@ import numpy as np
 
 from common import clips, ground_truth_path, machine, synthetic, write
 
-from pipeline.detector import FaceDetector
+from pipeline.detect.retinaface import FaceDetector
 from trackers.norfair_tracker import boxes_iou
 
 

@@ -24,7 +24,7 @@ def frames_and_faces(height: int, n_frames: int, n_faces: int):
     import cv2
     from skimage import data
 
-    from pipeline.alignment import POSE_TEMPLATES_112, fit_all
+    from pipeline.core.alignment import POSE_TEMPLATES_112, fit_all
 
     width = height * 16 // 9
     base = cv2.resize(data.astronaut(), (width, height), interpolation=cv2.INTER_LINEAR)
@@ -44,7 +44,7 @@ def frames_and_faces(height: int, n_frames: int, n_faces: int):
 
 
 def time_path(ops, frames, fits, covers, repeat: int) -> dict:
-    from pipeline.anonymizer import Anonymizer
+    from pipeline.anonymize.cover import Anonymizer
 
     keep = np.arange(len(fits.ok))
     blur = Anonymizer("blur")
@@ -83,7 +83,7 @@ def main() -> int:
     args = p.parse_args()
     import torch
 
-    from pipeline.face_ops import HostFaceOps, TorchFaceOps
+    from pipeline.anonymize.face_ops import HostFaceOps, TorchFaceOps
 
     frames, fits, covers = frames_and_faces(args.size, args.frames, args.faces)
     results = {

@@ -52,7 +52,7 @@ def main(argv=None) -> int:
         print(f"needs {FACES} (the shared test data)", file=sys.stderr)
         return 2
     from engines.embedders import EMBEDDERS, load_embedder
-    from pipeline.detector import FaceDetector
+    from pipeline.detect.retinaface import FaceDetector
 
     items = load_faces(load_embedder(args.embedder, args.model), FaceDetector())
     same, diff, hardest = [], [], []

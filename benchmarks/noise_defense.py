@@ -62,10 +62,10 @@ def main(argv=None) -> int:
     from skimage.metrics import structural_similarity
 
     from engines.embedders import EMBEDDERS, load_embedder
-    from pipeline.alignment import align
-    from pipeline.detector import FaceDetector
-    from pipeline.noise_defense import UniformNoise
-    from pipeline.paste_back import paste_back
+    from pipeline.core.alignment import align
+    from pipeline.detect.retinaface import FaceDetector
+    from pipeline.anonymize.noise_defense import UniformNoise
+    from pipeline.anonymize.paste_back import paste_back
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.video:
@@ -157,7 +157,7 @@ def main(argv=None) -> int:
         "# Noise defense: image quality and re-identification", "",
         f"`{data['command']}` on {faces} faces ({data['face_width_px']['min']:g}–{data['face_width_px']['max']:g} px wide, "
         f"median {data['face_width_px']['median']:g}) from {len(frames)} frames (one in {args.every}) of {data['video']}.", "",
-        "Each face's aligned 224 crop is pasted back unchanged by `pipeline.paste_back`, once without noise (the reference) "
+        "Each face's aligned 224 crop is pasted back unchanged by `pipeline.anonymize.paste_back`, once without noise (the reference) "
         "and once per EPS with `UniformNoise(EPS)` (seeded here; a run is unseeded). Quality and identity are of the noisy "
         f"face against that reference; re-identified = dlib cosine ≥ its same-person threshold {threshold}.", "",
         "| EPS | PSNR ROI (dB) | PSNR pasted px (dB) | SSIM ROI | pasted px changed | dlib cos mean | dlib cos min | re-identified | paste-back ms (median) |",

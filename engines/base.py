@@ -45,7 +45,7 @@ class Engine(ABC):
 
     def run_tensors(self, feeds: dict) -> dict:
         """torch tensors in, torch tensors out, on the inputs' device: the device data path
-        (pipeline.face_ops.TorchFaceOps) calls this so frames never leave the device.
+        (pipeline.anonymize.face_ops.TorchFaceOps) calls this so frames never leave the device.
 
         Backends that run on device memory (torch; TensorRT) override it to stay there. This
         default goes through host memory, so every backend can serve that path, at the price

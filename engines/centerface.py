@@ -19,7 +19,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from pipeline.records import Detections
+from pipeline.core.records import Detections
 
 from .onnxruntime_engine import OnnxRuntimeEngine
 

@@ -9,7 +9,7 @@ The module names follow arcface_torch's `backbones/iresnet.py`, so its `backbone
     bn2, dropout, fc, features                BN2d → flatten → dropout → Linear(C·7·7, 512) → BN1d
 
 Input: (N, 3, 112, 112) float RGB of a face aligned to insightface's 112 template
-(`pipeline.alignment.ARCFACE_TEMPLATE_112`), scaled as (x / 255 − 0.5) / 0.5 (`preprocess`).
+(`pipeline.core.alignment.ARCFACE_TEMPLATE_112`), scaled as (x / 255 − 0.5) / 0.5 (`preprocess`).
 Output: (N, 512) embeddings, *not* normalized (the embedder normalizes).
 
     model = iresnet50()

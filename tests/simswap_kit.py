@@ -57,7 +57,7 @@ def make_gallery_file(path, *, n=2, seed=0, dim=128, embedder="dlib", labels=Non
     `labels`: list of (gender, age_group) per identity; `vectors`: explicit (n, dim) embeddings."""
     from skimage import data
 
-    from pipeline.source_gallery import Source, SourceGallery
+    from pipeline.identity.gallery import Source, SourceGallery
 
     rng = np.random.default_rng(seed)
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from skimage import data
 
-from pipeline.alignment import FRONTAL, align, estimate, inverse, templates
-from pipeline.detector import FaceDetector
-from pipeline.paste_back import paste_back, soft_mask
+from pipeline.core.alignment import FRONTAL, align, estimate, inverse, templates
+from pipeline.detect.retinaface import FaceDetector
+from pipeline.anonymize.paste_back import paste_back, soft_mask
 
 
 @pytest.fixture(scope="module")

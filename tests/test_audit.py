@@ -19,7 +19,7 @@ from pipeline.audit import metrics
 from pipeline.audit.boxes_file import read_boxes
 from pipeline.audit.leaks import CHANGE_THRESHOLD, change_score, covered_fraction
 from pipeline.audit.thumbnails import TrackThumbnails
-from pipeline.errors import InvalidInputError
+from pipeline.core.errors import InvalidInputError
 
 IDENTITIES = SHARED / "data" / "faces" / "identities"
 

@@ -96,8 +96,8 @@ def test_unwritable_output_folder(tmp_path, synthetic):
 def test_failure_mid_run_leaves_no_output(tmp_path, synthetic):
     """A stage that fails half-way (here: the detector) removes the temp file; nothing is renamed."""
     from pipeline import RunConfig, anonymize_video
-    from pipeline.detector import FaceDetector
-    from pipeline.errors import StageError
+    from pipeline.detect.retinaface import FaceDetector
+    from pipeline.core.errors import StageError
 
     class BreaksAtFrame20(FaceDetector):
         seen = 0
@@ -144,7 +144,7 @@ def test_sigterm_mid_run_leaves_nothing_behind(tmp_path, delay):
 
 def test_cli_error_is_one_line_even_when_the_message_is_not(capsys):
     """FFmpeg and OS messages can carry newlines; the CLI's error stays one record for log scrapers."""
-    from pipeline.errors import InvalidInputError, fail
+    from pipeline.core.errors import InvalidInputError, fail
 
     assert fail(InvalidInputError("cannot decode\n  at packet 12\n")) == 2
     assert capsys.readouterr().err == "error: cannot decode at packet 12\n"

@@ -7,8 +7,8 @@ import pytest
 
 from conftest import read_video, run_cli
 from pipeline import RunConfig, anonymize_video
-from pipeline.anonymizer import face_region
-from pipeline.detector import FaceDetector
+from pipeline.anonymize.cover import face_region
+from pipeline.detect.retinaface import FaceDetector
 
 
 @pytest.fixture(scope="module")

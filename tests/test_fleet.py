@@ -15,9 +15,9 @@ from conftest import ROOT, cli_argv, no_leftovers, read_video, run_cli
 from pipeline.fleet.jobs import (Job, completed, discover, fingerprint, output_rel, read_manifest, remove_partials,
                                  settings_digest)
 from pipeline.fleet.runner import FleetOptions, plan_workers
-from pipeline.errors import InvalidInputError
-from pipeline.run import RunConfig
-from pipeline.video_writer import AtomicFile
+from pipeline.core.errors import InvalidInputError
+from pipeline.run.config import RunConfig
+from pipeline.io.atomic import AtomicFile
 from rtsp_harness import free_port
 
 

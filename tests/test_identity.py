@@ -11,11 +11,11 @@ import pytest
 
 from conftest import run_cli
 from pipeline import RunConfig, anonymize_video
-from pipeline.identity import IdentityConfig
-from pipeline.person_registry import PersonRegistry
-from pipeline.shot_cuts import ShotCutDetector
-from pipeline.source_assignment import AssignConfig, SourceAssigner
-from pipeline.source_gallery import Source, SourceGallery
+from pipeline.identity.stage import IdentityConfig
+from pipeline.identity.persons import PersonRegistry
+from pipeline.track.shot_cuts import ShotCutDetector
+from pipeline.identity.assignment import AssignConfig, SourceAssigner
+from pipeline.identity.gallery import Source, SourceGallery
 from pipeline.synthetic import Actor, make_scene_video
 from simswap_kit import make_gallery_file
 

@@ -1,4 +1,4 @@
-"""`--defense-noise EPS`: bounded uniform noise on swapped faces only (pipeline/noise_defense.py)."""
+"""`--defense-noise EPS`: bounded uniform noise on swapped faces only (pipeline/anonymize/noise_defense.py)."""
 
 import math
 
@@ -8,12 +8,12 @@ import pytest
 from skimage import data
 
 from conftest import run_cli
-from pipeline.alignment import align, inverse
-from pipeline.detector import FaceDetector
-from pipeline.noise_defense import UniformNoise, add_uniform_noise, check_eps
-from pipeline.paste_back import paste_back, soft_mask
-from pipeline.records import Face, Frame, TrackedFrame
-from pipeline.swapper import FaceSwapper, SwapConfig
+from pipeline.core.alignment import align, inverse
+from pipeline.detect.retinaface import FaceDetector
+from pipeline.anonymize.noise_defense import UniformNoise, add_uniform_noise, check_eps
+from pipeline.anonymize.paste_back import paste_back, soft_mask
+from pipeline.core.records import Face, Frame, TrackedFrame
+from pipeline.anonymize.swap import FaceSwapper, SwapConfig
 
 pytestmark = pytest.mark.filterwarnings("ignore:Couldn't retrieve source code")
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import read_video, run_cli
-from pipeline.detector import FaceDetector
+from pipeline.detect.retinaface import FaceDetector
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +161,7 @@ def test_identity_photos_are_matched_to_their_person_and_no_other(shared_clip):
     import cv2
 
     from engines.embedders import EMBEDDERS, load_embedder
-    from pipeline.person_registry import PersonRegistry
+    from pipeline.identity.persons import PersonRegistry
 
     folder = shared_clip.parents[1] / "faces" / "identities"
     emb, det = load_embedder("dlib"), FaceDetector()

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from skimage import data
 
-from pipeline.anonymizer import Anonymizer, face_region
-from pipeline.detector import FaceDetector
-from pipeline.errors import StageError
-from pipeline.records import Detections, Face
-from pipeline.stages import StagePipeline
+from pipeline.anonymize.cover import Anonymizer, face_region
+from pipeline.detect.retinaface import FaceDetector
+from pipeline.core.errors import StageError
+from pipeline.core.records import Detections, Face
+from pipeline.core.stages import StagePipeline
 from trackers import FaceTracker, TrackerConfig
 
 ASTRONAUT_FACE = np.array([178, 59, 273, 178], np.float32)  # x1, y1, x2, y2 in skimage.data.astronaut()
@@ -185,7 +185,7 @@ def test_pipeline_keeps_order_and_bounds_memory():
 
 def test_a_user_error_in_a_stage_comes_out_as_itself():
     """Bad input found mid-stream (e.g. by the decoder) keeps its one-line message and exit status 2, not a StageError wrapper."""
-    from pipeline.errors import InvalidInputError
+    from pipeline.core.errors import InvalidInputError
 
     def source(_):
         yield 1

@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch", reason="swap mode needs torch (pip install 
 
 from conftest import read_video, run_cli  # noqa: E402
 from pipeline import RunConfig, anonymize_video  # noqa: E402
-from pipeline.swapper import SwapConfig  # noqa: E402
+from pipeline.anonymize.swap import SwapConfig  # noqa: E402
 from simswap_kit import make_swap_kit  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:Couldn't retrieve source code")
@@ -126,9 +126,9 @@ def test_degenerate_landmarks_fall_back_to_blur(kit):
     from skimage import data
 
     from engines.simswap import generator_engine
-    from pipeline.detector import FaceDetector
-    from pipeline.records import Face, Frame, TrackedFrame
-    from pipeline.swapper import FaceSwapper
+    from pipeline.detect.retinaface import FaceDetector
+    from pipeline.core.records import Face, Frame, TrackedFrame
+    from pipeline.anonymize.swap import FaceSwapper
 
     gen, _, _ = kit
     img = data.astronaut()

@@ -1,4 +1,4 @@
-"""The device data path (pipeline.torch_faces, face_ops.TorchFaceOps) against the host OpenCV path.
+"""The device data path (pipeline.anonymize.torch_faces, face_ops.TorchFaceOps) against the host OpenCV path.
 
 Run here on CPU tensors: the same code runs on CUDA tensors in the GPU path, and what these
 tests pin down (sampling conventions, frame borders in the stacked batch, ROI placement,
@@ -12,12 +12,12 @@ torch = pytest.importorskip("torch", reason="the device data path needs torch (p
 
 from skimage import data  # noqa: E402
 
-from pipeline import torch_faces  # noqa: E402
-from pipeline.alignment import align, fit_all  # noqa: E402
-from pipeline.anonymizer import Anonymizer, face_region  # noqa: E402
-from pipeline.face_ops import HostFaceOps, TorchFaceOps  # noqa: E402
-from pipeline.paste_back import paste_back  # noqa: E402
-from pipeline.records import Face, Frame, TrackedFrame  # noqa: E402
+from pipeline.anonymize import torch_faces  # noqa: E402
+from pipeline.core.alignment import align, fit_all  # noqa: E402
+from pipeline.anonymize.cover import Anonymizer, face_region  # noqa: E402
+from pipeline.anonymize.face_ops import HostFaceOps, TorchFaceOps  # noqa: E402
+from pipeline.anonymize.paste_back import paste_back  # noqa: E402
+from pipeline.core.records import Face, Frame, TrackedFrame  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:Couldn't retrieve source code")
 FRONTAL_112 = np.array([[39.73, 51.14], [72.27, 51.14], [56.0, 68.49], [42.46, 87.01], [69.54, 87.01]], np.float32)
@@ -131,7 +131,7 @@ def test_cover_matches_the_host_anonymizer(mode):
 
 
 def detected_frames():
-    from pipeline.detector import FaceDetector
+    from pipeline.detect.retinaface import FaceDetector
 
     img = data.astronaut()
     images = [img.copy(), np.ascontiguousarray(img[:, ::-1]), np.ascontiguousarray(np.roll(img, (40, -60), axis=(0, 1)))]
@@ -160,7 +160,7 @@ def generator(tmp_path_factory):
 
 
 def swap_with(ops, engine, defense_noise=0.0):
-    from pipeline.swapper import FaceSwapper, SwapConfig
+    from pipeline.anonymize.swap import FaceSwapper, SwapConfig
 
     frames = detected_frames()
     before = [tf.frame.image.copy() for tf in frames]

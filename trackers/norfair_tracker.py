@@ -15,7 +15,7 @@ import norfair
 import numpy as np
 from norfair.distances import Distance
 
-from pipeline.records import Detections, Face
+from pipeline.core.records import Detections, Face
 
 
 @dataclass(frozen=True)

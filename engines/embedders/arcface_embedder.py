@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from engines.onnxruntime_engine import OnnxRuntimeEngine
-from pipeline.alignment import ARCFACE_TEMPLATE_112, warp_to_template
+from pipeline.core.alignment import ARCFACE_TEMPLATE_112, warp_to_template
 
 from .base import EmbedderSpec, FaceEmbedder, normalize
 

@@ -53,7 +53,7 @@ class FaceCrops:
     @property
     def detector(self):
         if self._detector is None:
-            from pipeline.detector import FaceDetector
+            from pipeline.detect.retinaface import FaceDetector
 
             self._detector = FaceDetector()
         return self._detector
@@ -74,7 +74,7 @@ class FaceCrops:
         return np.stack([self.get(p) for p in paths])
 
     def _align(self, path: str) -> np.ndarray:
-        from pipeline.alignment import ARCFACE_TEMPLATE_112, warp_to_template
+        from pipeline.core.alignment import ARCFACE_TEMPLATE_112, warp_to_template
 
         bgr = cv2.imread(path, cv2.IMREAD_COLOR)
         if bgr is None:

@@ -1,4 +1,4 @@
-"""Reads the run's boxes export (`--boxes B.jsonl`, written by pipeline.report.BoxesWriter).
+"""Reads the run's boxes export (`--boxes B.jsonl`, written by pipeline.io.report.BoxesWriter).
 
 The audit takes from it what the pipeline claims it anonymized on each frame (the cover
 boxes) and, when it is given, the original faces with the pipeline's own track ids, so the
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputNotFoundError, InvalidInputError
+from pipeline.core.errors import InputNotFoundError, InvalidInputError
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,12 @@ import logging
 import os
 import sys
 
-from ..errors import AnonswapError, OutputError, fail
-from .measure import RECOGNIZERS, AuditConfig, audit_videos
+from pipeline.core.errors import AnonswapError, OutputError, fail
+from pipeline.audit.measure import RECOGNIZERS, AuditConfig, audit_videos
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..arg_types import positive_int
+    from pipeline.cli.args import positive_int
 
     p.add_argument("--far", type=float, default=AuditConfig.far, help=f"target false acceptance rate for the re-ID threshold (default {AuditConfig.far})")
     p.add_argument("--recognizer", choices=RECOGNIZERS, default="auto", help="face recognizer for re-ID (default auto: ArcFace R50 when fetched, else dlib)")
@@ -33,7 +33,7 @@ def config_from(args, **extra) -> AuditConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..arg_types import positive_int
+    from pipeline.cli.args import positive_int
 
     p = argparse.ArgumentParser(prog="run_pipeline.py audit", description="Measure how well a video is anonymized (re-ID, ¬ID, M_tc, detection rate, leaks).")
     p.add_argument("original")
@@ -56,8 +56,8 @@ def audit_paths(output: str) -> tuple[str, str]:
 
 def run_audit(original: str, anonymized: str, json_path: str, html_path: str | None, config: AuditConfig, *,
               boxes: str | None = None, progress: bool = True, log=lambda m: print(m, file=sys.stderr)) -> dict:
-    from ..report import write_json_atomic
-    from ..run import check_side_path
+    from pipeline.io.atomic import write_json_atomic
+    from pipeline.io.paths import check_side_path
 
     for path in (json_path, html_path):
         if path is not None:
@@ -69,7 +69,7 @@ def run_audit(original: str, anonymized: str, json_path: str, html_path: str | N
     result, sheets, leak_thumbs = audit_videos(original, anonymized, boxes=boxes, config=config, progress=progress, log=log)
     write_json_atomic(json_path, result)
     if html_path:
-        from .html_report import render_html
+        from pipeline.audit.html_report import render_html
 
         render_html(result, sheets, leak_thumbs, html_path)
     return result

@@ -21,9 +21,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ..video_writer import AtomicFile
-from .pictures import contact_sheet_png, histogram_png, thumbnail_strip_png
-from .records import TrackSheet
+from pipeline.io.atomic import AtomicFile
+from pipeline.audit.pictures import contact_sheet_png, histogram_png, thumbnail_strip_png
+from pipeline.audit.records import TrackSheet
 
 MAX_LEAK_ROWS = 500  # beyond this the table is unreadable anyway; the JSON has them all
 

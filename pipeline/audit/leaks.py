@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 from skimage.metrics import structural_similarity
 
-from ..records import Detections
+from pipeline.core.records import Detections
 
 CORE = 0.7
 PATCH = 32

@@ -25,16 +25,16 @@ from tqdm import tqdm
 from trackers import FaceTracker
 from trackers.norfair_tracker import boxes_iou
 
-from ..detector import DEFAULT_DETECT_SIZE, FaceDetector
-from ..errors import InvalidInputError
-from ..records import Detections
-from ..shot_cuts import ShotCutDetector
-from ..video_reader import VideoReader
-from . import metrics
-from .boxes_file import ClaimedFace, read_boxes
-from .leaks import CHANGE_THRESHOLD, check_frame
-from .reference_pairs import ReferencePairs, photo_embeddings
-from .thumbnails import TrackThumbnails, crop_thumb
+from pipeline.detect.retinaface import DEFAULT_DETECT_SIZE, FaceDetector
+from pipeline.core.errors import InvalidInputError
+from pipeline.core.records import Detections
+from pipeline.track.shot_cuts import ShotCutDetector
+from pipeline.io.video_reader import VideoReader
+from pipeline.audit import metrics
+from pipeline.audit.boxes_file import ClaimedFace, read_boxes
+from pipeline.audit.leaks import CHANGE_THRESHOLD, check_frame
+from pipeline.audit.reference_pairs import ReferencePairs, photo_embeddings
+from pipeline.audit.thumbnails import TrackThumbnails, crop_thumb
 
 RECOGNIZERS = ("auto", "dlib", "arcface-r50", "perface")
 MAX_LEAK_THUMBS = 60

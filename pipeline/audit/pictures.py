@@ -18,7 +18,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .records import TrackSheet
+from pipeline.audit.records import TrackSheet
 
 # Colours picked so genuine/impostor/anonymized read apart also in greyscale print-outs.
 PALETTE = ("#2a9d8f", "#8d99ae", "#e63946", "#7b2cbf", "#1d4ed8", "#f4a261")

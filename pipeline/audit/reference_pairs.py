@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from ..errors import InputNotFoundError, InvalidInputError
+from pipeline.core.errors import InputNotFoundError, InvalidInputError
 
 PAIRS_PER_GROUP = 256
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")

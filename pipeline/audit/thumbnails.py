@@ -11,7 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .records import TrackSheet
+from pipeline.audit.records import TrackSheet
 
 SIZE = 96
 

@@ -11,11 +11,11 @@ import os
 import signal
 import sys
 
-from ..errors import AnonswapError, OutputError, fail
-from ..run import RunConfig
-from ..video_writer import FORMATS
-from .jobs import discover, prepare_outdir
-from .runner import FleetOptions, run_fleet
+from pipeline.core.errors import AnonswapError, OutputError, fail
+from pipeline.run.config import RunConfig
+from pipeline.io.video_writer import FORMATS
+from pipeline.fleet.jobs import discover, prepare_outdir
+from pipeline.fleet.runner import FleetOptions, run_fleet
 
 DEFAULT_REPORT = "fleet_report.json"
 

@@ -14,8 +14,8 @@ import os
 import re
 from dataclasses import asdict, dataclass
 
-from ..errors import InputNotFoundError, InvalidInputError, OutputError
-from ..video_writer import FORMATS
+from pipeline.core.errors import InputNotFoundError, InvalidInputError, OutputError
+from pipeline.io.video_writer import FORMATS
 
 VIDEO_EXTENSIONS = frozenset({
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".mts", ".m2ts", ".mpg", ".mpeg",

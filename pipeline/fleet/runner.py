@@ -23,11 +23,11 @@ from dataclasses import dataclass
 import av
 from tqdm import tqdm
 
-from ..errors import AnonswapError, reason
-from ..report import write_json_atomic
-from ..run import RunConfig
-from .jobs import Job, completed, remove_partials, settings_digest
-from .worker import PipelineWorker, ProgressBoard
+from pipeline.core.errors import AnonswapError, reason
+from pipeline.io.atomic import write_json_atomic
+from pipeline.run.config import RunConfig
+from pipeline.fleet.jobs import Job, completed, remove_partials, settings_digest
+from pipeline.fleet.worker import PipelineWorker, ProgressBoard
 
 DEFAULT_WORKER_CPUS = 2  # a pipeline keeps about two cores busy (decode+encode, detect)
 LOCAL_OBJECT_STORE = 256 * 1024 ** 2  # results are small rows; frames never cross processes

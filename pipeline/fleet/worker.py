@@ -15,10 +15,12 @@ import traceback
 
 from engines.base import THREADS_ENV
 
-from ..errors import AnonswapError, InputNotFoundError
-from ..report import write_json_atomic
-from ..run import ModelCache, RunConfig, anonymize_video
-from .jobs import Job, fingerprint
+from pipeline.core.errors import AnonswapError, InputNotFoundError
+from pipeline.io.atomic import write_json_atomic
+from pipeline.run.build import ModelCache
+from pipeline.run.config import RunConfig
+from pipeline.run.file import anonymize_video
+from pipeline.fleet.jobs import Job, fingerprint
 
 PROGRESS_EVERY_S = 0.5
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import signal
 import sys
 
-from ..errors import AnonswapError, fail
-from ..run import RunConfig
-from .run import LiveOptions, anonymize_live
-from .source import StopEvent
+from pipeline.core.errors import AnonswapError, fail
+from pipeline.run.config import RunConfig
+from pipeline.live.run import LiveOptions, anonymize_live
+from pipeline.live.source import StopEvent
 
 
 def live_main(args, config: RunConfig, log) -> int:

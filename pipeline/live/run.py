@@ -20,13 +20,16 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from ..errors import AnonswapError
-from ..report import BoxesWriter, ReportBuilder, write_json_atomic
-from ..run_outputs import RunOutputs
-from ..run import RunConfig, Stages, build_stages, check_side_path, finish_identity, resolve_mode
-from ..stages import StagePipeline
-from .sinks import check_live_output, is_publish_url, open_sink
-from .source import LiveSource, StopEvent
+from pipeline.core.errors import AnonswapError
+from pipeline.io.atomic import write_json_atomic
+from pipeline.io.report import BoxesWriter, ReportBuilder
+from pipeline.io.outputs import RunOutputs
+from pipeline.io.paths import check_side_path
+from pipeline.run.build import Stages, build_stages, finish_identity
+from pipeline.run.config import RunConfig, resolve_mode
+from pipeline.core.stages import StagePipeline
+from pipeline.live.sinks import check_live_output, is_publish_url, open_sink
+from pipeline.live.source import LiveSource, StopEvent
 
 
 @dataclass

@@ -15,9 +15,10 @@ from dataclasses import replace
 import av
 import numpy as np
 
-from ..errors import OutputError, reason
-from ..records import Frame, VideoInfo
-from ..video_writer import VideoWriter, check_output_path, encoder_threads
+from pipeline.core.errors import OutputError, reason
+from pipeline.core.records import Frame, VideoInfo
+from pipeline.io.paths import check_output_path
+from pipeline.io.video_writer import VideoWriter, encoder_threads
 
 PUBLISH_FORMATS = {"rtsp": "rtsp", "rtsps": "rtsp", "rtmp": "flv", "rtmps": "flv", "srt": "mpegts", "udp": "mpegts",
                    "tcp": "mpegts", "rtp": "rtp_mpegts"}

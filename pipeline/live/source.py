@@ -21,8 +21,8 @@ from fractions import Fraction
 
 import av
 
-from ..errors import InvalidInputError, reason
-from ..records import Frame, VideoInfo
+from pipeline.core.errors import InvalidInputError, reason
+from pipeline.core.records import Frame, VideoInfo
 
 log = logging.getLogger(__name__)
 

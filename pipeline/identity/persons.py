@@ -25,8 +25,8 @@ import numpy as np
 
 from engines.embedders.base import normalize
 
-from .errors import InvalidInputError
-from .npz_file import read_npz, write_npz
+from pipeline.core.errors import InvalidInputError
+from pipeline.io.npz_file import read_npz, write_npz
 
 FORMAT = "anonswap-person-registry"
 VERSION = 1

@@ -110,7 +110,7 @@ class AlignedFaces:
 @dataclass
 class FaceFits:
     """Where every face of a batch of frames goes in crop space; the warp itself comes after,
-    on the host (`align`) or on a device (pipeline.torch_faces), from the same numbers."""
+    on the host (`align`) or on a device (pipeline.anonymize.torch_faces), from the same numbers."""
 
     matrices: np.ndarray  # (N, 2, 3) float32, frame → crop (zeros where not ok)
     frame_index: np.ndarray  # (N,) int

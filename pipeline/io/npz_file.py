@@ -11,11 +11,11 @@ import json
 
 import numpy as np
 
-from .errors import InvalidInputError
+from pipeline.core.errors import InvalidInputError
 
 
 def write_npz(path: str, fmt: str, version: int, meta: dict, arrays: dict[str, np.ndarray], *, compressed: bool = False) -> None:
-    from .video_writer import AtomicFile
+    from pipeline.io.atomic import AtomicFile
 
     header = np.frombuffer(json.dumps({"format": fmt, "version": version, **meta}).encode(), np.uint8)
     f = AtomicFile(path)

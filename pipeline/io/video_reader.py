@@ -15,8 +15,8 @@ from typing import Iterator
 
 import av
 
-from .errors import InputNotFoundError, InvalidInputError, reason
-from .records import Frame, VideoInfo
+from pipeline.core.errors import InputNotFoundError, InvalidInputError, reason
+from pipeline.core.records import Frame, VideoInfo
 
 log = logging.getLogger(__name__)
 

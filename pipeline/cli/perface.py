@@ -4,10 +4,10 @@
     perface train --triplets triplets.csv --init backbone.pth -o runs/perface
     perface eval --triplets val.csv --model runs/perface/perface.onnx
 
-`add_parser(subparsers)` registers the `perface` command on the main parser; `main(args)`
-runs it. Bad input (a missing file, a bad CSV, an image without a face) raises
+`main(argv)` parses and runs the words after `perface` (`run(args)` runs a parsed command).
+Bad input (a missing file, a bad CSV, an image without a face) raises
 `InvalidInputError` with a one-line message (exit status 2 from the CLI). Standalone:
-`python -m pipeline.perface_cli perface train …`.
+`python -m pipeline.cli.perface train …`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import os
 import sys
 from pathlib import Path
 
-from .arg_types import open_unit_interval, positive_int
-from .errors import AnonswapError, InvalidInputError, fail
+from pipeline.cli.args import open_unit_interval, positive_int
+from pipeline.core.errors import AnonswapError, InvalidInputError, fail
 
 PUBLIC_ARCHS = ("r50", "r18")
 ARCH_CHOICES = (*PUBLIC_ARCHS, "tiny")  # tiny: the same layout at test size (not in --help)
@@ -249,27 +249,26 @@ def _make_triplets(args, log) -> int:
 ACTIONS = {"train": _train, "eval": _eval, "make-triplets": _make_triplets}
 
 
-def main(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Runs a parsed `perface` command; raises InvalidInputError (an AnonswapError) on bad input."""
     quiet = getattr(args, "quiet", False)
     log = (lambda message: None) if quiet else (lambda message: print(message, file=sys.stderr))
     return ACTIONS[args.perface_action](args, log)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def main(argv: list[str] | None = None) -> int:
+    """`run_pipeline.py perface …` (argv is what follows `perface`): `error: …` and 2 on bad input."""
+    import logging
+
     p = argparse.ArgumentParser(prog="run_pipeline.py")
     add_parser(p.add_subparsers(dest="command", required=True))
-    return p
-
-
-def cli(argv: list[str] | None = None) -> int:
-    """Standalone entry: parses `perface …`, prints `error: …` and returns 2 on bad input."""
-    args = build_parser().parse_args(argv)
+    args = p.parse_args(["perface", *(sys.argv[1:] if argv is None else argv)])
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
-        return main(args)
+        return run(args)
     except AnonswapError as e:
         return fail(e)
 
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(main())

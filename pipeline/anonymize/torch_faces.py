@@ -24,9 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .alignment import inverse
-from .anonymizer import Ellipse, face_ellipse, small_size
-from .paste_back import paste_roi, soft_mask
+from pipeline.core.alignment import inverse
+from pipeline.anonymize.cover import Ellipse, face_ellipse, small_size
+from pipeline.anonymize.paste_back import paste_roi, soft_mask
 
 OFF_IMAGE = -3.0  # a normalized grid coordinate beyond any tap: grid_sample returns zeros
 

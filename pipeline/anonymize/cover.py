@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .face_ops import HostFaceOps
-from .records import Face
+from pipeline.anonymize.face_ops import HostFaceOps
+from pipeline.core.records import Face
 
 MODES = ("blur", "pixelate", "mask")
 
@@ -33,7 +33,7 @@ class Region:
 @dataclass(frozen=True)
 class Ellipse:
     """The anonymized ellipse of one face and its integer ROI; both data paths (OpenCV on
-    host images, torch on device tensors: pipeline.torch_faces) draw alpha from this."""
+    host images, torch on device tensors: pipeline.anonymize.torch_faces) draw alpha from this."""
 
     cx: float
     cy: float
@@ -75,7 +75,7 @@ def face_region(box: np.ndarray, shape: tuple[int, int], *, scale: float = 1.3, 
 
 def small_size(mode: str, h: int, w: int, face_w: float) -> tuple[int, int]:
     """(h, w) an h×w ROI is shrunk to by blur or pixelate; both data paths (here and
-    pipeline.torch_faces) take the effect's strength from this one place.
+    pipeline.anonymize.torch_faces) take the effect's strength from this one place.
 
     blur: the face spans ~8 px, so its strength follows the face size (identity gone at any
     resolution) at a cost independent of it. pixelate: ~8 blocks across the face.
@@ -111,7 +111,7 @@ _EFFECTS = {"blur": _blur, "pixelate": _pixelate, "mask": _mask}
 class Anonymizer:
     """`apply(image, faces) -> image`: every face is covered, in place.
 
-    `apply_batch` runs its pixel work through `ops` (pipeline.face_ops: host OpenCV by
+    `apply_batch` runs its pixel work through `ops` (pipeline.anonymize.face_ops: host OpenCV by
     default, or torch on a device); `apply` and `cover` are always the host path, which
     HostFaceOps calls.
     """

@@ -9,15 +9,15 @@ audio copied packet for packet, rotation (display matrix) kept, container metada
 from __future__ import annotations
 
 import os
-import tempfile
 
 import av
 import numpy as np
 
 from engines.base import cpu_budget
 
-from .errors import OutputError, reason
-from .records import Frame, VideoInfo
+from pipeline.core.errors import OutputError, reason
+from pipeline.io.atomic import AtomicFile
+from pipeline.core.records import Frame, VideoInfo
 
 FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".ts": "mpegts"}
 # Stream tags that say nothing about who or where: kept even when metadata is stripped.
@@ -30,51 +30,6 @@ def encoder_threads() -> int:
     the cores and x264's own frame threads only contend with the detector (measured +10% fps
     on 2 cores, benchmarks/results/throughput.md); 0 (x264's auto) on bigger ones."""
     return 1 if cpu_budget() <= 4 else 0
-
-
-def check_output_path(output: str, input_path: str | None = None) -> str:
-    """Refuses an output we could not finish, before any work is done."""
-    out = os.path.abspath(output)
-    ext = os.path.splitext(out)[1].lower()
-    if ext not in FORMATS:
-        raise OutputError(f"unsupported output extension {ext or '(none)'!r}; use one of {', '.join(FORMATS)}: {output}")
-    if os.path.isdir(out):
-        raise OutputError(f"output path is a directory: {output}")
-    if input_path is not None and (
-        out == os.path.abspath(input_path) or (os.path.exists(out) and os.path.samefile(out, input_path))
-    ):
-        raise OutputError(f"output must differ from the input: {output}")
-    folder = os.path.dirname(out)
-    if not os.path.isdir(folder):
-        raise OutputError(f"output folder does not exist: {folder}")
-    if not os.access(folder, os.W_OK):
-        raise OutputError(f"output folder is not writable: {folder}")
-    return out
-
-
-class AtomicFile:
-    """A temp path in the target's folder; `commit()` renames it into place, `discard()` removes it.
-
-    Same folder, so the rename is atomic and a crash never leaves a half-written file under
-    the final name.
-    """
-
-    def __init__(self, final_path: str):
-        self.final_path = os.path.abspath(final_path)
-        folder, name = os.path.split(self.final_path)
-        stem, ext = os.path.splitext(name)
-        fd, self.path = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".partial{ext}", dir=folder)
-        os.close(fd)
-
-    def commit(self) -> str:
-        os.replace(self.path, self.final_path)
-        return self.final_path
-
-    def discard(self) -> None:
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
 
 
 class VideoWriter:

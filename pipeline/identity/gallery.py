@@ -34,9 +34,9 @@ import numpy as np
 
 from engines.embedders.base import normalize
 
-from .alignment import align
-from .errors import InputNotFoundError, InvalidInputError
-from .npz_file import read_npz, write_npz
+from pipeline.core.alignment import align
+from pipeline.core.errors import InputNotFoundError, InvalidInputError
+from pipeline.io.npz_file import read_npz, write_npz
 
 log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")

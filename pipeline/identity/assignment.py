@@ -30,7 +30,7 @@ from scipy import stats
 
 from engines.embedders.base import normalize
 
-from .source_gallery import AGE_GROUPS, GENDERS, Source, SourceGallery
+from pipeline.identity.gallery import AGE_GROUPS, GENDERS, Source, SourceGallery
 
 Group = tuple[str | None, str | None]  # (gender, age_group); None = any
 GROUPS: tuple[Group, ...] = (

@@ -16,7 +16,7 @@ import numpy as np
 
 from engines import Engine, get_model, load_engine
 
-from .records import Detections
+from pipeline.core.records import Detections
 
 # Working size (long side) when none is given: the native size clamped to [640, 1280].
 # benchmarks/results/detect_size.md: on 1080p, 45-px faces are found 4% of the time at 640

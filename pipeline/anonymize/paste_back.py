@@ -16,7 +16,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from .alignment import inverse
+from pipeline.core.alignment import inverse
 
 ERODE_FRACTION = 20.0 / 224.0  # per side
 FEATHER_SIGMA_FRACTION = 6.5 / 224.0
@@ -55,7 +55,7 @@ def paste_back(
     """Blends `crop` (S×S×3 uint8) back into `image` in place; returns the ROI touched (x0, y0, x1, y1).
 
     `noise(roi, alpha)`, when given, runs on the blended ROI (a view into `image`) with the
-    warped soft mask, so it can perturb exactly the pasted pixels (pipeline.noise_defense).
+    warped soft mask, so it can perturb exactly the pasted pixels (pipeline.anonymize.noise_defense).
     """
     size = crop.shape[0]
     roi_box = paste_roi(matrix, size, image.shape[:2])

@@ -8,7 +8,7 @@ is picked once, when the stage is built, so the stages never branch on where the
 
 - `HostFaceOps`: OpenCV on the frames' own NumPy images, in place; what every run uses now.
 - `TorchFaceOps(device)`: one upload of the batch's frames, every step batched on the device
-  (pipeline.torch_faces), the engine called through `run_tensors` so crops and generated
+  (pipeline.anonymize.torch_faces), the engine called through `run_tensors` so crops and generated
   faces never leave the device, one download at the end. The GPU path (issue 7) runs it on
   CUDA; on CPU the tests hold it to the host path's output.
 """
@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from .alignment import FaceFits, warp_all
-from .paste_back import paste_back
+from pipeline.core.alignment import FaceFits, warp_all
+from pipeline.anonymize.paste_back import paste_back
 
 
 class HostFaceOps:
@@ -68,17 +68,17 @@ class TorchFaceOps:
         self._generator: Any = None
 
     def load(self, images: list[np.ndarray]):
-        from .torch_faces import upload
+        from pipeline.anonymize.torch_faces import upload
 
         return upload(images, self.device)
 
     def store(self, frames, images: list[np.ndarray]) -> None:
-        from .torch_faces import download
+        from pipeline.anonymize.torch_faces import download
 
         download(frames, images)
 
     def crops(self, frames, fits: FaceFits, keep: np.ndarray, size: int):
-        from .torch_faces import warp_crops
+        from pipeline.anonymize.torch_faces import warp_crops
 
         return warp_crops(frames, fits.frame_index[keep], fits.matrices[keep], size)
 
@@ -92,7 +92,7 @@ class TorchFaceOps:
         return bool(self.torch.isfinite(out).all())
 
     def paste(self, frames, out, frame_index: np.ndarray, matrices: np.ndarray, noise=None) -> None:
-        from .torch_faces import paste_crops
+        from pipeline.anonymize.torch_faces import paste_crops
 
         eps = noise.eps if noise is not None else 0.0
         if eps > 0 and self._generator is None:
@@ -103,7 +103,7 @@ class TorchFaceOps:
         paste_crops(frames, out.clamp(0.0, 1.0), frame_index, matrices, noise_eps=eps, generator=self._generator)
 
     def cover(self, frames, items: list[tuple[int, np.ndarray]], anonymizer) -> None:
-        from .torch_faces import cover_faces
+        from pipeline.anonymize.torch_faces import cover_faces
 
         cover_faces(frames, items, anonymizer.mode, scale=anonymizer.region_scale, feather=anonymizer.feather)
 

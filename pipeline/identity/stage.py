@@ -25,10 +25,10 @@ import numpy as np
 
 from engines.embedders.base import normalize
 
-from .alignment import ARCFACE_TEMPLATE_112, align, estimate, warp_to_template
-from .person_registry import Person, PersonRegistry
-from .records import Face, TrackedFrame
-from .source_assignment import Assignment, SourceAssigner
+from pipeline.core.alignment import ARCFACE_TEMPLATE_112, align, estimate, warp_to_template
+from pipeline.identity.persons import Person, PersonRegistry
+from pipeline.core.records import Face, TrackedFrame
+from pipeline.identity.assignment import Assignment, SourceAssigner
 
 SCOPES = ("video", "fleet", "random")
 FRONTAL_POSES = {1, 2, 3}  # 224 pose templates that are not full profiles

@@ -1,0 +1,64 @@
+"""`gallery build DIR --labels CSV -o GALLERY` | `gallery show GALLERY`: the fake identities."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from engines.embedders import EMBEDDERS
+from pipeline.cli.models import installed_path
+from pipeline.core.errors import AnonswapError, InvalidInputError, OutputError, fail
+from pipeline.io.paths import check_side_path
+from pipeline.run.build import load_simswap_arcface
+
+def main(argv: list[str]) -> int:
+    """`gallery build DIR --labels CSV -o GALLERY` | `gallery show GALLERY`."""
+    p = argparse.ArgumentParser(prog="run_pipeline.py gallery", description="The fake identities to swap in.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="detect, embed and store the identities of a folder of photos")
+    b.add_argument("folder", help="folder of source face photos (consented or synthetic faces)")
+    b.add_argument("--labels", help="CSV: file, identity, gender (male/female), age_group (young/older); default: one identity per photo, no attributes")
+    b.add_argument("-o", "--output", required=True, help="gallery file to write (.npz)")
+    b.add_argument("--embedder", action="append", choices=tuple(EMBEDDERS), help="selection embeddings to store (repeatable; default dlib)")
+    b.add_argument("--embedder-model", action="append", default=[], metavar="NAME=ONNX", help="ONNX for an embedder, e.g. perface=out/perface.onnx")
+    b.add_argument("--arcface", metavar="PATH", help="SimSwap's arcface_checkpoint.tar: store the swap latents (default: the fetched one, if any)")
+    s = sub.add_parser("show", help="list a gallery's identities")
+    s.add_argument("gallery")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    from pipeline.identity.gallery import SourceGallery
+
+    try:
+        if args.cmd == "show":
+            g = SourceGallery.load(args.gallery)
+            print(f"{args.gallery}: {len(g.sources)} identities; embedders {', '.join(g.embedders)}; latents {'yes' if g.has_latents else 'no'}")
+            for src in g.sources:
+                print(f"  {src.id}: {src.gender or '?'}, {src.age_group or '?'}; {len(src.files)} photo(s)" +
+                      (f"; label conflicts: {'; '.join(src.label_conflicts)}" if src.label_conflicts else ""))
+            return 0
+        from engines.embedders import load_embedder
+
+        from pipeline.detect.retinaface import FaceDetector
+        if os.path.isdir(args.output):
+            raise OutputError(f"gallery output is a directory: {args.output}")
+        check_side_path(args.output, args.folder, "")
+        paths = dict(kv.split("=", 1) for kv in args.embedder_model if "=" in kv)
+        try:
+            embedders = [load_embedder(name, paths.get(name)) for name in (args.embedder or ["dlib"])]
+        except (ValueError, OSError) as e:
+            raise InvalidInputError(f"embedder unusable: {e}") from e
+        latent_fn = None
+        arc_path = args.arcface or installed_path("simswap-arcface")
+        if arc_path:
+            from engines.simswap import latent_from_crops
+
+            arc = load_simswap_arcface(arc_path)
+            latent_fn = lambda crops: latent_from_crops(arc, crops)  # noqa: E731
+        g = SourceGallery.build(args.folder, FaceDetector(), embedders, labels=args.labels, latent_fn=latent_fn)
+        g.save(args.output)
+    except AnonswapError as e:
+        return fail(e)
+    print(f"wrote {args.output}: {len(g.sources)} identities, embedders {', '.join(g.embedders)}, "
+          f"latents {'yes' if g.has_latents else 'no (computed at run time from the stored crops)'}")
+    return 0

@@ -1,0 +1,153 @@
+"""Models and per-video stage state, built once for file and live runs alike.
+
+Loaded weights are kept in a `ModelCache` across the videos a fleet worker processes;
+per-video state (tracker, persons, source draws) is always built fresh.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable
+
+from pipeline.anonymize.cover import Anonymizer
+from pipeline.anonymize.swap import FaceSwapper
+from pipeline.core.errors import InvalidInputError
+from pipeline.detect.retinaface import FaceDetector
+from pipeline.identity.assignment import AssignConfig, SourceAssigner
+from pipeline.identity.gallery import SourceGallery
+from pipeline.identity.persons import PersonRegistry
+from pipeline.identity.stage import IdentityStage
+from pipeline.io.report import ReportBuilder
+from pipeline.run.config import RunConfig
+from pipeline.track.stage import track_stage
+from trackers import FaceTracker
+
+def load_swap_models(config: RunConfig):
+    """The generator engine and SimSwap's ArcFace, loaded once; bad files are input errors."""
+    from engines.simswap import generator_engine
+
+    try:
+        engine = generator_engine(config.generator, str(config.swap.size), config.swap_backend)
+    except (ValueError, OSError) as e:
+        raise InvalidInputError(f"generator checkpoint unusable: {e}") from e
+    return engine, load_simswap_arcface(config.arcface)
+
+
+def load_simswap_arcface(path: str):
+    """SimSwap's ArcFace through the restricted unpickler; an unusable file is an input error."""
+    from engines.simswap import UnsafeCheckpointError, load_arcface_checkpoint
+
+    try:
+        return load_arcface_checkpoint(path)
+    except (UnsafeCheckpointError, ValueError, OSError) as e:
+        raise InvalidInputError(f"ArcFace checkpoint unusable: {e}") from e
+
+
+def load_embedder(config: RunConfig):
+    from engines.embedders import load_embedder as load
+
+    try:
+        return load(config.embedder, config.embedder_model)
+    except (ValueError, OSError) as e:
+        raise InvalidInputError(f"embedder {config.embedder!r} unusable: {e}") from e
+
+
+class ModelCache:
+    """Loaded models kept across videos, keyed by what they were loaded from.
+
+    A fleet worker processes many videos with one cache, so weights load once per worker,
+    not once per video. Only stateless objects go in: per-video state (tracker, persons,
+    source draws) is always built fresh.
+    """
+
+    def __init__(self):
+        self._items: dict = {}
+
+    def get(self, key: tuple, load: Callable):
+        if key not in self._items:
+            self._items[key] = load()
+        return self._items[key]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def _cached(cache: ModelCache | None, key: tuple, load: Callable):
+    return load() if cache is None else cache.get(key, load)
+
+
+def build_identity(config: RunConfig, detector: FaceDetector, arc=None, cache: ModelCache | None = None) -> IdentityStage | None:
+    """Persons and their fake identities; runs whenever a gallery is given, in any mode."""
+    if not config.gallery:
+        return None
+    from engines.embedders import EMBEDDERS
+    from engines.simswap import latent_from_crops
+
+    embedder = _cached(cache, ("embedder", config.embedder, config.embedder_model), lambda: load_embedder(config))
+    gallery = _cached(cache, ("gallery", config.gallery, config.embedder, id(detector), id(arc)),
+                      lambda: SourceGallery.open(config.gallery, detector, [embedder]))
+    latent_fn = (lambda crops: latent_from_crops(arc, crops)) if arc is not None else None
+    if latent_fn is not None and not gallery.has_latents:
+        gallery.fill_latents(latent_fn)
+    spec = EMBEDDERS[config.embedder]
+    assigner = SourceAssigner(gallery, config.embedder, AssignConfig(margin=spec.margin, seed=config.identity.seed))
+    if config.identity.scope == "fleet":
+        registry = PersonRegistry.load(config.person_registry, config.embedder, spec.same_person, gallery.fingerprint())
+    else:
+        registry = PersonRegistry(config.embedder, spec.same_person)
+    return IdentityStage(embedder, registry, assigner, config.identity, latent_fn=latent_fn, gallery_fingerprint=gallery.fingerprint())
+
+
+def build_tracker(config: RunConfig, identity: IdentityStage | None) -> FaceTracker:
+    """With the identity stage on, norfair's ReID uses the same embedder and threshold."""
+    if identity is None:
+        return FaceTracker(config.tracker)
+    from engines.embedders import EMBEDDERS
+
+    cfg = replace(config.tracker, reid_max_distance=1.0 - EMBEDDERS[config.embedder].same_person)
+    return FaceTracker(cfg, embed=identity.embedder.embed)
+
+
+def build_anonymizer(mode: str, config: RunConfig, engine=None):
+    if mode != "swap":
+        return Anonymizer(mode, region_scale=config.region_scale)
+    return FaceSwapper(engine, fallback=Anonymizer("blur", region_scale=config.region_scale), config=config.swap)
+
+
+@dataclass
+class Stages:
+    """The models and per-video state one run needs, built once for file and live runs alike."""
+
+    detector: FaceDetector
+    identity: IdentityStage | None
+    tracker: FaceTracker
+    anonymizer: object
+
+    def chain(self, source: tuple[str, Callable], detect: Callable, anonymize: Callable) -> list[tuple[str, Callable]]:
+        """The stage list a run hands to StagePipeline: its own source, detection and
+        anonymize steps (file and live runs batch differently) around the shared tracking
+        and, when a gallery is given, identity stages."""
+        stages = [source, ("detect", detect), ("track", track_stage(self.tracker))]
+        if self.identity is not None:
+            stages.append(("identity", self.identity))
+        return stages + [("anonymize", anonymize)]
+
+
+def build_stages(mode: str, config: RunConfig, detector: FaceDetector | None = None, models: ModelCache | None = None) -> Stages:
+    detector = detector or _cached(models, ("detector", config.detect_size, config.threshold),
+                                   lambda: FaceDetector(detect_size=config.detect_size, threshold=config.threshold))
+    engine, arc = (None, None)
+    if mode == "swap":
+        engine, arc = _cached(models, ("swap", config.generator, config.arcface, config.swap.size, config.swap_backend),
+                              lambda: load_swap_models(config))
+    identity = build_identity(config, detector, arc, models)
+    return Stages(detector, identity, build_tracker(config, identity), build_anonymizer(mode, config, engine))
+
+
+def finish_identity(identity: IdentityStage | None, report: ReportBuilder, config: RunConfig) -> None:
+    """Persons into the report; with the fleet scope, this run's persons into the registry."""
+    if identity is None:
+        return
+    report.persons = identity.persons()
+    if config.identity.scope == "fleet":
+        identity.registry.save(config.person_registry, identity.gallery_fingerprint)
