@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     if not FACES.is_dir():
         print(f"needs {FACES} (the shared test data)", file=sys.stderr)
         return 2
-    from engines.embedders import EMBEDDERS, load_embedder
+    from engines.embedders import calibration, load_embedder
     from pipeline.detect.retinaface import FaceDetector
 
     items = load_faces(load_embedder(args.embedder, args.model), FaceDetector())
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     grid = np.round(np.arange(0.5, 1.0, 0.0025), 4)
     errors = [int((same < t).sum() + (diff >= t).sum()) for t in grid]
     best = float(grid[int(np.argmin(errors))])
-    spec = EMBEDDERS[args.embedder]
+    same_person, margin = calibration(args.embedder)
     result = {
         "embedder": args.embedder,
         "faces": len(items),
@@ -77,11 +77,11 @@ def main(argv=None) -> int:
         "fewest_errors": int(min(errors)),
         "zero_false_match_threshold": round(float(diff.max()) + 0.0025, 4),
         "shipped": {
-            "same_person": spec.same_person,
-            "false_matches": int((diff >= spec.same_person).sum()),
-            "missed_matches": int((same < spec.same_person).sum()),
-            "margin": spec.margin,
-            "different_pairs_above_margin": int((np.abs(diff) >= spec.margin).sum()),
+            "same_person": same_person,
+            "false_matches": int((diff >= same_person).sum()),
+            "missed_matches": int((same < same_person).sum()),
+            "margin": margin,
+            "different_pairs_above_margin": int((np.abs(diff) >= margin).sum()),
         },
         "hardest_different_pairs": [(round(s, 4), a, b) for s, a, b in sorted(hardest, reverse=True)[:5]],
         "machine": machine(),

@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     from skimage.metrics import structural_similarity
 
-    from engines.embedders import EMBEDDERS, load_embedder
+    from engines.embedders import calibration, load_embedder
     from pipeline.core.alignment import align
     from pipeline.detect.retinaface import FaceDetector
     from pipeline.anonymize.noise_defense import UniformNoise
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
             make_video(str(video), width=640, height=360, frames=120)
         frames = read_frames(video, args.every)
     detector, embedder = FaceDetector(), load_embedder("dlib")
-    threshold = EMBEDDERS["dlib"].same_person
+    threshold = calibration("dlib")[0]
     rng = np.random.default_rng(args.seed)
     rows = {eps: {"psnr_roi": [], "psnr_pasted": [], "ssim_roi": [], "cos": [], "changed": [], "noise_ms": []} for eps in args.eps}
     resample_cos, faces, widths = [], 0, []

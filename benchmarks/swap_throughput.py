@@ -28,7 +28,8 @@ def main() -> int:
     args = p.parse_args()
     import torch
 
-    from engines.simswap import generator_engine, SimSwapGenerator
+    from engines import load
+    from engines.simswap import SimSwapGenerator
 
     torch.manual_seed(0)
     size = int(args.variant)
@@ -41,7 +42,7 @@ def main() -> int:
         os.environ["ANONSWAP_HOME"] = tmp  # the ONNX export cache goes to the temp dir
         for backend in ("torch", "onnxruntime"):
             t = time.perf_counter()
-            engine = generator_engine(str(ckpt), args.variant, backend)
+            engine = load(f"simswap-{args.variant}", backend, path=str(ckpt))
             setup = time.perf_counter() - t
             rng = np.random.default_rng(0)
             for b in args.batches:

@@ -1,7 +1,7 @@
-"""Model runtimes behind one interface (`Engine`) and the per-model settings (`MODELS`)."""
+"""Model runtimes behind one interface (`Engine`), the model table (`MODELS`) and its loader (`load`)."""
 
 from .base import Engine, TensorSpec
-from .models import MODELS, ModelSpec, get_model
-from .registry import BACKENDS, load_engine
+from .models import MODELS, ModelEntry, get_model
+from .registry import load
 
-__all__ = ["Engine", "TensorSpec", "MODELS", "ModelSpec", "get_model", "BACKENDS", "load_engine"]
+__all__ = ["Engine", "TensorSpec", "MODELS", "ModelEntry", "get_model", "load"]

@@ -3,7 +3,7 @@
 The pipeline calls `engine(inputs) -> outputs` on NumPy arrays, or `engine.run_tensors(inputs)`
 on torch tensors (the device data path), and never asks which backend runs it: ONNX Runtime
 and torch today, TensorRT behind the same methods later. A backend
-is chosen once, when the engine is built (`engines.registry.load_engine`), never per call.
+is chosen once, when the engine is built (`engines.registry.load`, from the model table), never per call.
 """
 
 from __future__ import annotations

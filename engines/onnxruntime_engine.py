@@ -29,9 +29,23 @@ class OnnxRuntimeEngine(Engine):
         self.outputs = tuple(TensorSpec(o.name, tuple(o.shape), o.type) for o in self._session.get_outputs())
         self._output_names = [o.name for o in self.outputs]
 
+    def check_names(self, source: str, inputs=(), outputs=()) -> None:
+        """Raises ValueError unless the graph has these input and output names (the table's)."""
+        have_in, have_out = {i.name for i in self.inputs}, {o.name for o in self.outputs}
+        missing = [n for n in inputs if n not in have_in] + [n for n in outputs if n not in have_out]
+        if missing:
+            raise ValueError(f"{source}: the graph lacks {', '.join(missing)} (inputs {sorted(have_in)}, outputs {sorted(have_out)})")
+
     def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         expected = {i.name for i in self.inputs}
         if set(feeds) != expected:
             raise ValueError(f"engine expects inputs {sorted(expected)}, got {sorted(feeds)}")
         results = self._session.run(self._output_names, feeds)
         return dict(zip(self._output_names, results))
+
+
+def build(entry, files: dict, **options) -> OnnxRuntimeEngine:
+    """The model table's onnxruntime builder: the graph must have the entry's input and outputs."""
+    engine = OnnxRuntimeEngine(files["weights"], **options)
+    engine.check_names(entry.name, [entry.settings["input"]], list(entry.settings["outputs"].values()))
+    return engine

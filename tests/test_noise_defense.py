@@ -95,11 +95,11 @@ def test_paste_back_noise_only_where_the_crop_was_pasted(astronaut):
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
     pytest.importorskip("torch", reason="swap mode needs torch (pip install torch==2.13.0)")
-    from engines.simswap import generator_engine
+    from engines import load
     from simswap_kit import make_swap_kit
 
     gen, _, _ = make_swap_kit(tmp_path_factory.mktemp("kit"))
-    real = generator_engine(str(gen), "224", "torch")
+    real = load("simswap-224", "torch", path=str(gen))
     cache = {}
 
     def cached(inputs):

@@ -160,12 +160,12 @@ def test_identity_photos_are_matched_to_their_person_and_no_other(shared_clip):
 
     import cv2
 
-    from engines.embedders import EMBEDDERS, load_embedder
+    from engines.embedders import calibration, load_embedder
     from pipeline.identity.persons import PersonRegistry
 
     folder = shared_clip.parents[1] / "faces" / "identities"
     emb, det = load_embedder("dlib"), FaceDetector()
-    reg = PersonRegistry("dlib", EMBEDDERS["dlib"].same_person)
+    reg = PersonRegistry("dlib", calibration("dlib")[0])
     person_of = {}
     for frame, row in enumerate(csv.DictReader(open(folder / "identities.csv"))):
         if row["faces_in_image"] != "1":

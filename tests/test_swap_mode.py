@@ -125,7 +125,7 @@ def test_degenerate_landmarks_fall_back_to_blur(kit):
     """A face whose landmarks fit no similarity (all on one point) is blurred, and the batch's other faces still swap."""
     from skimage import data
 
-    from engines.simswap import generator_engine
+    from engines import load
     from pipeline.detect.retinaface import FaceDetector
     from pipeline.core.records import Face, Frame, TrackedFrame
     from pipeline.anonymize.swap import FaceSwapper
@@ -138,7 +138,7 @@ def test_degenerate_landmarks_fall_back_to_blur(kit):
     z = np.random.default_rng(0).standard_normal(512).astype(np.float32)
     for face in (good, bad):
         face.source_id, face.source_latent = "s", z / np.linalg.norm(z)
-    swapper = FaceSwapper(generator_engine(str(gen), "224", "torch"))
+    swapper = FaceSwapper(load("simswap-224", "torch", path=str(gen)))
     frames = [TrackedFrame(Frame(0, 0, 1, img.copy()), [good], 1), TrackedFrame(Frame(1, 1, 1, img.copy()), [bad], 1)]
     swapper.apply_batch(frames)
     assert good.outcome == "swap" and bad.outcome == "blur:swap_error"

@@ -152,11 +152,11 @@ def detected_frames():
 
 @pytest.fixture(scope="module")
 def generator(tmp_path_factory):
-    from engines.simswap import generator_engine
+    from engines import load
     from simswap_kit import make_swap_kit
 
     gen, _, _ = make_swap_kit(tmp_path_factory.mktemp("kit"))
-    return gen, generator_engine(str(gen), "224", "torch")
+    return gen, load("simswap-224", "torch", path=str(gen))
 
 
 def swap_with(ops, engine, defense_noise=0.0):
@@ -195,11 +195,11 @@ def test_swapper_defense_noise_on_the_device_path(generator):
 
 
 def test_device_path_engine_failure_blurs_every_face(tmp_path):
-    from engines.simswap import generator_engine
+    from engines import load
     from simswap_kit import make_swap_kit
 
     gen, _, _ = make_swap_kit(tmp_path, broken_generator=True)
-    frames, before = swap_with(TorchFaceOps("cpu"), generator_engine(str(gen), "224", "torch"))
+    frames, before = swap_with(TorchFaceOps("cpu"), load("simswap-224", "torch", path=str(gen)))
     assert [f.outcome for tf in frames for f in tf.faces] == ["blur:engine_error", "blur:too_small", "blur:engine_error", "blur:engine_error"]
     for tf, orig in zip(frames, before):
         x1, y1, x2, y2 = tf.faces[0].box.astype(int)
@@ -208,10 +208,10 @@ def test_device_path_engine_failure_blurs_every_face(tmp_path):
 
 def test_onnxruntime_engine_serves_the_device_path_through_host_memory(generator, tmp_path):
     """Engine.run_tensors' default (no device memory of its own): same swap as the torch engine's native one."""
-    from engines.simswap import generator_engine
+    from engines import load
 
     gen, torch_engine = generator
-    ort = generator_engine(str(gen), "224", "onnxruntime")
+    ort = load("simswap-224", "onnxruntime", path=str(gen))
     a, _ = swap_with(TorchFaceOps("cpu"), ort)
     b, _ = swap_with(TorchFaceOps("cpu"), torch_engine)
     assert [f.outcome for tf in a for f in tf.faces] == [f.outcome for tf in b for f in tf.faces]

@@ -1,9 +1,10 @@
 """Face embedders: aligned faces → L2-normalized identity vectors, one interface for all.
 
-`load_embedder(name, path=None)` picks the implementation once; callers only use
-`embed(image, landmarks)` and the calibration in `spec` (thresholds differ per embedder).
+`load_embedder(name, path=None)` builds one through the model table (`engines.models`);
+callers only use `embed(image, landmarks)` and `calibration(name)` (thresholds differ per
+embedder).
 """
 
-from .base import EMBEDDERS, EmbedderSpec, FaceEmbedder, load_embedder
+from .base import FaceEmbedder, calibration, embedder_entry, embedder_names, load_embedder
 
-__all__ = ["EMBEDDERS", "EmbedderSpec", "FaceEmbedder", "load_embedder"]
+__all__ = ["FaceEmbedder", "calibration", "embedder_entry", "embedder_names", "load_embedder"]

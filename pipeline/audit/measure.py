@@ -151,7 +151,7 @@ def audit_videos(original: str, anonymized: str, *, boxes: str | None = None, co
                  progress: bool = True, log=lambda m: print(m, file=sys.stderr)):
     """Returns (audit dict, TrackSheets, leak thumbnails [(frame, RGB crop)])."""
     from engines.centerface import CenterFace
-    from engines.embedders import EMBEDDERS, load_embedder
+    from engines.embedders import calibration, load_embedder
 
     name = choose_recognizer(config)
     try:
@@ -189,7 +189,7 @@ def audit_videos(original: str, anonymized: str, *, boxes: str | None = None, co
     finally:
         reader_o.close()
         reader_a.close()
-    result = state.summary(EMBEDDERS[name].same_person, name)
+    result = state.summary(calibration(name)[0], name)
     result.update(original=original, anonymized=anonymized, boxes=boxes)
     if config.impostors is None and not result["threshold"]["impostor_pairs_video"]:
         log("audit: no two faces on screen together and no --impostors photos: threshold is the recognizer's default")

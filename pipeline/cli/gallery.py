@@ -6,7 +6,7 @@ import argparse
 import logging
 import os
 
-from engines.embedders import EMBEDDERS
+from engines.embedders import embedder_names
 from pipeline.cli.models import installed_path
 from pipeline.core.errors import AnonswapError, InvalidInputError, OutputError, fail
 from pipeline.io.paths import check_side_path
@@ -20,7 +20,7 @@ def main(argv: list[str]) -> int:
     b.add_argument("folder", help="folder of source face photos (consented or synthetic faces)")
     b.add_argument("--labels", help="CSV: file, identity, gender (male/female), age_group (young/older); default: one identity per photo, no attributes")
     b.add_argument("-o", "--output", required=True, help="gallery file to write (.npz)")
-    b.add_argument("--embedder", action="append", choices=tuple(EMBEDDERS), help="selection embeddings to store (repeatable; default dlib)")
+    b.add_argument("--embedder", action="append", choices=embedder_names(), help="selection embeddings to store (repeatable; default dlib)")
     b.add_argument("--embedder-model", action="append", default=[], metavar="NAME=ONNX", help="ONNX for an embedder, e.g. perface=out/perface.onnx")
     b.add_argument("--arcface", metavar="PATH", help="SimSwap's arcface_checkpoint.tar: store the swap latents (default: the fetched one, if any)")
     s = sub.add_parser("show", help="list a gallery's identities")

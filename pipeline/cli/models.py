@@ -7,26 +7,30 @@ import sys
 
 
 def main(argv: list[str]) -> int:
-    """`models list | fetch NAME [--url URL] | verify`: the user-fetched weights (SimSwap)."""
     from engines import model_store
-    from engines.models import DOWNLOADS
+    from engines.models import MODELS
 
-    p = argparse.ArgumentParser(prog="run_pipeline.py models", description="Models you download (never fetched by tests).")
+    fetchable = sorted(n for n, e in MODELS.items() if e.downloads)
+    p = argparse.ArgumentParser(prog="run_pipeline.py models", description="Every model anonswap runs (engines/models.py); "
+                                "the ones you download are never fetched by tests.")
     sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("list", help="known models, licence, size, where they go")
+    sub.add_parser("list", help="every model: task, licence, where its file comes from, settings, backends, status")
     f = sub.add_parser("fetch", help="download (resumable), verify and pin a model")
-    f.add_argument("name", choices=sorted(DOWNLOADS))
+    f.add_argument("name", choices=fetchable)
     f.add_argument("--url", help="fetch from this URL (a mirror) instead of the official one")
     f.add_argument("-q", "--quiet", action="store_true")
-    sub.add_parser("verify", help="check installed models by structure and against the lock file's hashes")
+    sub.add_parser("verify", help="check installed models by structure and against their pinned hashes")
     args = p.parse_args(argv)
     if args.cmd == "list":
-        for name, spec in DOWNLOADS.items():
-            path = model_store.model_path(name)
-            print(f"{name}: {spec.description}; {spec.size}; licence {spec.licence}")
-            print(f"    {spec.url}" + (f" (file {spec.member} inside)" if spec.member else ""))
-            print(f"    {'installed' if path.exists() else 'not installed'}: {path}")
-        if any(s.non_commercial for s in DOWNLOADS.values()):
+        for row in model_store.status():
+            entry = MODELS[row["name"]]
+            print(f"{entry.name} [{entry.task}]: {entry.description}; licence {entry.licence}")
+            print(f"    from {row['where']}" + (f"; {row['size']}" if row["size"] else ""))
+            print(f"    backends: {', '.join(f'{b} ({ref})' for b, ref in entry.backends.items())}")
+            print(f"    settings: {', '.join(f'{k}={v}' for k, v in entry.settings.items())}")
+            state = "installed" if row["installed"] else "not installed"
+            print(f"    {state}" + (f": {row['path']}" if row["path"] else ""))
+        if any(e.non_commercial for e in MODELS.values()):
             print("warning: SimSwap's weights (CC BY-NC-SA 4.0) and insightface's ArcFace are for non-commercial use only.")
         return 0
     if args.cmd == "fetch":
@@ -40,7 +44,7 @@ def main(argv: list[str]) -> int:
     bad = 0
     for row in model_store.status():
         if not row["installed"]:
-            print(f"{row['name']}: not installed ({row['path']})")
+            print(f"{row['name']}: not installed ({row['path'] or row['where']})")
             continue
         ok = row["structure"] == "ok" and row["hash"] != "MISMATCH"
         bad += not ok

@@ -152,21 +152,13 @@ def _train(args, log) -> int:
 
 
 def _onnx_embedder(path: str, arch: str):
-    from engines.iresnet import ONNX_INPUT, ONNX_OUTPUT, preprocess
-    from engines.onnxruntime_engine import OnnxRuntimeEngine
+    """An exported PerFace ONNX, loaded through the model table like `--embedder perface`."""
+    from engines import load
 
     try:
-        engine = OnnxRuntimeEngine(path)
+        return load("perface", path=path).embed_crops
     except Exception as e:  # ORT raises its own types for a torn or foreign file
-        raise InvalidInputError(f"{path} is not an ONNX model ONNX Runtime can load ({type(e).__name__})") from e
-    if [i.name for i in engine.inputs] != [ONNX_INPUT] or ONNX_OUTPUT not in [o.name for o in engine.outputs]:
-        raise InvalidInputError(f"{path} is not a PerFace/IResNet export (expected input {ONNX_INPUT!r}, output {ONNX_OUTPUT!r})")
-
-    def embed(crops):
-        feeds = {ONNX_INPUT: preprocess(crops).numpy()}
-        return engine(feeds)[ONNX_OUTPUT]
-
-    return embed
+        raise InvalidInputError(f"{path} is not a PerFace/IResNet ONNX export ({type(e).__name__}: {' '.join(str(e).split())[:200]})") from e
 
 
 def _torch_embedder(path: str, arch: str):
@@ -180,8 +172,8 @@ def _torch_embedder(path: str, arch: str):
     return model_embedder(model)
 
 
-# One loader per model file kind, chosen once.
-EMBEDDERS = {".onnx": _onnx_embedder, ".pth": _torch_embedder, ".pt": _torch_embedder}
+# One loader per model file kind, chosen once: the ONNX export or the training checkpoint.
+LOADERS = {".onnx": _onnx_embedder, ".pth": _torch_embedder, ".pt": _torch_embedder}
 
 
 def _eval(args, log) -> int:
@@ -189,12 +181,12 @@ def _eval(args, log) -> int:
 
     _need_file(args.model, "model")
     kind = Path(args.model).suffix.lower()
-    if kind not in EMBEDDERS:
-        raise InvalidInputError(f"model {args.model}: unknown kind {kind or '(no extension)'}; valid: {', '.join(EMBEDDERS)}")
+    if kind not in LOADERS:
+        raise InvalidInputError(f"model {args.model}: unknown kind {kind or '(no extension)'}; valid: {', '.join(LOADERS)}")
     triplets = _load(args.triplets, args.images, args.unanimous)
     if not triplets:
         raise InvalidInputError(f"{args.triplets} has no triplets to evaluate (all ties{' or not unanimous' if args.unanimous else ''})")
-    embed = EMBEDDERS[kind](args.model, args.arch)
+    embed = LOADERS[kind](args.model, args.arch)
     try:
         acc = triplet_accuracy(embed, triplets, FaceCrops())
     except ValueError as e:

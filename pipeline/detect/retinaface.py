@@ -14,7 +14,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from engines import Engine, get_model, load_engine
+from engines import Engine, get_model, load
 
 from pipeline.core.records import Detections
 
@@ -58,7 +58,7 @@ class FaceDetector:
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
         self.settings = get_model(model).settings
-        self.engine = engine if engine is not None else load_engine(model)
+        self.engine = engine if engine is not None else load(model)
         self.detect_size = detect_size
         self.threshold = threshold
         self.nms_iou = nms_iou

@@ -24,10 +24,10 @@ from trackers import FaceTracker
 
 def load_swap_models(config: RunConfig):
     """The generator engine and SimSwap's ArcFace, loaded once; bad files are input errors."""
-    from engines.simswap import generator_engine
+    from engines import load
 
     try:
-        engine = generator_engine(config.generator, str(config.swap.size), config.swap_backend)
+        engine = load(f"simswap-{config.swap.size}", config.swap_backend, path=config.generator)
     except (ValueError, OSError) as e:
         raise InvalidInputError(f"generator checkpoint unusable: {e}") from e
     return engine, load_simswap_arcface(config.arcface)
@@ -80,7 +80,7 @@ def build_identity(config: RunConfig, detector: FaceDetector, arc=None, cache: M
     """Persons and their fake identities; runs whenever a gallery is given, in any mode."""
     if not config.gallery:
         return None
-    from engines.embedders import EMBEDDERS
+    from engines.embedders import calibration
     from engines.simswap import latent_from_crops
 
     embedder = _cached(cache, ("embedder", config.embedder, config.embedder_model), lambda: load_embedder(config))
@@ -89,12 +89,12 @@ def build_identity(config: RunConfig, detector: FaceDetector, arc=None, cache: M
     latent_fn = (lambda crops: latent_from_crops(arc, crops)) if arc is not None else None
     if latent_fn is not None and not gallery.has_latents:
         gallery.fill_latents(latent_fn)
-    spec = EMBEDDERS[config.embedder]
-    assigner = SourceAssigner(gallery, config.embedder, AssignConfig(margin=spec.margin, seed=config.identity.seed))
+    same_person, margin = calibration(config.embedder)
+    assigner = SourceAssigner(gallery, config.embedder, AssignConfig(margin=margin, seed=config.identity.seed))
     if config.identity.scope == "fleet":
-        registry = PersonRegistry.load(config.person_registry, config.embedder, spec.same_person, gallery.fingerprint())
+        registry = PersonRegistry.load(config.person_registry, config.embedder, same_person, gallery.fingerprint())
     else:
-        registry = PersonRegistry(config.embedder, spec.same_person)
+        registry = PersonRegistry(config.embedder, same_person)
     return IdentityStage(embedder, registry, assigner, config.identity, latent_fn=latent_fn, gallery_fingerprint=gallery.fingerprint())
 
 
@@ -102,9 +102,9 @@ def build_tracker(config: RunConfig, identity: IdentityStage | None) -> FaceTrac
     """With the identity stage on, norfair's ReID uses the same embedder and threshold."""
     if identity is None:
         return FaceTracker(config.tracker)
-    from engines.embedders import EMBEDDERS
+    from engines.embedders import calibration
 
-    cfg = replace(config.tracker, reid_max_distance=1.0 - EMBEDDERS[config.embedder].same_person)
+    cfg = replace(config.tracker, reid_max_distance=1.0 - calibration(config.embedder)[0])
     return FaceTracker(cfg, embed=identity.embedder.embed)
 
 

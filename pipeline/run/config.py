@@ -39,7 +39,7 @@ class RunConfig:
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     person_registry: str | None = None
     swap: SwapConfig = field(default_factory=SwapConfig)
-    swap_backend: str = "onnxruntime"  # engines.simswap.GENERATOR_BACKENDS; 33% faster than torch on CPU (benchmarks)
+    swap_backend: str = "onnxruntime"  # the simswap entries' backends (engines.models); 33% faster than torch on CPU (benchmarks)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
