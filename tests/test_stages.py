@@ -195,3 +195,62 @@ def test_a_user_error_in_a_stage_comes_out_as_itself():
         with StagePipeline([("source", source), ("pass", lambda items: items)], maxsize=2) as pipe:
             for _ in pipe:
                 pass
+
+
+def test_a_stage_that_outlives_the_join_timeout_is_named(caplog):
+    """A stage stuck in a call that ignores the stop flag is reported, not silently left."""
+    release = threading.Event()
+
+    def source(_):
+        yield 1
+        release.wait(5)  # blocked, as in a network read with no timeout
+        yield 2
+
+    with caplog.at_level("WARNING", logger="pipeline.core.stages"):
+        with StagePipeline([("source", source), ("pass", lambda items: items)], maxsize=1, join_timeout_s=0.2) as pipe:
+            assert next(iter(pipe)) == 1
+    assert pipe.stuck == ["source"] and pipe.alive("source")
+    assert "still running" in caplog.text and "source" in caplog.text
+    release.set()
+
+
+def test_the_reader_is_not_closed_under_a_decode_call_in_flight(synthetic, caplog):
+    """close() waits for the demux/decode call another thread is in; if it does not finish,
+    the container is left open (freeing it there would crash FFmpeg) and decoding stops after."""
+    from pipeline.io.video_reader import VideoReader
+
+    reader = VideoReader(synthetic.path).open()
+    frames = reader.frames()
+    next(frames)
+    in_call = threading.Thread(target=lambda: (reader._libav.acquire(), time.sleep(1.0), reader._libav.release()))
+    in_call.start()
+    time.sleep(0.1)
+    with caplog.at_level("WARNING"):
+        reader.close(wait_s=0.2)
+    assert reader.left_open and reader.container is not None and "leaving" in caplog.text
+    in_call.join()
+    assert list(frames) == [], "the decode thread stops at its next call"
+    reader.close()
+    assert reader.container is None
+
+
+def test_closing_the_reader_while_another_thread_decodes_ends_it_cleanly(synthetic):
+    from pipeline.io.video_reader import VideoReader
+
+    reader = VideoReader(synthetic.path).open()
+    got, errors = [], []
+
+    def consume():
+        try:
+            for f in reader.frames():
+                got.append(f.index)
+                time.sleep(0.01)
+        except BaseException as e:  # noqa: BLE001 - the test reports whatever happened
+            errors.append(e)
+
+    t = threading.Thread(target=consume)
+    t.start()
+    time.sleep(0.1)
+    reader.close()
+    t.join(5)
+    assert not t.is_alive() and errors == [] and 0 < len(got) < synthetic.frames

@@ -9,7 +9,7 @@ because the estimate drifts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import norfair
 import numpy as np
@@ -27,6 +27,9 @@ class TrackerConfig:
     max_grow: float = 1.5  # ...up to this fraction (the estimate drifts: err on covering more)
     reid_patience: int = 90  # frames a lost track can be re-identified by embedding (norfair ReID; needs an embedder)
     reid_max_distance: float = 0.075  # 1 - cosine; dlib's calibrated same-person similarity is 0.925
+
+
+COAST_OVERLAP = 0.3  # IoU above which an earlier shot's predicted face is the same spot as a current face
 
 
 def boxes_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -56,6 +59,16 @@ def _points(candidate) -> np.ndarray:
     return candidate.points if isinstance(candidate, norfair.Detection) else candidate.estimate
 
 
+@dataclass
+class _Shot:
+    """One shot's norfair tracker and the id offsets that keep its ids unique in the video."""
+
+    tracker: norfair.Tracker
+    id_offset: int
+    cand_offset: int
+    last_hit: dict = field(default_factory=dict)  # norfair initializing_id -> frame of last detection
+
+
 class FaceTracker:
     """`update(detections, image) -> list[Face]`, called once per frame in order.
 
@@ -63,25 +76,38 @@ class FaceTracker:
     hook is on: a new track whose face matches a track lost in the last `reid_patience`
     frames takes over its id (someone who stepped out of frame and back). Embeddings are
     computed lazily, only for the faces norfair asks about, from the frame each was seen on.
+
+    A detected face carries the detector's own landmarks, not the Kalman-smoothed ones: on
+    fast motion the estimate lags, and a swap aligned on it would slide off the real face.
+    The smoothed box is kept (with the raw box in the cover) and a missed face is predicted.
     """
 
     def __init__(self, config: TrackerConfig = TrackerConfig(), embed=None):
         self.config = config
         self._embed = embed
-        # ids keep increasing across resets: a track id names one track for the whole video
-        self._id_offset = self._cand_offset = 0
+        # ids keep increasing across shots: a track id names one track for the whole video
         self._max_id = self._max_cand = 0
-        self._new_tracker()
+        self._retired: list[_Shot] = []
+        self._shot = self._new_shot()
         self._frame = -1
 
-    def reset(self) -> None:
-        """Ends every track (a shot cut): the next frame's faces start new tracks."""
-        self._id_offset, self._cand_offset = self._max_id, self._max_cand
-        self._new_tracker()
+    def cut(self) -> None:
+        """A shot cut: identity linking ends, coverage does not. The next frame's faces start new
+        tracks, while the previous shot's tracks keep being predicted and covered for their
+        usual patience, matched to nothing: a false cut (a flash, a strobe) followed by a
+        detector miss must not leave a face bare."""
+        self._retired.append(self._shot)
+        self._shot = self._new_shot()
 
-    def _new_tracker(self) -> None:
+    def reset(self) -> None:
+        """Forgets every track at once (the audit's per-shot view of the original faces, which
+        must not place predicted faces into the next shot). The pipeline uses `cut`."""
+        self._retired = []
+        self._shot = self._new_shot()
+
+    def _new_shot(self) -> _Shot:
         config = self.config
-        self._tracker = norfair.Tracker(
+        tracker = norfair.Tracker(
             distance_function="iou",
             distance_threshold=config.max_distance,
             hit_counter_max=config.patience,
@@ -93,8 +119,8 @@ class FaceTracker:
         # norfair 2.3's constructor takes only names or scalar callables; its loop calls
         # `distance_function.get_distances`, so a vectorized Distance subclass plugs in here.
         # The built-in "iou" would read all 7 points (box + landmarks) as a box.
-        self._tracker.distance_function = BoxIoUDistance()
-        self._last_hit: dict[int, int] = {}  # norfair initializing_id -> frame of last detection
+        tracker.distance_function = BoxIoUDistance()
+        return _Shot(tracker, self._max_id, self._max_cand)
 
     def _reid_distance(self, a, b) -> float:
         ea, eb = self._embedding(a.last_detection), self._embedding(b.last_detection)
@@ -128,43 +154,65 @@ class FaceTracker:
             )
             for i in range(len(detections))
         ]
-        self._tracker.update(nd)
-        current = {id(d) for d in nd}
-        faces: list[Face] = []
-        emitted: set[int] = set()
-        alive = set()
-        for obj in self._tracker.tracked_objects:
-            if not obj.hit_counter_is_positive:
-                continue
-            key = obj.initializing_id
-            alive.add(key)
-            tid = None if obj.id is None else obj.id + self._id_offset
-            cand = key + self._cand_offset
-            self._max_id = max(self._max_id, tid or 0)
-            self._max_cand = max(self._max_cand, cand)
-            est = obj.estimate
-            smooth_box = est[:2].ravel().astype(np.float32)
-            landmarks = est[2:7].astype(np.float32)
-            if id(obj.last_detection) in current:
-                i = obj.last_detection.data[0]
-                emitted.add(i)
-                self._last_hit[key] = self._frame
-                raw = detections.boxes[i]
-                cover = np.concatenate([np.minimum(raw[:2], smooth_box[:2]), np.maximum(raw[2:], smooth_box[2:])])
-                faces.append(Face(smooth_box, landmarks, float(detections.scores[i]), tid, False, cover, candidate_id=cand))
-            else:
-                missed = self._frame - self._last_hit.get(key, self._frame)
-                grow = min(self.config.max_grow, self.config.grow_per_miss * missed)
-                faces.append(
-                    Face(smooth_box, landmarks, 0.0, tid, True, _grow(smooth_box, grow), missed_frames=missed, candidate_id=cand)
-                )
+        self._shot.tracker.update(nd)
+        faces, emitted = self._faces(self._shot, detections, {id(d) for d in nd})
         # Fail closed: a detection norfair did not account for is still anonymized as-is.
         for i in range(len(detections)):
             if i not in emitted:
                 b = detections.boxes[i]
-                faces.append(Face(b.copy(), detections.landmarks[i].copy(), float(detections.scores[i]), None, False, b.copy()))
-        self._last_hit = {k: v for k, v in self._last_hit.items() if k in alive}
+                faces.append(Face(b.copy(), detections.landmarks[i].copy(), float(detections.scores[i]), None, False, b.copy(),
+                                  detection=i))
+        faces += self._coasting(faces)
         return faces
+
+    def _faces(self, shot: _Shot, detections: Detections, current: set) -> tuple[list[Face], set[int]]:
+        """The shot's live tracks as faces: detected ones with the detector's numbers, missed
+        ones predicted (box grown per missed frame, since the estimate drifts)."""
+        faces: list[Face] = []
+        emitted: set[int] = set()
+        alive = set()
+        for obj in shot.tracker.tracked_objects:
+            if not obj.hit_counter_is_positive:
+                continue
+            key = obj.initializing_id
+            alive.add(key)
+            tid = None if obj.id is None else obj.id + shot.id_offset
+            cand = key + shot.cand_offset
+            self._max_id = max(self._max_id, tid or 0)
+            self._max_cand = max(self._max_cand, cand)
+            est = obj.estimate
+            smooth_box = est[:2].ravel().astype(np.float32)
+            if id(obj.last_detection) in current:
+                i = obj.last_detection.data[0]
+                emitted.add(i)
+                shot.last_hit[key] = self._frame
+                raw = detections.boxes[i]
+                cover = np.concatenate([np.minimum(raw[:2], smooth_box[:2]), np.maximum(raw[2:], smooth_box[2:])])
+                faces.append(Face(smooth_box, detections.landmarks[i].copy(), float(detections.scores[i]), tid, False, cover,
+                                  candidate_id=cand, detection=i))
+            else:
+                missed = self._frame - shot.last_hit.get(key, self._frame)
+                grow = min(self.config.max_grow, self.config.grow_per_miss * missed)
+                faces.append(Face(smooth_box, est[2:7].astype(np.float32), 0.0, tid, True, _grow(smooth_box, grow),
+                                  missed_frames=missed, candidate_id=cand))
+        shot.last_hit = {k: v for k, v in shot.last_hit.items() if k in alive}
+        return faces, emitted
+
+    def _coasting(self, current: list[Face]) -> list[Face]:
+        """Predicted faces of earlier shots' tracks, until their patience runs out. One that
+        overlaps a face of this shot is left out: that face already covers the spot, and a
+        blur over it would spoil a swap after every false cut."""
+        out: list[Face] = []
+        boxes = np.array([f.box for f in current], np.float32).reshape(-1, 4)
+        for shot in self._retired:
+            shot.tracker.update([])
+            faces, _ = self._faces(shot, Detections.empty(), set())
+            for face in faces:
+                if len(boxes) and boxes_iou(face.box[None], boxes).max() >= COAST_OVERLAP:
+                    continue
+                out.append(face)
+        self._retired = [s for s in self._retired if any(o.hit_counter_is_positive for o in s.tracker.tracked_objects)]
+        return out
 
 
 def _grow(box: np.ndarray, frac: float) -> np.ndarray:

@@ -6,6 +6,7 @@ recorded in `face.outcome` ("blur:<reason>"), which the report counts:
 - no_source: the identity stage found no fake identity this person may take (gallery too
   small for everyone on screen, even with synthetic identities);
 - predicted: the detector missed it, its landmarks are a Kalman guess (alignment would drift);
+- bad_numbers: its landmarks or box were non-finite and had to be repaired (pipeline.track.guard);
 - too_small: narrower than `min_face` pixels;
 - profile: aligned to an extreme profile template, where SimSwap's output is unreliable;
 - engine_error: the generator raised or returned non-finite values for the batch;
@@ -78,6 +79,8 @@ class FaceSwapper:
             return "no_source"
         if face.predicted:
             return "predicted"
+        if face.data.get("repaired"):
+            return "bad_numbers"
         if face.box[2] - face.box[0] < self.config.min_face:
             return "too_small"
         return None

@@ -405,7 +405,7 @@ def render_html(audit: dict, sheets: list[TrackSheet], leak_thumbs: list[tuple[i
     Sections are written as they are drawn, so a long video's hundreds of sheets never sit
     in memory together; any failure removes the temp file and leaves no page behind.
     """
-    out = AtomicFile(path)  # mkstemp: 0600, kept by the rename
+    out = AtomicFile(path, private=True)  # original faces: owner-only, whatever the umask
     try:
         with open(out.path, "w", encoding="utf-8") as fh:
             for part in _page(_d(audit), list(sheets or ()), list(leak_thumbs or ())):

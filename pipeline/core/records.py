@@ -76,7 +76,7 @@ class Face:
     """
 
     box: np.ndarray  # (4,) x1, y1, x2, y2, smoothed
-    landmarks: np.ndarray  # (5, 2)
+    landmarks: np.ndarray  # (5, 2): the detector's when detected on this frame, else the tracker's estimate
     score: float
     track_id: int | None
     predicted: bool
@@ -89,6 +89,8 @@ class Face:
     # What was done to it: "blur" / "pixelate" / "mask" / "swap", or "blur:<reason>" when a
     # swap was wanted but could not run (too_small, profile, unconfirmed, engine_error, …).
     outcome: str | None = None
+    detection: int | None = None  # index of this frame's detection it came from; None when predicted
+    data: dict = field(default_factory=dict)  # per-stage extras, e.g. "repaired": why its numbers were fixed
 
 
 @dataclass
@@ -99,6 +101,7 @@ class TrackedFrame:
     faces: list[Face]
     detections: int  # raw detector hits on this frame, for the report
     shot_cut: bool = False  # this frame starts a new shot: every earlier track ended
+    repairs: dict = field(default_factory=dict)  # reason → count of bad numbers repaired (pipeline.track.guard)
 
 
 @dataclass

@@ -9,6 +9,7 @@ order-dependent state (tracking) without knowing about threads.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -16,6 +17,7 @@ from typing import Callable, Iterable, Iterator
 
 from pipeline.core.errors import AnonswapError, StageError
 
+log = logging.getLogger(__name__)
 _END = object()
 POLL_S = 0.1
 
@@ -118,6 +120,7 @@ class StagePipeline:
             inbox = outbox
         self._out = inbox
         self.consumer_wait_s = 0.0
+        self.stuck: list[str] = []  # stages still running after the join timeout
 
     def __enter__(self) -> "StagePipeline":
         for s in self.stages:
@@ -153,6 +156,14 @@ class StagePipeline:
         deadline = time.monotonic() + self.join_timeout_s
         for s in self.stages:
             s.join(timeout=max(0.0, deadline - time.monotonic()))
+        # A stage blocked inside a call that ignores the stop flag (a network read, a model
+        # that hangs) is named, so whoever owns its resources does not free them under it.
+        self.stuck = [s.stage_name for s in self.stages if s.is_alive()]
+        if self.stuck:
+            log.warning("stage thread(s) still running %.0f s after stop: %s", self.join_timeout_s, ", ".join(self.stuck))
+
+    def alive(self, name: str) -> bool:
+        return any(s.stage_name == name and s.is_alive() for s in self.stages)
 
     def busy_ms(self) -> dict[str, float]:
         return {s.stage_name: round(s.busy_s * 1000, 1) for s in self.stages}

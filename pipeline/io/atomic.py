@@ -3,6 +3,10 @@
 Every file a run writes goes to a temp file in the target's folder first; `commit()` renames
 it into place (atomic within one folder), `discard()` removes it. A crash or an error never
 leaves a half-written file under the final name.
+
+Permissions follow the user's umask (0644 under umask 022), as ffmpeg's outputs do, except
+files that hold biometric data or original faces (the person registry, galleries, the audit
+page): those stay 0600, readable by their owner only (`private=True`).
 """
 
 from __future__ import annotations
@@ -12,19 +16,45 @@ import os
 import tempfile
 
 
+PRIVATE_MODE = 0o600
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (os.umask can only be
+    read by setting it, which races with other threads creating files)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def public_mode() -> int:
+    return 0o666 & ~current_umask()
+
+
 class AtomicFile:
     """A temp path in the target's folder; `commit()` renames it into place, `discard()` removes it.
 
     Same folder, so the rename is atomic and a crash never leaves a half-written file under
-    the final name.
+    the final name. mkstemp creates the temp file 0600; unless `private`, it is opened up to
+    what the umask allows before anything is written, and the rename keeps that mode.
     """
 
-    def __init__(self, final_path: str):
+    def __init__(self, final_path: str, *, private: bool = False):
         self.final_path = os.path.abspath(final_path)
         folder, name = os.path.split(self.final_path)
         stem, ext = os.path.splitext(name)
         fd, self.path = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".partial{ext}", dir=folder)
-        os.close(fd)
+        try:
+            os.fchmod(fd, PRIVATE_MODE if private else public_mode())
+        finally:
+            os.close(fd)
 
     def commit(self) -> str:
         os.replace(self.path, self.final_path)
@@ -37,8 +67,8 @@ class AtomicFile:
             pass
 
 
-def write_json_atomic(path: str, data: dict) -> None:
-    f = AtomicFile(path)
+def write_json_atomic(path: str, data: dict, *, private: bool = False) -> None:
+    f = AtomicFile(path, private=private)
     try:
         with open(f.path, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=2)

@@ -2,7 +2,8 @@
 
 Loaded with `allow_pickle=False`, so reading a file runs no code; written to a temp file and
 renamed, so a crash never leaves half a file under the final name. The header carries a
-format name and version, checked on load.
+format name and version, checked on load. Both files hold face embeddings (biometric data),
+so they are written 0600 whatever the umask.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ def write_npz(path: str, fmt: str, version: int, meta: dict, arrays: dict[str, n
     from pipeline.io.atomic import AtomicFile
 
     header = np.frombuffer(json.dumps({"format": fmt, "version": version, **meta}).encode(), np.uint8)
-    f = AtomicFile(path)
+    f = AtomicFile(path, private=True)
     try:
         with open(f.path, "wb") as fh:
             (np.savez_compressed if compressed else np.savez)(fh, meta=header, **arrays)

@@ -84,6 +84,7 @@ class ReportBuilder:
         self.unconfirmed = 0
         self.frames_with_faces = 0
         self.outcomes: Counter[str] = Counter()
+        self.repairs: Counter[str] = Counter()
         self.stage_ms: dict[str, float] = {}
         self.settings: dict = {}
         self.shot_cuts: list[int] = []
@@ -96,6 +97,7 @@ class ReportBuilder:
         self.frames_with_faces += bool(tf.faces)
         if tf.shot_cut:
             self.shot_cuts.append(tf.frame.index)
+        self.repairs.update(tf.repairs)
         for face in tf.faces:
             self.predicted += face.predicted
             self.outcomes[face.outcome or "unknown"] += 1
@@ -158,6 +160,7 @@ class ReportBuilder:
                 "swapped": self.outcomes.get("swap", 0),
                 "fallback": {k.split(":", 1)[1]: v for k, v in sorted(self.outcomes.items()) if k.startswith("blur:")},
                 "by_outcome": dict(sorted(self.outcomes.items())),
+                "repaired": dict(sorted(self.repairs.items())),
             },
             "tracks": [
                 {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from fractions import Fraction
 from typing import Iterator
 
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 # One PyAV exception base is enough: every libav error surfaces as av.FFmpegError.
 _AV_ERRORS = (av.FFmpegError,)
+CLOSE_WAIT_S = 5.0  # how long close() waits for a demux/decode call in flight on another thread
 
 
 class VideoReader:
@@ -42,6 +44,11 @@ class VideoReader:
         self.metadata: dict[str, str] = {}
         self._frames_iter: Iterator[Frame] | None = None
         self._first: Frame | None = None
+        # Held around every libav call on the container: the decode stage's thread demuxes and
+        # decodes while the run may close the reader on another thread (an error, Ctrl-C).
+        self._libav = threading.Lock()
+        self.left_open = False  # close() found a call still in flight and did not free the container
+        self._closing = False
 
     # -- opening ---------------------------------------------------------------------------
     def open(self) -> "VideoReader":
@@ -107,10 +114,21 @@ class VideoReader:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def close(self) -> None:
-        if self.container is not None:
-            self.container.close()
-            self.container = None
+    def close(self, wait_s: float = CLOSE_WAIT_S) -> None:
+        """Closes the container, but never under a demux/decode call still running on another
+        thread (freeing FFmpeg's context there crashes the process): after `wait_s` it is left
+        open, `left_open` is set, and that thread stops at its next call."""
+        if not self._libav.acquire(timeout=wait_s):
+            self.left_open = True
+            log.warning("decoder still busy after %.0f s; leaving %s open", wait_s, self.path)
+            self._closing = True
+            return
+        try:
+            if self.container is not None:
+                self.container.close()
+                self.container = None
+        finally:
+            self._libav.release()
 
     # -- decoding --------------------------------------------------------------------------
     def frames(self) -> Iterator[Frame]:
@@ -179,7 +197,10 @@ class VideoReader:
         demux = self.container.demux([vs, *self.audio_streams])
         while True:
             try:
-                packet = next(demux)
+                with self._libav:
+                    if self.container is None or self._closing:
+                        return  # closed under us: stop without touching the freed container
+                    packet = next(demux)
             except StopIteration:
                 break
             except _AV_ERRORS as e:
@@ -195,13 +216,23 @@ class VideoReader:
             if not packet.size:
                 continue  # demuxer's end-of-stream marker; the decoder is flushed below
             try:
-                yield from vs.decode(packet)
+                with self._libav:
+                    if self.container is None or self._closing:
+                        return
+                    decoded = vs.decode(packet)
             except _AV_ERRORS:
                 self.decode_errors += 1
+                continue
+            yield from decoded
         try:
-            yield from vs.decode(None)  # B-frame delay
+            with self._libav:
+                if self.container is None or self._closing:
+                    return
+                decoded = vs.decode(None)  # B-frame delay
         except _AV_ERRORS:
             self.decode_errors += 1
+            return
+        yield from decoded
 
 
 def _chain(first, rest):
