@@ -28,6 +28,17 @@ class TrackerConfig:
     reid_patience: int = 90  # frames a lost track can be re-identified by embedding (norfair ReID; needs an embedder)
     reid_max_distance: float = 0.075  # 1 - cosine; dlib's calibrated same-person similarity is 0.925
 
+    @property
+    def max_id_gap(self) -> int:
+        """The most frames between two outputs of one track id, for whoever keeps per-track state.
+
+        A track is output on every frame while it lives (predicted ones included); once lost,
+        norfair keeps it for ReID `reid_patience` more frames, and a new track matched to it
+        on its second frame takes its id: `reid_patience + 2` (norfair's step order). Without
+        an embedder there is no ReID and the gap is 1, so this is an upper bound either way.
+        """
+        return self.reid_patience + 2
+
 
 COAST_OVERLAP = 0.3  # IoU above which an earlier shot's predicted face is the same spot as a current face
 

@@ -34,6 +34,14 @@ VERSION = 1
 
 @dataclass
 class Person:
+    """One real person: small (one embedding sum), kept for the whole run, never pruned.
+
+    Recognising someone who comes back, so that they keep their fake identity and nobody else
+    is given it while they may return, depends on every person seen so far; the identity
+    stage forgets tracks, not persons. `tracks` and `track_similarity` grow by one entry per
+    track of this person, for the report.
+    """
+
     id: int
     embedding_sum: np.ndarray | None  # weighted sum of unit vectors; None until a usable sample
     weight: float = 0.0
@@ -45,6 +53,10 @@ class Person:
     from_registry: bool = False  # known from an earlier video (fleet scope)
     loaded_sum: np.ndarray | None = None  # as read from the registry: what this run added is the rest
     loaded_weight: float = 0.0
+    # track id -> cosine to the best earlier person when the track was decided (None: no usable
+    # sample or nobody to compare with); linked when >= same_person. Lives here, not per track in
+    # the stage, because the stage forgets tracks and the report needs this for every track.
+    track_similarity: dict[int, float | None] = field(default_factory=dict)
 
     @property
     def embedding(self) -> np.ndarray | None:

@@ -11,6 +11,13 @@ first frames *before* those frames are anonymized: the first frames of a track a
 with the same identity as the rest instead of blurred, and nobody flickers between faces.
 The same look-ahead gives a track's unconfirmed first detections (`track_id` None, tracker
 hysteresis) their track once the tracker confirms it within the window.
+
+Memory stays bounded in runs of any length (a live camera for days): a decided track keeps
+only what its later frames need (its person and sampling schedule; the 224 crop and the
+pending samples go once its person is linked or created), and a track is forgotten once no
+frame can name it again: idle for longer than the tracker can take to give its id back
+(`max_id_gap`, norfair's ReID) plus the look-ahead (frames still waiting here). Persons are
+kept: what stays consistent across re-appearances is in them.
 """
 
 from __future__ import annotations
@@ -54,11 +61,12 @@ class IdentityConfig:
 class _Track:
     first_frame: int
     last_frame: int
+    last_tick: int  # the stage's own frame count when last seen (live runs drop frames: indices jump)
     last_sample: int = -(10**9)
     samples: int = 0
     vector_sum: np.ndarray | None = None
     weight: float = 0.0
-    best_crop: np.ndarray | None = None  # SimSwap 224 crop of the best sample, for z's latent
+    best_crop: np.ndarray | None = None  # SimSwap 224 crop of the best sample, for z's latent; until decided
     best_weight: float = 0.0
     person: Person | None = None
     pending: list = field(default_factory=list)  # samples taken before the decision
@@ -71,10 +79,23 @@ class _Track:
 
 
 class IdentityStage:
-    """`stage(tracked_frames) -> tracked_frames` with person_id / source_id set on tracked faces."""
+    """`stage(tracked_frames) -> tracked_frames` with person_id / source_id set on tracked faces.
+
+    `max_id_gap`: the most frames the tracker can leave between two outputs of one track id
+    (`TrackerConfig.max_id_gap`). Tracks idle for longer than that plus the look-ahead are
+    forgotten, so the stage's size follows the people on screen, not the length of the run;
+    None keeps every track (for a tracker that may bring an id back at any time). Should an
+    id come back after all, it is a new track to the stage: decided again and linked to its
+    person by embedding like any returning face.
+
+    The PersonRegistry is not pruned: a person is one embedding (and the ids of their tracks),
+    and recognising someone who comes back, so that they keep their fake identity and nobody
+    else gets it meanwhile, needs every person seen so far.
+    """
 
     def __init__(self, embedder, registry: PersonRegistry, assigner: SourceAssigner | None = None,
-                 config: IdentityConfig = IdentityConfig(), latent_fn=None, gallery_fingerprint: str | None = None):
+                 config: IdentityConfig = IdentityConfig(), latent_fn=None, gallery_fingerprint: str | None = None,
+                 max_id_gap: int | None = None):
         self.embedder = embedder
         self.registry = registry
         self.assigner = assigner
@@ -82,11 +103,12 @@ class IdentityStage:
         self.latent_fn = latent_fn  # SimSwap ArcFace on 224 crops, for the latent-space margin
         self.gallery_fingerprint = gallery_fingerprint  # a fleet registry is tied to its gallery
         self.seed = secrets.randbits(32) if config.scope == "random" else config.seed
-        self.tracks: dict[int, _Track] = {}
+        self.max_id_gap = max_id_gap
+        self.tracks: dict[int, _Track] = {}  # live tracks only: see _forget_idle
         self.assignments: dict[int, Assignment | None] = {}  # person id -> how its source was chosen
-        self.link_similarity: dict[int, float | None] = {}  # track id -> similarity when linked / rejected
         self.samples_taken = 0
-        self._confirmed: dict[int, int] = {}  # tracker candidate id -> confirmed track id
+        self._confirmed: dict[int, int] = {}  # tracker candidate id -> confirmed track id, for live tracks
+        self._tick = -1  # frames observed; the tracker's clock (one update per frame that reaches us)
 
     def __call__(self, items: Iterable[TrackedFrame]) -> Iterator[TrackedFrame]:
         window: deque[TrackedFrame] = deque()
@@ -101,6 +123,8 @@ class IdentityStage:
     # ---- observing ---------------------------------------------------------------------
     def _observe(self, tf: TrackedFrame) -> None:
         idx = tf.frame.index
+        self._tick += 1
+        self._forget_idle()
         chosen: list[tuple[Face, _Track, float]] = []
         for face in tf.faces:
             if face.track_id is None:
@@ -109,8 +133,8 @@ class IdentityStage:
                 self._confirmed[face.candidate_id] = face.track_id
             tr = self.tracks.get(face.track_id)
             if tr is None:
-                tr = self.tracks[face.track_id] = _Track(idx, idx)
-            tr.last_frame = idx
+                tr = self.tracks[face.track_id] = _Track(idx, idx, self._tick)
+            tr.last_frame, tr.last_tick = idx, self._tick
             if tr.person is not None:
                 tr.person.last_frame = max(tr.person.last_frame, idx)
             if tr.samples >= self.config.max_samples or idx - tr.last_sample < self.config.sample_every:
@@ -121,22 +145,56 @@ class IdentityStage:
         if chosen:
             landmarks = np.stack([face.landmarks for face, _, _ in chosen])
             vecs = self.embedder.embed(tf.frame.image, landmarks)
-            crops = align([tf.frame.image], [landmarks], 224).crops if self.latent_fn else None
+            # the crop only serves a new person's source choice: none for decided tracks
+            want_crops = self.latent_fn is not None and any(tr.person is None for _, tr, _ in chosen)
+            crops = align([tf.frame.image], [landmarks], 224).crops if want_crops else None
             for k, ((_, tr, w), v) in enumerate(zip(chosen, vecs)):
                 self.samples_taken += 1
                 tr.samples += 1
                 tr.last_sample = idx
+                if tr.person is not None:
+                    tr.person.add(v, w)
+                    continue
                 tr.vector_sum = v * w if tr.vector_sum is None else tr.vector_sum + v * w
                 tr.weight += w
+                tr.pending.append((v, w))
                 if crops is not None and w > tr.best_weight:
                     tr.best_crop, tr.best_weight = crops[k], w
-                if tr.person is None:
-                    tr.pending.append((v, w))
-                else:
-                    tr.person.add(v, w)
         for face, tr, _ in chosen:  # only tracks that just got a sample can have become ready
             if tr.person is None and tr.samples >= self.config.decide_after:
                 self._decide(face.track_id, tr)
+
+    def _forget_idle(self) -> None:
+        """Drops the tracks no frame can name any more.
+
+        A frame in the look-ahead window was observed at most `lookahead` ticks ago, and the
+        tracker outputs a track on every frame while it lives (predicted frames included), then
+        can give its id to a new track up to `max_id_gap` frames later (ReID). A track idle for
+        longer than both together is neither in the window nor coming back. Its unconfirmed
+        first detections came before it, so their candidate ids go with it.
+        """
+        if self.max_id_gap is None:
+            return
+        horizon = self._tick - self.config.lookahead - self.max_id_gap
+        gone = [tid for tid, tr in self.tracks.items() if tr.last_tick < horizon]
+        if not gone:
+            return
+        for tid in gone:
+            del self.tracks[tid]
+        dropped = set(gone)
+        self._confirmed = {c: t for c, t in self._confirmed.items() if t not in dropped}
+
+    def state_size(self) -> dict[str, int]:
+        """What the stage holds per track, to check it stays bounded in long (live) runs."""
+        undecided = [tr for tr in self.tracks.values() if tr.person is None]
+        return {
+            "tracks": len(self.tracks),
+            "undecided": len(undecided),
+            "crops": sum(tr.best_crop is not None for tr in self.tracks.values()),
+            "pending_samples": sum(len(tr.pending) for tr in self.tracks.values()),
+            "confirmed": len(self._confirmed),
+            "persons": len(self.registry.persons),
+        }
 
     def _quality(self, image: np.ndarray, face: Face) -> float:
         """0 for a sample not worth embedding, else a weight in (0, 1]."""
@@ -161,16 +219,18 @@ class IdentityStage:
     def _decide(self, tid: int, tr: _Track) -> None:
         z = tr.embedding
         person, sim = self.registry.match(z, tr.first_frame)
-        self.link_similarity[tid] = sim
         if person is None:
             person = self.registry.new(tr.first_frame)
             self._assign(person, z, tr)
-        person.tracks.append(tid)
+        if tid not in person.track_similarity:  # an id forgotten and given back is still one track
+            person.tracks.append(tid)
+            person.track_similarity[tid] = sim
         person.first_frame = tr.first_frame if person.first_frame < 0 else min(person.first_frame, tr.first_frame)
         person.last_frame = max(person.last_frame, tr.last_frame)
         for v, w in tr.pending:
             person.add(v, w)
         tr.pending.clear()
+        tr.best_crop = None  # the source (and its latent) is chosen: later frames only need the person
         tr.person = person
 
     def _assign(self, person: Person, z: np.ndarray | None, tr: _Track) -> None:
@@ -196,7 +256,10 @@ class IdentityStage:
                 face.track_id = self._confirmed[face.candidate_id]  # confirmed within the look-ahead
             if face.track_id is None:
                 continue
-            tr = self.tracks[face.track_id]
+            tr = self.tracks.get(face.track_id)
+            if tr is None:  # _forget_idle keeps what waiting frames name; should that break, fail closed
+                idx = tf.frame.index
+                tr = self.tracks[face.track_id] = _Track(idx, idx, self._tick)
             if tr.person is None:  # its first frame is leaving: decide on what we have
                 self._decide(face.track_id, tr)
             face.person_id = tr.person.id
@@ -224,9 +287,8 @@ class IdentityStage:
                 "source_similarity": None if a is None or a.similarity is None else round(a.similarity, 4),
                 "synthetic_source": bool(a and a.source.synthetic),
                 "tracks": p.tracks,
-                # similarity of each track to the best earlier person when it was decided (None: no
-                # usable sample or nobody to compare with); linked when >= the embedder's same_person
-                "track_similarity": {str(t): (None if self.link_similarity.get(t) is None else round(self.link_similarity[t], 4)) for t in p.tracks},
+                # see Person.track_similarity
+                "track_similarity": {str(t): (None if p.track_similarity.get(t) is None else round(p.track_similarity[t], 4)) for t in p.tracks},
                 "first_frame": p.first_frame,
                 "last_frame": p.last_frame,
                 "from_registry": p.from_registry,

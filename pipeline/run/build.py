@@ -95,7 +95,8 @@ def build_identity(config: RunConfig, detector: FaceDetector, arc=None, cache: M
         registry = PersonRegistry.load(config.person_registry, config.embedder, same_person, gallery.fingerprint())
     else:
         registry = PersonRegistry(config.embedder, same_person)
-    return IdentityStage(embedder, registry, assigner, config.identity, latent_fn=latent_fn, gallery_fingerprint=gallery.fingerprint())
+    return IdentityStage(embedder, registry, assigner, config.identity, latent_fn=latent_fn, gallery_fingerprint=gallery.fingerprint(),
+                         max_id_gap=config.tracker.max_id_gap)
 
 
 def build_tracker(config: RunConfig, identity: IdentityStage | None) -> FaceTracker:
