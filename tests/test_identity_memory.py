@@ -11,7 +11,6 @@ frames are detected once and replayed, so a long run stays cheap.
 from fractions import Fraction
 
 import av
-import numpy as np
 import pytest
 
 from engines.embedders import calibration, load_embedder

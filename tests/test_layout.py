@@ -104,3 +104,33 @@ def test_the_cycle_check_sees_a_cycle():
     graph = {"pipeline": {"pipeline.run"}, "pipeline.run": {"trackers"}, "trackers": {"pipeline.core"},
              "pipeline.core": {"pipeline"}}
     assert cycles(graph) == [["pipeline", "pipeline.core", "pipeline.run", "trackers"]]
+
+
+def _layout_rows() -> dict[str, str]:
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Layout"):]
+    section = section[: section.index("\n## ", 5)]
+    rows = {}
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            first, what = line.split("|")[1:3]
+            for path in first.replace("`", "").split(","):
+                rows[path.strip()] = what
+    return rows
+
+
+def test_the_readme_layout_table_matches_the_tree():
+    """Every package under pipeline/ has a row naming each of its modules, and every path in
+    the table exists: the table is how a new reader finds the data flow."""
+    rows = _layout_rows()
+    for path in rows:
+        assert (ROOT / path).exists(), f"README layout names {path}, which does not exist"
+    for pkg in sorted(p for p in (ROOT / "pipeline").iterdir() if (p / "__init__.py").exists()):
+        row = rows.get(f"pipeline/{pkg.name}/")
+        assert row is not None, f"README layout has no row for pipeline/{pkg.name}/"
+        for module in sorted(pkg.glob("*.py")):
+            if module.name != "__init__.py":
+                assert module.name in row, f"README layout row for pipeline/{pkg.name}/ does not name {module.name}"
+    for module in (ROOT / "pipeline").glob("*.py"):
+        if module.name != "__init__.py":
+            assert f"pipeline/{module.name}" in rows, f"README layout does not name pipeline/{module.name}"
