@@ -222,10 +222,13 @@ def test_bad_audit_inputs_are_one_line_errors(synthetic, blurred, tmp_path):
 
     out, _ = blurred
     short = make_video(str(tmp_path / "short.mp4"), frames=12).path
+    short_mkv = make_video(str(tmp_path / "short.mkv"), frames=12).path  # Matroska stores no frame count
     other = make_video(str(tmp_path / "other.mp4"), width=256, height=192, frames=40).path
     cases = [
         (synthetic.path, tmp_path / "missing.mp4", "not found"),
-        (synthetic.path, short, "differ in length"),
+        # told from the headers, before a pass over both videos
+        (synthetic.path, short, "differ in length (40 vs 12 frames in their headers)"),
+        (synthetic.path, short_mkv, "s in their headers)"),
         (synthetic.path, other, "differ in size"),
         (synthetic.path, out, "boxes file not found"),
     ]

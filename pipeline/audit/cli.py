@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 
-from pipeline.core.errors import AnonswapError, OutputError, fail
+from pipeline.core.errors import AnonswapError, fail
 from pipeline.audit.measure import RECOGNIZERS, AuditConfig, audit_videos
 
 
@@ -57,15 +57,9 @@ def audit_paths(output: str) -> tuple[str, str]:
 def run_audit(original: str, anonymized: str, json_path: str, html_path: str | None, config: AuditConfig, *,
               boxes: str | None = None, progress: bool = True, log=lambda m: print(m, file=sys.stderr)) -> dict:
     from pipeline.io.atomic import write_json_atomic
-    from pipeline.io.paths import check_side_path
+    from pipeline.io.paths import check_outputs
 
-    for path in (json_path, html_path):
-        if path is not None:
-            if os.path.isdir(path):
-                raise OutputError(f"audit output is a directory: {path}")
-            check_side_path(path, original, os.path.abspath(anonymized))
-    if html_path is not None and os.path.abspath(html_path) == os.path.abspath(json_path):
-        raise OutputError(f"--html and -o must differ: {html_path}")
+    check_outputs([original, anonymized, boxes], {"audit -o": json_path, "audit --html": html_path})
     result, sheets, leak_thumbs = audit_videos(original, anonymized, boxes=boxes, config=config, progress=progress, log=log)
     write_json_atomic(json_path, result)
     if html_path:

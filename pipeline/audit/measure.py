@@ -172,6 +172,8 @@ def audit_videos(original: str, anonymized: str, *, boxes: str | None = None, co
     try:
         if (io.width, io.height) != (ia.width, ia.height):
             raise InvalidInputError(f"the videos differ in size ({io.width}x{io.height} vs {ia.width}x{ia.height}): not an original and its anonymized copy")
+        if config.max_frames is None:
+            _check_lengths(io, ia)
         state = _Pass(config, embedder, detector, centerface, source, claims)
         total = config.max_frames or io.frames_hint or None
         frames_o, frames_a = reader_o.frames(), reader_a.frames()
@@ -194,6 +196,19 @@ def audit_videos(original: str, anonymized: str, *, boxes: str | None = None, co
     if config.impostors is None and not result["threshold"]["impostor_pairs_video"]:
         log("audit: no two faces on screen together and no --impostors photos: threshold is the recognizer's default")
     return result, state.thumbs.sheets(), state.leak_thumbs
+
+
+def _check_lengths(io, ia) -> None:
+    """What the headers already say, before a pass over both videos: their declared frame
+    counts (mp4, mov) or video durations (Matroska, when no count is stored) must agree.
+    Loose on durations (a re-encode may round them), so only a different video fails here;
+    the pass itself still compares frame by frame."""
+    if io.frames_hint and ia.frames_hint and io.frames_hint != ia.frames_hint:
+        raise InvalidInputError(f"the videos differ in length ({io.frames_hint} vs {ia.frames_hint} frames in their headers): "
+                                "not an original and its anonymized copy (--max-frames N audits the first N frames)")
+    if io.duration_s and ia.duration_s and abs(io.duration_s - ia.duration_s) > max(0.5, 0.05 * io.duration_s):
+        raise InvalidInputError(f"the videos differ in length ({io.duration_s:.2f} s vs {ia.duration_s:.2f} s in their headers): "
+                                "not an original and its anonymized copy (--max-frames N audits the first N frames)")
 
 
 class _Pass:

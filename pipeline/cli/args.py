@@ -18,3 +18,26 @@ def open_unit_interval(text: str) -> float:
     if not 0.0 < v < 1.0:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
     return v
+
+
+# libx264's presets, fastest first; an unknown one would only fail later, as a container error.
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo")
+CRF_RANGE = (0, 51)  # libx264 (8-bit): a larger value is silently clamped to 51, about 2 KB a frame
+
+
+def crf(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer from {CRF_RANGE[0]} to {CRF_RANGE[1]}, got {text}") from None
+    if not CRF_RANGE[0] <= v <= CRF_RANGE[1]:
+        raise argparse.ArgumentTypeError(f"must be from {CRF_RANGE[0]} (lossless) to {CRF_RANGE[1]} (worst) for x264, got {text}")
+    return v
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Usage mistakes end like every other user error: one line `error: …`, exit status 2
+    (argparse's default prints the whole usage first, which log scrapers split in two)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")

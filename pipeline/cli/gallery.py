@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
-import os
 
 from engines.embedders import embedder_names
+from pipeline.cli.args import OneLineParser
 from pipeline.cli.models import installed_path
-from pipeline.core.errors import AnonswapError, InvalidInputError, OutputError, fail
-from pipeline.io.paths import check_side_path
+from pipeline.core.errors import AnonswapError, InvalidInputError, fail
+from pipeline.io.paths import check_outputs
 from pipeline.run.build import load_simswap_arcface
 
 def main(argv: list[str]) -> int:
     """`gallery build DIR --labels CSV -o GALLERY` | `gallery show GALLERY`."""
-    p = argparse.ArgumentParser(prog="run_pipeline.py gallery", description="The fake identities to swap in.")
+    p = OneLineParser(prog="run_pipeline.py gallery", description="The fake identities to swap in.")
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="detect, embed and store the identities of a folder of photos")
     b.add_argument("folder", help="folder of source face photos (consented or synthetic faces)")
@@ -40,9 +39,7 @@ def main(argv: list[str]) -> int:
         from engines.embedders import load_embedder
 
         from pipeline.detect.retinaface import FaceDetector
-        if os.path.isdir(args.output):
-            raise OutputError(f"gallery output is a directory: {args.output}")
-        check_side_path(args.output, args.folder, "")
+        check_outputs([args.folder, args.labels], {"-o": args.output})
         paths = dict(kv.split("=", 1) for kv in args.embedder_model if "=" in kv)
         try:
             embedders = [load_embedder(name, paths.get(name)) for name in (args.embedder or ["dlib"])]

@@ -17,12 +17,13 @@ import sys
 import tempfile
 
 from engines.embedders import embedder_names
-from pipeline.cli.args import open_unit_interval, positive_int
+from pipeline.cli.args import X264_PRESETS, OneLineParser, crf, open_unit_interval, positive_int
 from pipeline.cli.models import installed_path
 from pipeline.detect.retinaface import AUTO_MAX_SIZE, AUTO_MIN_SIZE, DEFAULT_DETECT_SIZE, DEFAULT_THRESHOLD
 from pipeline.core.errors import AnonswapError, fail
 from pipeline.identity.stage import SCOPES, IdentityConfig
-from pipeline.run.config import MODES, RunConfig
+from pipeline.io.paths import check_outputs
+from pipeline.run.config import MODES, RunConfig, input_files
 from pipeline.run.file import anonymize_video
 from pipeline.anonymize.swap import SwapConfig
 
@@ -36,7 +37,7 @@ SUBCOMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="run_pipeline.py",
         description="Anonymize every face in a video (streaming; output keeps size, frames, timestamps and audio).",
         epilog="Models: python run_pipeline.py models list | fetch NAME | verify.  "
@@ -53,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detect-size", type=positive_int, default=DEFAULT_DETECT_SIZE, metavar="N", help=f"detector working size, long side in pixels (default: the video's, clamped to {AUTO_MIN_SIZE}..{AUTO_MAX_SIZE})")
     p.add_argument("--threshold", type=open_unit_interval, default=DEFAULT_THRESHOLD, metavar="T", help=f"face score threshold (default {DEFAULT_THRESHOLD})")
     p.add_argument("--batch-size", type=positive_int, default=4, metavar="N", help="frames per detector batch (default 4)")
-    p.add_argument("--crf", type=int, default=20, help="x264 constant rate factor (default 20; lower is better quality)")
-    p.add_argument("--preset", default="veryfast", help="x264 preset (default veryfast)")
+    p.add_argument("--crf", type=crf, default=20, help="x264 constant rate factor, 0-51 (default 20; lower is better quality)")
+    p.add_argument("--preset", choices=X264_PRESETS, default="veryfast", metavar="PRESET", help=f"x264 preset: {', '.join(X264_PRESETS)} (default veryfast)")
     swap = p.add_argument_group("swap mode (SimSwap; official weights are CC BY-NC-SA 4.0, non-commercial)")
     swap.add_argument("--generator", metavar="PATH", help="SimSwap generator checkpoint (default: the fetched simswap-224 / simswap-512)")
     swap.add_argument("--arcface", metavar="PATH", help="SimSwap's arcface_checkpoint.tar, loaded without running pickled code (default: the fetched simswap-arcface)")
@@ -171,6 +172,10 @@ def _run_video(args, config: RunConfig, audit, log) -> int:
         scratch = tempfile.mkdtemp(prefix="anonswap-audit-")
         boxes = os.path.join(scratch, "boxes.jsonl")
     try:
+        # Every file this command writes, the audit's too, is checked before hours of work.
+        check_outputs([args.input, *input_files(config)],
+                      {"-o": args.output, "--report": args.report, "--boxes": args.boxes, "--person-registry": config.person_registry,
+                       "--audit": audit[1] if audit else None, "--audit html": audit[2] if audit else None}, video="-o")
         report = anonymize_video(
             args.input, args.output, config, report_path=args.report, boxes_path=boxes, progress=not args.quiet, log=log
         )

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
+
+from pipeline.cli.args import OneLineParser
 
 
 def main(argv: list[str]) -> int:
@@ -11,7 +12,7 @@ def main(argv: list[str]) -> int:
     from engines.models import MODELS
 
     fetchable = sorted(n for n, e in MODELS.items() if e.downloads)
-    p = argparse.ArgumentParser(prog="run_pipeline.py models", description="Every model anonswap runs (engines/models.py); "
+    p = OneLineParser(prog="run_pipeline.py models", description="Every model anonswap runs (engines/models.py); "
                                 "the ones you download are never fetched by tests.")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="every model: task, licence, where its file comes from, settings, backends, status")

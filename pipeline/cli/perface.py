@@ -19,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.cli.args import open_unit_interval, positive_int
+from pipeline.cli.args import OneLineParser, open_unit_interval, positive_int
 from pipeline.core.errors import AnonswapError, InvalidInputError, fail
 
 PUBLIC_ARCHS = ("r50", "r18")
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     """`run_pipeline.py perface …` (argv is what follows `perface`): `error: …` and 2 on bad input."""
     import logging
 
-    p = argparse.ArgumentParser(prog="run_pipeline.py")
+    p = OneLineParser(prog="run_pipeline.py")
     add_parser(p.add_subparsers(dest="command", required=True))
     args = p.parse_args(["perface", *(sys.argv[1:] if argv is None else argv)])
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")

@@ -11,10 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from dataclasses import asdict, dataclass
 
 from pipeline.core.errors import InputNotFoundError, InvalidInputError, OutputError
+from pipeline.io import atomic
 from pipeline.io.video_writer import FORMATS
 
 VIDEO_EXTENSIONS = frozenset({
@@ -158,22 +158,6 @@ def completed(job: Job, digest: str) -> dict | None:
 
 
 def remove_partials(job: Job) -> int:
-    """Temp files a killed worker left for this job's output and report (see AtomicFile)."""
-    removed = 0
-    for final in (job.output, job.report):
-        folder, name = os.path.split(final)
-        stem, ext = os.path.splitext(name)
-        # Exactly mkstemp's 8 random characters: `b.mp4`'s pattern must not catch `b.x.mp4`'s temp.
-        own = re.compile(rf"\.{re.escape(stem)}\.[a-z0-9_]{{8}}\.partial{re.escape(ext)}")
-        try:
-            names = os.listdir(folder)
-        except OSError:
-            continue
-        for n in names:
-            if own.fullmatch(n):
-                try:
-                    os.unlink(os.path.join(folder, n))
-                    removed += 1
-                except OSError:
-                    pass
-    return removed
+    """Temp files a killed worker left for this job's output and report, whatever their age:
+    the fleet knows that attempt is dead."""
+    return sum(atomic.remove_partials(final) for final in (job.output, job.report))

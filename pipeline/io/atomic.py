@@ -12,11 +12,55 @@ page): those stay 0600, readable by their owner only (`private=True`).
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import tempfile
+import time
+
+log = logging.getLogger(__name__)
 
 
 PRIVATE_MODE = 0o600
+# A temp file of ours untouched this long belongs to a run that was killed (a live run writes
+# to its file every frame, an offline one every batch): the next run for the same output
+# removes it. Younger ones may belong to a run still going, and are left alone.
+STALE_AFTER_S = 3600.0
+
+
+def partials(final_path: str, older_than_s: float | None = None) -> list[str]:
+    """Temp files AtomicFile made for `final_path` (and not renamed): `.STEM.XXXXXXXX.partialEXT`,
+    exactly mkstemp's 8 characters, so `b.mp4`'s pattern never takes `b.x.mp4`'s temp file.
+    With `older_than_s`, only those not modified for that long."""
+    folder, name = os.path.split(os.path.abspath(final_path))
+    stem, ext = os.path.splitext(name)
+    own = re.compile(rf"\.{re.escape(stem)}\.[a-z0-9_]{{8}}\.partial{re.escape(ext)}")
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    now = time.time()
+    found = []
+    for n in names:
+        path = os.path.join(folder, n)
+        if own.fullmatch(n):
+            try:
+                if older_than_s is None or now - os.path.getmtime(path) > older_than_s:
+                    found.append(path)
+            except OSError:
+                continue
+    return found
+
+
+def remove_partials(final_path: str, older_than_s: float | None = None) -> int:
+    removed = 0
+    for path in partials(final_path, older_than_s):
+        try:
+            os.unlink(path)
+            removed += 1
+        except OSError:
+            pass
+    return removed
 
 
 def current_umask() -> int:
@@ -48,6 +92,8 @@ class AtomicFile:
 
     def __init__(self, final_path: str, *, private: bool = False):
         self.final_path = os.path.abspath(final_path)
+        if stale := remove_partials(self.final_path, STALE_AFTER_S):
+            log.warning("removed %d stale temp file(s) of an earlier, killed run for %s", stale, self.final_path)
         folder, name = os.path.split(self.final_path)
         stem, ext = os.path.splitext(name)
         fd, self.path = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".partial{ext}", dir=folder)

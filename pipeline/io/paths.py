@@ -1,37 +1,73 @@
-"""Where a run may write: checked before any work starts, so a bad path costs nothing."""
+"""Where a run may write: every output checked before any work starts, so a bad path costs
+nothing and no output can land on an input.
+
+Paths are compared as the filesystem sees them, not as typed: symbolic links (of the file or
+of any folder above it) are resolved, and files that exist are compared with `samefile`, so
+`--report LINK/v.mp4`, where LINK points at the input's folder, is the input video and is
+refused instead of overwritten.
+"""
 
 from __future__ import annotations
 
 import os
+from typing import Iterable, Mapping
 
 from pipeline.core.errors import OutputError
 from pipeline.io.video_writer import FORMATS
 
 
+def same_file(a: str, b: str) -> bool:
+    """True when the two paths name one file: through links, or as hard links of each other."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet): then only the resolved paths can tell
+        return False
+
+
 def check_output_path(output: str, input_path: str | None = None) -> str:
-    """Refuses an output we could not finish, before any work is done."""
+    """The video output: a known extension, a file (not a folder), in a writable folder."""
     out = os.path.abspath(output)
     ext = os.path.splitext(out)[1].lower()
     if ext not in FORMATS:
         raise OutputError(f"unsupported output extension {ext or '(none)'!r}; use one of {', '.join(FORMATS)}: {output}")
-    if os.path.isdir(out):
-        raise OutputError(f"output path is a directory: {output}")
-    if input_path is not None and (
-        out == os.path.abspath(input_path) or (os.path.exists(out) and os.path.samefile(out, input_path))
-    ):
+    check_file_path(output, "output")
+    if input_path is not None and same_file(out, input_path):
         raise OutputError(f"output must differ from the input: {output}")
-    folder = os.path.dirname(out)
-    if not os.path.isdir(folder):
-        raise OutputError(f"output folder does not exist: {folder}")
-    if not os.access(folder, os.W_OK):
-        raise OutputError(f"output folder is not writable: {folder}")
     return out
 
 
-def check_side_path(path: str, input_path: str, video_out: str) -> None:
+def check_file_path(path: str, label: str) -> str:
+    """A file we will create or replace: not a folder, its folder there and writable."""
     p = os.path.abspath(path)
-    if p in (os.path.abspath(input_path), video_out):
-        raise OutputError(f"report/boxes path must differ from the input and the output video: {path}")
+    if os.path.isdir(p):
+        raise OutputError(f"{label} is a folder, not a file: {path}")
     folder = os.path.dirname(p)
-    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-        raise OutputError(f"folder for {path} does not exist or is not writable: {folder}")
+    if not os.path.isdir(folder):
+        raise OutputError(f"{label}: folder does not exist: {folder}")
+    if not os.access(folder, os.W_OK):
+        raise OutputError(f"{label}: folder is not writable: {folder}")
+    return p
+
+
+def check_outputs(inputs: Iterable[str | None], outputs: Mapping[str, str | None], *, video: str | None = None) -> dict[str, str]:
+    """Every output the run writes, checked together: `outputs` maps a label (the flag, for the
+    message) to a path (None: not asked for). Each must be a file in a writable folder,
+    differ from every input (links resolved, hard links too) and from every other output;
+    `video` names the label that is the video (its extension is checked too). Returns the
+    absolute paths by label."""
+    inputs = [p for p in inputs if p]
+    given = {label: p for label, p in outputs.items() if p}
+    checked: dict[str, str] = {}
+    for label, path in given.items():
+        checked[label] = check_output_path(path) if label == video else check_file_path(path, label)
+        for src in inputs:
+            if same_file(path, src):
+                raise OutputError(f"{label} would overwrite an input ({src}): {path}")
+    labels = list(given)
+    for i, a in enumerate(labels):
+        for b in labels[i + 1:]:
+            if same_file(given[a], given[b]):
+                raise OutputError(f"{a} and {b} name the same file: {given[a]}")
+    return checked

@@ -24,11 +24,11 @@ from pipeline.core.errors import AnonswapError
 from pipeline.io.atomic import write_json_atomic
 from pipeline.io.report import BoxesWriter, ReportBuilder
 from pipeline.io.outputs import RunOutputs
-from pipeline.io.paths import check_side_path
+from pipeline.io.paths import check_outputs
 from pipeline.run.build import Stages, build_stages, finish_identity
-from pipeline.run.config import RunConfig, resolve_mode
+from pipeline.run.config import RunConfig, input_files, resolve_mode
 from pipeline.core.stages import StagePipeline
-from pipeline.live.sinks import check_live_output, is_publish_url, open_sink
+from pipeline.live.sinks import check_live_output, is_publish_url, open_sink, segment_path
 from pipeline.live.source import LiveSource, StopEvent
 
 
@@ -92,9 +92,9 @@ def anonymize_live(
     mode, note = resolve_mode(config)
     check_live_output(output, opts.segment_seconds)
     out_abs = "" if is_publish_url(output) else os.path.abspath(output)
-    for side in (report_path, boxes_path, config.person_registry):
-        if side is not None:
-            check_side_path(side, url, out_abs)
+    video_file = None if is_publish_url(output) else segment_path(output, 0) if opts.segment_seconds else output
+    check_outputs(input_files(config), {"-o": video_file, "--report": report_path, "--boxes": boxes_path,
+                                        "--person-registry": config.person_registry})
     stop = stop or StopEvent()
     source = LiveSource(url, transport=opts.transport, reconnect_timeout_s=opts.reconnect_timeout_s,
                         buffer_frames=opts.buffer_frames, stop=stop).open()

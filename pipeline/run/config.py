@@ -52,6 +52,11 @@ class RunConfig:
             raise ValueError("--identity-scope fleet and --person-registry FILE go together (the registry holds biometric data: it is never written otherwise)")
 
 
+def input_files(config: RunConfig) -> list[str]:
+    """The files a run reads besides the video: no output may land on one of them."""
+    return [p for p in (config.gallery, config.generator, config.arcface, config.embedder_model) if p]
+
+
 def swap_missing(config: RunConfig) -> list[str]:
     """What swap mode still needs; empty when it can run."""
     missing = []

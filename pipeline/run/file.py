@@ -18,13 +18,13 @@ from pipeline.core.errors import InvalidInputError
 from pipeline.core.stages import StagePipeline, batched
 from pipeline.detect.retinaface import FaceDetector
 from pipeline.io.outputs import RunOutputs
-from pipeline.io.paths import check_output_path, check_side_path
+from pipeline.io.paths import check_outputs
 from pipeline.io.atomic import write_json_atomic
 from pipeline.io.report import BoxesWriter, ReportBuilder
 from pipeline.io.video_reader import VideoReader
 from pipeline.io.video_writer import VideoWriter
 from pipeline.run.build import ModelCache, Stages, build_stages, finish_identity
-from pipeline.run.config import RunConfig, resolve_mode
+from pipeline.run.config import RunConfig, input_files, resolve_mode
 
 
 def anonymize_video(
@@ -45,10 +45,8 @@ def anonymize_video(
     mode, note = resolve_mode(config)
     reader = VideoReader(input_path, max_frames=config.max_frames).open()
     try:
-        out = check_output_path(output_path, input_path)
-        for side in (report_path, boxes_path, config.person_registry):
-            if side is not None:
-                check_side_path(side, input_path, out)
+        out = check_outputs([input_path, *input_files(config)], {"-o": output_path, "--report": report_path, "--boxes": boxes_path,
+                            "--person-registry": config.person_registry}, video="-o")["-o"]
         if note:  # only once the input and outputs are known to be good: errors stay one line
             log(note)
         if mode != "swap" and config.swap.defense_noise:
