@@ -217,6 +217,24 @@ def test_fail_on_leak_gates(synthetic, tmp_path):
     assert r.returncode == 1 and (tmp_path / "a.json").exists()
 
 
+def test_fail_on_leak_fails_on_suspects_alone(synthetic, blurred, tmp_path):
+    """The boxes file claims a face on every frame, but the anonymizer "skipped" 8 of them;
+    none of those is an embedded frame (every 5th), so no leak and no re-identified face
+    remain to fail the gate: only the suspects show what happened."""
+    out, boxes = blurred
+    untouched = [i for i in range(15, 25) if i % 5]
+    orig, anon = _frames(synthetic.path), _frames(out)
+    tampered = tmp_path / "tampered.mp4"
+    _rewrite(str(out), str(tampered), [orig[i] if i in untouched else anon[i] for i in range(len(anon))])
+    args = ("audit", synthetic.path, tampered, "--boxes", boxes, "-o", tmp_path / "a.json", "-q", "--every", "5")
+    assert run_cli(*args).returncode == 0  # without the flag: the audit ran
+    r = run_cli(*args, "--fail-on-leak")
+    a = json.loads((tmp_path / "a.json").read_text())
+    assert a["leaks"]["count"] == 0 and a["reid"]["matches"] == 0 and a["reid"]["faces"] >= 7
+    assert sorted(s["frame"] for s in a["leaks"]["suspect"]) == untouched
+    assert r.returncode == 1, r.stderr
+
+
 def test_bad_audit_inputs_are_one_line_errors(synthetic, blurred, tmp_path):
     from pipeline.synthetic import make_video
 
