@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from conftest import SHARED, no_leftovers, run_cli
+from conftest import ROOT, SHARED, no_leftovers, run_cli
 from pipeline.audit import metrics
 from pipeline.audit.boxes_file import read_boxes
 from pipeline.audit.leaks import CHANGE_THRESHOLD, change_score, covered_fraction
@@ -271,11 +271,10 @@ def test_threshold_from_known_different_people(synthetic, blurred, tmp_path):
     assert a["reid"]["rate"] == 0.0
 
 
-def test_real_clip_threshold_comes_from_people_on_screen_together(shared_clip, tmp_path):
-    out, boxes = tmp_path / "b.mp4", tmp_path / "b.jsonl"
-    r = run_cli(shared_clip, "-o", out, "--mode", "blur", "--boxes", boxes, "--max-frames", 60, "-q")
-    assert r.returncode == 0, r.stderr
-    a = _audit(shared_clip, out, tmp_path, "--boxes", boxes, "--every", "3", "--max-frames", "60")
+def test_real_clip_threshold_comes_from_people_on_screen_together(shared_clip, quality_gate, tmp_path):
+    # The whole clip in blur mode, audited with its boxes file every 3rd frame: the run the
+    # privacy gate measures (tests/test_quality_gates.py), read once for both.
+    _, a = quality_gate("shared_hamilton_blur")
     t = a["threshold"]
     # The first shot has two people on screen at once: impostor pairs without any labels.
     assert t["source"].startswith("impostor pairs") and t["impostor_sources"]["video: tracks on screen together"] > 50
@@ -283,8 +282,11 @@ def test_real_clip_threshold_comes_from_people_on_screen_together(shared_clip, t
     assert t["far_achieved"] <= 0.001
     assert a["reid"]["rate"] < 0.2 and a["negated_reid"]["rate"] == 0.0
     assert a["temporal_consistency"]["output"]["pairs"] > 10
-    # Leaks are CenterFace faces no claimed region covers; on this clip they are a small share.
-    assert a["leaks"]["count"] <= 0.1 * a["leaks"]["centerface_faces"]
+    # Leaks are CenterFace faces no claimed region covers: no more than the checked-in baseline
+    # (benchmarks/baselines.json, today's real misses; refreshed only when they fall).
+    base = json.loads((ROOT / "benchmarks" / "baselines.json").read_text())["cases"]["shared_hamilton_blur"]
+    assert a["leaks"]["count"] <= base["leaks"] and len(a["leaks"]["suspect"]) <= base["suspects"]
+    assert a["leaks"]["centerface_faces"] >= base["centerface_faces"]
     assert all(not item["covered"] for item in a["leaks"]["items"])
     me = _audit(shared_clip, shared_clip, tmp_path, "--max-frames", "30", "--every", "3", name="self")
     assert me["reid"]["rate"] == 1.0 and me["leaks"]["count"] == me["leaks"]["centerface_faces"] > 30
