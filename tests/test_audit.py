@@ -197,8 +197,12 @@ def test_a_face_left_untouched_for_10_frames_is_listed_on_exactly_those_frames(s
 def test_suspect_when_the_boxes_claim_a_face_that_was_not_changed(synthetic, blurred, tmp_path):
     _, boxes = blurred  # the blur run's claims, against a video that was never anonymized
     a = _audit(synthetic.path, synthetic.path, tmp_path, "--boxes", boxes)
-    assert a["leaks"]["count"] < 5  # claimed: covered (the first unconfirmed frames may differ)
-    assert len(a["leaks"]["suspect"]) >= 30
+    # Exact: the run covers every detection, confirmed or not (fail closed), so each face
+    # CenterFace finds lies in a claimed cover (the blur run's own audit finds no leak, above),
+    # and none of them changed: every one is a suspect, none a leak.
+    lk = a["leaks"]
+    assert lk["count"] == 0 and lk["centerface_faces"] >= 35
+    assert len(lk["suspect"]) == lk["centerface_faces"]
 
 
 def test_audit_flag_runs_after_anonymizing_and_leaves_no_scratch(synthetic, tmp_path):
