@@ -15,7 +15,12 @@ def _r(values, nd=1) -> list:
 
 
 class BoxesWriter:
-    """One JSON line per output frame: every face anonymized on it, detected or predicted."""
+    """One JSON line per output frame: every face anonymized on it, detected or predicted.
+
+    Coordinates are in the picture as displayed (the input's display matrix applied:
+    `VideoInfo.display_width`×`display_height`), since that is the picture the faces were
+    found and covered in; for a rotated phone clip it is not the stored pixel grid.
+    """
 
     def __init__(self, path: str):
         self._file = AtomicFile(path)
@@ -136,8 +141,10 @@ class ReportBuilder:
             "mode": self.mode,
             "mode_requested": self.requested_mode,
             "video": {
-                "width": info.width,
+                "width": info.width,  # stored
                 "height": info.height,
+                "display_width": info.display_width,  # as viewed, the boxes' coordinates
+                "display_height": info.display_height,
                 "fps": float(rate) if rate else None,
                 "fps_exact": f"{rate.numerator}/{rate.denominator}" if rate else None,
                 "time_base": f"{info.time_base.numerator}/{info.time_base.denominator}",

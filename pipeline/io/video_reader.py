@@ -1,5 +1,9 @@
 """Streaming decode with PyAV: one frame at a time, exact PTS, corrupt packets skipped.
 
+Frames come out as a viewer sees them: a clip with a display matrix (a portrait phone clip,
+stored sideways) is turned upright here, so that every stage and the audit look at faces the
+right way up (`pipeline.io.orientation`); `info.width`/`height` stay the stored size.
+
 `open()` validates the input before any output exists: it must open, have a video stream
 and yield at least one decodable frame. Audio packets are demuxed in the same pass and ride
 along on the next video frame, so the muxer can copy them without reading the file twice
@@ -18,6 +22,7 @@ import av
 
 from pipeline.core.errors import InputNotFoundError, InvalidInputError, reason
 from pipeline.core.records import Frame, VideoInfo
+from pipeline.io.orientation import read_rotation, to_display
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +44,6 @@ class VideoReader:
         self._pending_audio: list = []
         self.container = None
         self.info: VideoInfo | None = None
-        self.rotation = 0
         self.audio_streams: list = []
         self.metadata: dict[str, str] = {}
         self._frames_iter: Iterator[Frame] | None = None
@@ -103,10 +107,12 @@ class VideoReader:
             raise InvalidInputError(
                 f"input has a video stream but no decodable frame ({self.decode_errors} corrupt packets): {self.path}"
             ) from None
-        if self._first.image.shape[:2] != (self.info.height, self.info.width):
-            h, w = self._first.image.shape[:2]
-            self.info.width, self.info.height = w, h
         return self
+
+    @property
+    def rotation(self) -> int:
+        """The input's display-matrix rotation (see `VideoInfo.rotation`), for the report."""
+        return self.info.rotation if self.info is not None else 0
 
     def __enter__(self) -> "VideoReader":
         return self.open() if self.container is None else self
@@ -149,7 +155,10 @@ class VideoReader:
         last_pts: int | None = None
         for index, av_frame in enumerate(self._av_frames()):
             if index == 0:
-                self.rotation = int(av_frame.rotation or 0)
+                # The first picture decides the stored size (the codec context may not know
+                # it yet) and the orientation, both fixed for the whole video.
+                self.info.width, self.info.height = av_frame.width, av_frame.height
+                self.info.rotation = read_rotation(av_frame, self.path)
             pts = av_frame.pts
             if pts is None or (last_pts is not None and pts <= last_pts):
                 # The encoder needs strictly increasing PTS; repair rather than drop the frame.
@@ -161,7 +170,8 @@ class VideoReader:
             # break the fixed-size encoder (a no-op when the size is unchanged).
             size = {} if index == 0 else {"width": self.info.width, "height": self.info.height}
             self.frames_read += 1
-            yield Frame(index, pts, tb, av_frame.to_ndarray(format="rgb24", **size), audio)
+            image = to_display(av_frame.to_ndarray(format="rgb24", **size), self.info.turns)
+            yield Frame(index, pts, tb, image, audio)
         self.trailing_audio, self._pending_audio = self._pending_audio, []
         if last_pts is not None and self._ends_early(last_pts * tb + Fraction(step) * tb):
             self.truncated = True

@@ -119,7 +119,12 @@ class SegmentSink:
 
 
 class PublishSink:
-    """H.264 pushed to a server (RTSP ANNOUNCE/RECORD, RTMP/FLV, SRT or UDP MPEG-TS)."""
+    """H.264 pushed to a server (RTSP ANNOUNCE/RECORD, RTMP/FLV, SRT or UDP MPEG-TS).
+
+    Sent upright, as displayed (`info.display_width`×`display_height`), with no display
+    matrix: none of these formats carries one, so a stored-orientation picture would reach
+    viewers sideways.
+    """
 
     def __init__(self, url: str, info: VideoInfo, *, crf: int, preset: str, timeout_s: float = 10.0):
         scheme = url.split("://", 1)[0].lower()
@@ -136,8 +141,9 @@ class PublishSink:
         gop = str(max(1, round(float(rate))))  # a keyframe every second: a viewer joins fast
         self.stream = self.container.add_stream("libx264", rate=rate, options={
             "crf": str(crf), "preset": preset, "tune": LIVE_TUNE, "g": gop, "threads": str(encoder_threads())})
-        h, w = info.height - info.height % 2, info.width - info.width % 2  # 4:2:0, what players expect, needs even sizes
-        self._even = (h, w) if (h, w) != (info.height, info.width) else None
+        dh, dw = info.display_height, info.display_width
+        h, w = dh - dh % 2, dw - dw % 2  # 4:2:0, what players expect, needs even sizes
+        self._even = (h, w) if (h, w) != (dh, dw) else None
         self.stream.width, self.stream.height = w, h
         self.stream.pix_fmt = "yuv420p"
         self.stream.time_base = info.time_base

@@ -74,7 +74,6 @@ def anonymize_video(
                 out,
                 reader.info,
                 audio_streams=reader.audio_streams,
-                rotation=reader.rotation,
                 metadata=reader.metadata,
                 keep_metadata=config.keep_metadata,
                 crf=config.crf,
