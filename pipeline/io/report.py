@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from pipeline.core.records import TrackedFrame, VideoInfo
-from pipeline.io.atomic import AtomicFile
+from pipeline.io.atomic import AtomicFile, writing
 
 
 def _r(values, nd=1) -> list:
@@ -51,14 +51,22 @@ class BoxesWriter:
                 for face in tf.faces
             ],
         }
-        self._fh.write(json.dumps(row, separators=(",", ":")) + "\n")
+        with writing(self._file.final_path):
+            self._fh.write(json.dumps(row, separators=(",", ":")) + "\n")
+
+    def finish(self) -> None:
+        """Flushes and closes the temp file (a full disk shows here, at the latest)."""
+        with writing(self._file.final_path):
+            self._fh.close()
 
     def commit(self) -> None:
-        self._fh.close()
         self._file.commit()
 
     def discard(self) -> None:
-        self._fh.close()
+        try:
+            self._fh.close()
+        except OSError:
+            pass  # the flush of a file being thrown away may fail on a full disk too
         self._file.discard()
 
 

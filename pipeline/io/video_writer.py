@@ -20,7 +20,7 @@ import numpy as np
 from engines.base import cpu_budget
 
 from pipeline.core.errors import OutputError, reason
-from pipeline.io.atomic import AtomicFile
+from pipeline.io.atomic import AtomicFile, writing
 from pipeline.core.records import Frame, VideoInfo
 from pipeline.io.orientation import to_stored
 
@@ -136,7 +136,8 @@ class VideoWriter:
         vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         vf.pts = frame.pts
         vf.time_base = frame.time_base
-        self.container.mux(self.video_stream.encode(vf))
+        with writing(self._file.final_path):
+            self.container.mux(self.video_stream.encode(vf))
         self.frames_written += 1
 
     def write_audio(self, packet) -> None:
@@ -146,18 +147,33 @@ class VideoWriter:
         if packet.dts is None:
             return  # a packet without timing cannot be interleaved; the muxer would refuse it
         packet.stream = out
-        self.container.mux(packet)
+        with writing(self._file.final_path):
+            self.container.mux(packet)
         self.audio_packets += 1
 
-    def close(self) -> str:
-        """Flushes the encoder, finalizes the container and moves it into place."""
+    def finish(self) -> None:
+        """Flushes the encoder and finalizes the container, still under its temp name: what
+        can fail (a full disk at the trailer) fails before any output is renamed."""
         try:
-            self.container.mux(self.video_stream.encode(None))
-            self.container.close()
+            with writing(self._file.final_path):
+                self.container.mux(self.video_stream.encode(None))
+                self.container.close()
+            self.container = None
         except BaseException:
             self.abort()
             raise
+
+    @property
+    def final_path(self) -> str:
+        return self._file.final_path
+
+    def commit(self) -> str:
         return self._file.commit()
+
+    def close(self) -> str:
+        """`finish` then `commit`: for a file that lands on its own (a live segment)."""
+        self.finish()
+        return self.commit()
 
     def abort(self) -> None:
         try:

@@ -21,7 +21,6 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.core.errors import AnonswapError
-from pipeline.io.atomic import write_json_atomic
 from pipeline.io.report import BoxesWriter, ReportBuilder
 from pipeline.io.outputs import RunOutputs
 from pipeline.io.paths import check_outputs
@@ -109,7 +108,7 @@ def anonymize_live(
         report.settings = {"detect_size": detector.long_side(source.info.height, source.info.width), "threshold": detector.threshold,
                            "batch_size": 1, "crf": config.crf, "preset": config.preset, "tracker": asdict(config.tracker),
                            "live": asdict(opts)}
-        with RunOutputs() as outs:
+        with RunOutputs(report_path) as outs:
             sink = outs.video = open_sink(output, source.info, segment_seconds=opts.segment_seconds, crf=config.crf, preset=config.preset)
             boxes = outs.boxes = BoxesWriter(boxes_path) if boxes_path else None
             _run_live(source, st, sink, boxes, report, config, opts, latency, live, progress)
@@ -117,27 +116,26 @@ def anonymize_live(
                 raise source.error
             if sink.frames_written == 0:
                 raise AnonswapError(f"no frame was anonymized before the run ended ({live['stopped_by']}); nothing written")
-            sink.close()
-        finish_identity(st.identity, report, config)
+            outs.finish()
+            finish_identity(st.identity, report, config)
+            report.finish(source, sink, time.perf_counter() - started)
+            result = report.to_dict()
+            s = source.stats
+            too_old = live.pop("dropped_too_old")
+            result["live"] = {
+                **live,
+                "latency_ms": latency.to_dict(),
+                "max_latency_ms": opts.max_latency_ms,
+                "frames_captured": s.frames_captured,
+                "frames_out": sink.frames_written,
+                "dropped": {"buffer_full": source.dropped, "too_old": too_old, "total": source.dropped + too_old},
+                "reconnects": s.reconnects,
+                "gaps": [g.to_dict() for g in s.gaps],
+                "outputs": sink.outputs,
+            }
+            outs.commit(result)
     finally:
         source.close()
-    report.finish(source, sink, time.perf_counter() - started)
-    result = report.to_dict()
-    s = source.stats
-    too_old = live.pop("dropped_too_old")
-    result["live"] = {
-        **live,
-        "latency_ms": latency.to_dict(),
-        "max_latency_ms": opts.max_latency_ms,
-        "frames_captured": s.frames_captured,
-        "frames_out": sink.frames_written,
-        "dropped": {"buffer_full": source.dropped, "too_old": too_old, "total": source.dropped + too_old},
-        "reconnects": s.reconnects,
-        "gaps": [g.to_dict() for g in s.gaps],
-        "outputs": sink.outputs,
-    }
-    if report_path:
-        write_json_atomic(report_path, result)
     return result
 
 

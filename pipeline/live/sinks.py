@@ -65,9 +65,12 @@ class FileSink:
         self._writer.write(frame)
         self.frames_written += 1
 
-    def close(self) -> None:
-        path = self._writer.close()
-        self.outputs.append({"path": path, "frames": self.frames_written})
+    def finish(self) -> None:
+        self._writer.finish()
+        self.outputs.append({"path": self._writer.final_path, "frames": self.frames_written})
+
+    def commit(self) -> None:
+        self._writer.commit()
 
     def abort(self) -> None:
         self._writer.abort()
@@ -107,9 +110,14 @@ class SegmentSink:
         self.outputs.append({"path": path, "frames": self._frames, "start_s": round(self._start_s, 3)})
         self._writer = None
 
-    def close(self) -> None:
+    def finish(self) -> None:
+        """Closes the last segment (each segment lands when it is closed, as it must for a
+        watcher of a live recording)."""
         if self._writer is not None:
             self._finish()
+
+    def commit(self) -> None:
+        pass
 
     def abort(self) -> None:
         # Finished segments are whole files and stay; only the open one is dropped.
@@ -164,11 +172,14 @@ class PublishSink:
             raise OutputError(f"publishing failed ({reason(e)}): {self.outputs[0]['path']}") from e
         self.frames_written += 1
 
-    def close(self) -> None:
+    def finish(self) -> None:
         try:
             self.container.mux(self.stream.encode(None))
         finally:
             self.container.close()
+
+    def commit(self) -> None:
+        pass
 
     def abort(self) -> None:
         try:

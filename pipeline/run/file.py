@@ -19,7 +19,6 @@ from pipeline.core.stages import StagePipeline, batched
 from pipeline.detect.retinaface import FaceDetector
 from pipeline.io.outputs import RunOutputs
 from pipeline.io.paths import check_outputs
-from pipeline.io.atomic import write_json_atomic
 from pipeline.io.report import BoxesWriter, ReportBuilder
 from pipeline.io.video_reader import VideoReader
 from pipeline.io.video_writer import VideoWriter
@@ -69,7 +68,7 @@ def anonymize_video(
                          "embedder": config.embedder, "gallery": config.gallery, "person_registry": config.person_registry}
             if st.identity else None,
         }
-        with RunOutputs() as outs:  # opened inside: an interrupt at any point leaves no temp file behind
+        with RunOutputs(report_path) as outs:  # opened inside: an interrupt at any point leaves no temp file behind
             writer = outs.video = VideoWriter(
                 out,
                 reader.info,
@@ -86,14 +85,13 @@ def anonymize_video(
                     f"input is truncated or corrupt: only {writer.frames_written} frames could be read, "
                     f"less than the container declares: {input_path}"
                 )
-            writer.close()
-        finish_identity(st.identity, report, config)
+            outs.finish()
+            finish_identity(st.identity, report, config)
+            report.finish(reader, writer, time.perf_counter() - started)
+            result = report.to_dict()
+            outs.commit(result)
     finally:
         reader.close()
-    report.finish(reader, writer, time.perf_counter() - started)
-    result = report.to_dict()
-    if report_path:
-        write_json_atomic(report_path, result)
     return result
 
 
