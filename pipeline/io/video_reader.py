@@ -41,6 +41,7 @@ class VideoReader:
         self.truncated = False
         self.frames_read = 0
         self.other_streams = 0  # subtitle/data/attachment streams, not carried to the output
+        self.dropped_streams: list[str] = []
         self._pending_audio: list = []
         self.container = None
         self.info: VideoInfo | None = None
@@ -75,7 +76,11 @@ class VideoReader:
         vs = videos[0]
         vs.thread_type = "AUTO"  # frame + slice threads; decode is rarely the bottleneck then
         self.audio_streams = list(self.container.streams.audio)
-        self.other_streams = len(self.container.streams) - len(self.audio_streams) - 1
+        others = [s for s in self.container.streams if s is not vs and s.type != "audio"]
+        self.other_streams = len(others)
+        # "subtitle (mov_text)", "video (mjpeg)" for cover art, "data (bin_data)", …: named in the run's note
+        self.dropped_streams = [f"{s.type} ({s.codec_context.name if s.codec_context else s.codec_tag or '?'})"
+                                for s in others]
         self.metadata = dict(self.container.metadata)
         tb = vs.time_base or Fraction(1, 90000)
         duration = None
@@ -188,9 +193,13 @@ class VideoReader:
         vs = self._video_stream
         tb = self.info.time_base
         frame = Fraction(_frame_step(self.info.average_rate, tb)) * tb
-        own = vs.duration * tb if vs.duration is not None else _parse_duration_tag(vs.metadata.get("DURATION"))
-        if own is not None:
-            declared = own + (vs.start_time or 0) * tb
+        # mp4's stream duration counts from the stream's start; Matroska's DURATION tag (what
+        # FFmpeg's muxer writes there) is the time the stream ends, its start already included.
+        if vs.duration is not None:
+            declared = (vs.duration + (vs.start_time or 0)) * tb
+        else:
+            declared = _parse_duration_tag(vs.metadata.get("DURATION"))
+        if declared is not None:
             tolerance = max(Fraction(1, 4), 3 * frame, declared / 100)
         elif self.container.duration is not None and self.info.format_name != "mpegts":
             declared = Fraction(self.container.duration + (self.container.start_time or 0), av.time_base)

@@ -27,6 +27,10 @@ from pipeline.io.orientation import to_stored
 FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".ts": "mpegts"}
 # Stream tags that say nothing about who or where: kept even when metadata is stripped.
 _SAFE_STREAM_TAGS = ("language",)
+# Matroska can hold a stream that starts before 0 (AAC's priming packet copied from an mp4
+# sits at -21 ms); libavformat's default shifts every stream later instead, so mp4 → mkv
+# moved the video by +21 ms. Kept as the input has it.
+MUXER_OPTIONS = {"matroska": {"avoid_negative_ts": "disabled"}}
 _TS_AUDIO = {"aac", "aac_latm", "mp2", "mp3", "ac3", "eac3", "dts", "truehd", "opus", "s302m"}
 
 
@@ -59,7 +63,7 @@ class VideoWriter:
         fmt = FORMATS[os.path.splitext(output)[1].lower()]
         try:  # from here on, any exception (Ctrl-C and SIGTERM too) removes the temp file
             try:
-                self.container = av.open(self._file.path, mode="w", format=fmt)
+                self.container = av.open(self._file.path, mode="w", format=fmt, options=MUXER_OPTIONS.get(fmt, {}))
             except (av.FFmpegError, OSError) as e:
                 raise OutputError(f"cannot create output ({e}): {output}") from e
             self._setup(info, audio_streams, metadata or {}, keep_metadata, codec, crf, preset, tune)

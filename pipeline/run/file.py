@@ -48,6 +48,10 @@ def anonymize_video(
                             "--person-registry": config.person_registry}, video="-o")["-o"]
         if note:  # only once the input and outputs are known to be good: errors stay one line
             log(note)
+        if reader.dropped_streams:
+            # Subtitles can name or quote the people whose faces are removed: never carried,
+            # and said here rather than only in the report.
+            log(f"note: not carried to the output: {', '.join(reader.dropped_streams)} (video and audio only)")
         if mode != "swap" and config.swap.defense_noise:
             log(f"note: --defense-noise applies to swapped faces only; mode is {mode}, so it does nothing")
         st = build_stages(mode, config, detector, models)
