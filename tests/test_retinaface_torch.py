@@ -255,3 +255,18 @@ def test_detect_tensor_checks_its_input(torch_engine):
     with pytest.raises(ValueError, match="got \\(1, 64, 64, 3\\) torch.float32"):
         det.detect_tensor(torch.zeros((1, 64, 64, 3)))
     assert det.detect_tensor(torch.zeros((0, 64, 64, 3), dtype=torch.uint8)) == []
+
+
+@pytest.mark.parametrize("options,atol", [({"channels_last": True}, 1e-3), ({"dtype": "float16"}, 0.25)])
+def test_gpu_settings_keep_the_faces(options, atol, ort):
+    """channels_last and float16 are what a GPU would run; on CPU they must change only rounding.
+    (bfloat16 moves boxes of 100+ px faces by 1-5 px: fine for a tracker, not a parity check.)
+    Small frames: float16 convolutions are slow on a CPU."""
+    frames = [cv2.resize(TILED, (384, 384), interpolation=cv2.INTER_AREA)]
+    host = FaceDetector(ort, detect_size=384).detect(frames)
+    engine = load("retinaface-mnet025", "torch", **options)
+    ours = FaceDetector(engine, detect_size=384).detect_tensor(upload(frames, engine.device))
+    by_position = lambda d: np.lexsort(d.boxes.T[::-1])  # noqa: E731 (equal faces may swap score order)
+    for h, o in zip(host, ours):
+        assert len(o) == len(h) == 4
+        np.testing.assert_allclose(o.boxes[by_position(o)], h.boxes[by_position(h)], atol=atol)
