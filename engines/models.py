@@ -146,7 +146,8 @@ MODELS: dict[str, ModelEntry] = {
                 "anchor_sizes": ((16, 32), (64, 128), (256, 512)),
                 "variance": (0.1, 0.2),
             },
-            backends={"onnxruntime": "engines.onnxruntime_engine:build"},
+            backends={"onnxruntime": "engines.onnxruntime_engine:build",
+                      "torch": "engines.retinaface.engine:build_torch"},
         ),
         ModelEntry(
             name="centerface",
