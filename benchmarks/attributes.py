@@ -335,7 +335,11 @@ def markdown(r: dict) -> str:
     lines = [f"# Attribute-consistent sources ({r['embedder']})", "",
              f"`{r['command']}`; estimator settings {r['settings']}; {r['seeds']} draws (seeds) per query.", "",
              "Agreement = the chosen source has the person's label (over all draws; `conf.`: where the estimate was "
-             "confident). Unsure = the estimate was not confident, so step 1 only preferred its likelier value.", ""]
+             "confident). Unsure = the estimate was not confident, so step 1 only preferred its likelier value.", "",
+             "Estimators: `group-distance` = the old step 1 (closest group by the upper 95% t bound of the distances "
+             "to its members, widened when a group runs out); `centroid` = those distances recalibrated (nearest class "
+             "mean, held-out calibration); `lda` = shipped (shrinkage LDA, held-out calibration); `lda+references` = "
+             "shipped, with the other identity persons as labelled reference photos.", ""]
     sets = [("gallery_loo", "Gallery leave-one-out (24 source photos, own identity left out)"),
             ("identity_photos", "Shared identity photos (our labels) vs the shared gallery"),
             ("astronaut_clip", "Synthetic astronaut clip, whole pipeline")]

@@ -20,6 +20,7 @@ from pipeline.identity.assignment import AssignConfig, SourceAssigner
 from pipeline.identity.attributes import Estimate, PersonAttributes
 from pipeline.identity.gallery import Source, SourceGallery
 from pipeline.identity.stage import IdentityConfig
+from pipeline.run.build import ModelCache
 from pipeline.synthetic import Actor, make_scene_video
 
 FACES = SHARED / "data" / "faces"
@@ -149,8 +150,6 @@ def test_the_astronaut_never_gets_a_male_source_over_20_seeds(tmp_path, dlib_mod
     gallery.references = SourceGallery.build(str(ref_folder), detector, [embedder], labels=str(ref_labels)).sources
     gallery.save(str(tmp_path / "g.npz"))
     genders = {s.id: s.gender for s in gallery.sources}
-    from pipeline.run.build import ModelCache
-
     models = ModelCache()
     for seed in range(20):
         _scene(tmp_path / "a.mp4", seed)
@@ -204,19 +203,27 @@ def test_person_attributes_override_the_estimate(tmp_path, dlib_models):
     genders = {s.id: s.gender for s in gallery.sources}
     _scene(tmp_path / "a.mp4", 0)
 
-    def run(*extra):
-        out = tmp_path / f"o{len(list(tmp_path.glob('o*.mp4')))}.mp4"
-        res = run_cli(tmp_path / "a.mp4", "-o", out, "--mode", "blur", "--gallery", tmp_path / "g.npz", "--report", tmp_path / "r.json", "-q", *extra)
-        assert res.returncode == 0, res.stderr
-        (person,) = json.loads((tmp_path / "r.json").read_text())["persons"]
+    models = ModelCache()
+
+    def run(attributes=None, cli=False):
+        """One run, through the command line (the flag as users type it) or the API."""
+        if cli:
+            res = run_cli(tmp_path / "a.mp4", "-o", tmp_path / "o_cli.mp4", "--mode", "blur", "--gallery", tmp_path / "g.npz",
+                          "--report", tmp_path / "r.json", "-q", "--person-attributes", attributes)
+            assert res.returncode == 0, res.stderr
+            report = json.loads((tmp_path / "r.json").read_text())
+        else:
+            cfg = RunConfig(mode="blur", gallery=str(tmp_path / "g.npz"), person_attributes=attributes and str(attributes))
+            report = anonymize_video(str(tmp_path / "a.mp4"), str(tmp_path / "o.mp4"), cfg, progress=False, log=lambda m: None, models=models)
+        (person,) = report["persons"]
         return person
 
     estimated = run()
     assert genders[estimated["source_id"]] == "female" and estimated["basis"] == "embedding"
     assert estimated["attributes"]["gender"]["confident"]
-    for doc in ({"persons": {"1": {"gender": "male", "age_group": "older"}}}, {"tracks": {"1": {"gender": "male", "age_group": None}}}):
-        (tmp_path / "attrs.json").write_text(json.dumps(doc))
-        person = run("--person-attributes", tmp_path / "attrs.json")
+    for k, doc in enumerate(({"persons": {"1": {"gender": "male", "age_group": "older"}}}, {"tracks": {"1": {"gender": "male", "age_group": None}}})):
+        (tmp_path / f"attrs{k}.json").write_text(json.dumps(doc))
+        person = run(tmp_path / f"attrs{k}.json", cli=k == 0)
         assert genders[person["source_id"]] == "male", (doc, person)
         assert person["basis"] == "attributes" and person["group"].startswith("male")
         assert person["attributes"]["gender"] == {"value": "male", "p": 1.0, "confident": True}
