@@ -360,12 +360,14 @@ def markdown(r: dict) -> str:
                              f"({x['confident'] - x['confident_errors']}) | {_pct(x['unsure_share'])} | "
                              f"{_pct(x['source_agreement'])} | {_pct(x['source_agreement_confident'])} |")
         lines.append("")
-        shipped = r[key]["lda"]
-        for a in ATTRS:
-            conf = shipped[a]["confusion"]
-            if conf:
-                lines.append(f"Confusion, shipped estimator, {a} (label → chosen source, draws): "
-                             + ", ".join(f"{k}: {v}" for k, v in conf.items()))
+        for method in ("lda", "group-distance"):
+            if method not in r[key]:
+                continue
+            for a in ATTRS:
+                conf = r[key][method][a]["confusion"]
+                if conf:
+                    lines.append(f"Confusion, {method}{' (shipped)' if method == 'lda' else ''}, {a} "
+                                 "(label → chosen source's, over draws): " + ", ".join(f"{k}: {v}" for k, v in conf.items()) + "  ")
         lines.append("")
     return "\n".join(lines) + "\n"
 

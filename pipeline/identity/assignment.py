@@ -77,8 +77,8 @@ class SourceAssigner:
         self.gallery = gallery
         self.embedder = embedder
         self.config = config
+        self.E = gallery.matrix(embedder)  # first: a gallery without this embedder's vectors is refused here
         self.attributes = attributes or AttributeModel.fit(*gallery.labelled(embedder), config.attributes)
-        self.E = gallery.matrix(embedder)
         self.L = np.stack([s.latent for s in gallery.sources]) if gallery.has_latents else None
         self._groups = {g: np.array([i for i, s in enumerate(gallery.sources) if _in_group(s, g)], int) for g in GROUPS}
         self.synthetic: dict[str, Source] = {}

@@ -251,8 +251,8 @@ class GivenAttributes:
                 doc = json.load(fh)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise InvalidInputError(f"--person-attributes {path} is not JSON ({e})") from None
-        sections = {"persons", "tracks"}
-        if not isinstance(doc, dict) or not doc or not set(doc) <= sections:
+        sections = ("persons", "tracks")
+        if not isinstance(doc, dict) or not doc or not set(doc) <= set(sections):
             found = sorted(doc) if isinstance(doc, dict) else type(doc).__name__
             raise InvalidInputError(f"--person-attributes {path}: expected an object with \"persons\" and/or \"tracks\"; found {found}")
         out = {}

@@ -24,6 +24,7 @@ kept: what stays consistent across re-appearances is in them.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections import deque
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from pipeline.core.records import Face, TrackedFrame
 from pipeline.identity.assignment import Assignment, SourceAssigner, group_name
 from pipeline.identity.attributes import GivenAttributes, PersonAttributes
 
+log = logging.getLogger(__name__)
 SCOPES = ("video", "fleet", "random")
 FRONTAL_POSES = {1, 2, 3}  # 224 pose templates that are not full profiles
 
@@ -227,6 +229,10 @@ class IdentityStage:
         if person is None:
             person = self.registry.new(tr.first_frame)
             self._assign(person, z, tr, tid)
+        elif self.given and tid in self.given.tracks and tid not in person.track_similarity:
+            # a person's source never changes: what this track was given came too late for it
+            log.warning("--person-attributes: track %d is person %d again, whose fake identity was chosen with "
+                        "their first track; give the attributes to person %d instead", tid, person.id, person.id)
         if tid not in person.track_similarity:  # an id forgotten and given back is still one track
             person.tracks.append(tid)
             person.track_similarity[tid] = sim
