@@ -21,6 +21,7 @@ from pipeline.cli.args import X264_PRESETS, OneLineParser, crf, open_unit_interv
 from pipeline.cli.models import installed_path
 from pipeline.detect.retinaface import AUTO_MAX_SIZE, AUTO_MIN_SIZE, DEFAULT_DETECT_SIZE, DEFAULT_THRESHOLD
 from pipeline.core.errors import AnonswapError, fail
+from pipeline.identity.attributes import GivenAttributes
 from pipeline.identity.stage import SCOPES, IdentityConfig
 from pipeline.io.paths import check_outputs
 from pipeline.run.config import MODES, RunConfig, input_files
@@ -70,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     ident.add_argument("--identity-scope", choices=SCOPES, default="video", help="video (default): persons linked within one video, nothing stored; fleet: a person registry file keeps a person's fake identity across videos (biometric data, opt-in); random: new draws per video")
     ident.add_argument("--person-registry", metavar="FILE.npz", help="the fleet registry (with --identity-scope fleet only)")
     ident.add_argument("--seed", type=int, default=0, help="source draw seed (video and fleet scopes; default 0)")
+    ident.add_argument("--person-attributes", metavar="FILE.json", help="genders / age groups you know, by the report's person or track id: "
+                       '{"persons": {"1": {"gender": "female", "age_group": "young"}}, "tracks": {"4": {"gender": "male"}}}; '
+                       "they replace the estimate, and step 1 keeps to them")
     audit = p.add_argument_group("audit (runs on the output right after anonymizing; see: run_pipeline.py audit -h)")
     audit.add_argument("--audit", nargs="?", const="", metavar="AUDIT.json", help="measure the output: re-ID, ¬ID, M_tc, detection rate, leaks; writes AUDIT.json and AUDIT.html (default OUT.audit.json / .html next to the output)")
     audit.add_argument("--audit-far", type=float, default=0.001, metavar="FAR", help="target false acceptance rate for the audit's re-ID threshold (default 0.001)")
@@ -107,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = _config(args)
         audit = _audit_setup(args, config)  # built (and so validated) before hours of anonymizing
+        if config.person_attributes:
+            GivenAttributes.load(config.person_attributes)  # a bad file fails now, in one line, not after loading models
+    except AnonswapError as e:
+        return fail(e)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -144,6 +152,7 @@ def _config(args) -> RunConfig:
         embedder_model=args.embedder_model,
         identity=IdentityConfig(scope=args.identity_scope, seed=args.seed),
         person_registry=args.person_registry,
+        person_attributes=args.person_attributes,
     )
 
 

@@ -80,8 +80,10 @@ def build_identity(config: RunConfig, detector: FaceDetector, arc=None, cache: M
     """Persons and their fake identities; runs whenever a gallery is given, in any mode."""
     if not config.gallery:
         return None
-    from engines.embedders import calibration
+    from engines.embedders import attribute_settings, calibration
     from engines.simswap import latent_from_crops
+
+    from pipeline.identity.attributes import AttributeConfig, GivenAttributes
 
     embedder = _cached(cache, ("embedder", config.embedder, config.embedder_model), lambda: load_embedder(config))
     gallery = _cached(cache, ("gallery", config.gallery, config.embedder, id(detector), id(arc)),
@@ -90,13 +92,15 @@ def build_identity(config: RunConfig, detector: FaceDetector, arc=None, cache: M
     if latent_fn is not None and not gallery.has_latents:
         gallery.fill_latents(latent_fn)
     same_person, margin = calibration(config.embedder)
-    assigner = SourceAssigner(gallery, config.embedder, AssignConfig(margin=margin, seed=config.identity.seed))
+    given = GivenAttributes.load(config.person_attributes) if config.person_attributes else None
+    assigner = SourceAssigner(gallery, config.embedder, AssignConfig(margin=margin, seed=config.identity.seed,
+                                                                     attributes=AttributeConfig(**attribute_settings(config.embedder))))
     if config.identity.scope == "fleet":
         registry = PersonRegistry.load(config.person_registry, config.embedder, same_person, gallery.fingerprint())
     else:
         registry = PersonRegistry(config.embedder, same_person)
     return IdentityStage(embedder, registry, assigner, config.identity, latent_fn=latent_fn, gallery_fingerprint=gallery.fingerprint(),
-                         max_id_gap=config.tracker.max_id_gap)
+                         max_id_gap=config.tracker.max_id_gap, given=given)
 
 
 def build_tracker(config: RunConfig, identity: IdentityStage | None) -> FaceTracker:
@@ -150,5 +154,7 @@ def finish_identity(identity: IdentityStage | None, report: ReportBuilder, confi
     if identity is None:
         return
     report.persons = identity.persons()
+    if isinstance(report.settings.get("identity"), dict):
+        report.settings["identity"]["attribute_model"] = identity.attribute_model()
     if config.identity.scope == "fleet":
         identity.registry.save(config.person_registry, identity.gallery_fingerprint)

@@ -38,6 +38,7 @@ class RunConfig:
     embedder_model: str | None = None
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     person_registry: str | None = None
+    person_attributes: str | None = None  # --person-attributes: JSON of known genders / age groups
     swap: SwapConfig = field(default_factory=SwapConfig)
     swap_backend: str = "onnxruntime"  # the simswap entries' backends (engines.models); 33% faster than torch on CPU (benchmarks)
 
@@ -50,11 +51,13 @@ class RunConfig:
             raise ValueError(f"max_frames must be >= 1, got {self.max_frames}")
         if (self.identity.scope == "fleet") != bool(self.person_registry):
             raise ValueError("--identity-scope fleet and --person-registry FILE go together (the registry holds biometric data: it is never written otherwise)")
+        if self.person_attributes and not self.gallery:
+            raise ValueError("--person-attributes needs --gallery (it steers which fake identity a person gets)")
 
 
 def input_files(config: RunConfig) -> list[str]:
     """The files a run reads besides the video: no output may land on one of them."""
-    return [p for p in (config.gallery, config.generator, config.arcface, config.embedder_model) if p]
+    return [p for p in (config.gallery, config.generator, config.arcface, config.embedder_model, config.person_attributes) if p]
 
 
 def swap_missing(config: RunConfig) -> list[str]:
