@@ -16,6 +16,7 @@ from engines.torch_engine import TorchEngine  # noqa: E402
 from pipeline.anonymize.torch_faces import upload  # noqa: E402
 from pipeline.detect import torch_detect  # noqa: E402
 from pipeline.detect.retinaface import FaceDetector, _anchors  # noqa: E402
+from pipeline.device.resize import resize_area  # noqa: E402
 
 ENTRY = get_model("retinaface-mnet025")
 ASTRONAUT = data.astronaut()
@@ -211,7 +212,7 @@ def test_resize_is_opencvs_inter_area(shape):
     det = FaceDetector(engine=object())  # the working size only
     for size in {det.working_size(h, w)[:2], (h // 2, w // 2), (round(h / 1.6), round(w / 1.6))} - {(h, w)}:
         ref = cv2.resize(image, size[::-1], interpolation=cv2.INTER_AREA).astype(np.float32)
-        ours = torch_detect.resize_area(torch.from_numpy(image).permute(2, 0, 1)[None].float(), size)[0].permute(1, 2, 0).numpy()
+        ours = resize_area(torch.from_numpy(image).permute(2, 0, 1)[None].float(), size)[0].permute(1, 2, 0).numpy()
         diff = np.abs(ours - ref)
         if size[0] <= h:
             assert diff.max() == 0, size

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from pipeline.core.alignment import inverse
 from pipeline.anonymize.cover import Ellipse, face_ellipse, small_size
 from pipeline.anonymize.paste_back import paste_roi, soft_mask
+from pipeline.device.resize import resize_area
 
 OFF_IMAGE = -3.0  # a normalized grid coordinate beyond any tap: grid_sample returns zeros
 
@@ -128,15 +129,31 @@ def _ellipse_alpha(e: Ellipse, device) -> torch.Tensor:
     return ((e.reach - r) / e.feather).clamp_(0.0, 1.0)
 
 
+def _reflect101(n: int, pad: int) -> list[int]:
+    """Source index of each of n + 2·pad positions under OpenCV's BORDER_REFLECT_101, which
+    keeps reflecting on axes shorter than the pad (a 3-pixel-wide shrunken face): torch's
+    "reflect" padding refuses those, and "replicate" differs from OpenCV there."""
+    out = []
+    for p in range(-pad, n + pad):
+        if n == 1:
+            out.append(0)
+            continue
+        while p < 0 or p >= n:
+            p = -p if p < 0 else 2 * n - 2 - p
+        out.append(p)
+    return out
+
+
 def _gaussian_1(x: torch.Tensor) -> torch.Tensor:
-    """σ = 1 Gaussian, 7 taps, mirrored border: OpenCV's GaussianBlur((0, 0), 1.0) on uint8."""
+    """σ = 1 Gaussian, 7 taps, BORDER_REFLECT_101: OpenCV's GaussianBlur((0, 0), 1.0)."""
     t = torch.arange(-3, 4, dtype=torch.float32, device=x.device)
     k = torch.exp(-(t**2) / 2.0)
     k = k / k.sum()
     c = x.shape[1]
-    mode = "reflect" if min(x.shape[-2:]) > 3 else "replicate"  # reflect needs more pixels than the pad
-    x = F.conv2d(F.pad(x, (3, 3, 0, 0), mode=mode), k.view(1, 1, 1, 7).expand(c, 1, 1, 7), groups=c)
-    return F.conv2d(F.pad(x, (0, 0, 3, 3), mode=mode), k.view(1, 1, 7, 1).expand(c, 1, 7, 1), groups=c)
+    cols = torch.tensor(_reflect101(x.shape[-1], 3), device=x.device)
+    x = F.conv2d(x[..., cols], k.view(1, 1, 1, 7).expand(c, 1, 1, 7), groups=c)
+    rows = torch.tensor(_reflect101(x.shape[-2], 3), device=x.device)
+    return F.conv2d(x[..., rows, :], k.view(1, 1, 7, 1).expand(c, 1, 7, 1), groups=c)
 
 
 def _effect(roi: torch.Tensor, mode: str, face_w: float) -> torch.Tensor:
@@ -144,7 +161,7 @@ def _effect(roi: torch.Tensor, mode: str, face_w: float) -> torch.Tensor:
     h, w = roi.shape[-2:]
     if mode == "mask":
         return torch.zeros_like(roi)
-    small = F.interpolate(roi, size=small_size(mode, h, w, face_w), mode="area")
+    small = resize_area(roi, small_size(mode, h, w, face_w))  # cv2.resize(INTER_AREA), as the host path
     if mode == "blur":
         return F.interpolate(_gaussian_1(small), size=(h, w), mode="bilinear", align_corners=False)
     return F.interpolate(small, size=(h, w), mode="nearest")

@@ -24,7 +24,7 @@ from pipeline.core.errors import AnonswapError, fail
 from pipeline.identity.attributes import GivenAttributes
 from pipeline.identity.stage import SCOPES, IdentityConfig
 from pipeline.io.paths import check_outputs
-from pipeline.run.config import MODES, RunConfig, input_files
+from pipeline.run.config import BACKENDS, MODES, PRECISIONS, RunConfig, input_files
 from pipeline.run.file import anonymize_video
 from pipeline.anonymize.swap import SwapConfig
 
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     swap.add_argument("--generator", metavar="PATH", help="SimSwap generator checkpoint (default: the fetched simswap-224 / simswap-512)")
     swap.add_argument("--arcface", metavar="PATH", help="SimSwap's arcface_checkpoint.tar, loaded without running pickled code (default: the fetched simswap-arcface)")
     swap.add_argument("--gallery", metavar="GALLERY", help="the fake identities: a file from `gallery build` (or a folder of photos, built in memory)")
-    swap.add_argument("--swap-backend", choices=("onnxruntime", "torch"), default="onnxruntime", help="generator runtime (default onnxruntime, faster on CPU; it exports the checkpoint to ONNX once, into the cache)")
+    swap.add_argument("--swap-backend", choices=BACKENDS[1:], help="the generator's runtime alone (default: --backend's)")
     swap.add_argument("--swap-size", type=int, choices=(224, 512), default=224, help="generator crop size (default 224)")
     swap.add_argument("--min-swap-face", type=float, default=SwapConfig.min_face, metavar="PX", help=f"faces narrower than this are blurred instead (default {SwapConfig.min_face:g})")
     swap.add_argument("--defense-noise", type=float, default=SwapConfig.defense_noise, metavar="EPS", help="add uniform noise U(-EPS, EPS), in pixel levels 0-255, to swapped faces only, against models trained to reconstruct the original face from the swap (default 0 = off; at most 64; unseeded per run)")
@@ -90,6 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--max-latency-ms", type=float, default=1000.0, metavar="MS", help="drop frames before detection once they are older than this (default 1000)")
     live.add_argument("--reconnect-timeout", type=float, default=60.0, metavar="S", help="give up after the source is gone this long (default 60; 0 = keep trying)")
     live.add_argument("--rtsp-transport", choices=("tcp", "udp"), default="tcp", help="RTSP transport (default tcp: no packet loss on busy networks)")
+    eng = p.add_argument_group("engines (where and how the models run)")
+    eng.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]",
+                     help="auto (default): the first GPU, else the host path (OpenCV + ONNX Runtime, fastest on a CPU); "
+                          "cpu: the torch data path on the CPU; cuda[:N]: that GPU")
+    eng.add_argument("--backend", choices=BACKENDS, default="auto",
+                     help="detector and generator runtime (default auto: onnxruntime on the host path, torch on a device; "
+                          "tensorrt needs a GPU and the tensorrt package)")
+    eng.add_argument("--precision", choices=PRECISIONS, default="auto", help="device path arithmetic (default auto: fp16 on a GPU, fp32 on the CPU)")
+    eng.add_argument("--no-cuda-graphs", action="store_true", help="do not replay the detector and generator as CUDA graphs")
     p.add_argument("--keep-metadata", action="store_true", help="keep container metadata (GPS, device, creation time); stripped by default")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes")
     return p
@@ -148,6 +157,10 @@ def _config(args) -> RunConfig:
         gallery=args.gallery,
         swap=SwapConfig(size=args.swap_size, min_face=args.min_swap_face, defense_noise=args.defense_noise),
         swap_backend=args.swap_backend,
+        device=args.device,
+        backend=args.backend,
+        precision=args.precision,
+        cuda_graphs=not args.no_cuda_graphs,
         embedder=args.embedder,
         embedder_model=args.embedder_model,
         identity=IdentityConfig(scope=args.identity_scope, seed=args.seed),

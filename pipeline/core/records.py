@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +29,10 @@ class Frame:
     image: np.ndarray  # H×W×3 uint8, RGB
     audio: list = field(default_factory=list)
     captured: float | None = None  # time.monotonic() when a live source delivered it (latency)
+    # On the device path (--device), the same pixels as an (H, W, 3) uint8 torch tensor on the
+    # device, uploaded once at detection; the anonymize stage edits it and writes it back
+    # into `image` (one download), then drops it. None on the host path.
+    tensor: Any = None
 
     @property
     def time(self) -> float:

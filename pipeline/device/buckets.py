@@ -81,3 +81,27 @@ class BucketedCall:
         graph.replay()
         self.replays += 1
         return {k: v.clone() for k, v in static_out.items()}
+
+
+class BucketedEngine:
+    """An Engine whose device calls (`run_tensors`) go through fixed batch buckets, replayed as
+    CUDA graphs when `graphs` is on. Host calls (`__call__`) pass straight through. Built
+    once, at load time, around whichever backend runs the model."""
+
+    def __init__(self, engine, *, graphs: bool):
+        self.engine = engine
+        self.inputs, self.outputs = engine.inputs, engine.outputs
+        self._call = BucketedCall(engine.run_tensors, graphs=graphs)
+
+    def __call__(self, feeds):
+        return self.engine(feeds)
+
+    def run_tensors(self, feeds):
+        return self._call(feeds)
+
+    @property
+    def replays(self) -> int:
+        return self._call.replays
+
+    def close(self) -> None:
+        self.engine.close()

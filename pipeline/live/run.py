@@ -107,7 +107,7 @@ def anonymize_live(
         report = ReportBuilder(url, output if is_publish_url(output) else out_abs, mode, source.info, requested_mode=config.mode)
         report.settings = {"detect_size": detector.long_side(source.info.height, source.info.width), "threshold": detector.threshold,
                            "batch_size": 1, "crf": config.crf, "preset": config.preset, "tracker": asdict(config.tracker),
-                           "live": asdict(opts)}
+                           "engines": st.engines.describe(), "live": asdict(opts)}
         with RunOutputs(report_path) as outs:
             sink = outs.video = open_sink(output, source.info, segment_seconds=opts.segment_seconds, crf=config.crf, preset=config.preset)
             boxes = outs.boxes = BoxesWriter(boxes_path) if boxes_path else None
@@ -150,7 +150,7 @@ def _run_live(source, st: Stages, sink, boxes, report, config, opts, latency, li
             if time.monotonic() - frame.captured > budget_s:
                 live["dropped_too_old"] += 1  # cheapest place to drop: nothing was spent on it yet
                 continue
-            yield frame, st.detector.detect([frame.image])[0]
+            yield frame, st.detect([frame])[0]
 
     def anonymize(items):
         for tf in items:

@@ -10,27 +10,43 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from pipeline.anonymize.cover import Anonymizer
+from pipeline.anonymize.face_ops import HostFaceOps, TorchFaceOps
 from pipeline.anonymize.swap import FaceSwapper
 from pipeline.core.errors import InvalidInputError
 from pipeline.detect.retinaface import FaceDetector
+from pipeline.detect.stage import DeviceDetect, HostDetect
+from pipeline.device.buckets import BucketedEngine
 from pipeline.identity.assignment import AssignConfig, SourceAssigner
 from pipeline.identity.gallery import SourceGallery
 from pipeline.identity.persons import PersonRegistry
 from pipeline.identity.stage import IdentityStage
 from pipeline.io.report import ReportBuilder
-from pipeline.run.config import RunConfig
+from pipeline.run.config import EngineChoice, RunConfig, engine_choice
 from pipeline.track.stage import track_stage
 from trackers import FaceTracker
 
-def load_swap_models(config: RunConfig):
+def load_swap_models(config: RunConfig, engines: EngineChoice):
     """The generator engine and SimSwap's ArcFace, loaded once; bad files are input errors."""
     from engines import load
 
+    backend = engines.generator_backend
     try:
-        engine = load(f"simswap-{config.swap.size}", config.swap_backend, path=config.generator)
+        engine = load(f"simswap-{config.swap.size}", backend, path=config.generator, **engines.options(backend))
     except (ValueError, OSError) as e:
         raise InvalidInputError(f"generator checkpoint unusable: {e}") from e
+    if not engines.device.host:
+        engine = BucketedEngine(engine, graphs=engines.cuda_graphs)
     return engine, load_simswap_arcface(config.arcface)
+
+
+def load_detector(config: RunConfig, engines: EngineChoice) -> FaceDetector:
+    from engines import load
+
+    backend = engines.detector_backend
+    engine = load("retinaface-mnet025", backend, **engines.options(backend))
+    if not engines.device.host:
+        engine = BucketedEngine(engine, graphs=engines.cuda_graphs)
+    return FaceDetector(engine, detect_size=config.detect_size, threshold=config.threshold)
 
 
 def load_simswap_arcface(path: str):
@@ -113,10 +129,10 @@ def build_tracker(config: RunConfig, identity: IdentityStage | None) -> FaceTrac
     return FaceTracker(cfg, embed=identity.embedder.embed)
 
 
-def build_anonymizer(mode: str, config: RunConfig, engine=None):
+def build_anonymizer(mode: str, config: RunConfig, engine=None, ops=None):
     if mode != "swap":
-        return Anonymizer(mode, region_scale=config.region_scale)
-    return FaceSwapper(engine, fallback=Anonymizer("blur", region_scale=config.region_scale), config=config.swap)
+        return Anonymizer(mode, region_scale=config.region_scale, ops=ops)
+    return FaceSwapper(engine, fallback=Anonymizer("blur", region_scale=config.region_scale, ops=ops), config=config.swap, ops=ops)
 
 
 @dataclass
@@ -127,6 +143,8 @@ class Stages:
     identity: IdentityStage | None
     tracker: FaceTracker
     anonymizer: object
+    detect: Callable  # frames → detections, on the run's data path (pipeline.detect.stage)
+    engines: EngineChoice
 
     def chain(self, source: tuple[str, Callable], detect: Callable, anonymize: Callable) -> list[tuple[str, Callable]]:
         """The stage list a run hands to StagePipeline: its own source, detection and
@@ -139,14 +157,26 @@ class Stages:
 
 
 def build_stages(mode: str, config: RunConfig, detector: FaceDetector | None = None, models: ModelCache | None = None) -> Stages:
-    detector = detector or _cached(models, ("detector", config.detect_size, config.threshold),
-                                   lambda: FaceDetector(detect_size=config.detect_size, threshold=config.threshold))
+    """The data path is chosen here, once: the host path (NumPy frames, OpenCV, ONNX Runtime)
+    or the device path (frames uploaded once at detection, every pixel step on the device,
+    one download for the encoder). The stages never branch on it afterwards."""
+    engines = engine_choice(config)
+    key = (engines.device.torch_device, engines.detector_backend, engines.dtype, engines.cuda_graphs)
+    detector = detector or _cached(models, ("detector", config.detect_size, config.threshold, *key),
+                                   lambda: load_detector(config, engines))
+    if engines.device.host:
+        detect, ops = HostDetect(detector), HostFaceOps()
+    else:
+        from pipeline.device.transfer import Transfer  # torch, imported only for the device path
+
+        transfer = Transfer(engines.device.torch_device)
+        detect, ops = DeviceDetect(detector, transfer), TorchFaceOps(engines.device.torch_device, transfer)
     engine, arc = (None, None)
     if mode == "swap":
-        engine, arc = _cached(models, ("swap", config.generator, config.arcface, config.swap.size, config.swap_backend),
-                              lambda: load_swap_models(config))
+        engine, arc = _cached(models, ("swap", config.generator, config.arcface, config.swap.size, engines.generator_backend, *key),
+                              lambda: load_swap_models(config, engines))
     identity = build_identity(config, detector, arc, models)
-    return Stages(detector, identity, build_tracker(config, identity), build_anonymizer(mode, config, engine))
+    return Stages(detector, identity, build_tracker(config, identity), build_anonymizer(mode, config, engine, ops), detect, engines)
 
 
 def finish_identity(identity: IdentityStage | None, report: ReportBuilder, config: RunConfig) -> None:

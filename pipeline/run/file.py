@@ -66,7 +66,8 @@ def anonymize_video(
             "preset": config.preset,
             "keep_metadata": config.keep_metadata,
             "tracker": asdict(config.tracker),
-            "swap": {**asdict(config.swap), "backend": config.swap_backend, "generator": config.generator, "arcface": config.arcface, "gallery": config.gallery}
+            "engines": st.engines.describe(),
+            "swap": {**asdict(config.swap), "backend": st.engines.generator_backend, "generator": config.generator, "arcface": config.arcface, "gallery": config.gallery}
             if mode == "swap" else None,
             "identity": {**asdict(config.identity), "seed": None if config.identity.scope == "random" else config.identity.seed,
                          "embedder": config.embedder, "gallery": config.gallery, "person_registry": config.person_registry}
@@ -105,7 +106,7 @@ def _run(reader, st: Stages, writer, boxes, report, config, progress, on_frame=N
 
     def detect(frames):
         for batch in batched(frames, config.batch_size):
-            yield from zip(batch, st.detector.detect([f.image for f in batch]))
+            yield from zip(batch, st.detect(batch))
 
     def anonymize(items):
         # Several frames at once: the swap generator runs on all their faces together.
