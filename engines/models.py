@@ -124,7 +124,8 @@ _ARCFACE_INPUT = {"size": 112, "template": "arcface-112", "channel_order": "RGB"
 _GENERATOR = {"inputs": ("image", "latent"), "output": "output", "channel_order": "RGB", "layout": "NCHW",
               "range": (0.0, 1.0), "latent_dim": 512}
 _GENERATOR_BACKENDS = {"onnxruntime": "engines.simswap.engine:build_onnxruntime",
-                       "torch": "engines.simswap.engine:build_torch"}
+                       "torch": "engines.simswap.engine:build_torch",
+                       "tensorrt": "engines.simswap.engine:build_tensorrt"}
 
 MODELS: dict[str, ModelEntry] = {
     e.name: e
@@ -150,7 +151,8 @@ MODELS: dict[str, ModelEntry] = {
                 "variance": (0.1, 0.2),
             },
             backends={"onnxruntime": "engines.onnxruntime_engine:build",
-                      "torch": "engines.retinaface.engine:build_torch"},
+                      "torch": "engines.retinaface.engine:build_torch",
+                      "tensorrt": "engines.tensorrt_engine:build_retinaface"},
         ),
         ModelEntry(
             name="centerface",

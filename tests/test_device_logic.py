@@ -70,3 +70,52 @@ def test_transfer_round_trip_on_the_cpu():
     frames[1] = 0
     t.download(frames, images)
     assert (images[1] == 0).all() and images[0].any()
+
+
+def test_engine_choice_follows_the_device():
+    from pipeline.run.config import RunConfig, engine_choice
+
+    host = engine_choice(RunConfig())
+    if host.device.is_cuda:
+        pytest.skip("this machine has a GPU: auto picks it")
+    assert host.device.host and (host.detector_backend, host.generator_backend) == ("onnxruntime", "onnxruntime")
+    assert host.options("onnxruntime") == {}
+    dev = engine_choice(RunConfig(device="cpu"))
+    assert (dev.device.torch_device, dev.detector_backend, dev.dtype, dev.cuda_graphs) == ("cpu", "torch", "float32", False)
+    assert dev.options("torch") == {"device": "cpu", "dtype": "float32", "channels_last": False}
+    mixed = engine_choice(RunConfig(swap_backend="torch"))
+    assert (mixed.detector_backend, mixed.generator_backend) == ("onnxruntime", "torch")
+    assert engine_choice(RunConfig(device="cpu", precision="bf16")).dtype == "bfloat16"
+    with pytest.raises(ValueError, match="unknown precision"):
+        RunConfig(precision="fp8")
+
+
+def test_nvdec_is_chosen_only_for_a_gpu_and_an_ffmpeg_that_has_it():
+    from pipeline.io.video_reader import hw_decoder
+
+    gpu, cpu = resolve("cuda:0", devices=1), resolve("cpu", devices=1)
+    assert hw_decoder(gpu, available=("cuda", "vaapi")) == "cuda"
+    assert hw_decoder(gpu, available=("vaapi",)) is None
+    assert hw_decoder(cpu, available=("cuda",)) is None
+    assert hw_decoder(resolve("auto", devices=0), available=("cuda",)) is None
+
+
+def test_tensorrt_is_guarded_with_a_clear_message(tmp_path, synthetic):
+    from conftest import run_cli
+    from engines.tensorrt_engine import BackendUnavailable, plan_key, require
+
+    key = plan_key("ab" * 32, "10.3.0", "NVIDIA H200", "fp16")
+    assert key == "abababababababab_trt10.3.0_nvidia-h200_fp16.plan"
+    assert plan_key("ab" * 32, "10.3.0", "NVIDIA H100 80GB HBM3", "fp16") != key, "a plan is per GPU model"
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        with pytest.raises(BackendUnavailable, match="needs NVIDIA TensorRT 10 .*pip install tensorrt"):
+            require()
+    res = run_cli(synthetic.path, "-o", tmp_path / "o.mp4", "--backend", "tensorrt", "-q")
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and res.stderr.startswith("error: --backend tensorrt needs"), res.stderr
+    assert not (tmp_path / "o.mp4").exists()
+    res = run_cli(synthetic.path, "-o", tmp_path / "o.mp4", "--device", "cuda:3", "-q")
+    if resolve("auto").is_cuda:
+        return
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "--device cuda:3: this machine has" in res.stderr, res.stderr

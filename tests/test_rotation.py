@@ -314,6 +314,7 @@ def test_publish_sends_the_picture_upright(clips, tmp_path):
         for f in r.frames():
             sink.write(f)
             time.sleep(0.01)  # paced a little, so loopback UDP does not overrun the reader
-        sink.close()
+        sink.finish()
+        sink.commit()
     t.join(timeout=30)
     assert len(got) >= 10 and {g.shape for g in got} == {(SIZE[1], SIZE[0], 3)}

@@ -32,9 +32,12 @@ CLOSE_WAIT_S = 5.0  # how long close() waits for a demux/decode call in flight o
 
 
 class VideoReader:
-    def __init__(self, path: str, *, max_frames: int | None = None):
+    def __init__(self, path: str, *, max_frames: int | None = None, hwaccel: str | None = None):
+        """`hwaccel`: an FFmpeg hardware device type ("cuda": NVDEC) to decode on, falling back
+        to software decoding when that device cannot take the stream (`hw_decoder` decides)."""
         self.path = str(path)
         self.max_frames = max_frames
+        self.hwaccel = hwaccel
         self.decode_errors = 0  # packets the decoder rejected (skipped)
         self.timestamp_fixes = 0  # frames whose PTS was missing or not increasing
         self.trailing_audio: list = []  # audio packets demuxed after the last video frame
@@ -62,7 +65,12 @@ class VideoReader:
         if os.path.isdir(self.path):
             raise InvalidInputError(f"input is a directory, not a video file: {self.path}")
         try:
-            self.container = av.open(self.path, mode="r", metadata_errors="ignore")
+            hw = {}
+            if self.hwaccel:
+                from av.codec.hwaccel import HWAccel
+
+                hw = {"hwaccel": HWAccel(self.hwaccel, allow_software_fallback=True)}
+            self.container = av.open(self.path, mode="r", metadata_errors="ignore", **hw)
         except PermissionError as e:
             raise InvalidInputError(f"input is not readable (permission denied): {self.path}") from e
         except _AV_ERRORS as e:
@@ -252,6 +260,21 @@ class VideoReader:
             self.decode_errors += 1
             return
         yield from decoded
+
+
+def hw_decoder(device, available: tuple[str, ...] | None = None) -> str | None:
+    """The FFmpeg hardware decoder for this run's device: NVDEC ("cuda") when the frames go to
+    an NVIDIA GPU anyway and this FFmpeg build has it, else None (software decoding). The
+    decoded picture still comes back to the host, where the encoder and the host stages
+    need it; keeping it on the GPU (PyAV's `is_hw_owned`, NV12 → RGB on the device) is the
+    next step, not taken yet. `available`: the build's device types (tests pass their own)."""
+    if not getattr(device, "is_cuda", False):
+        return None
+    if available is None:
+        from av.codec.hwaccel import hwdevices_available
+
+        available = tuple(hwdevices_available())
+    return "cuda" if "cuda" in available else None
 
 
 def _chain(first, rest):

@@ -25,7 +25,7 @@ from pipeline.io.report import BoxesWriter, ReportBuilder
 from pipeline.io.outputs import RunOutputs
 from pipeline.io.paths import check_outputs
 from pipeline.run.build import Stages, build_stages, finish_identity
-from pipeline.run.config import RunConfig, input_files, resolve_mode
+from pipeline.run.config import RunConfig, engine_choice, input_files, resolve_mode
 from pipeline.core.stages import StagePipeline
 from pipeline.live.sinks import check_live_output, is_publish_url, open_sink, segment_path
 from pipeline.live.source import LiveSource, StopEvent
@@ -89,6 +89,7 @@ def anonymize_live(
 ) -> dict:
     started = time.perf_counter()
     mode, note = resolve_mode(config)
+    engine_choice(config)  # a device or backend that is not there fails before connecting
     check_live_output(output, opts.segment_seconds)
     out_abs = "" if is_publish_url(output) else os.path.abspath(output)
     video_file = None if is_publish_url(output) else segment_path(output, 0) if opts.segment_seconds else output

@@ -48,6 +48,7 @@ class RunConfig:
     swap_backend: str | None = None  # the generator alone, overriding `backend` (None: follow it)
     precision: str = "auto"  # device path: auto = float16 on a GPU, float32 on the CPU
     cuda_graphs: bool = True  # replay the detector and generator as CUDA graphs (GPU only)
+    hwdec: bool = True  # decode on the GPU's NVDEC when the device is one and FFmpeg has it
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -128,8 +129,15 @@ def engine_choice(config: RunConfig) -> EngineChoice:
 
     device = resolve(config.device)
     backend = config.backend if config.backend != "auto" else ("onnxruntime" if device.host else "torch")
-    if backend == "tensorrt" and not device.is_cuda:
-        raise InvalidInputError(f"--backend tensorrt needs a CUDA device; --device {config.device} resolved to {device.describe()}")
+    if "tensorrt" in (backend, config.swap_backend):
+        if not device.is_cuda:
+            raise InvalidInputError(f"--backend tensorrt needs a CUDA device; --device {config.device} resolved to {device.describe()}")
+        from engines.tensorrt_engine import BackendUnavailable, require
+
+        try:
+            require()
+        except BackendUnavailable as e:
+            raise InvalidInputError(str(e)) from None
     precision = config.precision
     if precision == "auto":
         precision = "fp16" if device.is_cuda else "fp32"

@@ -20,10 +20,10 @@ from pipeline.detect.retinaface import FaceDetector
 from pipeline.io.outputs import RunOutputs
 from pipeline.io.paths import check_outputs
 from pipeline.io.report import BoxesWriter, ReportBuilder
-from pipeline.io.video_reader import VideoReader
+from pipeline.io.video_reader import VideoReader, hw_decoder
 from pipeline.io.video_writer import VideoWriter
 from pipeline.run.build import ModelCache, Stages, build_stages, finish_identity
-from pipeline.run.config import RunConfig, input_files, resolve_mode
+from pipeline.run.config import RunConfig, engine_choice, input_files, resolve_mode
 
 
 def anonymize_video(
@@ -42,7 +42,8 @@ def anonymize_video(
     """`models` keeps loaded weights for the next video; `on_frame(n)` hears the frames written so far."""
     started = time.perf_counter()
     mode, note = resolve_mode(config)
-    reader = VideoReader(input_path, max_frames=config.max_frames).open()
+    engines = engine_choice(config)  # a device or backend that is not there fails before anything else
+    reader = VideoReader(input_path, max_frames=config.max_frames, hwaccel=hw_decoder(engines.device) if config.hwdec else None).open()
     try:
         out = check_outputs([input_path, *input_files(config)], {"-o": output_path, "--report": report_path, "--boxes": boxes_path,
                             "--person-registry": config.person_registry}, video="-o")["-o"]
@@ -66,7 +67,7 @@ def anonymize_video(
             "preset": config.preset,
             "keep_metadata": config.keep_metadata,
             "tracker": asdict(config.tracker),
-            "engines": st.engines.describe(),
+            "engines": {**st.engines.describe(), "hwaccel": reader.hwaccel},
             "swap": {**asdict(config.swap), "backend": st.engines.generator_backend, "generator": config.generator, "arcface": config.arcface, "gallery": config.gallery}
             if mode == "swap" else None,
             "identity": {**asdict(config.identity), "seed": None if config.identity.scope == "random" else config.identity.seed,
