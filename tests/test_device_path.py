@@ -104,7 +104,7 @@ def perface_onnx(tmp_path):
 
 
 def test_the_embedder_runs_on_the_device_with_the_host_results(perface_onnx):
-    """The same ONNX through torch (onnx2torch) and ONNX Runtime; on the device path the
+    """The same ONNX through torch (engines/onnx_torch.py) and ONNX Runtime; on the device path the
     samples are cut from the frame tensor and must embed as the host cuts do."""
     import torch
     from skimage import data

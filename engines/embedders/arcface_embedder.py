@@ -3,8 +3,8 @@
 Both take insightface's convention: a 112×112 crop aligned to `ARCFACE_TEMPLATE_112`, RGB,
 (x − 127.5) / 127.5, NCHW. The input name is read from the model, so insightface's files
 ("input.1") and ours ("input") both load. Two backends run the same file: ONNX Runtime (the
-host path) and torch (the device path: onnx2torch turns the graph into a torch module, so the
-identity samples are cut from the frame already on the device and embedded there).
+host path) and torch (the device path: engines/onnx_torch.py runs the graph with torch ops, so
+the identity samples are cut from the frame already on the device and embedded there).
 """
 
 from __future__ import annotations
@@ -41,15 +41,13 @@ def build(entry, files: dict) -> "ArcFaceEmbedder":
 
 def build_torch(entry, files: dict, *, device="cpu", dtype: str = "float32", channels_last: bool = False,
                 compile: bool = False) -> "ArcFaceEmbedder":
-    """The same ONNX file as a torch module (onnx2torch) on `device`: the device path's backend."""
-    import onnx
-    from onnx2torch import convert
-
+    """The same ONNX file as a torch module on `device`: the device path's backend."""
+    from engines.onnx_torch import load_onnx_module
     from engines.torch_engine import TorchEngine
 
     path = files["weights"]
     (inp, _), (out, _) = _graph_io(path)
-    engine = TorchEngine(convert(onnx.load(path)), (inp,), (out,), device=device, dtype=dtype,
+    engine = TorchEngine(load_onnx_module(path), (inp,), (out,), device=device, dtype=dtype,
                          channels_last=channels_last, compile=compile)
     return ArcFaceEmbedder(engine, entry, path)
 
