@@ -47,7 +47,9 @@ class HostFaceOps:
         return bool(np.isfinite(out).all())
 
     def paste(self, frames, out, frame_index: np.ndarray, matrices: np.ndarray, noise=None) -> None:
-        crops = (np.clip(out, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).transpose(0, 2, 3, 1)
+        """The generator's float crops are warped as they are (official: no uint8 round trip
+        before the paste), face after face in batch order."""
+        crops = np.clip(out, 0.0, 1.0).astype(np.float32).transpose(0, 2, 3, 1)
         for crop, fi, m in zip(crops, frame_index, matrices):
             paste_back(frames[fi], np.ascontiguousarray(crop), m, noise=noise)
 

@@ -6,27 +6,31 @@ PCIe copies, so the same pixel work is done here on a (F, H, W, 3) uint8 tensor:
 - the crops of every face of every frame in one `grid_sample` call. The frames are laid out
   as one tall image with a zero row under each frame, so a bilinear tap just outside a frame
   reads zero (OpenCV's BORDER_CONSTANT), and a sample farther outside is sent off the image;
-- the paste-back of every face in one `grid_sample` call: crop and soft mask together, each
-  into its own ROI (padded to the largest), then one blend per face into its ROI, in order,
-  as the host path does (overlapping faces come out the same);
+- the paste-back of every face in one `grid_sample` call: crop, white mask and small-face mask
+  together, each into its own ROI (padded to the largest); the official erosion and feather
+  for all faces in one batched min-pool and convolution; then one float64 blend per face
+  into its ROI, truncated, in order, as the host path does (overlapping faces come out the same);
 - blur / pixelate / mask over the same feathered ellipse (anonymizer.face_ellipse).
 
 Matrices and ROIs are a handful of numbers per face and are worked out on the host, like
 the host path does; only pixels stay on the device. Results match the OpenCV path within
-interpolation rounding (OpenCV quantizes sample positions to 1/32 pixel and rounds the warped
-crop to uint8 before blending; this path stays in float until the final write), which
-tests/test_torch_faces.py checks on CPU. Nothing here names a device: it comes from the tensors.
+interpolation rounding (OpenCV quantizes sample positions to 1/32 pixel; grid_sample does not),
+which tests/test_torch_faces.py checks on CPU, and both match SimSwap's official output on the
+golden frames (tests/test_swap_golden.py). Nothing here names a device: it comes from the tensors.
 """
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from pipeline.core.alignment import inverse
 from pipeline.anonymize.cover import Ellipse, face_ellipse, small_size
-from pipeline.anonymize.paste_back import paste_roi, soft_mask
+from pipeline.anonymize.paste_back import (
+    _AB_SCALE, _TAB, ERODE, FEATHER, MASK_THRESHOLD, official_covers_face, official_inverse, paste_roi, soft_mask,
+)
 
 OFF_IMAGE = -3.0  # a normalized grid coordinate beyond any tap: grid_sample returns zeros
 
@@ -74,6 +78,110 @@ def warp_crops(frames: torch.Tensor, frame_index, matrices: np.ndarray, size: in
     return out.reshape(3, n_faces, size, size).permute(1, 0, 2, 3).div_(255.0)
 
 
+def _reflect101(i: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """OpenCV's BORDER_REFLECT_101 index (…, 2, 1, |0, 1, …, n−1|, n−2, …) for each `i`, per length `n`."""
+    period = torch.clamp(2 * (n - 1), min=1)
+    i = torch.remainder(i.abs(), period)
+    return torch.where(i >= n, period - i, i).clamp(min=0)
+
+
+def _gaussian_taps(dtype, device) -> torch.Tensor:
+    """The official feather's 41 taps, as OpenCV computes them for GaussianBlur((41, 41), 0)."""
+    return torch.as_tensor(cv2.getGaussianKernel(FEATHER, 0).ravel(), dtype=dtype, device=device)
+
+
+def paste_masks(warped_white: torch.Tensor, sizes: list[tuple[int, int]]) -> torch.Tensor:
+    """(L, rh, rw) official paste masks in [0, 1] from the warped white masks (L, rh, rw, 0..255),
+    in their dtype (float64 to match OpenCV's).
+
+    Face k's ROI is the top-left `sizes[k]` = (h, w) of its slice; the rest is padding. Beyond its
+    ROI a face's mask counts as +inf for the erosion: at a frame edge that is OpenCV's border for
+    erode, and at an ROI edge inside the frame only pixels outside the footprint (already 0)
+    have windows reaching there. The blur reflects (101) at each face's own ROI edges: OpenCV's
+    border at a frame edge, and zeros reflected into zeros anywhere else (paste_back.py).
+    """
+    n, rh, rw = warped_white.shape
+    dev = warped_white.device
+    hs = torch.as_tensor([s[0] for s in sizes], device=dev)
+    ws = torch.as_tensor([s[1] for s in sizes], device=dev)
+    rows, cols = torch.arange(rh, device=dev), torch.arange(rw, device=dev)
+    inside = (rows[None, :, None] < hs[:, None, None]) & (cols[None, None, :] < ws[:, None, None])
+    m = torch.where(warped_white > MASK_THRESHOLD, torch.full_like(warped_white, 255.0), warped_white)
+    m = torch.where(inside, m, torch.full_like(m, 255.0))
+    # Erosion = −max_pool(−m), separable; window x−20 … x+19 as cv2.erode's 40-wide kernel anchored at 20.
+    lo, hi = ERODE // 2, ERODE - 1 - ERODE // 2
+    e = F.pad(-m[:, None], (lo, hi, 0, 0), value=-float("inf"))
+    e = F.max_pool2d(e, (1, ERODE), stride=1)
+    e = F.pad(e, (0, 0, lo, hi), value=-float("inf"))
+    e = -F.max_pool2d(e, (ERODE, 1), stride=1)[:, 0]  # (L, rh, rw)
+    r = FEATHER // 2
+    ri = _reflect101(torch.arange(-r, rh + r, device=dev)[None, :], hs[:, None])  # (L, rh + 2r)
+    ci = _reflect101(torch.arange(-r, rw + r, device=dev)[None, :], ws[:, None])
+    k = torch.arange(n, device=dev)[:, None, None]
+    padded = e[k, ri[:, :, None], ci[:, None, :]][:, None]  # (L, 1, rh + 2r, rw + 2r)
+    taps = _gaussian_taps(e.dtype, dev)
+    # The separable blur as two banded matrix products: a float64 matmul runs at BLAS speed where
+    # a float64 conv2d does not (20× on CPU), and the sums differ from OpenCV's only in the last bit.
+    band_w = _band(taps, rw)  # (rw + 2r, rw)
+    band_h = _band(taps, rh)
+    return (band_h.T @ padded[:, 0] @ band_w) / 255.0
+
+
+def _band(taps: torch.Tensor, n: int) -> torch.Tensor:
+    """(n + len(taps) − 1, n) matrix whose column j holds `taps` at rows j … j + len − 1 (a valid 1-D filter)."""
+    k = len(taps)
+    i = torch.arange(n + k - 1, device=taps.device)[:, None] - torch.arange(n, device=taps.device)[None, :]
+    return torch.where((i >= 0) & (i < k), taps[i.clamp(0, k - 1)], torch.zeros((), dtype=taps.dtype, device=taps.device))
+
+
+def _sample_positions(matrices: np.ndarray, rois, shape: tuple[int, int], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L, rh, rw) int64 crop positions, in 1/32 px, of each face's ROI pixels (padded to `shape`),
+    exactly as a full-frame cv2.warpAffine computes them: paste_back.sample_positions, on the device."""
+    m = torch.as_tensor(np.stack([cv2.invertAffineTransform(official_inverse(mat)) for mat in matrices]), device=device)
+    origin = torch.as_tensor([r[:2] for r in rois], dtype=torch.float64, device=device)
+    rh, rw = shape
+    xs = torch.arange(rw, dtype=torch.float64, device=device)[None, :] + origin[:, 0, None]  # (L, rw)
+    ys = torch.arange(rh, dtype=torch.float64, device=device)[None, :] + origin[:, 1, None]  # (L, rh)
+    half, shift = _AB_SCALE // _TAB // 2, int(np.log2(_AB_SCALE // _TAB))
+
+    def axis(a, b, c):  # a·x (per column) + (b·y + c) (per row), each rounded to 1/1024 as OpenCV does
+        col = torch.round(a[:, None] * xs * _AB_SCALE).long()[:, None, :]
+        row = torch.round((b[:, None] * ys + c[:, None]) * _AB_SCALE).long()[:, :, None] + half
+        return (row + col) >> shift
+
+    return axis(m[:, 0, 0], m[:, 0, 1], m[:, 0, 2]), axis(m[:, 1, 0], m[:, 1, 1], m[:, 1, 2])
+
+
+class _Taps:
+    """The four bilinear taps of every ROI pixel and their OpenCV weights, worked out once for
+    all the images warped with them (crop, white mask, small-face mask)."""
+
+    def __init__(self, qx: torch.Tensor, qy: torch.Tensor, size: int):
+        x0, y0 = qx >> 5, qy >> 5
+        fx = (qx & (_TAB - 1)).to(torch.float32) / _TAB
+        fy = (qy & (_TAB - 1)).to(torch.float32) / _TAB
+        self.shape, self.size = qx.shape, size
+        self.index, self.inside = [], []
+        for yy, xx in ((y0, x0), (y0, x0 + 1), (y0 + 1, x0), (y0 + 1, x0 + 1)):
+            self.inside.append(((xx >= 0) & (xx < size) & (yy >= 0) & (yy < size)).reshape(qx.shape[0], 1, -1))
+            self.index.append((yy.clamp(0, size - 1) * size + xx.clamp(0, size - 1)).reshape(qx.shape[0], 1, -1))
+        # OpenCV's table: (1 − g, g) ⊗ (1 − f, f), each product rounded to float32
+        self.weights = [((1 - fy) * (1 - fx)), ((1 - fy) * fx), (fy * (1 - fx)), (fy * fx)]
+
+    def sample(self, src: torch.Tensor) -> torch.Tensor:
+        """(L, C, rh, rw): `src` (L, C, S, S) read at the taps, zero outside, summed in OpenCV's
+        order, so a float32 crop warps to the very float32 values cv2.remap gives (grid_sample's
+        weights differ in the last bits, which the official truncation turns into whole levels)."""
+        n, c = src.shape[:2]
+        flat = src.reshape(n, c, self.size * self.size)
+        out = None
+        for idx, ok, w in zip(self.index, self.inside, self.weights):
+            v = torch.where(ok, flat.gather(2, idx.expand(n, c, -1)), torch.zeros((), dtype=src.dtype, device=src.device))
+            v = v * w.reshape(n, 1, -1).to(src.dtype)
+            out = v if out is None else out + v
+        return out.reshape(n, c, *self.shape[1:])
+
+
 def paste_crops(
     frames: torch.Tensor,
     crops: torch.Tensor,
@@ -85,8 +193,13 @@ def paste_crops(
 ) -> list[tuple[int, int, int, int] | None]:
     """Blends `crops` (N, 3, S, S, float in [0, 1]) back into `frames` in place; returns each ROI.
 
-    `noise_eps` > 0 adds alpha · U(-eps, eps) to the blended pixels, as
-    noise_defense.add_uniform_noise does on the host (rounded first, so alpha = 0 stays exact).
+    The official paste (pipeline.anonymize.paste_back), batched: every face's crop, white mask and
+    small-face mask are warped into its ROI (padded to the largest) by one gather, one batched
+    erosion and blur make the official masks, then each face is blended in float64 and truncated,
+    in order. The masks are float64 as OpenCV's are (a float32 feather moves `alpha` by ~1e-7,
+    enough to flip a truncation now and then). `noise_eps` > 0 adds alpha · U(-eps, eps) to the
+    blended pixels, as noise_defense.add_uniform_noise does on the host (rounded, so alpha = 0
+    stays exact).
     """
     size = crops.shape[-1]
     _, h, w, _ = frames.shape
@@ -97,26 +210,27 @@ def paste_crops(
     dev = frames.device
     rh = max(rois[i][3] - rois[i][1] for i in live)
     rw = max(rois[i][2] - rois[i][0] for i in live)
-    m = torch.as_tensor(np.asarray(matrices, np.float32)[live], device=dev)  # frame → crop
-    origin = torch.as_tensor([rois[i][:2] for i in live], dtype=torch.float32, device=dev)
-    xs = torch.arange(rw, dtype=torch.float32, device=dev)[None, None, :] + origin[:, 0, None, None]
-    ys = torch.arange(rh, dtype=torch.float32, device=dev)[None, :, None] + origin[:, 1, None, None]
-    qx = m[:, 0, 0, None, None] * xs + m[:, 0, 1, None, None] * ys + m[:, 0, 2, None, None]
-    qy = m[:, 1, 0, None, None] * xs + m[:, 1, 1, None, None] * ys + m[:, 1, 2, None, None]
-    grid = torch.stack([(2.0 * qx + 1.0) / size - 1.0, (2.0 * qy + 1.0) / size - 1.0], dim=-1)
-    mask = torch.as_tensor(soft_mask(size), device=dev)[None, None].expand(len(live), 1, size, size)
-    src = torch.cat([crops[live].float() * 255.0, mask], dim=1)
-    warped = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # (L, 4, rh, rw)
+    qx, qy = _sample_positions(np.asarray(matrices, np.float64)[live], [rois[i] for i in live], (rh, rw), dev)
+    n_live = len(live)
+    taps = _Taps(qx, qy, size)
+    face = taps.sample(crops[live].float())  # (L, 3, rh, rw) float32, as cv2.remap of the float crop
+    covers = [official_covers_face(matrices[i], size) for i in live]
+    official = small = None
+    if any(covers):
+        white = torch.full((n_live, 1, size, size), 255.0, dtype=torch.float64, device=dev)
+        official = paste_masks(taps.sample(white)[:, 0], [(rois[i][3] - rois[i][1], rois[i][2] - rois[i][0]) for i in live])
+    if not all(covers):
+        small = taps.sample(torch.as_tensor(soft_mask(size), device=dev)[None, None].expand(n_live, 1, size, size))[:, 0]
     frame_index = np.asarray(frame_index)
     for k, i in enumerate(live):
         x0, y0, x1, y1 = rois[i]
         roi = frames[int(frame_index[i]), y0:y1, x0:x1]
-        alpha = warped[k, 3, : y1 - y0, : x1 - x0, None]
-        face = warped[k, :3, : y1 - y0, : x1 - x0].permute(1, 2, 0)
-        out = torch.round(face * alpha + roi.float() * (1.0 - alpha))
+        alpha = (official[k] if covers[k] else small[k].double())[: y1 - y0, : x1 - x0, None]
+        target = face[k, :, : y1 - y0, : x1 - x0].permute(1, 2, 0).double() * 255.0
+        out = torch.floor(alpha * target + (1.0 - alpha) * roi.double())  # truncation, as official
         if noise_eps > 0:
             noise = torch.rand(out.shape, generator=generator, device=dev) * (2.0 * noise_eps) - noise_eps
-            out = torch.where(alpha > 0, torch.round(out + alpha * noise), out)
+            out = torch.where(alpha > 0, torch.round(out + alpha * noise.double()), out)
         roi.copy_(out.clamp_(0, 255).to(torch.uint8))
     return rois
 
