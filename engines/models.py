@@ -236,7 +236,7 @@ MODELS: dict[str, ModelEntry] = {
             licence=_NC,
             files=(Download(f"{_SIMSWAP}/1.0/arcface_checkpoint.tar", "arcface_checkpoint.tar",
                             "≈210 MB of weights (a pickled whole model)"),),
-            settings={"size": 112, "from_crop": 224, "resize": "nearest", "channel_order": "RGB", "layout": "NCHW",
+            settings={"size": 112, "from_crop": "the generator's own aligned crop (224: pose templates; 512: FFHQ)", "resize": "nearest", "channel_order": "RGB", "layout": "NCHW",
                       "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225), "range": (0.0, 1.0), "dim": 512,
                       "loader": "restricted unpickler (engines/simswap/safe_pickle.py)"},
             backends={"torch": "engines.simswap.safe_pickle:build"},

@@ -74,12 +74,13 @@ def make_gallery_file(path, *, n=2, seed=0, dim=128, embedder="dlib", labels=Non
     return g
 
 
-def contract_fill(layout, seed=1234, *, bn_weight_offset=0.0):
+def contract_fill(layout, seed=1234, *, bn_weight_offset=0.0, bn_weights=None):
     """The golden contracts' deterministic fill (../shared/golden/README.md), walking `layout`
     ([key, shape, dtype] in state_dict order): num_batches_tracked → 0, running_var →
-    |randn| + 0.5, everything else randn · 0.05. `bn_weight_offset` is added to every rank-1
-    `.weight` (the BatchNorm weights: the face-parsing contract's fill B, which keeps the
-    signal alive through the network)."""
+    |randn| + 0.5, everything else randn · 0.05. `bn_weight_offset` is added to the BatchNorm
+    weights (the face-parsing contract's fill B, which keeps the signal alive through the
+    network): the keys in `bn_weights`, by default every rank-1 `.weight` (in BiSeNet, exactly
+    the BatchNorm ones; in networks with PReLU, pass them explicitly)."""
     import torch
 
     g = torch.Generator().manual_seed(seed)
@@ -91,7 +92,8 @@ def contract_fill(layout, seed=1234, *, bn_weight_offset=0.0):
             state[key] = torch.randn(shape, generator=g).abs() + 0.5
         else:
             state[key] = torch.randn(shape, generator=g) * 0.05
-            if bn_weight_offset and key.endswith(".weight") and len(shape) == 1:
+            is_bn = (key.endswith(".weight") and len(shape) == 1) if bn_weights is None else key in bn_weights
+            if bn_weight_offset and is_bn:
                 state[key] += bn_weight_offset
     return state
 

@@ -84,8 +84,9 @@ def build_identity(config: RunConfig, detector: FaceDetector, arc=None, cache: M
     from engines.simswap import latent_from_crops
 
     embedder = _cached(cache, ("embedder", config.embedder, config.embedder_model), lambda: load_embedder(config))
-    gallery = _cached(cache, ("gallery", config.gallery, config.embedder, id(detector), id(arc)),
-                      lambda: SourceGallery.open(config.gallery, detector, [embedder]))
+    size = config.swap.size  # the generator's crop: the source latents come from crops aligned like it
+    gallery = _cached(cache, ("gallery", config.gallery, config.embedder, id(detector), id(arc), size),
+                      lambda: SourceGallery.open(config.gallery, detector, [embedder]).use_size(size))
     latent_fn = (lambda crops: latent_from_crops(arc, crops)) if arc is not None else None
     if latent_fn is not None and not gallery.has_latents:
         gallery.fill_latents(latent_fn)
@@ -96,7 +97,7 @@ def build_identity(config: RunConfig, detector: FaceDetector, arc=None, cache: M
     else:
         registry = PersonRegistry(config.embedder, same_person)
     return IdentityStage(embedder, registry, assigner, config.identity, latent_fn=latent_fn, gallery_fingerprint=gallery.fingerprint(),
-                         max_id_gap=config.tracker.max_id_gap)
+                         max_id_gap=config.tracker.max_id_gap, latent_size=size)
 
 
 def build_tracker(config: RunConfig, identity: IdentityStage | None) -> FaceTracker:
