@@ -7,15 +7,38 @@ import types
 import numpy as np
 
 
+class ArcMarginModel:
+    """The ArcFace margin head of SimSwap's models/arcface_models.py (training only), as its
+    pre-2023 checkpoints hold it under `metric_fc`: a (classes, 512) weight and the margin's
+    constants. Built lazily as an nn.Module subclass (torch is imported on use)."""
+
+    def __new__(cls, n_classes=7, emb_size=512, margin_m=0.5, margin_s=64.0, easy_margin=False):
+        import math
+
+        import torch
+
+        class ArcMarginModel(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.weight = torch.nn.Parameter(torch.randn(n_classes, emb_size))
+                self.easy_margin, self.m, self.s = easy_margin, margin_m, margin_s
+                self.cos_m, self.sin_m = math.cos(margin_m), math.sin(margin_m)
+                self.th, self.mm = math.cos(math.pi - margin_m), math.sin(math.pi - margin_m) * margin_m
+
+        return ArcMarginModel()
+
+
 @contextlib.contextmanager
-def official_names():
+def official_names(*extra):
     """Pickle our ArcFace classes under the names SimSwap's file uses
-    (models.arcface_models.ResNet, IRBlock, SEBlock); restored afterwards."""
+    (models.arcface_models.ResNet, IRBlock, SEBlock; plus the classes of `extra` objects, e.g. an
+    ArcMarginModel, under their own names); restored afterwards."""
     from engines.simswap import arcface
 
     mod, pkg = types.ModuleType("models.arcface_models"), types.ModuleType("models")
     pkg.arcface_models = mod
-    classes = ((arcface.ArcFaceResNet, "ResNet"), (arcface.IRBlock, "IRBlock"), (arcface.SEBlock, "SEBlock"))
+    classes = ((arcface.ArcFaceResNet, "ResNet"), (arcface.IRBlock, "IRBlock"), (arcface.SEBlock, "SEBlock"),
+               *((type(o), type(o).__name__) for o in extra))
     saved = {c: (c.__module__, c.__qualname__) for c, _ in classes}
     old = {k: sys.modules.get(k) for k in ("models", "models.arcface_models")}
     sys.modules["models"], sys.modules["models.arcface_models"] = pkg, mod

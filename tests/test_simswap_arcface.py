@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch", reason="the SimSwap engine needs torch (pip
 
 from engines.simswap import arcface  # noqa: E402
 from engines.simswap import ArcFaceResNet, UnsafeCheckpointError, latent_from_crops, load_arcface_checkpoint  # noqa: E402
-from simswap_kit import official_names  # noqa: E402
+from simswap_kit import ArcMarginModel, official_names  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:Couldn't retrieve source code")
 
@@ -32,15 +32,29 @@ def test_official_layer_counts_build_the_ir_se_101():
     assert m.fc.in_features == 512 * 7 * 7 and m.bn3.num_features == 512
 
 
-@pytest.mark.parametrize("layout", ["zip", "legacy", "dataparallel+optimizer", "dataparallel+optimizer legacy"])
+@pytest.mark.parametrize("layout", ["zip", "legacy", "pre-2023", "pre-2023 legacy"])
 def test_pickled_whole_model_loads_into_our_class(small_model, tmp_path, layout):
+    """Today's file is the pickled ResNet; the pre-2023 one is a training checkpoint: {'epoch',
+    'epochs_since_improvement', 'acc', 'model': DataParallel(ResNet), 'metric_fc':
+    DataParallel(ArcMarginModel), 'optimizer': SGD over both}, all under `models.*` class paths
+    (SimSwap read it as `checkpoint['model'].module`). Both formats of torch.save."""
+    import copy
+
     path = tmp_path / "arcface_checkpoint.tar"
     legacy = "legacy" in layout
-    with official_names():
+    margin = ArcMarginModel()
+    small_model = copy.deepcopy(small_model)
+    with official_names(margin):
         obj = small_model
-        if layout.startswith("dataparallel"):
-            opt = torch.optim.SGD(small_model.parameters(), lr=0.1, momentum=0.9)
-            obj = {"epoch": 3, "model": torch.nn.DataParallel(small_model), "optimizer": opt}
+        if layout.startswith("pre-2023"):
+            opt = torch.optim.SGD([{"params": small_model.parameters()}, {"params": margin.parameters()}], lr=0.1, momentum=0.9)
+            small_model(torch.rand(2, 3, 112, 112)).sum().backward()  # momentum buffers in the optimizer state
+            margin.weight.grad = torch.ones_like(margin.weight)
+            opt.step()
+            opt.zero_grad()
+            small_model.eval()
+            obj = {"epoch": 3, "epochs_since_improvement": 0, "acc": 0.99, "model": torch.nn.DataParallel(small_model),
+                   "metric_fc": torch.nn.DataParallel(margin), "optimizer": opt}
         torch.save(obj, path, _use_new_zipfile_serialization=not legacy)
     loaded = load_arcface_checkpoint(str(path))
     assert type(loaded) is ArcFaceResNet
