@@ -33,6 +33,19 @@ def load_swap_models(config: RunConfig):
     return engine, load_simswap_arcface(config.arcface)
 
 
+def load_face_parser(config: RunConfig):
+    """`--parsing-mask`: the BiSeNet face parser (model table: face-parsing), or None."""
+    if not config.parsing_mask:
+        return None
+    from engines import get_model, load
+    from pipeline.anonymize.parsing import FaceParser
+
+    try:
+        return FaceParser(load("face-parsing", path=config.parsing_model), get_model("face-parsing").settings)
+    except (ValueError, OSError) as e:
+        raise InvalidInputError(f"face parser unusable: {e}") from e
+
+
 def load_simswap_arcface(path: str):
     """SimSwap's ArcFace through the restricted unpickler; an unusable file is an input error."""
     from engines.simswap import UnsafeCheckpointError, load_arcface_checkpoint
@@ -110,10 +123,10 @@ def build_tracker(config: RunConfig, identity: IdentityStage | None) -> FaceTrac
     return FaceTracker(cfg, embed=identity.embedder.embed)
 
 
-def build_anonymizer(mode: str, config: RunConfig, engine=None):
+def build_anonymizer(mode: str, config: RunConfig, engine=None, parser=None):
     if mode != "swap":
         return Anonymizer(mode, region_scale=config.region_scale)
-    return FaceSwapper(engine, fallback=Anonymizer("blur", region_scale=config.region_scale), config=config.swap)
+    return FaceSwapper(engine, fallback=Anonymizer("blur", region_scale=config.region_scale), config=config.swap, parser=parser)
 
 
 @dataclass
@@ -138,12 +151,13 @@ class Stages:
 def build_stages(mode: str, config: RunConfig, detector: FaceDetector | None = None, models: ModelCache | None = None) -> Stages:
     detector = detector or _cached(models, ("detector", config.detect_size, config.threshold),
                                    lambda: FaceDetector(detect_size=config.detect_size, threshold=config.threshold))
-    engine, arc = (None, None)
+    engine, arc, parser = (None, None, None)
     if mode == "swap":
         engine, arc = _cached(models, ("swap", config.generator, config.arcface, config.swap.size, config.swap_backend),
                               lambda: load_swap_models(config))
+        parser = _cached(models, ("parser", config.parsing_mask, config.parsing_model), lambda: load_face_parser(config))
     identity = build_identity(config, detector, arc, models)
-    return Stages(detector, identity, build_tracker(config, identity), build_anonymizer(mode, config, engine))
+    return Stages(detector, identity, build_tracker(config, identity), build_anonymizer(mode, config, engine, parser))
 
 
 def finish_identity(identity: IdentityStage | None, report: ReportBuilder, config: RunConfig) -> None:

@@ -63,7 +63,8 @@ def anonymize_video(
             "preset": config.preset,
             "keep_metadata": config.keep_metadata,
             "tracker": asdict(config.tracker),
-            "swap": {**asdict(config.swap), "backend": config.swap_backend, "generator": config.generator, "arcface": config.arcface, "gallery": config.gallery}
+            "swap": {**asdict(config.swap), "backend": config.swap_backend, "generator": config.generator, "arcface": config.arcface, "gallery": config.gallery,
+                     "parsing_mask": config.parsing_model if config.parsing_mask else None}
             if mode == "swap" else None,
             "identity": {**asdict(config.identity), "seed": None if config.identity.scope == "random" else config.identity.seed,
                          "embedder": config.embedder, "gallery": config.gallery, "person_registry": config.person_registry}
