@@ -44,10 +44,9 @@ def test_batched_crops_match_opencv_warps():
     lms = [np.stack([landmarks(*p) for p in PLACES]) for _ in frames]
     host = align(frames, lms, 224)
     dev = torch_faces.warp_crops(torch_faces.upload(frames, "cpu"), host.frame_index, host.matrices, 224)
-    got = dev.permute(0, 2, 3, 1).numpy() * 255.0
-    diff = np.abs(got - host.crops.astype(np.float32))
     assert dev.shape == (12, 3, 224, 224)
-    assert diff.mean() < 0.5 and diff.max() < 8, (diff.mean(), diff.max())
+    # OpenCV's positions, integer weights and rounding: the very bytes warpAffine gives
+    assert np.array_equal(dev.permute(0, 2, 3, 1).numpy(), host.crops.astype(np.float32) / 255.0)
 
 
 def test_crops_never_read_the_neighbouring_frame():

@@ -3,20 +3,21 @@
 Why: the host path (alignment.align, paste_back.paste_back, Anonymizer) loops over faces with
 OpenCV on host images. A GPU path that went back to the host for that would spend its time on
 PCIe copies, so the same pixel work is done here on a (F, H, W, 3) uint8 tensor:
-- the crops of every face of every frame in one `grid_sample` call. The frames are laid out
-  as one tall image with a zero row under each frame, so a bilinear tap just outside a frame
-  reads zero (OpenCV's BORDER_CONSTANT), and a sample farther outside is sent off the image;
-- the paste-back of every face in one `grid_sample` call: crop, white mask and small-face mask
-  together, each into its own ROI (padded to the largest); the official erosion and feather
-  for all faces in one batched min-pool and convolution; then one float64 blend per face
-  into its ROI, truncated, in order, as the host path does (overlapping faces come out the same);
+- the crops of every face of every frame: one gather per bilinear tap, at the positions and
+  with the integer weights cv2.warpAffine uses, so the crops are OpenCV's (and SimSwap's) to the bit;
+- the paste-back of every face: crop, white mask and small-face mask sampled into each face's
+  ROI (padded to the largest) at a full-frame warpAffine's positions with OpenCV's float
+  weights; the official erosion and feather for all faces in one batched min-pool and one
+  banded matrix product; then one float64 blend per face into its ROI, truncated, in order,
+  as the host path does (overlapping faces come out the same);
 - blur / pixelate / mask over the same feathered ellipse (anonymizer.face_ellipse).
 
 Matrices and ROIs are a handful of numbers per face and are worked out on the host, like
-the host path does; only pixels stay on the device. Results match the OpenCV path within
-interpolation rounding (OpenCV quantizes sample positions to 1/32 pixel; grid_sample does not),
-which tests/test_torch_faces.py checks on CPU, and both match SimSwap's official output on the
-golden frames (tests/test_swap_golden.py). Nothing here names a device: it comes from the tensors.
+the host path does; only pixels stay on the device. On the golden frames this path is
+bit-exact against SimSwap's official output where the host path is (tests/test_swap_golden.py),
+and tests/test_torch_faces.py holds it to the host path. Nothing here names a device: it
+comes from the tensors. (torch's own elementwise kernels do not fuse multiply-adds, on CPU or
+CUDA, which the float32 sums rely on to round as OpenCV's do.)
 """
 
 from __future__ import annotations
@@ -26,13 +27,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.core.alignment import inverse
 from pipeline.anonymize.cover import Ellipse, face_ellipse, small_size
 from pipeline.anonymize.paste_back import (
     _AB_SCALE, _TAB, ERODE, FEATHER, MASK_THRESHOLD, official_covers_face, official_inverse, paste_roi, soft_mask,
 )
-
-OFF_IMAGE = -3.0  # a normalized grid coordinate beyond any tap: grid_sample returns zeros
 
 
 def upload(images: list[np.ndarray], device: torch.device | str) -> torch.Tensor:
@@ -47,35 +45,54 @@ def download(frames: torch.Tensor, images: list[np.ndarray]) -> None:
         image[...] = new
 
 
-def _tall(frames: torch.Tensor) -> torch.Tensor:
-    """(1, 3, F·(H+1), W) float: the frames stacked vertically, each followed by a zero row."""
-    n, h, w, _ = frames.shape
-    tall = torch.zeros((3, n, h + 1, w), dtype=torch.float32, device=frames.device)
-    tall[:, :, :h] = frames.permute(3, 0, 1, 2)
-    return tall.reshape(1, 3, n * (h + 1), w)
+_COEF_BITS = 15  # INTER_REMAP_COEF_BITS
+_COEF = 1 << _COEF_BITS
+
+
+def _fixed_positions(dst_to_src: np.ndarray, origins, shape: tuple[int, int], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L, h, w) int64 source positions, in 1/32 px, of the destination pixels origin + (x, y),
+    exactly as cv2.warpAffine computes them (`dst_to_src`: the (L, 2, 3) matrix it inverts yours
+    into): M·x rounded to 1/1024 px per column and M·y + t per row, then summed and cut to 1/32."""
+    m = torch.as_tensor(np.asarray(dst_to_src, np.float64), device=device)
+    origin = torch.as_tensor(np.asarray(origins, np.float64).reshape(-1, 2), device=device)
+    h, w = shape
+    xs = torch.arange(w, dtype=torch.float64, device=device)[None, :] + origin[:, 0, None]  # (L, w)
+    ys = torch.arange(h, dtype=torch.float64, device=device)[None, :] + origin[:, 1, None]  # (L, h)
+    half, shift = _AB_SCALE // _TAB // 2, int(np.log2(_AB_SCALE // _TAB))
+
+    def axis(a, b, c):
+        col = torch.round(a[:, None] * xs * _AB_SCALE).long()[:, None, :]
+        row = torch.round((b[:, None] * ys + c[:, None]) * _AB_SCALE).long()[:, :, None] + half
+        return (row + col) >> shift
+
+    return axis(m[:, 0, 0], m[:, 0, 1], m[:, 0, 2]), axis(m[:, 1, 0], m[:, 1, 1], m[:, 1, 2])
 
 
 def warp_crops(frames: torch.Tensor, frame_index, matrices: np.ndarray, size: int) -> torch.Tensor:
     """(N, 3, size, size) float32 in [0, 1]: face i cut from frames[frame_index[i]] with the
-    frame→crop 2×3 `matrices[i]`, as `cv2.warpAffine(..., INTER_LINEAR, borderValue=0)` would."""
+    frame→crop 2×3 `matrices[i]`, exactly as `cv2.warpAffine(..., INTER_LINEAR, borderValue=0)`
+    computes a uint8 warp: its 1/32 px positions, its 15-bit integer weights (32·(32 − f)(32 − g)
+    …, which sum to 2^15 exactly) and its rounding; a tap outside the frame reads 0. One gather
+    per tap for every face of the batch; the generator then sees SimSwap's own crops."""
     n_faces = len(matrices)
-    n, h, w, _ = frames.shape
+    n, h, w, c = frames.shape
     dev = frames.device
     if n_faces == 0:
         return torch.zeros((0, 3, size, size), dtype=torch.float32, device=dev)
-    inv = torch.as_tensor(np.stack([inverse(m) for m in matrices]), dtype=torch.float32, device=dev)  # crop → frame
-    ys, xs = torch.meshgrid(torch.arange(size, dtype=torch.float32, device=dev),
-                            torch.arange(size, dtype=torch.float32, device=dev), indexing="ij")
-    px = inv[:, 0, 0, None, None] * xs + inv[:, 0, 1, None, None] * ys + inv[:, 0, 2, None, None]
-    py = inv[:, 1, 0, None, None] * xs + inv[:, 1, 1, None, None] * ys + inv[:, 1, 2, None, None]
-    fi = torch.as_tensor(np.asarray(frame_index), dtype=torch.float32, device=dev)[:, None, None]
-    gx = (2.0 * px + 1.0) / w - 1.0
-    gy = (2.0 * (py + fi * (h + 1)) + 1.0) / (n * (h + 1)) - 1.0
-    # Beyond the zero row above or below, a tap would read the neighbouring frame.
-    gx = torch.where((py <= -1.0) | (py >= h), torch.full_like(gx, OFF_IMAGE), gx)
-    grid = torch.stack([gx, gy], dim=-1).reshape(1, n_faces * size, size, 2)
-    out = F.grid_sample(_tall(frames), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return out.reshape(3, n_faces, size, size).permute(1, 0, 2, 3).div_(255.0)
+    inv = np.stack([cv2.invertAffineTransform(np.asarray(m, np.float64)) for m in matrices])  # crop → frame
+    qx, qy = _fixed_positions(inv, np.zeros((n_faces, 2)), (size, size), dev)
+    x0, y0 = qx >> 5, qy >> 5
+    fx, fy = qx & (_TAB - 1), qy & (_TAB - 1)
+    base = torch.as_tensor(np.asarray(frame_index), dtype=torch.long, device=dev)[:, None, None] * (h * w)
+    flat = frames.reshape(n * h * w, c)
+    acc = torch.zeros((n_faces, size, size, c), dtype=torch.int32, device=dev)
+    for (yy, xx), wgt in (((y0, x0), (_TAB - fy) * (_TAB - fx)), ((y0, x0 + 1), (_TAB - fy) * fx),
+                          ((y0 + 1, x0), fy * (_TAB - fx)), ((y0 + 1, x0 + 1), fy * fx)):
+        inside = (xx >= 0) & (xx < w) & (yy >= 0) & (yy < h)
+        v = flat[(base + yy.clamp(0, h - 1) * w + xx.clamp(0, w - 1)).reshape(-1)].reshape(n_faces, size, size, c)
+        acc += v.to(torch.int32) * (wgt * (_COEF // (_TAB * _TAB)) * inside).to(torch.int32)[..., None]
+    out = ((acc + (_COEF >> 1)) >> _COEF_BITS).clamp_(0, 255)
+    return out.permute(0, 3, 1, 2).float().div_(255.0)
 
 
 def _reflect101(i: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
@@ -132,24 +149,6 @@ def _band(taps: torch.Tensor, n: int) -> torch.Tensor:
     k = len(taps)
     i = torch.arange(n + k - 1, device=taps.device)[:, None] - torch.arange(n, device=taps.device)[None, :]
     return torch.where((i >= 0) & (i < k), taps[i.clamp(0, k - 1)], torch.zeros((), dtype=taps.dtype, device=taps.device))
-
-
-def _sample_positions(matrices: np.ndarray, rois, shape: tuple[int, int], device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(L, rh, rw) int64 crop positions, in 1/32 px, of each face's ROI pixels (padded to `shape`),
-    exactly as a full-frame cv2.warpAffine computes them: paste_back.sample_positions, on the device."""
-    m = torch.as_tensor(np.stack([cv2.invertAffineTransform(official_inverse(mat)) for mat in matrices]), device=device)
-    origin = torch.as_tensor([r[:2] for r in rois], dtype=torch.float64, device=device)
-    rh, rw = shape
-    xs = torch.arange(rw, dtype=torch.float64, device=device)[None, :] + origin[:, 0, None]  # (L, rw)
-    ys = torch.arange(rh, dtype=torch.float64, device=device)[None, :] + origin[:, 1, None]  # (L, rh)
-    half, shift = _AB_SCALE // _TAB // 2, int(np.log2(_AB_SCALE // _TAB))
-
-    def axis(a, b, c):  # a·x (per column) + (b·y + c) (per row), each rounded to 1/1024 as OpenCV does
-        col = torch.round(a[:, None] * xs * _AB_SCALE).long()[:, None, :]
-        row = torch.round((b[:, None] * ys + c[:, None]) * _AB_SCALE).long()[:, :, None] + half
-        return (row + col) >> shift
-
-    return axis(m[:, 0, 0], m[:, 0, 1], m[:, 0, 2]), axis(m[:, 1, 0], m[:, 1, 1], m[:, 1, 2])
 
 
 class _Taps:
@@ -210,7 +209,9 @@ def paste_crops(
     dev = frames.device
     rh = max(rois[i][3] - rois[i][1] for i in live)
     rw = max(rois[i][2] - rois[i][0] for i in live)
-    qx, qy = _sample_positions(np.asarray(matrices, np.float64)[live], [rois[i] for i in live], (rh, rw), dev)
+    # warpAffine(crop, mat_rev) samples the crop at inv(mat_rev)·x: official_inverse, then OpenCV's own inversion
+    dst_to_src = np.stack([cv2.invertAffineTransform(official_inverse(matrices[i])) for i in live])
+    qx, qy = _fixed_positions(dst_to_src, [rois[i][:2] for i in live], (rh, rw), dev)
     n_live = len(live)
     taps = _Taps(qx, qy, size)
     face = taps.sample(crops[live].float())  # (L, 3, rh, rw) float32, as cv2.remap of the float crop
