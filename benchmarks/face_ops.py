@@ -45,16 +45,17 @@ def frames_and_faces(height: int, n_frames: int, n_faces: int):
 
 def time_path(ops, frames, fits, covers, repeat: int) -> dict:
     from pipeline.anonymize.cover import Anonymizer
+    from pipeline.core.records import Frame
 
     keep = np.arange(len(fits.ok))
     blur = Anonymizer("blur")
     items = [(fi, box) for fi, per in enumerate(covers) for box in per]
     steps = {"upload": [], "crops": [], "paste": [], "blur": [], "download": []}
     for r in range(repeat + 1):  # the first round warms up (allocations, kernels) and is not counted
-        images = [f.copy() for f in frames]
+        batch = [Frame(i, i, 1, f.copy()) for i, f in enumerate(frames)]
         t = {}
         t0 = time.perf_counter()
-        pixels = ops.load(images)
+        pixels = ops.load(batch)
         t["upload"] = time.perf_counter()
         crops = ops.crops(pixels, fits, keep, 224)
         t["crops"] = time.perf_counter()
@@ -62,7 +63,7 @@ def time_path(ops, frames, fits, covers, repeat: int) -> dict:
         t["paste"] = time.perf_counter()
         ops.cover(pixels, items, blur)
         t["blur"] = time.perf_counter()
-        ops.store(pixels, images)
+        ops.store(pixels, batch)
         t["download"] = time.perf_counter()
         if r:
             prev = t0

@@ -121,11 +121,15 @@ _ARCFACE_INPUT = {"size": 112, "template": "arcface-112", "channel_order": "RGB"
                   "mean": 127.5, "std": 127.5, "dim": 512,
                   # calibration (benchmarks/identity_calibration.py): link a track to a person at or
                   # above `same_person`; a fake identity keeps |cos(source, z)| below `margin`
-                  "same_person": 0.40, "margin": 0.20}
+                  "same_person": 0.40, "margin": 0.20,
+                  # attribute estimate (pipeline.identity.attributes): not measured for this
+                  # embedder yet (benchmarks/attributes.py --embedder); dlib's values
+                  "attributes": {"shrinkage": 0.8, "confident": 0.95, "min_persons": 3}}
 _GENERATOR = {"inputs": ("image", "latent"), "output": "output", "channel_order": "RGB", "layout": "NCHW",
               "range": (0.0, 1.0), "latent_dim": 512}
 _GENERATOR_BACKENDS = {"onnxruntime": "engines.simswap.engine:build_onnxruntime",
-                       "torch": "engines.simswap.engine:build_torch"}
+                       "torch": "engines.simswap.engine:build_torch",
+                       "tensorrt": "engines.simswap.engine:build_tensorrt"}
 
 MODELS: dict[str, ModelEntry] = {
     e.name: e
@@ -150,7 +154,9 @@ MODELS: dict[str, ModelEntry] = {
                 "anchor_sizes": ((16, 32), (64, 128), (256, 512)),
                 "variance": (0.1, 0.2),
             },
-            backends={"onnxruntime": "engines.onnxruntime_engine:build"},
+            backends={"onnxruntime": "engines.onnxruntime_engine:build",
+                      "torch": "engines.retinaface.engine:build_torch",
+                      "tensorrt": "engines.tensorrt_engine:build_retinaface"},
         ),
         ModelEntry(
             name="centerface",
@@ -186,7 +192,11 @@ MODELS: dict[str, ModelEntry] = {
             settings={"size": 150, "padding": 0.25, "alignment": "dlib 5-point shape model + get_face_chip",
                       "channel_order": "RGB", "dim": 128,
                       # dlib's raw descriptors are not centred (strangers average cos ≈ 0.83)
-                      "same_person": 0.925, "margin": 0.90},
+                      "same_person": 0.925, "margin": 0.90,
+                      # gender / age-group estimate on the embedding (pipeline.identity.attributes;
+                      # benchmarks/attributes.py): LDA shrinkage, the calibrated probability at which
+                      # an attribute binds PerFace's step 1, labelled persons needed per class
+                      "attributes": {"shrinkage": 0.8, "confident": 0.95, "min_persons": 3}},
             backends={"dlib": "engines.embedders.dlib_embedder:build"},
         ),
         ModelEntry(

@@ -25,14 +25,15 @@ _FACE_IN_CROP = np.array([178 - 130, 59 - 20, 273 - 130, 178 - 20], np.float32)
 @dataclass
 class SyntheticVideo:
     path: str
-    width: int
+    width: int  # as displayed (the stored pixels are height×width when `rotation` is ±90)
     height: int
     frames: int
     time_base: Fraction
     pts: list[int]
-    face_boxes: np.ndarray  # (frames, 4) ground truth x1, y1, x2, y2
+    face_boxes: np.ndarray  # (frames, 4) ground truth x1, y1, x2, y2, in the displayed picture
     audio: bool
     metadata: dict = field(default_factory=dict)
+    rotation: int = 0  # the display matrix written (PyAV's convention: degrees counterclockwise)
 
 
 def _background(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
@@ -59,7 +60,13 @@ def make_video(
     seed: int = 0,
 ) -> SyntheticVideo:
     """Writes the clip and returns its ground truth. `face_height` is the crop height as a
-    fraction of the frame height at the start; the face grows by 30% along the way."""
+    fraction of the frame height at the start; the face grows by 30% along the way.
+
+    `rotation` makes the clip a phone would write: the picture a viewer sees is the upright
+    width×height scene (and the ground truth is in its coordinates), but the pixels are stored
+    turned the other way (by the nearest quarter turn), with a display matrix of `rotation`
+    degrees counterclockwise that turns them upright again.
+    """
     from skimage import data
 
     rng = np.random.default_rng(seed)
@@ -72,8 +79,9 @@ def make_video(
     if metadata:
         out.metadata.update(metadata)
     time_base = Fraction(1, 90000)
+    turns = round(rotation / 90) % 4  # np.rot90's k, stored → displayed (pipeline.io.orientation)
     vs = out.add_stream(codec, rate=fps, options={"preset": "ultrafast", "crf": "18"} if codec == "libx264" else {})
-    vs.width, vs.height = width, height
+    vs.width, vs.height = (height, width) if turns % 2 else (width, height)
     vs.pix_fmt = "yuv444p" if (width % 2 or height % 2) else "yuv420p"
     vs.time_base = time_base
     vs.codec_context.time_base = time_base
@@ -97,7 +105,7 @@ def make_video(
         img[y0 : y0 + ch, x0 : x0 + cw] = patch
         sx, sy = cw / crop.shape[1], ch / crop.shape[0]
         boxes.append(_FACE_IN_CROP * [sx, sy, sx, sy] + [x0, y0, x0, y0])
-        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(np.rot90(img, -turns)), format="rgb24")
         frame.pts = pts
         frame.time_base = time_base
         pts_list.append(pts)
@@ -116,7 +124,8 @@ def make_video(
             out.mux(a_stream.encode(af))
         out.mux(a_stream.encode(None))
     out.close()
-    return SyntheticVideo(path, width, height, frames, time_base, pts_list, np.array(boxes, np.float32), audio, dict(metadata or {}))
+    return SyntheticVideo(path, width, height, frames, time_base, pts_list, np.array(boxes, np.float32), audio,
+                          dict(metadata or {}), rotation)
 
 
 @dataclass

@@ -83,6 +83,29 @@ def shared_clip():
     return HAMILTON
 
 
+@pytest.fixture(scope="session")
+def quality_gate(tmp_path_factory):
+    """`measure(case_name) -> (numbers, audit)`: one case of benchmarks/quality_gates.py, run
+    once per session (the shared clip's case takes a minute or more), so that the gates and the
+    audit tests read one run; skips with the reason when the case's clip is absent."""
+    if str(ROOT / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+    import quality_gates
+
+    done: dict = {}
+
+    def measure(name: str):
+        case = quality_gates.case(name)
+        missing = quality_gates.clip_missing(case.clip)
+        if missing:
+            pytest.skip(missing)
+        if name not in done:
+            done[name] = quality_gates.run_case(case, tmp_path_factory.mktemp(name))
+        return done[name]
+
+    return measure
+
+
 def no_leftovers(folder):
     """No output, and no temp file either, in the folder."""
     return [p.name for p in Path(folder).iterdir() if ".partial" in p.name]

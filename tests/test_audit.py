@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from conftest import SHARED, no_leftovers, run_cli
+from conftest import ROOT, SHARED, no_leftovers, run_cli
 from pipeline.audit import metrics
 from pipeline.audit.boxes_file import read_boxes
 from pipeline.audit.leaks import CHANGE_THRESHOLD, change_score, covered_fraction
@@ -197,8 +197,12 @@ def test_a_face_left_untouched_for_10_frames_is_listed_on_exactly_those_frames(s
 def test_suspect_when_the_boxes_claim_a_face_that_was_not_changed(synthetic, blurred, tmp_path):
     _, boxes = blurred  # the blur run's claims, against a video that was never anonymized
     a = _audit(synthetic.path, synthetic.path, tmp_path, "--boxes", boxes)
-    assert a["leaks"]["count"] < 5  # claimed: covered (the first unconfirmed frames may differ)
-    assert len(a["leaks"]["suspect"]) >= 30
+    # Exact: the run covers every detection, confirmed or not (fail closed), so each face
+    # CenterFace finds lies in a claimed cover (the blur run's own audit finds no leak, above),
+    # and none of them changed: every one is a suspect, none a leak.
+    lk = a["leaks"]
+    assert lk["count"] == 0 and lk["centerface_faces"] >= 35
+    assert len(lk["suspect"]) == lk["centerface_faces"]
 
 
 def test_audit_flag_runs_after_anonymizing_and_leaves_no_scratch(synthetic, tmp_path):
@@ -215,6 +219,24 @@ def test_audit_flag_runs_after_anonymizing_and_leaves_no_scratch(synthetic, tmp_
 def test_fail_on_leak_gates(synthetic, tmp_path):
     r = run_cli("audit", synthetic.path, synthetic.path, "-o", tmp_path / "a.json", "--fail-on-leak", "-q", "--every", "5")
     assert r.returncode == 1 and (tmp_path / "a.json").exists()
+
+
+def test_fail_on_leak_fails_on_suspects_alone(synthetic, blurred, tmp_path):
+    """The boxes file claims a face on every frame, but the anonymizer "skipped" 8 of them;
+    none of those is an embedded frame (every 5th), so no leak and no re-identified face
+    remain to fail the gate: only the suspects show what happened."""
+    out, boxes = blurred
+    untouched = [i for i in range(15, 25) if i % 5]
+    orig, anon = _frames(synthetic.path), _frames(out)
+    tampered = tmp_path / "tampered.mp4"
+    _rewrite(str(out), str(tampered), [orig[i] if i in untouched else anon[i] for i in range(len(anon))])
+    args = ("audit", synthetic.path, tampered, "--boxes", boxes, "-o", tmp_path / "a.json", "-q", "--every", "5")
+    assert run_cli(*args).returncode == 0  # without the flag: the audit ran
+    r = run_cli(*args, "--fail-on-leak")
+    a = json.loads((tmp_path / "a.json").read_text())
+    assert a["leaks"]["count"] == 0 and a["reid"]["matches"] == 0 and a["reid"]["faces"] >= 7
+    assert sorted(s["frame"] for s in a["leaks"]["suspect"]) == untouched
+    assert r.returncode == 1, r.stderr
 
 
 def test_bad_audit_inputs_are_one_line_errors(synthetic, blurred, tmp_path):
@@ -256,11 +278,10 @@ def test_threshold_from_known_different_people(synthetic, blurred, tmp_path):
     assert a["reid"]["rate"] == 0.0
 
 
-def test_real_clip_threshold_comes_from_people_on_screen_together(shared_clip, tmp_path):
-    out, boxes = tmp_path / "b.mp4", tmp_path / "b.jsonl"
-    r = run_cli(shared_clip, "-o", out, "--mode", "blur", "--boxes", boxes, "--max-frames", 60, "-q")
-    assert r.returncode == 0, r.stderr
-    a = _audit(shared_clip, out, tmp_path, "--boxes", boxes, "--every", "3", "--max-frames", "60")
+def test_real_clip_threshold_comes_from_people_on_screen_together(shared_clip, quality_gate, tmp_path):
+    # The whole clip in blur mode, audited with its boxes file every 3rd frame: the run the
+    # privacy gate measures (tests/test_quality_gates.py), read once for both.
+    _, a = quality_gate("shared_hamilton_blur")
     t = a["threshold"]
     # The first shot has two people on screen at once: impostor pairs without any labels.
     assert t["source"].startswith("impostor pairs") and t["impostor_sources"]["video: tracks on screen together"] > 50
@@ -268,8 +289,11 @@ def test_real_clip_threshold_comes_from_people_on_screen_together(shared_clip, t
     assert t["far_achieved"] <= 0.001
     assert a["reid"]["rate"] < 0.2 and a["negated_reid"]["rate"] == 0.0
     assert a["temporal_consistency"]["output"]["pairs"] > 10
-    # Leaks are CenterFace faces no claimed region covers; on this clip they are a small share.
-    assert a["leaks"]["count"] <= 0.1 * a["leaks"]["centerface_faces"]
+    # Leaks are CenterFace faces no claimed region covers: no more than the checked-in baseline
+    # (benchmarks/baselines.json, today's real misses; refreshed only when they fall).
+    base = json.loads((ROOT / "benchmarks" / "baselines.json").read_text())["cases"]["shared_hamilton_blur"]
+    assert a["leaks"]["count"] <= base["leaks"] and len(a["leaks"]["suspect"]) <= base["suspects"]
+    assert a["leaks"]["centerface_faces"] >= base["centerface_faces"]
     assert all(not item["covered"] for item in a["leaks"]["items"])
     me = _audit(shared_clip, shared_clip, tmp_path, "--max-frames", "30", "--every", "3", name="self")
     assert me["reid"]["rate"] == 1.0 and me["leaks"]["count"] == me["leaks"]["centerface_faces"] > 30

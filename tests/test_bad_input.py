@@ -48,9 +48,9 @@ def _cases(tmp_path, synthetic):
         "truncated mkv": ([cut_mkv, "-o", out_dir / "o.mkv"], "truncated"),
         "output folder missing": ([good, "-o", tmp_path / "no" / "o.mp4"], "does not exist"),
         "output under a file": ([good, "-o", text / "o.mp4"], "does not exist"),
-        "output equals input": ([good, "-o", good], "differ from the input"),
+        "output equals input": ([good, "-o", good], "-o would overwrite an input"),
         "unsupported extension": ([good, "-o", out_dir / "o.gif"], "unsupported output extension"),
-        "report beside nowhere": ([good, "-o", out_dir / "o.mp4", "--report", tmp_path / "no" / "r.json"], "not writable"),
+        "report beside nowhere": ([good, "-o", out_dir / "o.mp4", "--report", tmp_path / "no" / "r.json"], "--report: folder does not exist"),
     }, out_dir
 
 

@@ -14,7 +14,8 @@ from pipeline import RunConfig, anonymize_video
 from pipeline.identity.stage import IdentityConfig
 from pipeline.identity.persons import PersonRegistry
 from pipeline.track.shot_cuts import ShotCutDetector
-from pipeline.identity.assignment import AssignConfig, SourceAssigner
+from pipeline.identity.assignment import AssignConfig, SourceAssigner, group_name
+from pipeline.identity.attributes import PersonAttributes
 from pipeline.identity.gallery import Source, SourceGallery
 from pipeline.synthetic import Actor, make_scene_video
 from simswap_kit import make_gallery_file
@@ -154,7 +155,7 @@ def _gallery(vectors, labels, latents=None):
     return SourceGallery(sources, np.zeros((len(sources), 224, 224, 3), np.uint8))
 
 
-def test_step1_picks_the_attribute_group_whose_members_are_reliably_close():
+def test_step1_estimates_gender_and_age_and_keeps_to_them():
     rng = np.random.default_rng(1)
     centre = {lab: rng.normal(size=16) for lab in LABELS4}
     vecs, labs = [], []
@@ -164,11 +165,13 @@ def test_step1_picks_the_attribute_group_whose_members_are_reliably_close():
             labs.append(lab)
     a = SourceAssigner(_gallery(vecs, labs), "e", AssignConfig(margin=0.999))
     for lab in LABELS4:
-        assert a.choose_group(_unit(centre[lab])) == lab
-    # known attributes skip step 1
-    assert a.choose_group(_unit(centre[LABELS4[0]]), attributes=("male", "older")) == ("male", "older")
-    got = a.assign(_unit(centre[("male", "young")]), key=1)
-    assert got.source.gender == "male" and got.source.age_group == "young" and got.basis == "embedding"
+        est = a.estimate(_unit(centre[lab]))
+        assert (est.gender.value, est.age_group.value) == lab and est.required == lab and est.unsure == []
+        got = a.assign(_unit(centre[lab]), key=1)
+        assert (got.source.gender, got.source.age_group) == lab and got.basis == "embedding" and got.group == group_name(lab)
+    # known attributes replace the estimate
+    got = a.assign(_unit(centre[("female", "young")]), key=1, attributes=PersonAttributes.given("male", "older"))
+    assert (got.source.gender, got.source.age_group) == ("male", "older") and got.basis == "attributes"
 
 
 def test_step2_draws_among_the_least_similar_and_is_deterministic():

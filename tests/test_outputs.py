@@ -79,3 +79,60 @@ def test_encoder_settings_are_checked_before_anything_runs(clip, args, message):
     res = run_cli(video, "-o", out / "o.mp4", *args)
     _refused(res, message, out)
     assert os.listdir(out) == []
+
+
+# ---- a full disk ---------------------------------------------------------------------------
+
+def _can_mount_tmpfs(tmp_path) -> str | None:
+    """None when a private tmpfs can be mounted (unshare: a mount namespace of our own), else why not."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("unshare"):
+        return "unshare (util-linux) is not installed"
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    r = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=16k tmpfs {probe}"], capture_output=True, text=True)
+    return None if r.returncode == 0 else f"cannot mount a tmpfs here ({r.stderr.strip() or r.returncode})"
+
+
+def _run_on_small_disk(tmp_path, size: str, fill_kb: int, *args) -> tuple[int, str, list[str]]:
+    """Runs the CLI with a tmpfs of `size` mounted at tmp_path/disk (`fill_kb` of it already
+    used), in a mount namespace of its own; returns (exit status, stderr, what is left on it)."""
+    import shlex
+    import subprocess
+    import sys
+
+    from conftest import ROOT, cli_argv
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    cmd = " ".join(shlex.quote(str(a)) for a in cli_argv(*args))
+    script = (f"mount -t tmpfs -o size={size} tmpfs {disk} && "
+              f"{'head -c %d /dev/zero > %s/filler && ' % (fill_kb * 1024, disk) if fill_kb else ''}"
+              f"{cmd}; echo \"rc=$?\" >&2; ls -A {disk} | grep -v '^filler$' >&2; true")
+    r = subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    lines = r.stderr.strip().splitlines()
+    rc_line = next(i for i, l in enumerate(lines) if l.startswith("rc="))
+    assert sys.executable  # the child runs this interpreter (cli_argv)
+    return int(lines[rc_line][3:]), "\n".join(lines[:rc_line]), lines[rc_line + 1:]
+
+
+@pytest.mark.parametrize("where", ["video", "boxes", "report"])
+def test_a_full_disk_is_one_line_and_leaves_nothing(clip, tmp_path, where):
+    why = _can_mount_tmpfs(tmp_path)
+    if why:
+        pytest.skip(why)
+    video, _, out = clip
+    disk = tmp_path / "disk"
+    paths = {"video": out / "o.mp4", "boxes": out / "b.jsonl", "report": out / "r.json"}
+    paths[where] = disk / paths[where].name
+    size, fill = ("16k", 0) if where == "video" else ("8k", 8)
+    rc, stderr, left = _run_on_small_disk(tmp_path, size, fill, video, "-o", paths["video"], "--boxes", paths["boxes"],
+                                          "--report", paths["report"], "--mode", "blur", "-q")
+    assert rc == 2, stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1 and lines[0] == f"error: no space left on device while writing {paths[where]}", stderr
+    assert left == [], f"left on the full disk: {left}"
+    assert os.listdir(out) == [], "all outputs or none: nothing lands beside it either"

@@ -120,10 +120,10 @@ def test_e2e_golden(size, path, generators):
     assert np.abs(fits.matrices[:, :, :2] - g["matrices"][:, :, :2]).max() <= 1e-5
     assert np.abs(fits.matrices[:, :, 2] - g["matrices"][:, :, 2]).max() <= 1e-3
     keep = np.arange(len(g["landmarks"]))
-    crops = _host(ops.crops(ops.load([g["frame"].copy()]), fits, keep, size))
+    crops = _host(ops.crops(ops.load([Frame(0, 0, 1, g["frame"].copy())]), fits, keep, size))
     levels = np.abs(crops - g["crops"]) * 255
     assert levels.mean() <= 0.5 and levels.max() <= 4, (levels.mean(), levels.max())
-    generated = _host(ops.generate(engine, ops.crops(ops.load([g["frame"].copy()]), fits, keep, size), ops.latents(list(g["latent"]))))
+    generated = _host(ops.generate(engine, ops.crops(ops.load([Frame(0, 0, 1, g["frame"].copy())]), fits, keep, size), ops.latents(list(g["latent"]))))
     assert np.abs(generated - g["generated"]).max() <= 1e-4
     # the whole frame, through the swap stage
     tf = TrackedFrame(Frame(0, 0, 1, g["frame"].copy()), _faces(g), 1)
@@ -138,12 +138,12 @@ def test_e2e_golden_identity_paste(size, path):
     """The golden crops pasted with the golden matrices: geometry and channel order on structured content."""
     g = _golden(size)
     ops = _ops(path)
-    frames = [g["frame"].copy()]
+    frames = [Frame(0, 0, 1, g["frame"].copy())]
     pixels = ops.load(frames)
     crops = g["crops"] if path == "host" else torch.from_numpy(g["crops"])
     ops.paste(pixels, crops, np.zeros(len(crops), np.int64), g["matrices"])
     ops.store(pixels, frames)
-    compare_frame(frames[0], g, "output_identity", size, max_abs=3, mean_in_faces=0.1)
+    compare_frame(frames[0].image, g, "output_identity", size, max_abs=3, mean_in_faces=0.1)
 
 
 class Identity(Engine):

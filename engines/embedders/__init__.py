@@ -5,6 +5,6 @@ callers only use `embed(image, landmarks)` and `calibration(name)` (thresholds d
 embedder).
 """
 
-from .base import FaceEmbedder, calibration, embedder_entry, embedder_names, load_embedder
+from .base import FaceEmbedder, attribute_settings, calibration, embedder_entry, embedder_names, load_embedder
 
-__all__ = ["FaceEmbedder", "calibration", "embedder_entry", "embedder_names", "load_embedder"]
+__all__ = ["FaceEmbedder", "attribute_settings", "calibration", "embedder_entry", "embedder_names", "load_embedder"]

@@ -7,7 +7,8 @@ and returns L2-normalized vectors: similarity is a dot product everywhere downst
 Calibration lives in each embedder's model-table entry (`engines.models`, task
 face-embedding; `benchmarks/identity_calibration.py` measures it on `../shared/data/faces`):
 - `same_person`: a track is linked to a known person at or above this;
-- `margin`: a fake identity must have |cos(source, z)| below this (FIVA: far from z and −z).
+- `margin`: a fake identity must have |cos(source, z)| below this (FIVA: far from z and −z);
+- `attributes`: the gender / age-group estimate on the embedding (`benchmarks/attributes.py`).
 dlib's raw descriptors are not centred (two strangers average cos ≈ 0.83), so its numbers sit
 high; ArcFace-family embeddings are centred (strangers ≈ 0).
 """
@@ -47,6 +48,11 @@ def calibration(name: str) -> tuple[float, float]:
     """(same_person, margin) of an embedder, from its model-table entry."""
     s = embedder_entry(name).settings
     return s["same_person"], s["margin"]
+
+
+def attribute_settings(name: str) -> dict:
+    """The attribute estimate's settings for an embedder (pipeline.identity.attributes)."""
+    return dict(embedder_entry(name).settings["attributes"])
 
 
 def embedder_entry(name: str) -> ModelEntry:

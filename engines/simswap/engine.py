@@ -20,11 +20,10 @@ def build_torch(entry, files: dict, **options) -> Engine:
     return TorchEngine(load_generator(files["weights"], entry.settings["variant"]), ONNX_INPUTS, (ONNX_OUTPUT,), **options)
 
 
-def build_onnxruntime(entry, files: dict, **options) -> Engine:
-    if options:
-        raise ValueError(f"the onnxruntime generator backend takes no options, got {', '.join(sorted(options))}")
+def cached_onnx(entry, files: dict) -> str:
+    """The checkpoint's ONNX export, made once and cached by the checkpoint's sha256: what ONNX
+    Runtime runs and TensorRT builds from."""
     from ..model_store import cache_dir
-    from ..onnxruntime_engine import OnnxRuntimeEngine
     from ..registry import sha256_of
 
     path, variant = files["weights"], entry.settings["variant"]
@@ -32,4 +31,22 @@ def build_onnxruntime(entry, files: dict, **options) -> Engine:
     if not onnx_path.exists():
         onnx_path.parent.mkdir(parents=True, exist_ok=True)
         export_onnx(load_generator(path, variant), str(onnx_path))
-    return OnnxRuntimeEngine(str(onnx_path))
+    return str(onnx_path)
+
+
+def build_onnxruntime(entry, files: dict, **options) -> Engine:
+    if options:
+        raise ValueError(f"the onnxruntime generator backend takes no options, got {', '.join(sorted(options))}")
+    from ..onnxruntime_engine import OnnxRuntimeEngine
+
+    return OnnxRuntimeEngine(cached_onnx(entry, files))
+
+
+def build_tensorrt(entry, files: dict, **options) -> Engine:
+    from ..tensorrt_engine import TensorRTEngine
+
+    size = entry.settings["size"]
+    return TensorRTEngine.from_onnx(cached_onnx(entry, files), entry, shapes={
+        "image": ((1, 3, size, size), (16, 3, size, size), (256, 3, size, size)),
+        "latent": ((1, 512), (16, 512), (256, 512)),
+    }, **options)

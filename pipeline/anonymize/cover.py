@@ -129,10 +129,13 @@ class Anonymizer:
 
     def apply_batch(self, frames) -> None:
         """Same interface as the swapper: anonymize every face of these TrackedFrames."""
-        images = [tf.frame.image for tf in frames]
-        pixels = self.ops.load(images)
-        self.ops.cover(pixels, [(fi, face.cover) for fi, tf in enumerate(frames) for face in tf.faces], self)
-        self.ops.store(pixels, images)
+        items = [(fi, face.cover) for fi, tf in enumerate(frames) for face in tf.faces]
+        if items:  # a batch with no face has nothing to change: no load, no store
+            pixels = self.ops.load([tf.frame for tf in frames])
+            self.ops.cover(pixels, items, self)
+            self.ops.store(pixels, [tf.frame for tf in frames])
+        else:
+            self.ops.release([tf.frame for tf in frames])
         for tf in frames:
             for face in tf.faces:
                 face.outcome = face.outcome or self.mode

@@ -4,7 +4,7 @@ The swap and cover stages decide what happens to each face (swap, which fake ide
 blur and why); a FaceOps does the pixel work (crops, generator call, paste-back, cover) and
 is picked once, when the stage is built, so the stages never branch on where they run:
 
-    ops.load(images) → crops → generate → [parsing_blend] → paste → cover → ops.store(frames, images)
+    ops.load(frames) → crops → generate → [parsing_blend] → paste → cover → ops.store(pixels, frames)
 
 - `HostFaceOps`: OpenCV on the frames' own NumPy images, in place; what every run uses now.
 - `TorchFaceOps(device)`: one upload of the batch's frames, every step batched on the device
@@ -26,11 +26,14 @@ from pipeline.anonymize.paste_back import paste_back
 class HostFaceOps:
     """OpenCV on host images: `frames` is the list of the batch's images, edited in place."""
 
-    def load(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        return images
+    def load(self, frames) -> list[np.ndarray]:
+        return [f.image for f in frames]
 
-    def store(self, frames, images: list[np.ndarray]) -> None:
+    def store(self, pixels, frames) -> None:
         pass  # edited in place
+
+    def release(self, frames) -> None:
+        pass
 
     def crops(self, frames, fits: FaceFits, keep: np.ndarray, size: int) -> np.ndarray:
         """(K, 3, S, S) float32 in [0, 1]: the generator's input for the faces in `keep`."""
@@ -69,22 +72,34 @@ class HostFaceOps:
 class TorchFaceOps:
     """torch on `device`: `frames` is one (F, H, W, 3) uint8 tensor for the batch."""
 
-    def __init__(self, device: str = "cpu"):
+    def __init__(self, device: str = "cpu", transfer=None):
         import torch
+
+        from pipeline.device.transfer import Transfer
 
         self.torch = torch
         self.device = torch.device(device)
+        self.transfer = transfer or Transfer(self.device)
         self._generator: Any = None
 
-    def load(self, images: list[np.ndarray]):
-        from pipeline.anonymize.torch_faces import upload
+    def load(self, frames):
+        """The batch as one (F, H, W, 3) tensor: from the frames' device tensors when detection
+        uploaded them (a device-side stack), else one upload of their images."""
+        if all(f.tensor is not None for f in frames):
+            return self.torch.stack([f.tensor for f in frames])
+        return self.transfer.upload([f.image for f in frames])
 
-        return upload(images, self.device)
+    def store(self, pixels, frames) -> None:
+        """One download of the batch into the frames' images, for the encoder; the device
+        copies are dropped (their memory goes back to the allocator for the next batch)."""
+        self.transfer.download(pixels, [f.image for f in frames])
+        self.release(frames)
 
-    def store(self, frames, images: list[np.ndarray]) -> None:
-        from pipeline.anonymize.torch_faces import download
-
-        download(frames, images)
+    def release(self, frames) -> None:
+        """A batch left as it was: its images are still the decoded ones, only the device
+        copies go."""
+        for f in frames:
+            f.tensor = None
 
     def crops(self, frames, fits: FaceFits, keep: np.ndarray, size: int):
         from pipeline.anonymize.torch_faces import warp_crops

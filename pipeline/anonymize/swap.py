@@ -102,8 +102,10 @@ class FaceSwapper:
                     face.outcome = f"blur:{reason}"
                 else:
                     todo.append((fi, face))
-        images = [tf.frame.image for tf in frames]
-        pixels = self.ops.load(images)
+        if not any(tf.faces for tf in frames):
+            self.ops.release([tf.frame for tf in frames])
+            return
+        pixels = self.ops.load([tf.frame for tf in frames])
         if todo:
             try:
                 self._swap(pixels, todo)
@@ -114,7 +116,7 @@ class FaceSwapper:
                         face.outcome = "blur:swap_error"
         failed = [(fi, face.cover) for fi, tf in enumerate(frames) for face in tf.faces if face.outcome != "swap"]
         self.ops.cover(pixels, failed, self.fallback)
-        self.ops.store(pixels, images)
+        self.ops.store(pixels, [tf.frame for tf in frames])
 
     def _swap(self, pixels, todo: list[tuple[int, Face]]) -> None:
         n_frames = max(fi for fi, _ in todo) + 1

@@ -31,6 +31,7 @@ from pipeline.anonymize.cover import Ellipse, face_ellipse, small_size
 from pipeline.anonymize.paste_back import (
     _AB_SCALE, _TAB, ERODE, FEATHER, MASK_THRESHOLD, official_covers_face, official_inverse, paste_roi, soft_mask,
 )
+from pipeline.device.resize import resize_area
 
 
 def upload(images: list[np.ndarray], device: torch.device | str) -> torch.Tensor:
@@ -244,14 +245,17 @@ def _ellipse_alpha(e: Ellipse, device) -> torch.Tensor:
 
 
 def _gaussian_1(x: torch.Tensor) -> torch.Tensor:
-    """σ = 1 Gaussian, 7 taps, mirrored border: OpenCV's GaussianBlur((0, 0), 1.0) on uint8."""
+    """σ = 1 Gaussian, 7 taps, BORDER_REFLECT_101: OpenCV's GaussianBlur((0, 0), 1.0)."""
     t = torch.arange(-3, 4, dtype=torch.float32, device=x.device)
     k = torch.exp(-(t**2) / 2.0)
     k = k / k.sum()
     c = x.shape[1]
-    mode = "reflect" if min(x.shape[-2:]) > 3 else "replicate"  # reflect needs more pixels than the pad
-    x = F.conv2d(F.pad(x, (3, 3, 0, 0), mode=mode), k.view(1, 1, 1, 7).expand(c, 1, 1, 7), groups=c)
-    return F.conv2d(F.pad(x, (0, 0, 3, 3), mode=mode), k.view(1, 1, 7, 1).expand(c, 1, 7, 1), groups=c)
+    # OpenCV keeps reflecting on axes shorter than the pad (a 3-pixel-wide shrunken face): torch's
+    # "reflect" padding refuses those, and "replicate" differs from OpenCV there.
+    cols = _reflect101(torch.arange(-3, x.shape[-1] + 3, device=x.device), torch.tensor(x.shape[-1], device=x.device))
+    x = F.conv2d(x[..., cols], k.view(1, 1, 1, 7).expand(c, 1, 1, 7), groups=c)
+    rows = _reflect101(torch.arange(-3, x.shape[-2] + 3, device=x.device), torch.tensor(x.shape[-2], device=x.device))
+    return F.conv2d(x[..., rows, :], k.view(1, 1, 7, 1).expand(c, 1, 7, 1), groups=c)
 
 
 def _effect(roi: torch.Tensor, mode: str, face_w: float) -> torch.Tensor:
@@ -259,7 +263,7 @@ def _effect(roi: torch.Tensor, mode: str, face_w: float) -> torch.Tensor:
     h, w = roi.shape[-2:]
     if mode == "mask":
         return torch.zeros_like(roi)
-    small = F.interpolate(roi, size=small_size(mode, h, w, face_w), mode="area")
+    small = resize_area(roi, small_size(mode, h, w, face_w))  # cv2.resize(INTER_AREA), as the host path
     if mode == "blur":
         return F.interpolate(_gaussian_1(small), size=(h, w), mode="bilinear", align_corners=False)
     return F.interpolate(small, size=(h, w), mode="nearest")

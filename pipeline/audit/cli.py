@@ -1,7 +1,10 @@
 """`run_pipeline.py audit ORIGINAL ANONYMIZED [--boxes B.jsonl] -o AUDIT.json [--html REPORT.html]`.
 
 Exit status: 0 when the audit ran (whatever it found), 1 with `--fail-on-leak` when a leak
-was found or a face was re-identified (for data pipelines that gate on it), 2 on bad input.
+was found, a face was re-identified or a claimed face is a suspect (for data pipelines that
+gate on it), 2 on bad input. A suspect fails the gate too: the boxes file says the face was
+anonymized, the pixels say it was not, and a gate cannot look at the contact sheet to tell a
+dark blurred face from one the anonymizer never touched.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="AUDIT.json", help="every number, as JSON")
     p.add_argument("--html", metavar="REPORT.html", help="one self-contained page with the pictures (contains original faces)")
     p.add_argument("--max-frames", type=positive_int, metavar="N", help="audit the first N frames only")
-    p.add_argument("--fail-on-leak", action="store_true", help="exit 1 when a leak is found or a face is re-identified")
+    p.add_argument("--fail-on-leak", action="store_true", help="exit 1 when a leak is found, a face is re-identified or a claimed face is unchanged (suspect)")
     p.add_argument("-q", "--quiet", action="store_true")
     add_arguments(p)
     return p
@@ -75,7 +78,8 @@ def summary_line(result: dict) -> str:
     pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
     return (f"audit: {result['faces']} faces in {result['frames']} frames; re-ID {pct(r['rate'])} and ¬ID {pct(n['rate'])} "
             f"at τ={t['value']} ({result['recognizer']}, FAR {t['far_target']}); "
-            f"detected in output {pct(result['detection']['rate'])}; M_tc {tc['mean']}; leaks {lk['count']} on {len(lk['frames'])} frames")
+            f"detected in output {pct(result['detection']['rate'])}; M_tc {tc['mean']}; leaks {lk['count']} on {len(lk['frames'])} frames; "
+            f"suspects {len(lk['suspect'])}")
 
 
 def main(argv: list[str]) -> int:
@@ -95,6 +99,6 @@ def main(argv: list[str]) -> int:
         print("error: interrupted; no audit written", file=sys.stderr)
         return 130
     log(summary_line(result))
-    if args.fail_on_leak and (result["leaks"]["count"] or result["reid"]["matches"]):
+    if args.fail_on_leak and (result["leaks"]["count"] or result["leaks"]["suspect"] or result["reid"]["matches"]):
         return 1
     return 0

@@ -170,8 +170,11 @@ def audit_videos(original: str, anonymized: str, *, boxes: str | None = None, co
         raise
     io, ia = reader_o.info, reader_a.info
     try:
-        if (io.width, io.height) != (ia.width, ia.height):
-            raise InvalidInputError(f"the videos differ in size ({io.width}x{io.height} vs {ia.width}x{ia.height}): not an original and its anonymized copy")
+        # Compared as viewed (the frames are): a copy whose rotation was baked into its pixels
+        # still lines up with its original.
+        so, sa = (io.display_width, io.display_height), (ia.display_width, ia.display_height)
+        if so != sa:
+            raise InvalidInputError(f"the videos differ in size ({so[0]}x{so[1]} vs {sa[0]}x{sa[1]}): not an original and its anonymized copy")
         if config.max_frames is None:
             _check_lengths(io, ia)
         state = _Pass(config, embedder, detector, centerface, source, claims)

@@ -22,6 +22,9 @@ def main(argv: list[str]) -> int:
     b.add_argument("--embedder", action="append", choices=embedder_names(), help="selection embeddings to store (repeatable; default dlib)")
     b.add_argument("--embedder-model", action="append", default=[], metavar="NAME=ONNX", help="ONNX for an embedder, e.g. perface=out/perface.onnx")
     b.add_argument("--arcface", metavar="PATH", help="SimSwap's arcface_checkpoint.tar: store the swap latents (default: the fetched one, if any)")
+    b.add_argument("--reference-photos", metavar="DIR", help="labelled photos of people never swapped in, only to fit the gender / age-group "
+                   "estimate (e.g. when the gallery holds few women); only their vectors and labels are stored")
+    b.add_argument("--reference-labels", metavar="CSV", help="labels for --reference-photos (the --labels columns)")
     s = sub.add_parser("show", help="list a gallery's identities")
     s.add_argument("gallery")
     args = p.parse_args(argv)
@@ -34,7 +37,8 @@ def main(argv: list[str]) -> int:
             sizes = [str(size) for size in LATENT_SIZES if g.latents_for(size) is not None]
             print(f"{args.gallery}: {len(g.sources)} identities; embedders {', '.join(g.embedders)}; "
                   f"latents {'for ' + ' and '.join(sizes) if sizes else 'no'}"
-                  + ("" if g.crops_512 is not None else "; no 512 crops (rebuild it to swap at 512)"))
+                  + ("" if g.crops_512 is not None else "; no 512 crops (rebuild it to swap at 512)")
+                  + (f"; {len(g.references)} reference persons (attribute estimate only)" if g.references else ""))
             for src in g.sources:
                 print(f"  {src.id}: {src.gender or '?'}, {src.age_group or '?'}; {len(src.files)} photo(s)" +
                       (f"; label conflicts: {'; '.join(src.label_conflicts)}" if src.label_conflicts else ""))
@@ -42,7 +46,9 @@ def main(argv: list[str]) -> int:
         from engines.embedders import load_embedder
 
         from pipeline.detect.retinaface import FaceDetector
-        check_outputs([args.folder, args.labels], {"-o": args.output})
+        if bool(args.reference_photos) != bool(args.reference_labels):
+            raise InvalidInputError("--reference-photos DIR and --reference-labels CSV go together (unlabelled references teach nothing)")
+        check_outputs([args.folder, args.labels, args.reference_photos, args.reference_labels], {"-o": args.output})
         paths = dict(kv.split("=", 1) for kv in args.embedder_model if "=" in kv)
         try:
             embedders = [load_embedder(name, paths.get(name)) for name in (args.embedder or ["dlib"])]
@@ -55,10 +61,14 @@ def main(argv: list[str]) -> int:
 
             arc = load_simswap_arcface(arc_path)
             latent_fn = lambda crops: latent_from_crops(arc, crops)  # noqa: E731
-        g = SourceGallery.build(args.folder, FaceDetector(), embedders, labels=args.labels, latent_fn=latent_fn)
+        detector = FaceDetector()
+        g = SourceGallery.build(args.folder, detector, embedders, labels=args.labels, latent_fn=latent_fn)
+        if args.reference_photos:
+            g.references = SourceGallery.build(args.reference_photos, detector, embedders, labels=args.reference_labels).sources
         g.save(args.output)
     except AnonswapError as e:
         return fail(e)
-    print(f"wrote {args.output}: {len(g.sources)} identities, embedders {', '.join(g.embedders)}, "
+    print(f"wrote {args.output}: {len(g.sources)} identities" + (f" and {len(g.references)} reference persons" if g.references else "")
+          + f", embedders {', '.join(g.embedders)}, "
           f"latents {'224 and 512' if g.has_latents else 'no (computed at run time from the stored crops)'}")
     return 0

@@ -21,9 +21,10 @@ from pipeline.cli.args import X264_PRESETS, OneLineParser, crf, open_unit_interv
 from pipeline.cli.models import installed_path
 from pipeline.detect.retinaface import AUTO_MAX_SIZE, AUTO_MIN_SIZE, DEFAULT_DETECT_SIZE, DEFAULT_THRESHOLD
 from pipeline.core.errors import AnonswapError, fail
+from pipeline.identity.attributes import GivenAttributes
 from pipeline.identity.stage import SCOPES, IdentityConfig
 from pipeline.io.paths import check_outputs
-from pipeline.run.config import MODES, RunConfig, input_files
+from pipeline.run.config import BACKENDS, MODES, PRECISIONS, RunConfig, input_files
 from pipeline.run.file import anonymize_video
 from pipeline.anonymize.swap import SwapConfig
 
@@ -60,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     swap.add_argument("--generator", metavar="PATH", help="SimSwap generator checkpoint (default: the fetched simswap-224 / simswap-512)")
     swap.add_argument("--arcface", metavar="PATH", help="SimSwap's arcface_checkpoint.tar, loaded without running pickled code (default: the fetched simswap-arcface)")
     swap.add_argument("--gallery", metavar="GALLERY", help="the fake identities: a file from `gallery build` (or a folder of photos, built in memory)")
-    swap.add_argument("--swap-backend", choices=("onnxruntime", "torch"), default="onnxruntime", help="generator runtime (default onnxruntime, faster on CPU; it exports the checkpoint to ONNX once, into the cache)")
+    swap.add_argument("--swap-backend", choices=BACKENDS[1:], help="the generator's runtime alone (default: --backend's)")
     swap.add_argument("--swap-size", type=int, choices=(224, 512), default=224, help="generator crop size (default 224)")
     swap.add_argument("--min-swap-face", type=float, default=SwapConfig.min_face, metavar="PX", help=f"faces narrower than this are blurred instead (default {SwapConfig.min_face:g})")
     swap.add_argument("--parsing-mask", action="store_true", help="SimSwap's --use_mask: a face parser (BiSeNet) keeps the swap to the inner face (skin, brows, eyes, nose, mouth); hair, ears and neck stay the original's — see README, swap mode (models fetch face-parsing; its weights: non-commercial research only)")
@@ -72,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     ident.add_argument("--identity-scope", choices=SCOPES, default="video", help="video (default): persons linked within one video, nothing stored; fleet: a person registry file keeps a person's fake identity across videos (biometric data, opt-in); random: new draws per video")
     ident.add_argument("--person-registry", metavar="FILE.npz", help="the fleet registry (with --identity-scope fleet only)")
     ident.add_argument("--seed", type=int, default=0, help="source draw seed (video and fleet scopes; default 0)")
+    ident.add_argument("--person-attributes", metavar="FILE.json", help="genders / age groups you know, by the report's person or track id: "
+                       '{"persons": {"1": {"gender": "female", "age_group": "young"}}, "tracks": {"4": {"gender": "male"}}}; '
+                       "they replace the estimate, and step 1 keeps to them")
     audit = p.add_argument_group("audit (runs on the output right after anonymizing; see: run_pipeline.py audit -h)")
     audit.add_argument("--audit", nargs="?", const="", metavar="AUDIT.json", help="measure the output: re-ID, ¬ID, M_tc, detection rate, leaks; writes AUDIT.json and AUDIT.html (default OUT.audit.json / .html next to the output)")
     audit.add_argument("--audit-far", type=float, default=0.001, metavar="FAR", help="target false acceptance rate for the audit's re-ID threshold (default 0.001)")
@@ -88,6 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--max-latency-ms", type=float, default=1000.0, metavar="MS", help="drop frames before detection once they are older than this (default 1000)")
     live.add_argument("--reconnect-timeout", type=float, default=60.0, metavar="S", help="give up after the source is gone this long (default 60; 0 = keep trying)")
     live.add_argument("--rtsp-transport", choices=("tcp", "udp"), default="tcp", help="RTSP transport (default tcp: no packet loss on busy networks)")
+    eng = p.add_argument_group("engines (where and how the models run)")
+    eng.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]",
+                     help="auto (default): the first GPU, else the host path (OpenCV + ONNX Runtime, fastest on a CPU); "
+                          "cpu: the torch data path on the CPU; cuda[:N]: that GPU")
+    eng.add_argument("--backend", choices=BACKENDS, default="auto",
+                     help="detector and generator runtime (default auto: onnxruntime on the host path, torch on a device; "
+                          "tensorrt needs a GPU and the tensorrt package)")
+    eng.add_argument("--precision", choices=PRECISIONS, default="auto", help="device path arithmetic (default auto: fp16 on a GPU, fp32 on the CPU)")
+    eng.add_argument("--no-cuda-graphs", action="store_true", help="do not replay the detector and generator as CUDA graphs")
+    eng.add_argument("--no-hwdec", action="store_true", help="decode in software even on a GPU (default: NVDEC when the device is a GPU)")
     p.add_argument("--keep-metadata", action="store_true", help="keep container metadata (GPS, device, creation time); stripped by default")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes")
     return p
@@ -109,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = _config(args)
         audit = _audit_setup(args, config)  # built (and so validated) before hours of anonymizing
+        if config.person_attributes:
+            GivenAttributes.load(config.person_attributes)  # a bad file fails now, in one line, not after loading models
+    except AnonswapError as e:
+        return fail(e)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -144,10 +162,16 @@ def _config(args) -> RunConfig:
         swap_backend=args.swap_backend,
         parsing_mask=args.parsing_mask,
         parsing_model=args.parsing_model or installed_path("face-parsing"),
+        device=args.device,
+        backend=args.backend,
+        precision=args.precision,
+        cuda_graphs=not args.no_cuda_graphs,
+        hwdec=not args.no_hwdec,
         embedder=args.embedder,
         embedder_model=args.embedder_model,
         identity=IdentityConfig(scope=args.identity_scope, seed=args.seed),
         person_registry=args.person_registry,
+        person_attributes=args.person_attributes,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +29,10 @@ class Frame:
     image: np.ndarray  # H×W×3 uint8, RGB
     audio: list = field(default_factory=list)
     captured: float | None = None  # time.monotonic() when a live source delivered it (latency)
+    # On the device path (--device), the same pixels as an (H, W, 3) uint8 torch tensor on the
+    # device, uploaded once at detection; the anonymize stage edits it and writes it back
+    # into `image` (one download), then drops it. None on the host path.
+    tensor: Any = None
 
     @property
     def time(self) -> float:
@@ -36,7 +41,8 @@ class Frame:
 
 @dataclass
 class Detections:
-    """Faces found in one frame, in full-resolution pixel coordinates."""
+    """Faces found in one frame, in full-resolution pixel coordinates of the picture as
+    displayed (see `VideoInfo`: a rotated clip's frames are turned upright before detection)."""
 
     boxes: np.ndarray  # (N, 4) float32 x1, y1, x2, y2
     scores: np.ndarray  # (N,) float32
@@ -106,10 +112,18 @@ class TrackedFrame:
 
 @dataclass
 class VideoInfo:
-    """What the decoder learned about the input, used by the encoder and the report."""
+    """What the decoder learned about the input, used by the encoder and the report.
+
+    Two orientations: `width`/`height` are the *stored* pixels (what the encoder must get back,
+    so the output keeps the input's stored orientation), while every `Frame.image` between
+    reader and writer is the *displayed* picture, `display_width`×`display_height`: the
+    stored pixels turned by the display matrix, as a viewer (ffplay, VLC, a browser) sees
+    them. Detection, tracking, anonymization, boxes and the audit all work on that picture,
+    because a face must be found the way a viewer would see it, not lying on its side.
+    """
 
     path: str
-    width: int
+    width: int  # stored, as encoded
     height: int
     time_base: Fraction
     average_rate: Fraction | None
@@ -119,3 +133,25 @@ class VideoInfo:
     pix_fmt: str | None
     audio_streams: int
     format_name: str
+    # The display matrix's rotation as read (PyAV's `VideoFrame.rotation`: FFmpeg's
+    # av_display_rotation_get, degrees counterclockwise, -180..180; an iPhone portrait clip
+    # reads -90). Written back unchanged, so the output displays as the input did.
+    rotation: int = 0
+
+    @property
+    def turns(self) -> int:
+        """Quarter turns counterclockwise (np.rot90's k, 0..3) from stored to displayed.
+
+        A rotation that is not a multiple of 90 (rare) is rounded to the nearest quarter turn;
+        the reader warns about it. A face tilted by at most 45° is still far closer to what the
+        detector knows than one turned by 90°.
+        """
+        return round(self.rotation / 90) % 4
+
+    @property
+    def display_width(self) -> int:
+        return self.height if self.turns % 2 else self.width
+
+    @property
+    def display_height(self) -> int:
+        return self.width if self.turns % 2 else self.height

@@ -102,6 +102,35 @@ class FaceDetector:
             )
         return [self._decode(loc[b], conf[b, :, 1], landm[b], priors, sx, sy, images[b].shape) for b in range(len(images))]
 
+    def detect_tensor(self, frames) -> list[Detections]:
+        """The device data path: `frames` is a (F, H, W, 3) uint8 RGB torch tensor (as
+        pipeline.anonymize.torch_faces.upload makes it); resize, decode and NMS run where it
+        is (pipeline.detect.torch_detect), only the faces come back to the host. Same working
+        size, thresholds and results as `detect` (within resize rounding). Any engine serves
+        it; the torch one (`load(model, "torch", device=...)`) keeps the batch on the device."""
+        import torch
+
+        from pipeline.detect import torch_detect
+
+        if frames.dim() != 4 or frames.shape[-1] != 3 or frames.dtype != torch.uint8:
+            raise ValueError(f"detect_tensor expects (F, H, W, 3) uint8 RGB frames, got {tuple(frames.shape)} {frames.dtype}")
+        n, h, w, _ = frames.shape
+        if n == 0:
+            return []
+        wh, ww, _ = self.working_size(h, w)
+        batch = torch_detect.preprocess(frames, (wh, ww), self.settings["mean"], self._bgr)
+        names = self.settings["outputs"]
+        out = self.engine.run_tensors({self.settings["input"]: batch})
+        loc, conf, landm = out[names["boxes"]], out[names["scores"]], out[names["landmarks"]]
+        priors = torch_detect.prior_boxes(wh, ww, self.settings["strides"], self.settings["anchor_sizes"], loc.device)
+        if loc.shape[1] != len(priors):
+            raise ValueError(
+                f"detector output has {loc.shape[1]} anchors, expected {len(priors)} for input "
+                f"{wh}x{ww}: model settings do not match the weights"
+            )
+        return torch_detect.postprocess(loc, conf[..., 1], landm, priors, variance=self.settings["variance"],
+                                        threshold=self.threshold, nms_iou=self.nms_iou, scale=(w / ww, h / wh), frame_hw=(h, w))
+
     def _decode(self, loc, scores, landm, priors, sx, sy, shape) -> Detections:
         keep = scores > self.threshold
         if not keep.any():

@@ -25,7 +25,9 @@ def _raise_interrupt(signum, frame):
 
 
 def fleet_main(args, config: RunConfig, log) -> int:
-    unsupported = [flag for flag, on in (("--boxes", args.boxes), ("--audit", args.audit is not None)) if on]
+    # --person-attributes names persons by a video's own ids
+    unsupported = [flag for flag, on in (("--boxes", args.boxes), ("--audit", args.audit is not None),
+                                         ("--person-attributes", args.person_attributes)) if on]
     if unsupported:
         print(f"error: {', '.join(unsupported)} work on one video at a time, not on a fleet", file=sys.stderr)
         return 2

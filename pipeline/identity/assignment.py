@@ -1,11 +1,13 @@
 """Which fake identity a real person gets: PerFace's two steps under FIVA's constraints.
 
 STEP 1 (PerFace §3.3) — attribute group. The gallery splits into 8 groups: male, female,
-young, older and the four intersections. The distance of the query z to a group is the upper
-bound of the 95% confidence interval (Student t) of its cosine distances to the group's
-members, so a group is "close" only when it is close reliably, not through one look-alike;
-the closest group wins. Known attributes (a fleet registry entry, an operator's label) skip
-this step.
+young, older and the four intersections. A person's gender and age group are estimated with a
+calibrated confidence (pipeline.identity.attributes), or given (--person-attributes, a fleet
+registry). A confident attribute binds: only groups of that gender (female, female-young,
+female-older) or age are candidates, and when none of them has a usable source (a gallery
+identity, else a synthetic mix of the same group) the person gets none and is blurred
+(`no_source`): gender is never crossed silently. An unsure attribute is only a preference:
+its likelier value first, then the mixed group, and the assignment lists it as `unsure`.
 
 STEP 2 — inside the group, candidates are ranked by similarity to z and one is drawn
 (deterministically from the seed and the person's key) among the least similar `pool`
@@ -14,25 +16,24 @@ constraint removes any candidate whose |cos| to z exceeds the embedder's margin 
 and from −z, which a reconstruction attack could otherwise invert), in the selection space
 and, when both latents exist, in SimSwap's latent space too.
 
-When no gallery identity passes (small gallery, everyone already in use), a synthetic
-identity is made: the L2-normalised mean of k ≥ 2 same-group identities (k-Same style: a
-face that belongs to no one), under the same constraints. Sources in `exclude` (persons
-alive at the same time) are never returned.
+When no gallery identity of a group passes (small gallery, everyone already in use), a
+synthetic identity is made: the L2-normalised mean of k ≥ 2 identities of that group (k-Same
+style: a face that belongs to no one), under the same constraints. Sources in `exclude`
+(persons alive at the same time) are never returned.
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats
 
 from engines.embedders.base import normalize
 
+from pipeline.identity.attributes import AttributeConfig, AttributeModel, Group, PersonAttributes
 from pipeline.identity.gallery import AGE_GROUPS, GENDERS, Source, SourceGallery
 
-Group = tuple[str | None, str | None]  # (gender, age_group); None = any
 GROUPS: tuple[Group, ...] = (
     ("male", None), ("female", None), (None, "young"), (None, "older"),
     *((g, a) for g in GENDERS for a in AGE_GROUPS),
@@ -50,22 +51,34 @@ class AssignConfig:
     latent_margin: float = 0.3  # the same in SimSwap's latent space (ArcFace: strangers ≈ 0)
     mix_k: int = 2  # identities averaged into a synthetic one
     seed: int = 0
+    attributes: AttributeConfig = field(default_factory=AttributeConfig)  # the embedder's entry in the model table
 
 
 @dataclass(frozen=True)
 class Assignment:
     source: Source
-    group: str
-    basis: str  # "embedding", "attributes" or "none" (no usable face sample: drawn at random)
+    group: str  # the group the source came from
+    basis: str  # "embedding", "attributes" (given) or "none" (no usable face sample: drawn at random)
     similarity: float | None  # cos(source, z) in the selection space
+    attributes: PersonAttributes = PersonAttributes()
+
+    @property
+    def unsure(self) -> list[str]:
+        """Attributes step 1 did not hold the source to (estimated without confidence)."""
+        return self.attributes.unsure
 
 
 class SourceAssigner:
-    def __init__(self, gallery: SourceGallery, embedder: str, config: AssignConfig = AssignConfig()):
+    """`assign(z, key=…) -> Assignment | None`. The attribute estimate is fitted on the
+    gallery's labelled identities and references unless `attributes` is given."""
+
+    def __init__(self, gallery: SourceGallery, embedder: str, config: AssignConfig = AssignConfig(),
+                 attributes: AttributeModel | None = None):
         self.gallery = gallery
         self.embedder = embedder
         self.config = config
-        self.E = gallery.matrix(embedder)
+        self.E = gallery.matrix(embedder)  # first: a gallery without this embedder's vectors is refused here
+        self.attributes = attributes or AttributeModel.fit(*gallery.labelled(embedder), config.attributes)
         self.L = np.stack([s.latent for s in gallery.sources]) if gallery.has_latents else None
         self._groups = {g: np.array([i for i, s in enumerate(gallery.sources) if _in_group(s, g)], int) for g in GROUPS}
         self.synthetic: dict[str, Source] = {}
@@ -82,42 +95,23 @@ class SourceAssigner:
                 self.synthetic[source_id] = self._make_mix(source_id, ids, idx, (None, None))
         return self.synthetic.get(source_id)
 
-    def group_distances(self, z: np.ndarray) -> dict[Group, float]:
-        """Upper 95% confidence bound of the cosine distance from z to each non-empty group."""
-        d = 1.0 - self.E @ z
-        out = {}
-        for g, idx in self._groups.items():
-            if len(idx) == 0:
-                continue
-            x = d[idx]
-            if len(x) == 1:
-                out[g] = float(x[0])  # one member: no interval, its distance is all we know
-            else:
-                out[g] = float(x.mean() + stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
-        return out
-
-    def choose_group(self, z: np.ndarray | None, attributes: Group | None = None) -> Group:
-        if attributes and any(attributes):
-            return attributes
-        if z is None:
-            return (None, None)
-        dist = self.group_distances(z)
-        return min(dist, key=dist.get) if dist else (None, None)
+    def estimate(self, z: np.ndarray | None) -> PersonAttributes:
+        return self.attributes.estimate(z)
 
     def assign(self, z: np.ndarray | None, *, key: int, exclude: set[str] = frozenset(),
-               attributes: Group | None = None, z_latent: np.ndarray | None = None) -> Assignment | None:
-        """A source for one person, or None when nothing satisfies the constraints."""
-        group = self.choose_group(z, attributes)
-        basis = "attributes" if attributes and any(attributes) else ("embedding" if z is not None else "none")
+               attributes: PersonAttributes | None = None, z_latent: np.ndarray | None = None) -> Assignment | None:
+        """A source for one person, or None when no group their confident attributes allow
+        has one that satisfies the constraints. `attributes`: default, estimated from z."""
+        attributes = attributes if attributes is not None else self.estimate(z)
         rng = np.random.default_rng([self.config.seed, key])
-        for g in (group, (group[0], None), (None, group[1]), (None, None)):  # widen only when needed
+        for g in attributes.candidate_groups():  # widens only what is unsure
             members = self._members(g)
             if not len(members):
                 continue
             pick = self._pick(members, z, z_latent, exclude, rng) or self._mix(members, z, z_latent, exclude, g)
             if pick is not None:
                 sim = None if z is None else float(pick.embeddings[self.embedder] @ z)
-                return Assignment(pick, group_name(g), basis, sim)
+                return Assignment(pick, group_name(g), attributes.basis, sim, attributes)
         return None
 
     def _members(self, g: Group) -> np.ndarray:

@@ -17,14 +17,21 @@ like the target's, resized to 112 by nearest — the 224 pose-template crop for 
 the FFHQ 512 crop for the 512 model. The two framings differ (eye distance 0.29 vs 0.246 of
 the crop), so the ArcFace gives two different vectors, and the 512 generator must get its own.
 
+Reference persons (optional, `--reference-photos DIR --reference-labels CSV`): labelled photos
+of people who are never swapped in, only to fit the attribute estimate
+(pipeline.identity.attributes) beyond the gallery's own identities, e.g. when the gallery holds
+few women. Only their vectors and labels are kept, no pixels.
+
 File format (`.npz`, read with `allow_pickle=False`, so loading runs no code):
 - `meta`: UTF-8 JSON as a uint8 array: {"format": "anonswap-gallery", "version": 1,
   "identities": [{"id", "gender", "age_group", "files", "label_conflicts"}],
-  "embedders": [names], "latent": "simswap-arcface" | null, "latent_512": "simswap-arcface" | null};
+  "embedders": [names], "latent": "simswap-arcface" | null, "latent_512": "simswap-arcface" | null,
+  "references" (optional): [{"id", "gender", "age_group", "files"}]};
 - `crops`: (N, 224, 224, 3) uint8 RGB, SimSwap's 224 alignment;
 - `crops_512` (optional; galleries built before it lack it): (N, 512, 512, 3) uint8 RGB, FFHQ alignment;
 - `emb_<embedder>`: (N, D) float32 unit vectors, row i = identities[i];
-- `latent`, `latent_512` (optional): (N, 512) float32 unit vectors for the 224 and 512 generators.
+- `latent`, `latent_512` (optional): (N, 512) float32 unit vectors for the 224 and 512 generators;
+- `ref_emb_<embedder>` (with references): (R, D) float32 unit vectors, row i = references[i].
 """
 
 from __future__ import annotations
@@ -86,6 +93,7 @@ class SourceGallery:
     sources: list[Source]
     crops: np.ndarray  # (N, 224, 224, 3) uint8, row i = sources[i]
     latent_model: str | None = None
+    references: list[Source] = field(default_factory=list)  # labelled persons never swapped in
     crops_512: np.ndarray | None = None  # (N, 512, 512, 3) uint8 FFHQ-aligned; None in galleries built before it
     size: int = 224
 
@@ -132,6 +140,13 @@ class SourceGallery:
                 f"rebuild it with: python run_pipeline.py gallery build DIR --labels CSV --embedder {embedder} -o GALLERY"
             )
         return np.stack([s.embeddings[embedder] for s in self.sources])
+
+    def labelled(self, embedder: str) -> tuple[np.ndarray, list[dict]]:
+        """One vector and its labels per person (identities, then references with that
+        embedder's vectors): what the attribute estimate is fitted on."""
+        persons = self.sources + [r for r in self.references if embedder in r.embeddings]
+        vectors = np.stack([p.embeddings[embedder] for p in persons]) if persons else np.zeros((0, 1), np.float32)
+        return vectors, [{"gender": p.gender, "age_group": p.age_group} for p in persons]
 
     @property
     def has_latents(self) -> bool:
@@ -234,6 +249,11 @@ class SourceGallery:
             arrays["crops_512"] = self.crops_512
         for name in self.embedders:
             arrays[f"emb_{name}"] = self.matrix(name).astype(np.float32)
+        if self.references:
+            meta["references"] = [{"id": r.id, "gender": r.gender, "age_group": r.age_group, "files": r.files}
+                                  for r in self.references]
+            for name in sorted(set.intersection(*(set(r.embeddings) for r in self.references))):
+                arrays[f"ref_emb_{name}"] = np.stack([r.embeddings[name] for r in self.references]).astype(np.float32)
         for size, key in ((224, "latent"), (512, "latent_512")):
             latents = self.latents_for(size)
             if latents is not None:
@@ -245,17 +265,22 @@ class SourceGallery:
         if not os.path.isfile(path):
             raise InputNotFoundError(f"gallery file not found: {path}")
         meta, arrays = read_npz(path, FORMAT, VERSION, "anonswap gallery")
-        n = len(meta["identities"])
+        n, n_ref = len(meta["identities"]), len(meta.get("references", []))
         for key, arr in arrays.items():
-            if len(arr) != n:
-                raise InvalidInputError(f"gallery {path}: {key} has {len(arr)} rows for {n} identities")
+            rows, what = (n_ref, "references") if key.startswith("ref_") else (n, "identities")
+            if len(arr) != rows:
+                raise InvalidInputError(f"gallery {path}: {key} has {len(arr)} rows for {rows} {what}")
         sources = []
         for i, m in enumerate(meta["identities"]):
             embs = {name: arrays[f"emb_{name}"][i] for name in meta["embedders"]}
             latents = {size: arrays[key][i] for size, key in ((224, "latent"), (512, "latent_512")) if key in arrays}
             sources.append(Source(m["id"], m["gender"], m["age_group"], embs, latent=latents.get(224), latents=latents,
                                   files=m.get("files", []), label_conflicts=m.get("label_conflicts", [])))
-        return cls(sources, arrays["crops"], meta.get("latent") or meta.get("latent_512"), crops_512=arrays.get("crops_512"))
+        ref_names = [k[len("ref_emb_"):] for k in arrays if k.startswith("ref_emb_")]
+        references = [Source(m["id"], m["gender"], m["age_group"], {name: arrays[f"ref_emb_{name}"][i] for name in ref_names},
+                             files=m.get("files", []))
+                      for i, m in enumerate(meta.get("references", []))]
+        return cls(sources, arrays["crops"], meta.get("latent") or meta.get("latent_512"), references, crops_512=arrays.get("crops_512"))
 
     @classmethod
     def open(cls, path: str, detector, embedders: list) -> "SourceGallery":

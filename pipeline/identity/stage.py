@@ -3,8 +3,10 @@
 Per track it keeps a quality-weighted embedding built from a few good samples (detected, not
 predicted; wide enough; near-frontal; sharp). A track is *decided* once it has
 `decide_after` samples, or when its first frame is about to leave the stage: it is linked to
-a known person (PersonRegistry) or becomes a new person, who gets a source from the
-SourceAssigner. That source never changes afterwards, whatever later samples say.
+a known person (PersonRegistry) or becomes a new person, whose gender and age group are
+estimated from that embedding (or given: `GivenAttributes`, --person-attributes) and who gets
+a source from the SourceAssigner within them. That source never changes afterwards, whatever
+later samples say.
 
 The stage holds back `lookahead` frames, so the decision is made on samples from the track's
 first frames *before* those frames are anonymized: the first frames of a track are swapped
@@ -22,6 +24,7 @@ kept: what stays consistent across re-appearances is in them.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections import deque
 from dataclasses import dataclass, field
@@ -35,8 +38,10 @@ from engines.embedders.base import normalize
 from pipeline.core.alignment import ARCFACE_TEMPLATE_112, align, estimate, warp_to_template
 from pipeline.identity.persons import Person, PersonRegistry
 from pipeline.core.records import Face, TrackedFrame
-from pipeline.identity.assignment import Assignment, SourceAssigner
+from pipeline.identity.assignment import Assignment, SourceAssigner, group_name
+from pipeline.identity.attributes import GivenAttributes, PersonAttributes
 
+log = logging.getLogger(__name__)
 SCOPES = ("video", "fleet", "random")
 FRONTAL_POSES = {1, 2, 3}  # 224 pose templates that are not full profiles
 
@@ -95,7 +100,7 @@ class IdentityStage:
 
     def __init__(self, embedder, registry: PersonRegistry, assigner: SourceAssigner | None = None,
                  config: IdentityConfig = IdentityConfig(), latent_fn=None, gallery_fingerprint: str | None = None,
-                 max_id_gap: int | None = None, latent_size: int = 224):
+                 max_id_gap: int | None = None, given: GivenAttributes | None = None, latent_size: int = 224):
         self.embedder = embedder
         self.registry = registry
         self.assigner = assigner
@@ -109,6 +114,8 @@ class IdentityStage:
         self.max_id_gap = max_id_gap
         self.tracks: dict[int, _Track] = {}  # live tracks only: see _forget_idle
         self.assignments: dict[int, Assignment | None] = {}  # person id -> how its source was chosen
+        self.given = given  # --person-attributes
+        self.person_attributes: dict[int, PersonAttributes] = {}  # person id -> what step 1 knew
         self.samples_taken = 0
         self._confirmed: dict[int, int] = {}  # tracker candidate id -> confirmed track id, for live tracks
         self._tick = -1  # frames observed; the tracker's clock (one update per frame that reaches us)
@@ -224,7 +231,11 @@ class IdentityStage:
         person, sim = self.registry.match(z, tr.first_frame)
         if person is None:
             person = self.registry.new(tr.first_frame)
-            self._assign(person, z, tr)
+            self._assign(person, z, tr, tid)
+        elif self.given and tid in self.given.tracks and tid not in person.track_similarity:
+            # a person's source never changes: what this track was given came too late for it
+            log.warning("--person-attributes: track %d is person %d again, whose fake identity was chosen with "
+                        "their first track; give the attributes to person %d instead", tid, person.id, person.id)
         if tid not in person.track_similarity:  # an id forgotten and given back is still one track
             person.tracks.append(tid)
             person.track_similarity[tid] = sim
@@ -236,17 +247,23 @@ class IdentityStage:
         tr.best_crop = None  # the source (and its latent) is chosen: later frames only need the person
         tr.person = person
 
-    def _assign(self, person: Person, z: np.ndarray | None, tr: _Track) -> None:
+    def _assign(self, person: Person, z: np.ndarray | None, tr: _Track, tid: int) -> None:
         if self.assigner is None:
             return
+        attributes = self.assigner.estimate(z)
+        given = self.given.for_person(person.id, tid) if self.given else {}
+        if given:
+            attributes = attributes.overridden(given)
+        self.person_attributes[person.id] = attributes
         z_latent = None
         if self.latent_fn is not None and tr.best_crop is not None:
             z_latent = np.asarray(self.latent_fn(tr.best_crop[None]), np.float32)[0]
         used = {p.source_id for p in self.registry.persons if p.source_id}
         alive = {p.source_id for p in self.registry.persons if p.source_id and p.last_frame >= tr.first_frame}
         # Never reuse a fake identity while unused ones remain; never share one at the same time.
-        a = self.assigner.assign(z, key=person.id + (self.seed << 20), exclude=used, z_latent=z_latent) \
-            or self.assigner.assign(z, key=person.id + (self.seed << 20), exclude=alive, z_latent=z_latent)
+        key = person.id + (self.seed << 20)
+        a = self.assigner.assign(z, key=key, exclude=used, attributes=attributes, z_latent=z_latent) \
+            or self.assigner.assign(z, key=key, exclude=alive, attributes=attributes, z_latent=z_latent)
         self.assignments[person.id] = a
         if a is not None:
             person.source_id = a.source.id
@@ -276,19 +293,34 @@ class IdentityStage:
         src = self.assigner.source(source_id)
         return None if src is None else src.latent
 
+    def _no_source(self, attrs: PersonAttributes) -> str:
+        need = group_name(attrs.required)
+        return (f"no {need} source (gallery identity or synthetic mix) is free and far enough from this person"
+                if need != "all" else "no source is free and far enough from this person")
+
+    def attribute_model(self) -> dict | None:
+        """What the attribute estimate was fitted on (or why an attribute is not estimated)."""
+        return None if self.assigner is None else self.assigner.attributes.describe()
+
     def persons(self) -> list[dict]:
         out = []
         for p in self.registry.persons:
             if not p.tracks:
                 continue  # known from the fleet registry, not in this video
             a = self.assignments.get(p.id)
+            attrs = self.person_attributes.get(p.id)
             out.append({
                 "person_id": p.id,
                 "source_id": p.source_id,
                 "group": p.group,
-                "basis": a.basis if a else ("fleet-registry" if p.from_registry else None),
+                "basis": a.basis if a else (attrs.basis if attrs else ("fleet-registry" if p.from_registry else None)),
                 "source_similarity": None if a is None or a.similarity is None else round(a.similarity, 4),
                 "synthetic_source": bool(a and a.source.synthetic),
+                # step 1's knowledge: estimate (or given values) with confidence; `unsure` lists what
+                # the source was not held to; `no_source` says why a person got none (blurred)
+                "attributes": attrs.to_dict() if attrs else None,
+                "unsure": attrs.unsure if attrs else None,
+                "no_source": self._no_source(attrs) if attrs and a is None else None,
                 "tracks": p.tracks,
                 # see Person.track_similarity
                 "track_similarity": {str(t): (None if p.track_similarity.get(t) is None else round(p.track_similarity[t], 4)) for t in p.tracks},

@@ -11,17 +11,36 @@ page): those stay 0600, readable by their owner only (`private=True`).
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import re
 import tempfile
 import time
+from contextlib import contextmanager
 
 log = logging.getLogger(__name__)
 
 
 PRIVATE_MODE = 0o600
+# Errors that say the storage, not the data, failed: the user's to fix (free space, quota,
+# a read-only or broken disk), so one line and exit status 2, never a traceback.
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
+
+
+@contextmanager
+def writing(path: str):
+    """Turns a storage failure while writing `path` into an OutputError naming it:
+    "no space left on device while writing OUT"."""
+    from pipeline.core.errors import OutputError
+
+    try:
+        yield
+    except OSError as e:
+        if e.errno in STORAGE_ERRNOS:
+            raise OutputError(f"{os.strerror(e.errno).lower()} while writing {path}") from e
+        raise
 # A temp file of ours untouched this long belongs to a run that was killed (a live run writes
 # to its file every frame, an offline one every batch): the next run for the same output
 # removes it. Younger ones may belong to a run still going, and are left alone.
@@ -113,12 +132,17 @@ class AtomicFile:
             pass
 
 
+def write_json(path: str, data: dict, *, final_path: str | None = None) -> None:
+    """`final_path`: the name errors give (a temp file's name would mean nothing to the user)."""
+    with writing(final_path or path), open(path, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2)
+        fh.write("\n")
+
+
 def write_json_atomic(path: str, data: dict, *, private: bool = False) -> None:
     f = AtomicFile(path, private=private)
     try:
-        with open(f.path, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2)
-            fh.write("\n")
+        write_json(f.path, data, final_path=f.final_path)
         f.commit()
     except BaseException:
         f.discard()

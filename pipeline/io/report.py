@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from pipeline.core.records import TrackedFrame, VideoInfo
-from pipeline.io.atomic import AtomicFile
+from pipeline.io.atomic import AtomicFile, writing
 
 
 def _r(values, nd=1) -> list:
@@ -15,7 +15,12 @@ def _r(values, nd=1) -> list:
 
 
 class BoxesWriter:
-    """One JSON line per output frame: every face anonymized on it, detected or predicted."""
+    """One JSON line per output frame: every face anonymized on it, detected or predicted.
+
+    Coordinates are in the picture as displayed (the input's display matrix applied:
+    `VideoInfo.display_width`×`display_height`), since that is the picture the faces were
+    found and covered in; for a rotated phone clip it is not the stored pixel grid.
+    """
 
     def __init__(self, path: str):
         self._file = AtomicFile(path)
@@ -46,14 +51,22 @@ class BoxesWriter:
                 for face in tf.faces
             ],
         }
-        self._fh.write(json.dumps(row, separators=(",", ":")) + "\n")
+        with writing(self._file.final_path):
+            self._fh.write(json.dumps(row, separators=(",", ":")) + "\n")
+
+    def finish(self) -> None:
+        """Flushes and closes the temp file (a full disk shows here, at the latest)."""
+        with writing(self._file.final_path):
+            self._fh.close()
 
     def commit(self) -> None:
-        self._fh.close()
         self._file.commit()
 
     def discard(self) -> None:
-        self._fh.close()
+        try:
+            self._fh.close()
+        except OSError:
+            pass  # the flush of a file being thrown away may fail on a full disk too
         self._file.discard()
 
 
@@ -139,8 +152,10 @@ class ReportBuilder:
             "mode": self.mode,
             "mode_requested": self.requested_mode,
             "video": {
-                "width": info.width,
+                "width": info.width,  # stored
                 "height": info.height,
+                "display_width": info.display_width,  # as viewed, the boxes' coordinates
+                "display_height": info.display_height,
                 "fps": float(rate) if rate else None,
                 "fps_exact": f"{rate.numerator}/{rate.denominator}" if rate else None,
                 "time_base": f"{info.time_base.numerator}/{info.time_base.denominator}",

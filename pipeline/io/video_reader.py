@@ -1,5 +1,9 @@
 """Streaming decode with PyAV: one frame at a time, exact PTS, corrupt packets skipped.
 
+Frames come out as a viewer sees them: a clip with a display matrix (a portrait phone clip,
+stored sideways) is turned upright here, so that every stage and the audit look at faces the
+right way up (`pipeline.io.orientation`); `info.width`/`height` stay the stored size.
+
 `open()` validates the input before any output exists: it must open, have a video stream
 and yield at least one decodable frame. Audio packets are demuxed in the same pass and ride
 along on the next video frame, so the muxer can copy them without reading the file twice
@@ -18,6 +22,7 @@ import av
 
 from pipeline.core.errors import InputNotFoundError, InvalidInputError, reason
 from pipeline.core.records import Frame, VideoInfo
+from pipeline.io.orientation import read_rotation, to_display
 
 log = logging.getLogger(__name__)
 
@@ -27,19 +32,22 @@ CLOSE_WAIT_S = 5.0  # how long close() waits for a demux/decode call in flight o
 
 
 class VideoReader:
-    def __init__(self, path: str, *, max_frames: int | None = None):
+    def __init__(self, path: str, *, max_frames: int | None = None, hwaccel: str | None = None):
+        """`hwaccel`: an FFmpeg hardware device type ("cuda": NVDEC) to decode on, falling back
+        to software decoding when that device cannot take the stream (`hw_decoder` decides)."""
         self.path = str(path)
         self.max_frames = max_frames
+        self.hwaccel = hwaccel
         self.decode_errors = 0  # packets the decoder rejected (skipped)
         self.timestamp_fixes = 0  # frames whose PTS was missing or not increasing
         self.trailing_audio: list = []  # audio packets demuxed after the last video frame
         self.truncated = False
         self.frames_read = 0
         self.other_streams = 0  # subtitle/data/attachment streams, not carried to the output
+        self.dropped_streams: list[str] = []
         self._pending_audio: list = []
         self.container = None
         self.info: VideoInfo | None = None
-        self.rotation = 0
         self.audio_streams: list = []
         self.metadata: dict[str, str] = {}
         self._frames_iter: Iterator[Frame] | None = None
@@ -57,7 +65,12 @@ class VideoReader:
         if os.path.isdir(self.path):
             raise InvalidInputError(f"input is a directory, not a video file: {self.path}")
         try:
-            self.container = av.open(self.path, mode="r", metadata_errors="ignore")
+            hw = {}
+            if self.hwaccel:
+                from av.codec.hwaccel import HWAccel
+
+                hw = {"hwaccel": HWAccel(self.hwaccel, allow_software_fallback=True)}
+            self.container = av.open(self.path, mode="r", metadata_errors="ignore", **hw)
         except PermissionError as e:
             raise InvalidInputError(f"input is not readable (permission denied): {self.path}") from e
         except _AV_ERRORS as e:
@@ -71,7 +84,11 @@ class VideoReader:
         vs = videos[0]
         vs.thread_type = "AUTO"  # frame + slice threads; decode is rarely the bottleneck then
         self.audio_streams = list(self.container.streams.audio)
-        self.other_streams = len(self.container.streams) - len(self.audio_streams) - 1
+        others = [s for s in self.container.streams if s is not vs and s.type != "audio"]
+        self.other_streams = len(others)
+        # "subtitle (mov_text)", "video (mjpeg)" for cover art, "data (bin_data)", …: named in the run's note
+        self.dropped_streams = [f"{s.type} ({s.codec_context.name if s.codec_context else s.codec_tag or '?'})"
+                                for s in others]
         self.metadata = dict(self.container.metadata)
         tb = vs.time_base or Fraction(1, 90000)
         duration = None
@@ -103,10 +120,12 @@ class VideoReader:
             raise InvalidInputError(
                 f"input has a video stream but no decodable frame ({self.decode_errors} corrupt packets): {self.path}"
             ) from None
-        if self._first.image.shape[:2] != (self.info.height, self.info.width):
-            h, w = self._first.image.shape[:2]
-            self.info.width, self.info.height = w, h
         return self
+
+    @property
+    def rotation(self) -> int:
+        """The input's display-matrix rotation (see `VideoInfo.rotation`), for the report."""
+        return self.info.rotation if self.info is not None else 0
 
     def __enter__(self) -> "VideoReader":
         return self.open() if self.container is None else self
@@ -149,7 +168,10 @@ class VideoReader:
         last_pts: int | None = None
         for index, av_frame in enumerate(self._av_frames()):
             if index == 0:
-                self.rotation = int(av_frame.rotation or 0)
+                # The first picture decides the stored size (the codec context may not know
+                # it yet) and the orientation, both fixed for the whole video.
+                self.info.width, self.info.height = av_frame.width, av_frame.height
+                self.info.rotation = read_rotation(av_frame, self.path)
             pts = av_frame.pts
             if pts is None or (last_pts is not None and pts <= last_pts):
                 # The encoder needs strictly increasing PTS; repair rather than drop the frame.
@@ -161,7 +183,8 @@ class VideoReader:
             # break the fixed-size encoder (a no-op when the size is unchanged).
             size = {} if index == 0 else {"width": self.info.width, "height": self.info.height}
             self.frames_read += 1
-            yield Frame(index, pts, tb, av_frame.to_ndarray(format="rgb24", **size), audio)
+            image = to_display(av_frame.to_ndarray(format="rgb24", **size), self.info.turns)
+            yield Frame(index, pts, tb, image, audio)
         self.trailing_audio, self._pending_audio = self._pending_audio, []
         if last_pts is not None and self._ends_early(last_pts * tb + Fraction(step) * tb):
             self.truncated = True
@@ -178,9 +201,13 @@ class VideoReader:
         vs = self._video_stream
         tb = self.info.time_base
         frame = Fraction(_frame_step(self.info.average_rate, tb)) * tb
-        own = vs.duration * tb if vs.duration is not None else _parse_duration_tag(vs.metadata.get("DURATION"))
-        if own is not None:
-            declared = own + (vs.start_time or 0) * tb
+        # mp4's stream duration counts from the stream's start; Matroska's DURATION tag (what
+        # FFmpeg's muxer writes there) is the time the stream ends, its start already included.
+        if vs.duration is not None:
+            declared = (vs.duration + (vs.start_time or 0)) * tb
+        else:
+            declared = _parse_duration_tag(vs.metadata.get("DURATION"))
+        if declared is not None:
             tolerance = max(Fraction(1, 4), 3 * frame, declared / 100)
         elif self.container.duration is not None and self.info.format_name != "mpegts":
             declared = Fraction(self.container.duration + (self.container.start_time or 0), av.time_base)
@@ -233,6 +260,21 @@ class VideoReader:
             self.decode_errors += 1
             return
         yield from decoded
+
+
+def hw_decoder(device, available: tuple[str, ...] | None = None) -> str | None:
+    """The FFmpeg hardware decoder for this run's device: NVDEC ("cuda") when the frames go to
+    an NVIDIA GPU anyway and this FFmpeg build has it, else None (software decoding). The
+    decoded picture still comes back to the host, where the encoder and the host stages
+    need it; keeping it on the GPU (PyAV's `is_hw_owned`, NV12 → RGB on the device) is the
+    next step, not taken yet. `available`: the build's device types (tests pass their own)."""
+    if not getattr(device, "is_cuda", False):
+        return None
+    if available is None:
+        from av.codec.hwaccel import hwdevices_available
+
+        available = tuple(hwdevices_available())
+    return "cuda" if "cuda" in available else None
 
 
 def _chain(first, rest):

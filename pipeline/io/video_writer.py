@@ -2,8 +2,12 @@
 
 Same size (no padding: odd sizes switch to 4:4:4 chroma, which x264 accepts at any size),
 same timestamps (the input's time base and every frame's PTS are kept, so VFR survives),
-audio copied packet for packet, rotation (display matrix) kept, container metadata
-(GPS, device, creation time) dropped unless asked to keep it.
+audio copied packet for packet, rotation kept, container metadata (GPS, device, creation
+time) dropped unless asked to keep it.
+
+Rotation: frames arrive as a viewer sees them (the reader applied the input's display
+matrix, `pipeline.io.orientation`); each is turned back to the input's stored orientation
+and the same display matrix is written, so the output is stored and displayed as the input.
 """
 
 from __future__ import annotations
@@ -16,12 +20,17 @@ import numpy as np
 from engines.base import cpu_budget
 
 from pipeline.core.errors import OutputError, reason
-from pipeline.io.atomic import AtomicFile
+from pipeline.io.atomic import AtomicFile, writing
 from pipeline.core.records import Frame, VideoInfo
+from pipeline.io.orientation import to_stored
 
 FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".ts": "mpegts"}
 # Stream tags that say nothing about who or where: kept even when metadata is stripped.
 _SAFE_STREAM_TAGS = ("language",)
+# Matroska can hold a stream that starts before 0 (AAC's priming packet copied from an mp4
+# sits at -21 ms); libavformat's default shifts every stream later instead, so mp4 → mkv
+# moved the video by +21 ms. Kept as the input has it.
+MUXER_OPTIONS = {"matroska": {"avoid_negative_ts": "disabled"}}
 _TS_AUDIO = {"aac", "aac_latm", "mp2", "mp3", "ac3", "eac3", "dts", "truehd", "opus", "s302m"}
 
 
@@ -39,7 +48,6 @@ class VideoWriter:
         info: VideoInfo,
         *,
         audio_streams: list = (),
-        rotation: int = 0,
         metadata: dict | None = None,
         keep_metadata: bool = False,
         codec: str = "libx264",
@@ -55,15 +63,15 @@ class VideoWriter:
         fmt = FORMATS[os.path.splitext(output)[1].lower()]
         try:  # from here on, any exception (Ctrl-C and SIGTERM too) removes the temp file
             try:
-                self.container = av.open(self._file.path, mode="w", format=fmt)
+                self.container = av.open(self._file.path, mode="w", format=fmt, options=MUXER_OPTIONS.get(fmt, {}))
             except (av.FFmpegError, OSError) as e:
                 raise OutputError(f"cannot create output ({e}): {output}") from e
-            self._setup(info, audio_streams, rotation, metadata or {}, keep_metadata, codec, crf, preset, tune)
+            self._setup(info, audio_streams, metadata or {}, keep_metadata, codec, crf, preset, tune)
         except BaseException:
             self.abort()
             raise
 
-    def _setup(self, info, audio_streams, rotation, metadata, keep_metadata, codec, crf, preset, tune=None):
+    def _setup(self, info, audio_streams, metadata, keep_metadata, codec, crf, preset, tune=None):
         odd = info.width % 2 or info.height % 2
         options = {}
         if codec in ("libx264", "libx265"):
@@ -74,12 +82,12 @@ class VideoWriter:
             vs = self.container.add_stream(codec, rate=info.average_rate, options=options)
         except (av.FFmpegError, ValueError) as e:
             raise OutputError(f"video encoder {codec!r} is not available in this FFmpeg build ({e})") from e
-        vs.width, vs.height = info.width, info.height
+        vs.width, vs.height = info.width, info.height  # stored size: frames are turned back in write()
         vs.pix_fmt = "yuv444p" if odd else "yuv420p"
         vs.time_base = info.time_base
         vs.codec_context.time_base = info.time_base
-        if rotation:
-            vs.set_display_rotation(rotation)
+        if info.rotation:
+            vs.set_display_rotation(info.rotation)
         self.video_stream = vs
         self._audio_map = {}
         # MPEG-TS has no codec table for libavformat to query (its supported_codecs is empty),
@@ -117,12 +125,23 @@ class VideoWriter:
             ) from e
 
     def write(self, frame: Frame) -> None:
+        info = self.info
+        if frame.image.shape[:2] != (info.display_height, info.display_width):
+            # A frame in the wrong orientation would be encoded sideways (or refused deep in
+            # libav): say so here, where the cause is clear.
+            raise ValueError(
+                f"VideoWriter expects frames as displayed, {info.display_width}x{info.display_height} "
+                f"(stored {info.width}x{info.height}, display rotation {info.rotation}°); got "
+                f"{frame.image.shape[1]}x{frame.image.shape[0]}"
+            )
         for packet in frame.audio:
             self.write_audio(packet)
-        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame.image), format="rgb24")
+        image = to_stored(frame.image, info.turns)
+        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         vf.pts = frame.pts
         vf.time_base = frame.time_base
-        self.container.mux(self.video_stream.encode(vf))
+        with writing(self._file.final_path):
+            self.container.mux(self.video_stream.encode(vf))
         self.frames_written += 1
 
     def write_audio(self, packet) -> None:
@@ -132,18 +151,33 @@ class VideoWriter:
         if packet.dts is None:
             return  # a packet without timing cannot be interleaved; the muxer would refuse it
         packet.stream = out
-        self.container.mux(packet)
+        with writing(self._file.final_path):
+            self.container.mux(packet)
         self.audio_packets += 1
 
-    def close(self) -> str:
-        """Flushes the encoder, finalizes the container and moves it into place."""
+    def finish(self) -> None:
+        """Flushes the encoder and finalizes the container, still under its temp name: what
+        can fail (a full disk at the trailer) fails before any output is renamed."""
         try:
-            self.container.mux(self.video_stream.encode(None))
-            self.container.close()
+            with writing(self._file.final_path):
+                self.container.mux(self.video_stream.encode(None))
+                self.container.close()
+            self.container = None
         except BaseException:
             self.abort()
             raise
+
+    @property
+    def final_path(self) -> str:
+        return self._file.final_path
+
+    def commit(self) -> str:
         return self._file.commit()
+
+    def close(self) -> str:
+        """`finish` then `commit`: for a file that lands on its own (a live segment)."""
+        self.finish()
+        return self.commit()
 
     def abort(self) -> None:
         try:

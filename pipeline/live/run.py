@@ -21,12 +21,11 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.core.errors import AnonswapError
-from pipeline.io.atomic import write_json_atomic
 from pipeline.io.report import BoxesWriter, ReportBuilder
 from pipeline.io.outputs import RunOutputs
 from pipeline.io.paths import check_outputs
 from pipeline.run.build import Stages, build_stages, finish_identity
-from pipeline.run.config import RunConfig, input_files, resolve_mode
+from pipeline.run.config import RunConfig, engine_choice, input_files, resolve_mode
 from pipeline.core.stages import StagePipeline
 from pipeline.live.sinks import check_live_output, is_publish_url, open_sink, segment_path
 from pipeline.live.source import LiveSource, StopEvent
@@ -90,6 +89,7 @@ def anonymize_live(
 ) -> dict:
     started = time.perf_counter()
     mode, note = resolve_mode(config)
+    engine_choice(config)  # a device or backend that is not there fails before connecting
     check_live_output(output, opts.segment_seconds)
     out_abs = "" if is_publish_url(output) else os.path.abspath(output)
     video_file = None if is_publish_url(output) else segment_path(output, 0) if opts.segment_seconds else output
@@ -108,8 +108,8 @@ def anonymize_live(
         report = ReportBuilder(url, output if is_publish_url(output) else out_abs, mode, source.info, requested_mode=config.mode)
         report.settings = {"detect_size": detector.long_side(source.info.height, source.info.width), "threshold": detector.threshold,
                            "batch_size": 1, "crf": config.crf, "preset": config.preset, "tracker": asdict(config.tracker),
-                           "live": asdict(opts)}
-        with RunOutputs() as outs:
+                           "engines": st.engines.describe(), "live": asdict(opts)}
+        with RunOutputs(report_path) as outs:
             sink = outs.video = open_sink(output, source.info, segment_seconds=opts.segment_seconds, crf=config.crf, preset=config.preset)
             boxes = outs.boxes = BoxesWriter(boxes_path) if boxes_path else None
             _run_live(source, st, sink, boxes, report, config, opts, latency, live, progress)
@@ -117,27 +117,26 @@ def anonymize_live(
                 raise source.error
             if sink.frames_written == 0:
                 raise AnonswapError(f"no frame was anonymized before the run ended ({live['stopped_by']}); nothing written")
-            sink.close()
-        finish_identity(st.identity, report, config)
+            outs.finish()
+            finish_identity(st.identity, report, config)
+            report.finish(source, sink, time.perf_counter() - started)
+            result = report.to_dict()
+            s = source.stats
+            too_old = live.pop("dropped_too_old")
+            result["live"] = {
+                **live,
+                "latency_ms": latency.to_dict(),
+                "max_latency_ms": opts.max_latency_ms,
+                "frames_captured": s.frames_captured,
+                "frames_out": sink.frames_written,
+                "dropped": {"buffer_full": source.dropped, "too_old": too_old, "total": source.dropped + too_old},
+                "reconnects": s.reconnects,
+                "gaps": [g.to_dict() for g in s.gaps],
+                "outputs": sink.outputs,
+            }
+            outs.commit(result)
     finally:
         source.close()
-    report.finish(source, sink, time.perf_counter() - started)
-    result = report.to_dict()
-    s = source.stats
-    too_old = live.pop("dropped_too_old")
-    result["live"] = {
-        **live,
-        "latency_ms": latency.to_dict(),
-        "max_latency_ms": opts.max_latency_ms,
-        "frames_captured": s.frames_captured,
-        "frames_out": sink.frames_written,
-        "dropped": {"buffer_full": source.dropped, "too_old": too_old, "total": source.dropped + too_old},
-        "reconnects": s.reconnects,
-        "gaps": [g.to_dict() for g in s.gaps],
-        "outputs": sink.outputs,
-    }
-    if report_path:
-        write_json_atomic(report_path, result)
     return result
 
 
@@ -152,7 +151,7 @@ def _run_live(source, st: Stages, sink, boxes, report, config, opts, latency, li
             if time.monotonic() - frame.captured > budget_s:
                 live["dropped_too_old"] += 1  # cheapest place to drop: nothing was spent on it yet
                 continue
-            yield frame, st.detector.detect([frame.image])[0]
+            yield frame, st.detect([frame])[0]
 
     def anonymize(items):
         for tf in items:

@@ -65,9 +65,12 @@ class FileSink:
         self._writer.write(frame)
         self.frames_written += 1
 
-    def close(self) -> None:
-        path = self._writer.close()
-        self.outputs.append({"path": path, "frames": self.frames_written})
+    def finish(self) -> None:
+        self._writer.finish()
+        self.outputs.append({"path": self._writer.final_path, "frames": self.frames_written})
+
+    def commit(self) -> None:
+        self._writer.commit()
 
     def abort(self) -> None:
         self._writer.abort()
@@ -107,9 +110,14 @@ class SegmentSink:
         self.outputs.append({"path": path, "frames": self._frames, "start_s": round(self._start_s, 3)})
         self._writer = None
 
-    def close(self) -> None:
+    def finish(self) -> None:
+        """Closes the last segment (each segment lands when it is closed, as it must for a
+        watcher of a live recording)."""
         if self._writer is not None:
             self._finish()
+
+    def commit(self) -> None:
+        pass
 
     def abort(self) -> None:
         # Finished segments are whole files and stay; only the open one is dropped.
@@ -119,7 +127,12 @@ class SegmentSink:
 
 
 class PublishSink:
-    """H.264 pushed to a server (RTSP ANNOUNCE/RECORD, RTMP/FLV, SRT or UDP MPEG-TS)."""
+    """H.264 pushed to a server (RTSP ANNOUNCE/RECORD, RTMP/FLV, SRT or UDP MPEG-TS).
+
+    Sent upright, as displayed (`info.display_width`×`display_height`), with no display
+    matrix: none of these formats carries one, so a stored-orientation picture would reach
+    viewers sideways.
+    """
 
     def __init__(self, url: str, info: VideoInfo, *, crf: int, preset: str, timeout_s: float = 10.0):
         scheme = url.split("://", 1)[0].lower()
@@ -136,8 +149,9 @@ class PublishSink:
         gop = str(max(1, round(float(rate))))  # a keyframe every second: a viewer joins fast
         self.stream = self.container.add_stream("libx264", rate=rate, options={
             "crf": str(crf), "preset": preset, "tune": LIVE_TUNE, "g": gop, "threads": str(encoder_threads())})
-        h, w = info.height - info.height % 2, info.width - info.width % 2  # 4:2:0, what players expect, needs even sizes
-        self._even = (h, w) if (h, w) != (info.height, info.width) else None
+        dh, dw = info.display_height, info.display_width
+        h, w = dh - dh % 2, dw - dw % 2  # 4:2:0, what players expect, needs even sizes
+        self._even = (h, w) if (h, w) != (dh, dw) else None
         self.stream.width, self.stream.height = w, h
         self.stream.pix_fmt = "yuv420p"
         self.stream.time_base = info.time_base
@@ -158,11 +172,14 @@ class PublishSink:
             raise OutputError(f"publishing failed ({reason(e)}): {self.outputs[0]['path']}") from e
         self.frames_written += 1
 
-    def close(self) -> None:
+    def finish(self) -> None:
         try:
             self.container.mux(self.stream.encode(None))
         finally:
             self.container.close()
+
+    def commit(self) -> None:
+        pass
 
     def abort(self) -> None:
         try:

@@ -5,6 +5,9 @@ buffer that drops its *oldest* frame when full, so a slow pipeline sees fresh fr
 latency stays bounded instead of growing with the backlog (the drop happens before any
 expensive stage, and a dropped frame is never output, so nothing skips anonymization).
 
+Frames are turned upright by the stream's display matrix, as in the file reader
+(`pipeline.io.orientation`): the pipeline must see faces as a viewer would.
+
 Timestamps are the capture clock (time.monotonic, 1/90000 s units from the first frame),
 not the source's PTS: a camera's PTS restart at every reconnect, while the capture clock
 keeps the output monotonic and shows a source outage as what it was, a gap in time.
@@ -23,6 +26,7 @@ import av
 
 from pipeline.core.errors import InvalidInputError, reason
 from pipeline.core.records import Frame, VideoInfo
+from pipeline.io.orientation import read_rotation, to_display
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +162,7 @@ class LiveSource:
 
     decode_errors = property(lambda self: self.stats.decode_errors)
     timestamp_fixes = 0
-    rotation = 0
+    rotation = property(lambda self: self.info.rotation if self.info is not None else 0)
     other_streams = 0
     truncated = False
 
@@ -176,7 +180,8 @@ class LiveSource:
         h, w = self._first_frame.height, self._first_frame.width
         self.info = VideoInfo(path=self.url, width=w, height=h, time_base=TIME_BASE, average_rate=rate, frames_hint=0,
                               duration_s=None, codec=vs.codec_context.name, pix_fmt=vs.codec_context.pix_fmt,
-                              audio_streams=0, format_name=self._container.format.name)
+                              audio_streams=0, format_name=self._container.format.name,
+                              rotation=read_rotation(self._first_frame, self.url))
         self._thread = threading.Thread(target=self._capture, name="anonswap-capture", daemon=True)
         self._thread.start()
         return self
@@ -253,7 +258,8 @@ class LiveSource:
         size = {}
         if (av_frame.height, av_frame.width) != (self.info.height, self.info.width):
             size = {"width": self.info.width, "height": self.info.height}  # the encoder's size is fixed
-        image = av_frame.to_ndarray(format="rgb24", **size)
+        # The first frame's orientation holds for the run, as its size does (the encoder's is fixed).
+        image = to_display(av_frame.to_ndarray(format="rgb24", **size), self.info.turns)
         self.stats.frames_captured += 1
         self.buffer.put(Frame(self._index, pts, TIME_BASE, image, captured=now))
         self._index += 1

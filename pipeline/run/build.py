@@ -10,38 +10,55 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from pipeline.anonymize.cover import Anonymizer
+from pipeline.anonymize.face_ops import HostFaceOps, TorchFaceOps
 from pipeline.anonymize.swap import FaceSwapper
 from pipeline.core.errors import InvalidInputError
 from pipeline.detect.retinaface import FaceDetector
+from pipeline.detect.stage import DeviceDetect, HostDetect
+from pipeline.device.buckets import BucketedEngine
 from pipeline.identity.assignment import AssignConfig, SourceAssigner
 from pipeline.identity.gallery import SourceGallery
 from pipeline.identity.persons import PersonRegistry
 from pipeline.identity.stage import IdentityStage
 from pipeline.io.report import ReportBuilder
-from pipeline.run.config import RunConfig
+from pipeline.run.config import EngineChoice, RunConfig, engine_choice
 from pipeline.track.stage import track_stage
 from trackers import FaceTracker
 
-def load_swap_models(config: RunConfig):
+def load_swap_models(config: RunConfig, engines: EngineChoice):
     """The generator engine and SimSwap's ArcFace, loaded once; bad files are input errors."""
     from engines import load
 
+    backend = engines.generator_backend
     try:
-        engine = load(f"simswap-{config.swap.size}", config.swap_backend, path=config.generator)
+        engine = load(f"simswap-{config.swap.size}", backend, path=config.generator, **engines.options(backend))
     except (ValueError, OSError) as e:
         raise InvalidInputError(f"generator checkpoint unusable: {e}") from e
+    if not engines.device.host:
+        engine = BucketedEngine(engine, graphs=engines.cuda_graphs)
     return engine, load_simswap_arcface(config.arcface)
 
 
-def load_face_parser(config: RunConfig):
-    """`--parsing-mask`: the BiSeNet face parser (model table: face-parsing), or None."""
+def load_detector(config: RunConfig, engines: EngineChoice) -> FaceDetector:
+    from engines import load
+
+    backend = engines.detector_backend
+    engine = load("retinaface-mnet025", backend, **engines.options(backend))
+    if not engines.device.host:
+        engine = BucketedEngine(engine, graphs=engines.cuda_graphs)
+    return FaceDetector(engine, detect_size=config.detect_size, threshold=config.threshold)
+
+
+def load_face_parser(config: RunConfig, engines: EngineChoice):
+    """`--parsing-mask`: the BiSeNet face parser (model table: face-parsing), or None. It runs
+    on the run's device, always in float32, as SimSwap runs it (TF32 alone already breaks its golden contract)."""
     if not config.parsing_mask:
         return None
     from engines import get_model, load
     from pipeline.anonymize.parsing import FaceParser
 
     try:
-        return FaceParser(load("face-parsing", path=config.parsing_model), get_model("face-parsing").settings)
+        return FaceParser(load("face-parsing", path=config.parsing_model, device=engines.device.torch_device or "cpu"), get_model("face-parsing").settings)
     except (ValueError, OSError) as e:
         raise InvalidInputError(f"face parser unusable: {e}") from e
 
@@ -93,8 +110,10 @@ def build_identity(config: RunConfig, detector: FaceDetector, arc=None, cache: M
     """Persons and their fake identities; runs whenever a gallery is given, in any mode."""
     if not config.gallery:
         return None
-    from engines.embedders import calibration
+    from engines.embedders import attribute_settings, calibration
     from engines.simswap import latent_from_crops
+
+    from pipeline.identity.attributes import AttributeConfig, GivenAttributes
 
     embedder = _cached(cache, ("embedder", config.embedder, config.embedder_model), lambda: load_embedder(config))
     size = config.swap.size  # the generator's crop: the source latents come from crops aligned like it
@@ -104,13 +123,15 @@ def build_identity(config: RunConfig, detector: FaceDetector, arc=None, cache: M
     if latent_fn is not None and not gallery.has_latents:
         gallery.fill_latents(latent_fn)
     same_person, margin = calibration(config.embedder)
-    assigner = SourceAssigner(gallery, config.embedder, AssignConfig(margin=margin, seed=config.identity.seed))
+    given = GivenAttributes.load(config.person_attributes) if config.person_attributes else None
+    assigner = SourceAssigner(gallery, config.embedder, AssignConfig(margin=margin, seed=config.identity.seed,
+                                                                     attributes=AttributeConfig(**attribute_settings(config.embedder))))
     if config.identity.scope == "fleet":
         registry = PersonRegistry.load(config.person_registry, config.embedder, same_person, gallery.fingerprint())
     else:
         registry = PersonRegistry(config.embedder, same_person)
     return IdentityStage(embedder, registry, assigner, config.identity, latent_fn=latent_fn, gallery_fingerprint=gallery.fingerprint(),
-                         max_id_gap=config.tracker.max_id_gap, latent_size=size)
+                         max_id_gap=config.tracker.max_id_gap, given=given, latent_size=size)
 
 
 def build_tracker(config: RunConfig, identity: IdentityStage | None) -> FaceTracker:
@@ -123,10 +144,11 @@ def build_tracker(config: RunConfig, identity: IdentityStage | None) -> FaceTrac
     return FaceTracker(cfg, embed=identity.embedder.embed)
 
 
-def build_anonymizer(mode: str, config: RunConfig, engine=None, parser=None):
+def build_anonymizer(mode: str, config: RunConfig, engine=None, ops=None, parser=None):
     if mode != "swap":
-        return Anonymizer(mode, region_scale=config.region_scale)
-    return FaceSwapper(engine, fallback=Anonymizer("blur", region_scale=config.region_scale), config=config.swap, parser=parser)
+        return Anonymizer(mode, region_scale=config.region_scale, ops=ops)
+    return FaceSwapper(engine, fallback=Anonymizer("blur", region_scale=config.region_scale, ops=ops), config=config.swap, ops=ops,
+                       parser=parser)
 
 
 @dataclass
@@ -137,6 +159,8 @@ class Stages:
     identity: IdentityStage | None
     tracker: FaceTracker
     anonymizer: object
+    detect: Callable  # frames → detections, on the run's data path (pipeline.detect.stage)
+    engines: EngineChoice
 
     def chain(self, source: tuple[str, Callable], detect: Callable, anonymize: Callable) -> list[tuple[str, Callable]]:
         """The stage list a run hands to StagePipeline: its own source, detection and
@@ -149,15 +173,28 @@ class Stages:
 
 
 def build_stages(mode: str, config: RunConfig, detector: FaceDetector | None = None, models: ModelCache | None = None) -> Stages:
-    detector = detector or _cached(models, ("detector", config.detect_size, config.threshold),
-                                   lambda: FaceDetector(detect_size=config.detect_size, threshold=config.threshold))
+    """The data path is chosen here, once: the host path (NumPy frames, OpenCV, ONNX Runtime)
+    or the device path (frames uploaded once at detection, every pixel step on the device,
+    one download for the encoder). The stages never branch on it afterwards."""
+    engines = engine_choice(config)
+    key = (engines.device.torch_device, engines.detector_backend, engines.dtype, engines.cuda_graphs)
+    detector = detector or _cached(models, ("detector", config.detect_size, config.threshold, *key),
+                                   lambda: load_detector(config, engines))
+    if engines.device.host:
+        detect, ops = HostDetect(detector), HostFaceOps()
+    else:
+        from pipeline.device.transfer import Transfer  # torch, imported only for the device path
+
+        transfer = Transfer(engines.device.torch_device)
+        detect, ops = DeviceDetect(detector, transfer), TorchFaceOps(engines.device.torch_device, transfer)
     engine, arc, parser = (None, None, None)
     if mode == "swap":
-        engine, arc = _cached(models, ("swap", config.generator, config.arcface, config.swap.size, config.swap_backend),
-                              lambda: load_swap_models(config))
-        parser = _cached(models, ("parser", config.parsing_mask, config.parsing_model), lambda: load_face_parser(config))
+        engine, arc = _cached(models, ("swap", config.generator, config.arcface, config.swap.size, engines.generator_backend, *key),
+                              lambda: load_swap_models(config, engines))
+        parser = _cached(models, ("parser", config.parsing_mask, config.parsing_model, engines.device.torch_device),
+                         lambda: load_face_parser(config, engines))
     identity = build_identity(config, detector, arc, models)
-    return Stages(detector, identity, build_tracker(config, identity), build_anonymizer(mode, config, engine, parser))
+    return Stages(detector, identity, build_tracker(config, identity), build_anonymizer(mode, config, engine, ops, parser), detect, engines)
 
 
 def finish_identity(identity: IdentityStage | None, report: ReportBuilder, config: RunConfig) -> None:
@@ -165,5 +202,7 @@ def finish_identity(identity: IdentityStage | None, report: ReportBuilder, confi
     if identity is None:
         return
     report.persons = identity.persons()
+    if isinstance(report.settings.get("identity"), dict):
+        report.settings["identity"]["attribute_model"] = identity.attribute_model()
     if config.identity.scope == "fleet":
         identity.registry.save(config.person_registry, identity.gallery_fingerprint)

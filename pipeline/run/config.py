@@ -12,6 +12,8 @@ from pipeline.identity.stage import IdentityConfig
 from trackers import TrackerConfig
 
 MODES = ("auto", "swap", "blur", "pixelate", "mask")
+BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
 @dataclass
@@ -38,11 +40,18 @@ class RunConfig:
     embedder_model: str | None = None
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     person_registry: str | None = None
+    person_attributes: str | None = None  # --person-attributes: JSON of known genders / age groups
     swap: SwapConfig = field(default_factory=SwapConfig)
     # --parsing-mask: SimSwap's --use_mask (keep the swap to the inner face; BiSeNet 79999_iter.pth)
     parsing_mask: bool = False
     parsing_model: str | None = None
-    swap_backend: str = "onnxruntime"  # the simswap entries' backends (engines.models); 33% faster than torch on CPU (benchmarks)
+    # Where and how the models run (pipeline.device, engines.models), chosen once per run:
+    device: str = "auto"  # auto | cpu | cuda[:N]: auto = the first GPU, else the host path
+    backend: str = "auto"  # detector and generator runtime: auto = onnxruntime on the host path, torch on a device
+    swap_backend: str | None = None  # the generator alone, overriding `backend` (None: follow it)
+    precision: str = "auto"  # device path: auto = float16 on a GPU, float32 on the CPU
+    cuda_graphs: bool = True  # replay the detector and generator as CUDA graphs (GPU only)
+    hwdec: bool = True  # decode on the GPU's NVDEC when the device is one and FFmpeg has it
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -55,12 +64,20 @@ class RunConfig:
             raise ValueError(f"--parsing-mask shapes the swap; it does nothing with --mode {self.mode}")
         if (self.identity.scope == "fleet") != bool(self.person_registry):
             raise ValueError("--identity-scope fleet and --person-registry FILE go together (the registry holds biometric data: it is never written otherwise)")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r}; valid: {', '.join(BACKENDS)}")
+        if self.swap_backend is not None and self.swap_backend not in BACKENDS[1:]:
+            raise ValueError(f"unknown generator backend {self.swap_backend!r}; valid: {', '.join(BACKENDS[1:])}")
+        if self.person_attributes and not self.gallery:
+            raise ValueError("--person-attributes needs --gallery (it steers which fake identity a person gets)")
 
 
 def input_files(config: RunConfig) -> list[str]:
     """The files a run reads besides the video: no output may land on one of them."""
     parser = config.parsing_model if config.parsing_mask else None
-    return [p for p in (config.gallery, config.generator, config.arcface, config.embedder_model, parser) if p]
+    return [p for p in (config.gallery, config.generator, config.arcface, config.embedder_model, config.person_attributes, parser) if p]
 
 
 def swap_missing(config: RunConfig) -> list[str]:
@@ -91,3 +108,48 @@ def resolve_mode(config: RunConfig) -> tuple[str, str | None]:
     if not missing:
         return "swap", "mode auto: swap (SimSwap generator, ArcFace and gallery found)"
     return "blur", f"mode auto: blur (swap needs {', '.join(missing)}; see: python run_pipeline.py models list)"
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    """How the models run in this run: resolved once from `device`, `backend`, `precision`."""
+
+    device: "DeviceChoice"  # noqa: F821 - pipeline.device.select
+    detector_backend: str
+    generator_backend: str
+    dtype: str  # float32 | float16 | bfloat16, for the torch and TensorRT backends
+    cuda_graphs: bool
+
+    def describe(self) -> dict:
+        return {"device": self.device.torch_device or "host", "data_path": self.device.describe(),
+                "detector": self.detector_backend, "generator": self.generator_backend,
+                "dtype": None if self.device.host and self.detector_backend == "onnxruntime" else self.dtype,
+                "cuda_graphs": self.cuda_graphs}
+
+    def options(self, backend: str) -> dict:
+        """The builder options of `backend` on this device (ONNX Runtime takes none)."""
+        if backend == "onnxruntime":
+            return {}
+        return {"device": self.device.torch_device or "cpu", "dtype": self.dtype,
+                "channels_last": self.device.is_cuda}
+
+
+def engine_choice(config: RunConfig) -> EngineChoice:
+    from pipeline.device.select import resolve
+
+    device = resolve(config.device)
+    backend = config.backend if config.backend != "auto" else ("onnxruntime" if device.host else "torch")
+    if "tensorrt" in (backend, config.swap_backend):
+        if not device.is_cuda:
+            raise InvalidInputError(f"--backend tensorrt needs a CUDA device; --device {config.device} resolved to {device.describe()}")
+        from engines.tensorrt_engine import BackendUnavailable, require
+
+        try:
+            require()
+        except BackendUnavailable as e:
+            raise InvalidInputError(str(e)) from None
+    precision = config.precision
+    if precision == "auto":
+        precision = "fp16" if device.is_cuda else "fp32"
+    dtype = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[precision]
+    return EngineChoice(device, backend, config.swap_backend or backend, dtype, config.cuda_graphs and device.is_cuda)

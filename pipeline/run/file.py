@@ -19,12 +19,11 @@ from pipeline.core.stages import StagePipeline, batched
 from pipeline.detect.retinaface import FaceDetector
 from pipeline.io.outputs import RunOutputs
 from pipeline.io.paths import check_outputs
-from pipeline.io.atomic import write_json_atomic
 from pipeline.io.report import BoxesWriter, ReportBuilder
-from pipeline.io.video_reader import VideoReader
+from pipeline.io.video_reader import VideoReader, hw_decoder
 from pipeline.io.video_writer import VideoWriter
 from pipeline.run.build import ModelCache, Stages, build_stages, finish_identity
-from pipeline.run.config import RunConfig, input_files, resolve_mode
+from pipeline.run.config import RunConfig, engine_choice, input_files, resolve_mode
 
 
 def anonymize_video(
@@ -43,12 +42,17 @@ def anonymize_video(
     """`models` keeps loaded weights for the next video; `on_frame(n)` hears the frames written so far."""
     started = time.perf_counter()
     mode, note = resolve_mode(config)
-    reader = VideoReader(input_path, max_frames=config.max_frames).open()
+    engines = engine_choice(config)  # a device or backend that is not there fails before anything else
+    reader = VideoReader(input_path, max_frames=config.max_frames, hwaccel=hw_decoder(engines.device) if config.hwdec else None).open()
     try:
         out = check_outputs([input_path, *input_files(config)], {"-o": output_path, "--report": report_path, "--boxes": boxes_path,
                             "--person-registry": config.person_registry}, video="-o")["-o"]
         if note:  # only once the input and outputs are known to be good: errors stay one line
             log(note)
+        if reader.dropped_streams:
+            # Subtitles can name or quote the people whose faces are removed: never carried,
+            # and said here rather than only in the report.
+            log(f"note: not carried to the output: {', '.join(reader.dropped_streams)} (video and audio only)")
         if mode != "swap" and config.swap.defense_noise:
             log(f"note: --defense-noise applies to swapped faces only; mode is {mode}, so it does nothing")
         st = build_stages(mode, config, detector, models)
@@ -63,19 +67,19 @@ def anonymize_video(
             "preset": config.preset,
             "keep_metadata": config.keep_metadata,
             "tracker": asdict(config.tracker),
-            "swap": {**asdict(config.swap), "backend": config.swap_backend, "generator": config.generator, "arcface": config.arcface, "gallery": config.gallery,
+            "engines": {**st.engines.describe(), "hwaccel": reader.hwaccel},
+            "swap": {**asdict(config.swap), "backend": st.engines.generator_backend, "generator": config.generator, "arcface": config.arcface, "gallery": config.gallery,
                      "parsing_mask": config.parsing_model if config.parsing_mask else None}
             if mode == "swap" else None,
             "identity": {**asdict(config.identity), "seed": None if config.identity.scope == "random" else config.identity.seed,
                          "embedder": config.embedder, "gallery": config.gallery, "person_registry": config.person_registry}
             if st.identity else None,
         }
-        with RunOutputs() as outs:  # opened inside: an interrupt at any point leaves no temp file behind
+        with RunOutputs(report_path) as outs:  # opened inside: an interrupt at any point leaves no temp file behind
             writer = outs.video = VideoWriter(
                 out,
                 reader.info,
                 audio_streams=reader.audio_streams,
-                rotation=reader.rotation,
                 metadata=reader.metadata,
                 keep_metadata=config.keep_metadata,
                 crf=config.crf,
@@ -88,14 +92,13 @@ def anonymize_video(
                     f"input is truncated or corrupt: only {writer.frames_written} frames could be read, "
                     f"less than the container declares: {input_path}"
                 )
-            writer.close()
-        finish_identity(st.identity, report, config)
+            outs.finish()
+            finish_identity(st.identity, report, config)
+            report.finish(reader, writer, time.perf_counter() - started)
+            result = report.to_dict()
+            outs.commit(result)
     finally:
         reader.close()
-    report.finish(reader, writer, time.perf_counter() - started)
-    result = report.to_dict()
-    if report_path:
-        write_json_atomic(report_path, result)
     return result
 
 
@@ -105,7 +108,7 @@ def _run(reader, st: Stages, writer, boxes, report, config, progress, on_frame=N
 
     def detect(frames):
         for batch in batched(frames, config.batch_size):
-            yield from zip(batch, st.detector.detect([f.image for f in batch]))
+            yield from zip(batch, st.detect(batch))
 
     def anonymize(items):
         # Several frames at once: the swap generator runs on all their faces together.

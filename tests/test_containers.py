@@ -1,0 +1,152 @@
+"""Real-world containers in: WebM, Matroska whose streams start after 0, our own MKV output,
+cut files, subtitles; and what the output keeps of the input's timing.
+
+Every file is made here with PyAV (scikit-image's astronaut via pipeline/synthetic.py).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+
+from conftest import read_video, run_cli
+from pipeline.synthetic import make_video
+
+FPS = 30
+
+
+def _frames(n: int, tmp_path):
+    src = make_video(str(tmp_path / "src.mp4"), frames=n, audio=False)
+    with av.open(src.path) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def _tone(n_samples: int) -> np.ndarray:
+    return (0.2 * np.sin(2 * np.pi * 440 * np.arange(n_samples) / 48000)).astype(np.float32)
+
+
+def make_webm(path, tmp_path, n: int = 30) -> str:
+    """VP9 + Opus, as a browser records."""
+    out = av.open(str(path), "w", format="webm")
+    vs = out.add_stream("libvpx-vp9", rate=FPS, options={"deadline": "realtime", "cpu-used": "8", "crf": "35", "b": "0"})
+    vs.width, vs.height, vs.pix_fmt = 320, 240, "yuv420p"
+    audio = out.add_stream("libopus", rate=48000, layout="mono")
+    for i, img in enumerate(_frames(n, tmp_path)):
+        f = av.VideoFrame.from_ndarray(img, format="rgb24")
+        f.pts = i
+        out.mux(vs.encode(f))
+    out.mux(vs.encode(None))
+    tone = _tone(n * 48000 // FPS)
+    for s in range(0, len(tone), 960):
+        a = av.AudioFrame.from_ndarray(tone[None, s : s + 960], format="flt", layout="mono")
+        a.sample_rate, a.pts = 48000, s
+        out.mux(audio.encode(a))
+    out.mux(audio.encode(None))
+    out.close()
+    return str(path)
+
+
+def make_late_mkv(path, tmp_path, n: int = 60, start_s: int = 3) -> str:
+    """Matroska with video and two AAC tracks that all start at `start_s` (a cut from a
+    broadcast recording keeps its timestamps)."""
+    out = av.open(str(path), "w", format="matroska")
+    vs = out.add_stream("libx264", rate=FPS, options={"preset": "ultrafast"})
+    vs.width, vs.height, vs.pix_fmt = 320, 240, "yuv420p"
+    vs.time_base = vs.codec_context.time_base = Fraction(1, FPS)
+    tracks = [out.add_stream("aac", rate=48000, layout="mono") for _ in range(2)]
+    for i, img in enumerate(_frames(n, tmp_path)):
+        f = av.VideoFrame.from_ndarray(img, format="rgb24")
+        f.pts = start_s * FPS + i
+        out.mux(vs.encode(f))
+    out.mux(vs.encode(None))
+    tone = _tone(n * 48000 // FPS)
+    for track in tracks:
+        for s in range(0, len(tone), 1024):
+            a = av.AudioFrame.from_ndarray(tone[None, s : s + 1024], format="fltp", layout="mono")
+            a.sample_rate, a.pts = 48000, start_s * 48000 + s
+            out.mux(track.encode(a))
+        out.mux(track.encode(None))
+    out.close()
+    return str(path)
+
+
+def _ok(res, out, frames: int) -> dict:
+    assert res.returncode == 0, res.stderr
+    got = read_video(out)
+    assert len(got["frames"]) == frames
+    return got
+
+
+def test_a_vp9_opus_webm_is_accepted(tmp_path):
+    src = make_webm(tmp_path / "in.webm", tmp_path)
+    out = tmp_path / "o.mkv"
+    got = _ok(run_cli(src, "-o", out, "--mode", "blur", "-q"), out, 30)
+    assert got["audio_streams"] == 1 and got["audio_packets"] > 0
+
+
+def test_matroska_whose_streams_start_late_and_our_own_mkv_output_are_accepted(tmp_path):
+    src = make_late_mkv(tmp_path / "late.mkv", tmp_path)
+    with av.open(src) as c:
+        assert c.streams.video[0].start_time > 0 and len(c.streams.audio) == 2
+    out = tmp_path / "o.mkv"
+    got = _ok(run_cli(src, "-o", out, "--mode", "blur", "-q"), out, 60)
+    assert got["audio_streams"] == 2
+    again = tmp_path / "again.mkv"
+    _ok(run_cli(out, "-o", again, "--mode", "blur", "-q"), again, 60)  # our own output, fed back in
+    assert read_video(again)["times"] == got["times"], "timestamps survive a second pass"
+
+
+def test_a_cut_matroska_is_still_refused(tmp_path):
+    src = make_late_mkv(tmp_path / "late.mkv", tmp_path, n=90)
+    data = open(src, "rb").read()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    res = run_cli(cut, "-o", tmp_path / "o.mkv", "--mode", "blur", "-q")
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "truncated" in res.stderr, res.stderr
+    assert not (tmp_path / "o.mkv").exists() and not [p for p in os.listdir(tmp_path) if ".partial" in p]
+
+
+def test_mp4_to_mkv_keeps_the_inputs_start(synthetic, tmp_path):
+    """AAC's priming packet sits before 0; the video must not be shifted to make room for it."""
+    out = tmp_path / "o.mkv"
+    res = run_cli(synthetic.path, "-o", out, "--mode", "blur", "-q")
+    assert res.returncode == 0, res.stderr
+    src, got = read_video(synthetic.path), read_video(out)
+    assert got["times"][0] == src["times"][0] == 0
+    assert [float(t) for t in got["times"]] == pytest.approx([float(t) for t in src["times"]], abs=1e-3)
+
+
+def test_streams_that_are_not_carried_are_named_on_the_console(synthetic, tmp_path):
+    ffmpeg = pytest.importorskip("imageio_ffmpeg", reason="imageio-ffmpeg (test extra) makes the subtitle track").get_ffmpeg_exe()
+    import subprocess
+
+    srt = tmp_path / "s.srt"
+    srt.write_text("1\n00:00:00,000 --> 00:00:01,000\nJohn Smith, 42 Main Street\n")
+    src = tmp_path / "subs.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-i", synthetic.path, "-i", srt, "-map", "0", "-map", "1", "-c", "copy",
+                    "-c:s", "mov_text", str(src)], check=True)
+    res = run_cli(src, "-o", tmp_path / "o.mp4", "--mode", "blur", "--report", tmp_path / "r.json")
+    assert res.returncode == 0, res.stderr
+    assert "note: not carried to the output: subtitle (mov_text)" in res.stderr
+    with av.open(str(tmp_path / "o.mp4")) as c:
+        assert not c.streams.subtitles
+
+
+def test_a_rerun_removes_its_own_stale_temp_files_only(synthetic, tmp_path):
+    out = tmp_path / "o.mp4"
+    stale, fresh = tmp_path / ".o.abcd1234.partial.mp4", tmp_path / ".o.efgh5678.partial.mp4"
+    other = tmp_path / ".o.x.abcd1234.partial.mp4"  # another output's (o.x.mp4) temp file
+    for p in (stale, fresh, other):
+        p.write_bytes(b"half a video")
+    old = time.time() - 2 * 3600
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
+    res = run_cli(synthetic.path, "-o", out, "--mode", "blur", "--max-frames", 3)
+    assert res.returncode == 0, res.stderr
+    assert not stale.exists() and fresh.exists() and other.exists(), "only this output's, and only the stale ones"
+    assert "removed 1 stale temp file" in res.stderr

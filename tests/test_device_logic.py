@@ -1,0 +1,121 @@
+"""The device path's decisions, run where CI runs (CPU): device choice, batch buckets, transfers.
+
+The CUDA branches (pinned buffers, streams, graph capture) are exercised only on a GPU
+(tests/test_gpu.py); here the logic that picks them and the CPU fallbacks are checked.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.core.errors import InvalidInputError
+from pipeline.device.buckets import BucketedCall, bucket, pad_rows
+from pipeline.device.select import resolve
+from pipeline.device.transfer import Transfer
+
+
+@pytest.mark.parametrize("spec,devices,expected", [
+    ("auto", 0, None), ("auto", 2, "cuda:0"), ("cpu", 0, "cpu"), ("cpu", 2, "cpu"),
+    ("cuda", 1, "cuda:0"), ("cuda:1", 2, "cuda:1"), ("CUDA:0", 1, "cuda:0"),
+])
+def test_device_choice(spec, devices, expected):
+    choice = resolve(spec, devices=devices)
+    assert choice.torch_device == expected
+    assert choice.host == (expected is None) and choice.is_cuda == bool(expected and expected.startswith("cuda"))
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("cuda", "this machine has no CUDA device torch can use"),
+    ("cuda:2", "this machine has no CUDA device"),
+    ("gpu", "expected auto|cpu|cuda[:N]"),
+    ("cuda:x", "expected auto|cpu|cuda[:N]"),
+])
+def test_a_device_that_is_not_there_is_a_user_error(spec, message):
+    with pytest.raises(InvalidInputError, match=message):
+        resolve(spec, devices=0)
+
+
+def test_buckets():
+    assert [bucket(n) for n in (1, 2, 3, 5, 8, 9, 200, 256)] == [1, 2, 4, 8, 8, 16, 256, 256]
+    assert bucket(300) == 300, "beyond the largest bucket: the batch as it is, no graph"
+    with pytest.raises(ValueError):
+        bucket(0)
+    x = torch.arange(6.0).reshape(3, 2)
+    padded = pad_rows(x, 4)
+    assert padded.shape == (4, 2) and torch.equal(padded[:3], x) and torch.equal(padded[3], x[0])
+
+
+def test_a_bucketed_call_pads_and_returns_only_the_real_rows():
+    seen = []
+
+    def fn(inputs):
+        seen.append(len(inputs["x"]))
+        return {"y": inputs["x"] * 2 + inputs["z"].sum(dim=1, keepdim=True)}
+
+    call = BucketedCall(fn)
+    x, z = torch.randn(5, 3), torch.randn(5, 4)
+    out = call({"x": x, "z": z})
+    assert seen == [8] and out["y"].shape == (5, 3)
+    torch.testing.assert_close(out["y"], fn({"x": x, "z": z})["y"])
+    assert call.replays == 0, "no CUDA graph on the CPU"
+
+
+def test_transfer_round_trip_on_the_cpu():
+    t = Transfer("cpu")
+    assert not t.is_cuda
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (7, 9, 3), dtype=np.uint8) for _ in range(3)]
+    frames = t.upload(images)
+    assert frames.shape == (3, 7, 9, 3) and frames.dtype == torch.uint8
+    frames[1] = 0
+    t.download(frames, images)
+    assert (images[1] == 0).all() and images[0].any()
+
+
+def test_engine_choice_follows_the_device():
+    from pipeline.run.config import RunConfig, engine_choice
+
+    host = engine_choice(RunConfig())
+    if host.device.is_cuda:
+        pytest.skip("this machine has a GPU: auto picks it")
+    assert host.device.host and (host.detector_backend, host.generator_backend) == ("onnxruntime", "onnxruntime")
+    assert host.options("onnxruntime") == {}
+    dev = engine_choice(RunConfig(device="cpu"))
+    assert (dev.device.torch_device, dev.detector_backend, dev.dtype, dev.cuda_graphs) == ("cpu", "torch", "float32", False)
+    assert dev.options("torch") == {"device": "cpu", "dtype": "float32", "channels_last": False}
+    mixed = engine_choice(RunConfig(swap_backend="torch"))
+    assert (mixed.detector_backend, mixed.generator_backend) == ("onnxruntime", "torch")
+    assert engine_choice(RunConfig(device="cpu", precision="bf16")).dtype == "bfloat16"
+    with pytest.raises(ValueError, match="unknown precision"):
+        RunConfig(precision="fp8")
+
+
+def test_nvdec_is_chosen_only_for_a_gpu_and_an_ffmpeg_that_has_it():
+    from pipeline.io.video_reader import hw_decoder
+
+    gpu, cpu = resolve("cuda:0", devices=1), resolve("cpu", devices=1)
+    assert hw_decoder(gpu, available=("cuda", "vaapi")) == "cuda"
+    assert hw_decoder(gpu, available=("vaapi",)) is None
+    assert hw_decoder(cpu, available=("cuda",)) is None
+    assert hw_decoder(resolve("auto", devices=0), available=("cuda",)) is None
+
+
+def test_tensorrt_is_guarded_with_a_clear_message(tmp_path, synthetic):
+    from conftest import run_cli
+    from engines.tensorrt_engine import BackendUnavailable, plan_key, require
+
+    key = plan_key("ab" * 32, "10.3.0", "NVIDIA H200", "fp16")
+    assert key == "abababababababab_trt10.3.0_nvidia-h200_fp16.plan"
+    assert plan_key("ab" * 32, "10.3.0", "NVIDIA H100 80GB HBM3", "fp16") != key, "a plan is per GPU model"
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        with pytest.raises(BackendUnavailable, match="needs NVIDIA TensorRT 10 .*pip install tensorrt"):
+            require()
+    res = run_cli(synthetic.path, "-o", tmp_path / "o.mp4", "--backend", "tensorrt", "-q")
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and res.stderr.startswith("error: --backend tensorrt needs"), res.stderr
+    assert not (tmp_path / "o.mp4").exists()
+    res = run_cli(synthetic.path, "-o", tmp_path / "o.mp4", "--device", "cuda:3", "-q")
+    if resolve("auto").is_cuda:
+        return
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "--device cuda:3: this machine has" in res.stderr, res.stderr
