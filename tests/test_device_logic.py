@@ -119,3 +119,84 @@ def test_tensorrt_is_guarded_with_a_clear_message(tmp_path, synthetic):
     if resolve("auto").is_cuda:
         return
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "--device cuda:3: this machine has" in res.stderr, res.stderr
+
+
+def _threads(fn, args_list):
+    import threading
+
+    out, errors = [None] * len(args_list), [None] * len(args_list)
+
+    def run(i, a):
+        try:
+            out[i] = fn(a)
+        except Exception as e:  # noqa: BLE001 - the test looks at it
+            errors[i] = e
+
+    ts = [threading.Thread(target=run, args=(i, a)) for i, a in enumerate(args_list)]
+    for t in ts:
+        t.start()
+    return ts, out, errors
+
+
+def test_concurrent_batches_share_one_model_call_and_get_their_own_rows():
+    """Four videos' batches queued while the model is busy run as one call; each caller gets
+    exactly its rows back (row order inside a merged call must not leak between videos)."""
+    import threading
+    import time
+
+    from pipeline.device.coalesce import Coalescer
+
+    gate, seen = threading.Event(), []
+
+    def model(feeds):
+        seen.append(len(feeds["x"]))
+        if len(seen) == 1:
+            gate.wait(10)  # the first call holds the model while the others queue
+        return {"y": feeds["x"] * 2 + 1, "s": feeds["x"].sum(dim=(1, 2))}
+
+    c = Coalescer(model)
+    first, f_out, _ = _threads(c, [{"x": torch.full((1, 2, 3), -1.0)}])
+    time.sleep(0.2)
+    feeds = [{"x": torch.arange(n * 6, dtype=torch.float32).reshape(n, 2, 3) + 100 * i} for i, n in enumerate((2, 3, 1, 4))]
+    ts, outs, errors = _threads(c, feeds)
+    time.sleep(0.3)
+    gate.set()
+    for t in first + ts:
+        t.join(10)
+    assert errors == [None] * 4
+    assert seen == [1, 10], "the four queued batches are one call"
+    for f, o in zip(feeds, outs):
+        assert torch.equal(o["y"], f["x"] * 2 + 1) and torch.equal(o["s"], f["x"].sum(dim=(1, 2)))
+    assert f_out[0]["y"].shape == (1, 2, 3)
+    assert (c.calls, c.requests) == (2, 5)
+
+
+def test_batches_of_other_shapes_are_not_merged_and_an_error_stays_in_its_call():
+    import threading
+    import time
+
+    from pipeline.device.coalesce import Coalescer
+
+    gate, seen = threading.Event(), []
+
+    def model(feeds):
+        x = feeds["x"]
+        seen.append(tuple(x.shape))
+        if len(seen) == 1:
+            gate.wait(10)
+        if x.shape[-1] == 5:
+            raise RuntimeError("bad batch")
+        return {"y": x + 1}
+
+    c = Coalescer(model)
+    first, _, _ = _threads(c, [{"x": torch.zeros(1, 4)}])
+    time.sleep(0.2)
+    ts, outs, errors = _threads(c, [{"x": torch.zeros(2, 4)}, {"x": torch.zeros(3, 5)}, {"x": torch.ones(1, 4)}, {"x": torch.zeros(1, 5)}])
+    time.sleep(0.3)
+    gate.set()
+    for t in first + ts:
+        t.join(10)
+    assert sorted(seen[1:]) == [(3, 4), (4, 5)], "the 4-wide and the 5-wide batches run apart"
+    assert errors[0] is None and errors[2] is None and torch.equal(outs[2]["y"], torch.full((1, 4), 2.0))
+    assert isinstance(errors[1], RuntimeError) and isinstance(errors[3], RuntimeError)
+    assert torch.equal(c(dict(x=torch.zeros(1, 4)))["y"], torch.ones(1, 4)), "the model works after a failed call"

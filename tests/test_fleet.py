@@ -273,3 +273,31 @@ def test_joins_an_existing_ray_cluster(fleet_dir, tmp_path):
         assert f["resources"]["CPU"] == 2.0 and f["workers"] == 1  # 2 cores / 2 per worker
     finally:
         subprocess.run([ray_bin, "stop", "--force"], capture_output=True, timeout=120, env=env)
+
+
+def test_one_actor_runs_videos_together_and_merges_their_model_calls(tmp_path):
+    """--videos-per-worker 2 on the device data path (--device cpu here, a GPU in production):
+    one actor, both videos at once, their detector batches merged into shared model calls,
+    and each output still the one a lone run writes."""
+    from pipeline.synthetic import make_video
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in (1, 2):
+        make_video(str(src / f"v{i}.mp4"), frames=40, seed=i, audio=False)
+    out, rep = tmp_path / "out", tmp_path / "fleet.json"
+    res = run_cli(src, "-o", out, "--workers", "1", "--videos-per-worker", "2", "--device", "cpu", "--batch-size", "2",
+                  "--crf", "0", "--report", rep, "-q", env_extra={"ANONSWAP_MERGE_WAIT_MS": "300"})
+    # (on two busy CPU cores the other video's next batch takes longer than the GPU default's 5 ms)
+    assert res.returncode == 0, res.stderr
+    r = _report(rep)
+    assert r["fleet"]["workers"] == 1 and r["fleet"]["videos_per_worker"] == 2 and r["fleet"]["complete"] == 2
+    rows = _by_name(r)
+    assert rows["v1.mp4"]["worker"] == rows["v2.mp4"]["worker"]
+    assert max(v["merged_model_calls"] for v in rows.values()) >= 1, "the two videos never shared a model call"
+    for i in (1, 2):
+        alone = tmp_path / f"alone{i}.mp4"
+        assert run_cli(src / f"v{i}.mp4", "-o", alone, "--device", "cpu", "--batch-size", "2", "--crf", "0", "-q").returncode == 0
+        a, b = read_video(alone)["frames"], read_video(out / f"v{i}.mp4")["frames"]
+        assert len(a) == len(b) == 40
+        assert max(abs(x.astype(int) - y).mean() for x, y in zip(a, b)) < 0.5

@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     fleet = p.add_argument_group("fleet (INPUT is a folder or manifest; runs on Ray)")
     fleet.add_argument("--workers", type=positive_int, metavar="N", help="pipeline actors (default: one per GPU, else one per --worker-cpus cores)")
     fleet.add_argument("--worker-cpus", type=positive_int, metavar="N", help="CPU cores per actor (default 2 without GPUs)")
+    fleet.add_argument("--videos-per-worker", type=positive_int, metavar="N", help="videos an actor runs at once, sharing its models and batching their faces into the same model calls (default 1; 4 with a GPU)")
     fleet.add_argument("--ray-address", metavar="ADDR", help="join this Ray cluster (e.g. ray://head:10001 or auto); default: a local Ray sized to this machine")
     fleet.add_argument("--retries", type=int, default=2, metavar="N", help="retries for a video whose worker died (default 2; bad input is never retried)")
     fleet.add_argument("--force", action="store_true", help="redo videos whose output and report say complete")

@@ -86,22 +86,27 @@ class BucketedCall:
 class BucketedEngine:
     """An Engine whose device calls (`run_tensors`) go through fixed batch buckets, replayed as
     CUDA graphs when `graphs` is on. Host calls (`__call__`) pass straight through. Built
-    once, at load time, around whichever backend runs the model."""
+    once, at load time, around whichever backend runs the model. Videos that share it (a
+    fleet actor running several at once) have their batches merged into one call
+    (coalesce.Coalescer), which also keeps graph replays one at a time."""
 
     def __init__(self, engine, *, graphs: bool):
+        from pipeline.device.coalesce import Coalescer
+
         self.engine = engine
         self.inputs, self.outputs = engine.inputs, engine.outputs
-        self._call = BucketedCall(engine.run_tensors, graphs=graphs)
+        self._bucketed = BucketedCall(engine.run_tensors, graphs=graphs)
+        self.coalescer = Coalescer(self._bucketed, max_rows=BUCKETS[-1])
 
     def __call__(self, feeds):
         return self.engine(feeds)
 
     def run_tensors(self, feeds):
-        return self._call(feeds)
+        return self.coalescer(feeds)
 
     @property
     def replays(self) -> int:
-        return self._call.replays
+        return self._bucketed.replays
 
     def close(self) -> None:
         self.engine.close()

@@ -42,7 +42,8 @@ def fleet_main(args, config: RunConfig, log) -> int:
         report_path = args.report or os.path.join(outdir, DEFAULT_REPORT)
         if os.path.isdir(report_path):
             raise OutputError(f"fleet report path is a directory: {report_path}")
-        opts = FleetOptions(workers=args.workers, worker_cpus=args.worker_cpus, ray_address=args.ray_address,
+        opts = FleetOptions(workers=args.workers, worker_cpus=args.worker_cpus, videos_per_worker=args.videos_per_worker,
+                            ray_address=args.ray_address,
                             retries=args.retries, force=args.force, progress=not args.quiet)
         result = run_fleet(jobs, config, opts, source=args.input, outdir=outdir, report_path=report_path, log=log)
     except AnonswapError as e:

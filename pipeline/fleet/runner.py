@@ -1,9 +1,11 @@
 """Many videos on a Ray cluster: one long-lived pipeline actor per GPU (or per few CPU cores).
 
 Ray is the engine (scheduling, process isolation, joining a cluster); this module only
-decides what runs next. Back-pressure is one video in flight per actor: the driver holds
-paths and small result rows, each actor holds one streaming pipeline with bounded queues,
-so memory stays flat however long the fleet is. A video whose actor dies (crash, OOM killer,
+decides what runs next. Back-pressure is a fixed number of videos in flight per actor (one
+on CPUs; a few on a GPU, `videos_per_worker`, whose detector and generator batches then
+share model calls: pipeline/device/coalesce.py): the driver holds paths and small result
+rows, each actor holds that many streaming pipelines with bounded queues, so memory stays
+flat however long the fleet is. A video whose actor dies (crash, OOM killer,
 lost node) is retried on a fresh actor up to `retries` times; a video that is bad input fails
 once, with its reason, and the rest of the fleet goes on.
 """
@@ -30,6 +32,7 @@ from pipeline.fleet.jobs import Job, completed, remove_partials, settings_digest
 from pipeline.fleet.worker import PipelineWorker, ProgressBoard
 
 DEFAULT_WORKER_CPUS = 2  # a pipeline keeps about two cores busy (decode+encode, detect)
+GPU_VIDEOS_PER_WORKER = 4  # one video's batches leave a GPU mostly idle; four fill its calls
 LOCAL_OBJECT_STORE = 256 * 1024 ** 2  # results are small rows; frames never cross processes
 POLL_S = 0.5
 START_TIMEOUT_S = 300.0
@@ -43,10 +46,16 @@ class FleetError(AnonswapError):
 class FleetOptions:
     workers: int | None = None       # default: one per GPU, else one per `worker_cpus` cores
     worker_cpus: int | None = None   # CPU cores per actor (default DEFAULT_WORKER_CPUS, or the share per GPU)
+    videos_per_worker: int | None = None  # videos an actor runs at once (default 1, GPU_VIDEOS_PER_WORKER with a GPU)
     ray_address: str | None = None   # join this cluster instead of starting a local one
     retries: int = 2                 # extra attempts for a video whose worker died
     force: bool = False              # redo videos already complete
     progress: bool = True
+
+
+def videos_per_worker(opts: FleetOptions, gpu_each: float) -> int:
+    """On CPUs one video already keeps an actor's cores busy; on a GPU it does not."""
+    return opts.videos_per_worker or (GPU_VIDEOS_PER_WORKER if gpu_each else 1)
 
 
 def plan_workers(resources: dict, opts: FleetOptions, videos: int) -> tuple[int, float, float]:
@@ -110,10 +119,11 @@ def _run_on_ray(todo: list[Job], config: RunConfig, opts: FleetOptions, digest: 
     try:
         resources = ray.cluster_resources()
         n, cpu_each, gpu_each = plan_workers(resources, opts, len(todo))
+        slots = videos_per_worker(opts, gpu_each)
         threads = max(1, int(cpu_each))
         board = ray.remote(num_cpus=0)(ProgressBoard).remote()
         actor_cls = ray.remote(PipelineWorker).options(
-            num_cpus=cpu_each, num_gpus=gpu_each, max_restarts=0, max_task_retries=0,
+            num_cpus=cpu_each, num_gpus=gpu_each, max_restarts=0, max_task_retries=0, max_concurrency=slots,
             runtime_env={"env_vars": {"ANONSWAP_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}},
         )
 
@@ -121,17 +131,20 @@ def _run_on_ray(todo: list[Job], config: RunConfig, opts: FleetOptions, digest: 
             return actor_cls.remote(config, threads, board)
 
         cluster = {"ray_address": opts.ray_address or "local", "resources": {k: v for k, v in resources.items() if k in ("CPU", "GPU", "memory")},
-                   "workers": n, "cpus_per_worker": cpu_each, "gpus_per_worker": gpu_each}
+                   "workers": n, "cpus_per_worker": cpu_each, "gpus_per_worker": gpu_each, "videos_per_worker": slots}
         log(f"fleet: {len(todo)} videos on {n} worker{'s' * (n != 1)} ({cpu_each:g} CPU"
-            + (f", {gpu_each:g} GPU" if gpu_each else "") + f" each; Ray {cluster['ray_address']})")
+            + (f", {gpu_each:g} GPU" if gpu_each else "") + (f", {slots} videos at once" if slots > 1 else "")
+            + f" each; Ray {cluster['ray_address']})")
         total = sum(_frames_hint(j.input, config.max_frames) for j in todo)
         bar = tqdm(total=total or None, unit="frame", disable=not opts.progress, dynamic_ncols=True, file=sys.stderr)
         say = (lambda m: bar.write(m, file=sys.stderr)) if opts.progress else log  # above the bar, not through it
         pending = deque(todo)
         attempts: dict[str, int] = {}
-        idle = [new_actor() for _ in range(n)]
+        actors = [new_actor() for _ in range(n)]
+        idle = [a for a in actors for _ in range(slots)]  # one entry per video an actor may run
+        dead: set[int] = set()  # id() of actors whose process died (their other slots are void)
         try:  # started (and importable on every node) before the clock runs
-            ray.get([a.identity.remote() for a in idle], timeout=START_TIMEOUT_S)
+            ray.get([a.identity.remote() for a in actors], timeout=START_TIMEOUT_S)
         except (RayError, ray.exceptions.GetTimeoutError) as e:
             raise FleetError(f"fleet workers did not start within {START_TIMEOUT_S:g} s: {_first_line(e)}") from e
         cluster["startup_s"] = round(time.perf_counter() - t0, 3)
@@ -151,10 +164,14 @@ def _run_on_ray(todo: list[Job], config: RunConfig, opts: FleetOptions, digest: 
                     job, actor = inflight.pop(ref)
                     try:
                         res = ray.get(ref)
-                        idle.append(actor)
+                        if id(actor) not in dead:
+                            idle.append(actor)
                     except RayActorError as e:  # the process died: retry on a fresh actor
-                        ray.kill(actor, no_restart=True)
-                        idle.append(new_actor())
+                        if id(actor) not in dead:  # its other videos come back with the same error
+                            dead.add(id(actor))
+                            ray.kill(actor, no_restart=True)
+                            fresh = new_actor()
+                            idle = [a for a in idle if a is not actor] + [fresh] * slots
                         remove_partials(job)
                         why = _first_line(e)
                         if attempts[job.key] <= opts.retries:
@@ -163,7 +180,8 @@ def _run_on_ray(todo: list[Job], config: RunConfig, opts: FleetOptions, digest: 
                             continue
                         res = {"status": "failed", "kind": "crash", "reason": f"worker died {attempts[job.key]} times; last: {why}"}
                     except (RayTaskError, RayError) as e:
-                        idle.append(actor)
+                        if id(actor) not in dead:
+                            idle.append(actor)
                         res = {"status": "failed", "kind": "error", "reason": _first_line(e)}
                     res["attempts"] = attempts[job.key]
                     rows[job.key] = _row(job, res)

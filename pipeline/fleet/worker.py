@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 import traceback
 
@@ -32,8 +33,9 @@ class PipelineWorker:
         self.config = config
         self.threads = threads
         self.progress = progress
-        self.models = ModelCache()
+        self.models = ModelCache()  # shared by the videos this actor runs at once
         self.videos = 0
+        self._count = threading.Lock()
         # torch (swap mode) is imported later and sizes its pool from OMP_NUM_THREADS, which
         # Ray sets to the actor's CPUs; importing it here would cost every actor seconds.
 
@@ -78,7 +80,8 @@ class PipelineWorker:
         except Exception as e:  # a bug or an engine failure: named, not retried (it would fail again)
             return {**row, "status": "failed", "kind": "error", "reason": f"{type(e).__name__}: {e}",
                     "traceback": traceback.format_exc(limit=8)}
-        self.videos += 1
+        with self._count:
+            self.videos += 1
         faces = report["faces"]
         return {
             **row,
@@ -90,6 +93,7 @@ class PipelineWorker:
             "mode": report["mode"],
             "wall_s": round(time.perf_counter() - started, 3),
             "fps": report["timing"]["fps"],
+            "merged_model_calls": self.models.merged_calls(),  # this actor's, so far: batches that shared a call
             "models_loaded": len(self.models) - cached,  # 0 after a worker's first video: weights load once
         }
 

@@ -6,6 +6,7 @@ per-video state (tracker, persons, source draws) is always built fresh.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -92,14 +93,29 @@ class ModelCache:
 
     def __init__(self):
         self._items: dict = {}
+        self._lock = threading.RLock()  # a fleet actor's concurrent videos load each model once
 
     def get(self, key: tuple, load: Callable):
-        if key not in self._items:
-            self._items[key] = load()
-        return self._items[key]
+        with self._lock:
+            if key not in self._items:
+                self._items[key] = load()
+            return self._items[key]
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def merged_calls(self) -> int:
+        """Batches that rode in another video's model call (device engines shared by a fleet
+        actor's concurrent videos): what running videos together bought."""
+        with self._lock:
+            items = list(self._items.values())
+        seen = []
+        for item in items:
+            for obj in (item, *(item if isinstance(item, tuple) else ()), getattr(item, "engine", None)):
+                c = getattr(obj, "coalescer", None)
+                if c is not None and not any(c is s for s in seen):
+                    seen.append(c)
+        return sum(c.requests - c.calls for c in seen)
 
 
 def _cached(cache: ModelCache | None, key: tuple, load: Callable):
