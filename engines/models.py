@@ -207,7 +207,8 @@ MODELS: dict[str, ModelEntry] = {
             files=(Download("https://github.com/deepinsight/insightface/releases/download/v0.7/buffalo_l.zip",
                             "arcface_r50_w600k.onnx", "≈170 MB extracted", member="w600k_r50.onnx"),),
             settings=_ARCFACE_INPUT,
-            backends={"onnxruntime": "engines.embedders.arcface_embedder:build"},
+            backends={"onnxruntime": "engines.embedders.arcface_embedder:build",
+                      "torch": "engines.embedders.arcface_embedder:build_torch"},
             non_commercial=True,
         ),
         ModelEntry(
@@ -217,7 +218,8 @@ MODELS: dict[str, ModelEntry] = {
             licence="as its ArcFace initialisation and training data",
             files=(UserFile("python run_pipeline.py perface train … → perface.onnx; give it with --embedder-model"),),
             settings=_ARCFACE_INPUT,
-            backends={"onnxruntime": "engines.embedders.arcface_embedder:build"},
+            backends={"onnxruntime": "engines.embedders.arcface_embedder:build",
+                      "torch": "engines.embedders.arcface_embedder:build_torch"},
         ),
         ModelEntry(
             name="simswap-224",

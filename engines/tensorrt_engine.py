@@ -14,11 +14,11 @@ no machine this project was developed on had TensorRT (see the README's GPU sect
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 
 from .base import Engine, TensorSpec
+from .registry import sha256_of
 
 PLAN_DIR = "tensorrt"
 
@@ -43,16 +43,6 @@ def plan_key(onnx_sha256: str, trt_version: str, gpu_name: str, precision: str) 
     release, GPU model and precision, so each of them is in the name."""
     gpu = re.sub(r"[^A-Za-z0-9]+", "-", gpu_name).strip("-").lower()
     return f"{onnx_sha256[:16]}_trt{trt_version}_{gpu}_{precision}.plan"
-
-
-def _sha256(source: str | bytes) -> str:
-    if isinstance(source, bytes):
-        return hashlib.sha256(source).hexdigest()
-    h = hashlib.sha256()
-    with open(source, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class TensorRTEngine(Engine):
@@ -97,7 +87,7 @@ class TensorRTEngine(Engine):
         precision = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}[dtype]
         folder = cache_dir() / PLAN_DIR
         folder.mkdir(parents=True, exist_ok=True)
-        plan_path = folder / plan_key(_sha256(onnx), trt.__version__, torch.cuda.get_device_name(torch.device(device)), precision)
+        plan_path = folder / plan_key(sha256_of(onnx), trt.__version__, torch.cuda.get_device_name(torch.device(device)), precision)
         if plan_path.exists():
             return cls(plan_path.read_bytes(), device=device)
         logger = trt.Logger(trt.Logger.WARNING)

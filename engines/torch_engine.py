@@ -2,7 +2,8 @@
 
 `dtype` and `channels_last` are the GPU settings (fp16 and NHWC make convolutions run on
 tensor cores); on CPU they are accepted, and the tests check that they change nothing but
-rounding. Inputs are cast to the engine's dtype and outputs come back as float32, so callers
+rounding. `compile` hands the module to torch.compile (fused kernels; the first call of each
+batch bucket pays the compilation, so it is opt-in: --compile). Inputs are cast to the engine's dtype and outputs come back as float32, so callers
 never see the precision.
 """
 
@@ -17,7 +18,7 @@ DTYPES = ("float32", "float16", "bfloat16")
 
 class TorchEngine(Engine):
     def __init__(self, module, input_names: tuple[str, ...], output_names: tuple[str, ...], *, device: str = "cpu",
-                 dtype: str = "float32", channels_last: bool = False):
+                 dtype: str = "float32", channels_last: bool = False, compile: bool = False):
         import torch
 
         if dtype not in DTYPES:
@@ -28,6 +29,8 @@ class TorchEngine(Engine):
         self.channels_last = channels_last
         module = module.eval().to(self.device, dtype=self.dtype)
         self.module = module.to(memory_format=torch.channels_last) if channels_last else module
+        if compile:
+            self.module = torch.compile(self.module, dynamic=False)
         self.inputs = tuple(TensorSpec(n, (), "float32") for n in input_names)
         self.outputs = tuple(TensorSpec(n, (), "float32") for n in output_names)
 

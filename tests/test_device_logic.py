@@ -200,3 +200,21 @@ def test_batches_of_other_shapes_are_not_merged_and_an_error_stays_in_its_call()
     assert errors[0] is None and errors[2] is None and torch.equal(outs[2]["y"], torch.full((1, 4), 2.0))
     assert isinstance(errors[1], RuntimeError) and isinstance(errors[3], RuntimeError)
     assert torch.equal(c(dict(x=torch.zeros(1, 4)))["y"], torch.ones(1, 4)), "the model works after a failed call"
+
+
+def test_compile_is_opt_in_reaches_only_torch_builders_and_keeps_the_results():
+    from engines.torch_engine import TorchEngine
+    from pipeline.run.config import RunConfig, engine_choice
+
+    plain, compiled = engine_choice(RunConfig(device="cpu")), engine_choice(RunConfig(device="cpu", compile=True))
+    assert "compile" not in plain.options("torch") and compiled.options("torch")["compile"] is True
+    assert "compile" not in compiled.options("tensorrt") and compiled.options("onnxruntime") == {}
+    assert engine_choice(RunConfig(compile=True, device="auto")).compile is bool(torch.cuda.is_available()), \
+        "the host path has no torch models to compile"
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1))
+    eager = TorchEngine(net, ("x",), ("y",))
+    fast = TorchEngine(net, ("x",), ("y",), compile=True)
+    assert fast.module is not eager.module
+    x = torch.randn(2, 3, 16, 16)
+    torch.testing.assert_close(fast.run_tensors({"x": x})["y"], eager.run_tensors({"x": x})["y"], rtol=1e-5, atol=1e-5)

@@ -59,7 +59,8 @@ def test_device_path_matches_the_host_path_on_the_synthetic_clip(synthetic, tmp_
     rep_d, rows_d, px_d = _run(synthetic.path, tmp_path, "dev", mode=mode, device="cpu")
     assert rep_h["settings"]["engines"]["data_path"].startswith("host")
     assert rep_d["settings"]["engines"] == {"device": "cpu", "data_path": "torch on cpu", "detector": "torch",
-                                            "generator": "torch", "dtype": "float32", "cuda_graphs": False, "hwaccel": None}
+                                            "generator": "torch", "dtype": "float32", "cuda_graphs": False, "compile": False,
+                                            "hwaccel": None}
     assert _same_faces(rows_h, rows_d) >= synthetic.frames
     assert rep_h["faces"] == rep_d["faces"] and [t["track_id"] for t in rep_h["tracks"]] == [t["track_id"] for t in rep_d["tracks"]]
     _pixels_close(px_h, px_d, mean_tol=0.3, region_tol=3.0, rows=rows_h)
@@ -84,3 +85,70 @@ def test_device_path_matches_the_host_path_on_the_shared_clip(shared_clip, tmp_p
     assert _same_faces(rows_h, rows_d) >= 90
     assert rep_h["faces"] == rep_d["faces"] and rep_h["video"]["shot_cuts"] == rep_d["video"]["shot_cuts"]
     _pixels_close(px_h, px_d, mean_tol=0.3, region_tol=3.0, rows=rows_h)
+
+
+@pytest.fixture
+def perface_onnx(tmp_path):
+    """A small IResNet with trained-like BN statistics, exported as the pipeline's PerFace ONNX."""
+    import torch
+
+    from engines import iresnet
+
+    torch.manual_seed(0)
+    m = iresnet.IResNet((1, 1, 1, 1), width=8)
+    for mod in m.modules():
+        if isinstance(mod, (torch.nn.BatchNorm2d, torch.nn.BatchNorm1d)):
+            mod.running_mean.normal_(0, 0.1)
+            mod.running_var.uniform_(0.5, 2.0)
+    return iresnet.export_onnx(m.eval(), tmp_path / "perface.onnx")
+
+
+def test_the_embedder_runs_on_the_device_with_the_host_results(perface_onnx):
+    """The same ONNX through torch (onnx2torch) and ONNX Runtime; on the device path the
+    samples are cut from the frame tensor and must embed as the host cuts do."""
+    import torch
+    from skimage import data
+
+    from engines.embedders import load_embedder
+    from pipeline.detect.retinaface import FaceDetector
+
+    host, dev = load_embedder("perface", perface_onnx), load_embedder("perface", perface_onnx, "torch", device="cpu")
+    crops = np.random.default_rng(1).integers(0, 256, (3, 112, 112, 3), dtype=np.uint8)
+    assert np.abs(host.embed_crops(crops) - dev.embed_crops(crops)).max() <= 1e-4
+    image = np.ascontiguousarray(np.tile(data.astronaut(), (1, 2, 1)))
+    lms = FaceDetector().detect([image])[0].landmarks
+    assert len(lms) == 2
+    want = host.embed(image, lms)
+    got = dev.embed_frame_tensor(torch.from_numpy(image), lms)
+    assert got.shape == want.shape == (2, 512)
+    assert (got * want).sum(1).min() >= 0.999, (got * want).sum(1)
+    flipped = dev.embed_frame_tensor(torch.from_numpy(np.ascontiguousarray(image[:, ::-1])), lms)
+    assert (flipped * want).sum(1).min() < 0.99, "a wrong crop (here: the mirrored frame) must show"
+
+
+def test_device_path_embeds_identity_samples_on_the_device(synthetic, tmp_path, perface_onnx, monkeypatch):
+    from engines.embedders.arcface_embedder import ArcFaceEmbedder
+    from simswap_kit import make_gallery_file
+
+    on_device = []
+    real = ArcFaceEmbedder.embed_frame_tensor
+
+    def spy(self, frame, landmarks):  # records, then runs the real thing
+        on_device.append(len(landmarks))
+        return real(self, frame, landmarks)
+
+    monkeypatch.setattr(ArcFaceEmbedder, "embed_frame_tensor", spy)
+
+    gallery = tmp_path / "gallery.npz"
+    make_gallery_file(gallery, n=6, dim=512, embedder="perface")
+    common = dict(mode="blur", gallery=str(gallery), embedder="perface", embedder_model=str(perface_onnx), max_frames=30)
+    rep_h, rows_h, _ = _run(synthetic.path, tmp_path, "host", **common)
+    assert on_device == []
+    rep_d, rows_d, _ = _run(synthetic.path, tmp_path, "dev", device="cpu", **common)
+    assert sum(on_device) >= 2, "the device path's samples were embedded from the frame tensor"
+    assert rep_h["settings"]["identity"]["embedder_backend"] == "onnxruntime"
+    assert rep_d["settings"]["identity"]["embedder_backend"] == "torch"
+    assert len(rep_d["persons"]) == len(rep_h["persons"]) >= 1
+    assert [(t["track_id"], t["person_id"], t["source_id"]) for t in rep_h["tracks"]] == \
+           [(t["track_id"], t["person_id"], t["source_id"]) for t in rep_d["tracks"]]
+    _same_faces(rows_h, rows_d)

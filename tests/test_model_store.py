@@ -179,8 +179,8 @@ def test_load_is_the_one_place_a_backend_is_chosen(tmp_path):
     from engines.onnxruntime_engine import OnnxRuntimeEngine
 
     assert isinstance(load("retinaface-mnet025"), OnnxRuntimeEngine)
-    with pytest.raises(ValueError, match="unknown backend 'tensorrt' for simswap-224; available: onnxruntime, torch"):
-        load("simswap-224", "tensorrt", path=tmp_path / "g.pth")
+    with pytest.raises(ValueError, match="unknown backend 'dlib' for simswap-224; available: onnxruntime, torch, tensorrt"):
+        load("simswap-224", "dlib", path=tmp_path / "g.pth")
     with pytest.raises(FileNotFoundError, match="models fetch simswap-arcface"):
         load("simswap-arcface")
     with pytest.raises(FileNotFoundError, match="perface train"):

@@ -1,41 +1,70 @@
 """ArcFace-family embedders (insightface ArcFace R50, our PerFace) from an ONNX file.
 
 Both take insightface's convention: a 112×112 crop aligned to `ARCFACE_TEMPLATE_112`, RGB,
-(x − 127.5) / 127.5, NCHW. The ONNX runs through our `Engine` interface (ONNX Runtime); the
-input name is read from the model, so insightface's files ("input.1") and ours ("input") both load.
+(x − 127.5) / 127.5, NCHW. The input name is read from the model, so insightface's files
+("input.1") and ours ("input") both load. Two backends run the same file: ONNX Runtime (the
+host path) and torch (the device path: onnx2torch turns the graph into a torch module, so the
+identity samples are cut from the frame already on the device and embedded there).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from engines.onnxruntime_engine import OnnxRuntimeEngine
 from pipeline.core.alignment import ARCFACE_TEMPLATE_112, warp_to_template
 
 from .base import FaceEmbedder, normalize
 
 
+def _graph_io(path: str) -> tuple[tuple[str, list], tuple[str, list]]:
+    """(input name, shape), (output name, shape) of an ONNX file, read without running it."""
+    import onnx
+
+    graph = onnx.load(path).graph
+    known = {i.name for i in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in known]
+    if len(inputs) != 1:
+        raise ValueError(f"{path}: an embedder ONNX has one input (N, 3, 112, 112); found {len(inputs)}")
+
+    def shape(v):
+        return [d.dim_value if d.HasField("dim_value") else d.dim_param for d in v.type.tensor_type.shape.dim]
+
+    return (inputs[0].name, shape(inputs[0])), (graph.output[0].name, shape(graph.output[0]))
+
+
 def build(entry, files: dict) -> "ArcFaceEmbedder":
     """The model table's builder for ArcFace-convention embedders (arcface-r50, perface)."""
-    return ArcFaceEmbedder(files["weights"], entry)
+    from engines.onnxruntime_engine import OnnxRuntimeEngine
+
+    return ArcFaceEmbedder(OnnxRuntimeEngine(files["weights"]), entry, files["weights"])
+
+
+def build_torch(entry, files: dict, *, device="cpu", dtype: str = "float32", channels_last: bool = False,
+                compile: bool = False) -> "ArcFaceEmbedder":
+    """The same ONNX file as a torch module (onnx2torch) on `device`: the device path's backend."""
+    import onnx
+    from onnx2torch import convert
+
+    from engines.torch_engine import TorchEngine
+
+    path = files["weights"]
+    (inp, _), (out, _) = _graph_io(path)
+    engine = TorchEngine(convert(onnx.load(path)), (inp,), (out,), device=device, dtype=dtype,
+                         channels_last=channels_last, compile=compile)
+    return ArcFaceEmbedder(engine, entry, path)
 
 
 class ArcFaceEmbedder(FaceEmbedder):
-    def __init__(self, path: str, entry):
+    def __init__(self, engine, entry, path: str):
         self.entry = entry
         s = entry.settings
         self._size, self._mean, self._std = s["size"], s["mean"], s["std"]
-        self.engine = OnnxRuntimeEngine(path)
-        if len(self.engine.inputs) != 1:
-            raise ValueError(f"{path}: an embedder ONNX has one input (N, 3, 112, 112); found {len(self.engine.inputs)}")
-        shape = self.engine.inputs[0].shape
+        (self._input, shape), (self._output, out) = _graph_io(path)
         if len(shape) != 4 or tuple(shape[1:]) != (3, self._size, self._size):
             raise ValueError(f"{path}: expected input (N, 3, {self._size}, {self._size}), found {shape}")
-        out = self.engine.outputs[0].shape
         if out[-1] != self.dim:
             raise ValueError(f"{path}: expected a {self.dim}-d embedding output for {entry.name}, found {out}")
-        self._input = self.engine.inputs[0].name
-        self._output = self.engine.outputs[0].name
+        self.engine = engine
 
     def embed(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         crops = warp_to_template(image, landmarks, ARCFACE_TEMPLATE_112, self._size)
@@ -47,3 +76,22 @@ class ArcFaceEmbedder(FaceEmbedder):
             return np.zeros((0, self.dim), np.float32)
         x = (crops.astype(np.float32).transpose(0, 3, 1, 2) - self._mean) / self._std
         return normalize(self.engine({self._input: np.ascontiguousarray(x)})[self._output])
+
+    def embed_frame_tensor(self, frame, landmarks: np.ndarray) -> np.ndarray:
+        """The device path's `embed`: `frame` is the (H, W, 3) uint8 tensor already on the
+        device; the crops are cut there (the same warp as the host's, torch_faces.warp_crops)
+        and only the (N, dim) vectors come back."""
+        import torch
+
+        from pipeline.anonymize.torch_faces import warp_crops
+        from pipeline.core.alignment import template_matrices
+
+        lms = np.asarray(landmarks, np.float64).reshape(-1, 5, 2)
+        if not len(lms):
+            return np.zeros((0, self.dim), np.float32)
+        matrices, ok = template_matrices(lms, ARCFACE_TEMPLATE_112)
+        crops = warp_crops(frame[None], np.zeros(len(lms), int), matrices, self._size)  # (N, 3, s, s) in [0, 1]
+        crops = crops * torch.as_tensor(ok, dtype=crops.dtype, device=crops.device)[:, None, None, None]  # unfit: black, as the host
+        x = (crops * 255.0 - self._mean) / self._std
+        y = self.engine.run_tensors({self._input: x})[self._output]
+        return torch.nn.functional.normalize(y.float(), dim=1).cpu().numpy()

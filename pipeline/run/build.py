@@ -74,11 +74,13 @@ def load_simswap_arcface(path: str):
         raise InvalidInputError(f"ArcFace checkpoint unusable: {e}") from e
 
 
-def load_embedder(config: RunConfig):
+def load_embedder(config: RunConfig, engines: EngineChoice | None = None):
     from engines.embedders import load_embedder as load
 
+    backend = engines.embedder_backend(config.embedder) if engines is not None else None
+    options = engines.options(backend) if backend is not None else {}
     try:
-        return load(config.embedder, config.embedder_model)
+        return load(config.embedder, config.embedder_model, backend, **options)
     except (ValueError, OSError) as e:
         raise InvalidInputError(f"embedder {config.embedder!r} unusable: {e}") from e
 
@@ -122,7 +124,8 @@ def _cached(cache: ModelCache | None, key: tuple, load: Callable):
     return load() if cache is None else cache.get(key, load)
 
 
-def build_identity(config: RunConfig, detector: FaceDetector, arc=None, cache: ModelCache | None = None) -> IdentityStage | None:
+def build_identity(config: RunConfig, detector: FaceDetector, arc=None, cache: ModelCache | None = None,
+                   engines: EngineChoice | None = None) -> IdentityStage | None:
     """Persons and their fake identities; runs whenever a gallery is given, in any mode."""
     if not config.gallery:
         return None
@@ -131,7 +134,14 @@ def build_identity(config: RunConfig, detector: FaceDetector, arc=None, cache: M
 
     from pipeline.identity.attributes import AttributeConfig, GivenAttributes
 
-    embedder = _cached(cache, ("embedder", config.embedder, config.embedder_model), lambda: load_embedder(config))
+    backend = engines.embedder_backend(config.embedder) if engines is not None else None
+    embedder = _cached(cache, ("embedder", config.embedder, config.embedder_model, backend, *(engines.options(backend).values() if backend else ())),
+                       lambda: load_embedder(config, engines))
+    # the device path cuts and embeds the samples where the frame already is
+    embed = None
+    if backend == "torch":
+        def embed(frame, lm):
+            return embedder.embed(frame.image, lm) if frame.tensor is None else embedder.embed_frame_tensor(frame.tensor, lm)
     size = config.swap.size  # the generator's crop: the source latents come from crops aligned like it
     gallery = _cached(cache, ("gallery", config.gallery, config.embedder, id(detector), id(arc), size),
                       lambda: SourceGallery.open(config.gallery, detector, [embedder]).use_size(size))
@@ -147,7 +157,7 @@ def build_identity(config: RunConfig, detector: FaceDetector, arc=None, cache: M
     else:
         registry = PersonRegistry(config.embedder, same_person)
     return IdentityStage(embedder, registry, assigner, config.identity, latent_fn=latent_fn, gallery_fingerprint=gallery.fingerprint(),
-                         max_id_gap=config.tracker.max_id_gap, given=given, latent_size=size)
+                         max_id_gap=config.tracker.max_id_gap, given=given, embed=embed, latent_size=size)
 
 
 def build_tracker(config: RunConfig, identity: IdentityStage | None) -> FaceTracker:
@@ -209,7 +219,7 @@ def build_stages(mode: str, config: RunConfig, detector: FaceDetector | None = N
                               lambda: load_swap_models(config, engines))
         parser = _cached(models, ("parser", config.parsing_mask, config.parsing_model, engines.device.torch_device),
                          lambda: load_face_parser(config, engines))
-    identity = build_identity(config, detector, arc, models)
+    identity = build_identity(config, detector, arc, models, engines)
     return Stages(detector, identity, build_tracker(config, identity), build_anonymizer(mode, config, engine, ops, parser), detect, engines)
 
 

@@ -51,6 +51,7 @@ class RunConfig:
     swap_backend: str | None = None  # the generator alone, overriding `backend` (None: follow it)
     precision: str = "auto"  # device path: auto = float16 on a GPU, float32 on the CPU
     cuda_graphs: bool = True  # replay the detector and generator as CUDA graphs (GPU only)
+    compile: bool = False  # torch.compile the torch backend's models (device path)
     hwdec: bool = True  # decode on the GPU's NVDEC when the device is one and FFmpeg has it
 
     def __post_init__(self) -> None:
@@ -119,19 +120,29 @@ class EngineChoice:
     generator_backend: str
     dtype: str  # float32 | float16 | bfloat16, for the torch and TensorRT backends
     cuda_graphs: bool
+    compile: bool = False
 
     def describe(self) -> dict:
         return {"device": self.device.torch_device or "host", "data_path": self.device.describe(),
                 "detector": self.detector_backend, "generator": self.generator_backend,
                 "dtype": None if self.device.host and self.detector_backend == "onnxruntime" else self.dtype,
-                "cuda_graphs": self.cuda_graphs}
+                "cuda_graphs": self.cuda_graphs, "compile": self.compile}
+
+    def embedder_backend(self, name: str) -> str:
+        """The device path embeds on the device where the embedder has a torch backend (the
+        ArcFace family); dlib runs on the host whatever the device."""
+        from engines.models import get_model
+
+        entry = get_model(name)
+        return "torch" if not self.device.host and "torch" in entry.backends else entry.default_backend
 
     def options(self, backend: str) -> dict:
-        """The builder options of `backend` on this device (ONNX Runtime takes none)."""
-        if backend == "onnxruntime":
+        """The builder options of `backend` on this device (host runtimes, ONNX Runtime and
+        dlib, take none)."""
+        if backend not in ("torch", "tensorrt"):
             return {}
-        return {"device": self.device.torch_device or "cpu", "dtype": self.dtype,
-                "channels_last": self.device.is_cuda}
+        options = {"device": self.device.torch_device or "cpu", "dtype": self.dtype, "channels_last": self.device.is_cuda}
+        return {**options, "compile": True} if backend == "torch" and self.compile else options
 
 
 def engine_choice(config: RunConfig) -> EngineChoice:
@@ -152,4 +163,5 @@ def engine_choice(config: RunConfig) -> EngineChoice:
     if precision == "auto":
         precision = "fp16" if device.is_cuda else "fp32"
     dtype = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[precision]
-    return EngineChoice(device, backend, config.swap_backend or backend, dtype, config.cuda_graphs and device.is_cuda)
+    return EngineChoice(device, backend, config.swap_backend or backend, dtype, config.cuda_graphs and device.is_cuda,
+                        config.compile and not device.host)

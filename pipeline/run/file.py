@@ -72,7 +72,8 @@ def anonymize_video(
                      "parsing_mask": config.parsing_model if config.parsing_mask else None}
             if mode == "swap" else None,
             "identity": {**asdict(config.identity), "seed": None if config.identity.scope == "random" else config.identity.seed,
-                         "embedder": config.embedder, "gallery": config.gallery, "person_registry": config.person_registry}
+                         "embedder": config.embedder, "embedder_backend": st.engines.embedder_backend(config.embedder),
+                         "gallery": config.gallery, "person_registry": config.person_registry}
             if st.identity else None,
         }
         with RunOutputs(report_path) as outs:  # opened inside: an interrupt at any point leaves no temp file behind
