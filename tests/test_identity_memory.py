@@ -141,3 +141,21 @@ def test_a_forgotten_track_that_comes_back_keeps_its_person_and_source(walk, mod
     (person,) = stage.registry.persons
     assert {(p, s) for _, p, s in faces} == {(person.id, person.source_id)} and person.source_id is not None
     assert latents == [1] and person.tracks == [faces[0][0]]
+
+
+def test_the_margin_latent_is_taken_from_the_swap_sizes_crop(walk, models):
+    """A face's own latent (for the latent-space margin) comes from a crop aligned like the
+    sources' for that generator: the 224 pose-template crop, or the FFHQ 512 one."""
+    embedder, arc, gallery = models
+    for size in (224, 512):
+        shapes = []
+
+        def latent_fn(crops):
+            shapes.append(crops.shape)
+            return latent_from_crops(arc, crops)
+
+        assigner = SourceAssigner(gallery, "dlib", AssignConfig(margin=calibration("dlib")[1]))
+        stage = IdentityStage(embedder, PersonRegistry("dlib", calibration("dlib")[0]), assigner, IDENTITY,
+                              latent_fn=latent_fn, max_id_gap=TRACKER.max_id_gap, latent_size=size)
+        list(stage(_tracked(walk, embedder, [])))
+        assert shapes == [(1, size, size, 3)]

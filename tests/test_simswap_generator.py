@@ -9,6 +9,7 @@ torch = pytest.importorskip("torch", reason="the SimSwap engine needs torch (pip
 
 from conftest import SHARED  # noqa: E402
 from engines.simswap import SimSwapGenerator, export_onnx, load_generator  # noqa: E402
+from simswap_kit import contract_fill  # noqa: E402
 
 GOLDEN = SHARED / "golden"
 
@@ -22,16 +23,7 @@ def _golden(variant):
 
 def _fill(spec):
     """The contract's deterministic fill, in the manifest's order."""
-    g = torch.Generator().manual_seed(spec["fill_seed"])
-    state = {}
-    for key, shape, _ in spec["state_dict"]:
-        if key.endswith("num_batches_tracked"):
-            state[key] = torch.zeros(shape, dtype=torch.int64)
-        elif key.endswith("running_var"):
-            state[key] = torch.randn(shape, generator=g).abs() + 0.5
-        else:
-            state[key] = torch.randn(shape, generator=g) * 0.05
-    return state
+    return contract_fill(spec["state_dict"], spec["fill_seed"])
 
 
 @pytest.mark.parametrize("variant", ["224", "512"])

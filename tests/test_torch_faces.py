@@ -16,7 +16,7 @@ from pipeline.anonymize import torch_faces  # noqa: E402
 from pipeline.core.alignment import align, fit_all  # noqa: E402
 from pipeline.anonymize.cover import Anonymizer, face_region  # noqa: E402
 from pipeline.anonymize.face_ops import HostFaceOps, TorchFaceOps  # noqa: E402
-from pipeline.anonymize.paste_back import paste_back  # noqa: E402
+from pipeline.anonymize.paste_back import frame_alpha, paste_back  # noqa: E402
 from pipeline.core.records import Face, Frame, TrackedFrame  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:Couldn't retrieve source code")
@@ -44,10 +44,9 @@ def test_batched_crops_match_opencv_warps():
     lms = [np.stack([landmarks(*p) for p in PLACES]) for _ in frames]
     host = align(frames, lms, 224)
     dev = torch_faces.warp_crops(torch_faces.upload(frames, "cpu"), host.frame_index, host.matrices, 224)
-    got = dev.permute(0, 2, 3, 1).numpy() * 255.0
-    diff = np.abs(got - host.crops.astype(np.float32))
     assert dev.shape == (12, 3, 224, 224)
-    assert diff.mean() < 0.5 and diff.max() < 8, (diff.mean(), diff.max())
+    # OpenCV's positions, integer weights and rounding: the very bytes warpAffine gives
+    assert np.array_equal(dev.permute(0, 2, 3, 1).numpy(), host.crops.astype(np.float32) / 255.0)
 
 
 def test_crops_never_read_the_neighbouring_frame():
@@ -84,7 +83,41 @@ def test_batched_paste_back_matches_opencv():
     changed = np.stack(host) != np.stack(frames)
     assert changed.mean() > 0.1  # the paste did something, on every frame
     assert all(changed[i].any() for i in range(3))
-    assert diff.mean() < 0.1 and diff.max() <= 4, (diff.mean(), diff.max())
+    # Same sample positions, OpenCV's weights, float64 masks: equal but for a rare last-bit flip
+    # of the truncation (the blur sums in another order).
+    assert (diff > 0).mean() < 1e-4 and diff.max() <= 1, ((diff > 0).mean(), diff.max())
+
+
+@pytest.mark.parametrize("size", [224, 512])
+def test_batched_paste_is_the_official_full_frame_paste(size):
+    """All faces in one call, each in its ROI, against SimSwap's whole-frame computation: faces
+    inside the frame and across each of its edges, so the batched erosion and blur meet the
+    frame borders the way OpenCV's do; a small face takes the small-face mask."""
+    from simswap_kit import face_at, official_full_frame
+
+    rng = np.random.default_rng(size)
+    frame = rng.integers(0, 256, (400, 640, 3), dtype=np.uint8)
+    places = [(300, 0, (320, 200)), (260, 17, (60, 120)), (250, -30, (600, 300)), (420, 45, (300, 20)), (240, 5, (330, 390))]
+    mats = np.stack([face_at(size, *p) for p in places])
+    crops = np.stack([np.roll(data.astronaut(), 37 * i, axis=1)[:size, :size] for i in range(len(mats))]).astype(np.float32) / 255
+    for i, m in enumerate(mats):  # one face at a time: official composites in float64, we truncate per face
+        ref, _ = official_full_frame(frame, [crops[i]], [m])
+        dev = torch_faces.upload([frame], "cpu")
+        torch_faces.paste_crops(dev, torch.from_numpy(crops[i : i + 1]).permute(0, 3, 1, 2), [0], m[None])
+        assert np.abs(dev[0].numpy().astype(int) - ref).max() <= 1 and (dev[0].numpy() != ref).mean() < 1e-4, places[i]
+    # the batch: all faces in one call equals pasting them one by one on the host, in order
+    host = frame.copy()
+    for i, m in enumerate(mats):
+        paste_back(host, crops[i], m)
+    dev = torch_faces.upload([frame], "cpu")
+    torch_faces.paste_crops(dev, torch.from_numpy(crops).permute(0, 3, 1, 2), np.zeros(len(mats), int), mats)
+    assert np.abs(dev[0].numpy().astype(int) - host).max() <= 1
+    small = face_at(size, 60, 10, (500, 100))
+    dev = torch_faces.upload([frame], "cpu")
+    torch_faces.paste_crops(dev, torch.from_numpy(crops[:1]).permute(0, 3, 1, 2), [0], small[None])
+    host = frame.copy()
+    paste_back(host, crops[0], small)
+    assert (host != frame).any() and np.abs(dev[0].numpy().astype(int) - host).max() <= 1
 
 
 def test_defense_noise_on_the_device_stays_inside_the_pasted_face():
@@ -102,7 +135,8 @@ def test_defense_noise_on_the_device_stays_inside_the_pasted_face():
     noisy, _ = pasted(6.0, 0)
     other, _ = pasted(6.0, 1)
     d = np.abs(noisy - clean)
-    assert d.max() <= 6 and d[y0:y1, x0:x1].mean() > 1.0
+    core = frame_alpha(fits.matrices[0], 224, frames[0].shape[:2]) >= 0.999
+    assert d.max() <= 6 and d[core].mean() > 1.0
     outside = np.ones(d.shape[:2], bool)
     outside[y0:y1, x0:x1] = False
     assert d[outside].max() == 0

@@ -6,9 +6,10 @@ embedding after BN → dropout → FC → BN1d. Module names match the pickled o
 its state_dict loads strictly (`safe_pickle.load_arcface_checkpoint`).
 
 Pre-processing, exactly as SimSwap's inference computes the latent (`latent_from_crops`):
-the source face aligned to a 224 crop (alignment.py, 224 templates), RGB in [0, 1],
-normalized with ImageNet mean/std, downsampled to 112×112 with `F.interpolate`'s default
-(*nearest*, not bilinear), through the network, then L2-normalized.
+the source face aligned like the generator's input (alignment.py: the 224 pose templates for
+the 224 model, the FFHQ 512 template for the 512 model), RGB in [0, 1], normalized with
+ImageNet mean/std, downsampled to 112×112 with `F.interpolate`'s default (*nearest*, not
+bilinear), through the network, then L2-normalized.
 """
 
 from __future__ import annotations
@@ -103,8 +104,13 @@ class ArcFaceResNet(nn.Module):
 
 
 def latent_from_crops(model: ArcFaceResNet, crops: np.ndarray) -> np.ndarray:
-    """(N, 224, 224, 3) uint8 RGB aligned crops → (N, 512) float32 L2-normalized latents."""
-    x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float().div_(255.0)
+    """(N, S, S, 3) uint8 RGB aligned crops → (N, 512) float32 L2-normalized latents.
+
+    S is the generator's crop: 224 (pose templates) for the 224 model, 512 (FFHQ) for the 512
+    model; either way the crop is resized to 112 by nearest, as SimSwap's inference does."""
+    # NCHW-contiguous as SimSwap's ToTensor gives it: a channels-last view would pick other conv
+    # kernels, whose rounding the deep network grows to ~1e-5 of the latent.
+    x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).contiguous().float().div_(255.0)
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     x = F.interpolate((x - mean) / std, size=(112, 112))  # default mode: nearest, as SimSwap

@@ -8,6 +8,12 @@ functions, and training leftovers (optimizer, margin head) become inert placehol
 other global (os.system, builtins.eval, subprocess, …) stops the load before it is called.
 Both torch serialization formats are read: the zip one (torch >= 1.6) and the legacy stream.
 
+Both layouts SimSwap has published: today's file, the pickled `ResNet` itself, and the
+pre-2023 training checkpoint `{'epoch', 'epochs_since_improvement', 'acc', 'model':
+DataParallel(ResNet), 'metric_fc': DataParallel(ArcMarginModel), 'optimizer': SGD}`, which
+SimSwap read as `checkpoint['model'].module` (tests/test_simswap_arcface.py saves both, in
+both formats, under the official class paths).
+
 The model found is then copied, by state_dict and `strict=True`, into a fresh `ArcFaceResNet`,
 so nothing unpickled but tensors survives the load.
 """
@@ -41,6 +47,19 @@ class _Inert:
 
     def __setstate__(self, state):
         pass
+
+
+class _InertModule(nn.Module):
+    """Stands in for the ArcFace margin head (`metric_fc`, models.arcface_models.ArcMarginModel) of
+    pre-2023 checkpoints: a module, because the legacy format names every module class it holds
+    (the persistent 'module' record); it keeps none of its state (a 93431 × 512 training-only
+    weight) and runs nothing."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+
+    def __setstate__(self, state):
+        super().__init__()
 
 
 class _Wrapper(nn.Module):
@@ -94,7 +113,7 @@ _ALLOWED: dict[tuple[str, str], object] = {
     ("models.arcface_models", "ResNet"): ArcFaceResNet,
     ("models.arcface_models", "IRBlock"): IRBlock,
     ("models.arcface_models", "SEBlock"): SEBlock,
-    ("models.arcface_models", "ArcMarginModel"): _Inert,
+    ("models.arcface_models", "ArcMarginModel"): _InertModule,
     ("engines.simswap.arcface", "ArcFaceResNet"): ArcFaceResNet,  # our own saves
     ("engines.simswap.arcface", "IRBlock"): IRBlock,
     ("engines.simswap.arcface", "SEBlock"): SEBlock,

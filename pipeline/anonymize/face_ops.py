@@ -4,7 +4,7 @@ The swap and cover stages decide what happens to each face (swap, which fake ide
 blur and why); a FaceOps does the pixel work (crops, generator call, paste-back, cover) and
 is picked once, when the stage is built, so the stages never branch on where they run:
 
-    ops.load(frames) → crops → generate → paste → cover → ops.store(pixels, frames)
+    ops.load(frames) → crops → generate → [parsing_blend] → paste → cover → ops.store(pixels, frames)
 
 - `HostFaceOps`: OpenCV on the frames' own NumPy images, in place; what every run uses now.
 - `TorchFaceOps(device)`: one upload of the batch's frames, every step batched on the device
@@ -49,8 +49,17 @@ class HostFaceOps:
     def finite(self, out) -> bool:
         return bool(np.isfinite(out).all())
 
+    def parsing_blend(self, parser, image: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """The parser's inner-face blend (pipeline.anonymize.parsing), on CPU tensors over these arrays."""
+        import torch
+
+        blended, reasons = parser.blend(torch.from_numpy(np.ascontiguousarray(out)), torch.from_numpy(image))
+        return blended.numpy(), reasons
+
     def paste(self, frames, out, frame_index: np.ndarray, matrices: np.ndarray, noise=None) -> None:
-        crops = (np.clip(out, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).transpose(0, 2, 3, 1)
+        """The generator's float crops are warped as they are (official: no uint8 round trip
+        before the paste), face after face in batch order."""
+        crops = np.clip(out, 0.0, 1.0).astype(np.float32).transpose(0, 2, 3, 1)
         for crop, fi, m in zip(crops, frame_index, matrices):
             paste_back(frames[fi], np.ascontiguousarray(crop), m, noise=noise)
 
@@ -105,6 +114,10 @@ class TorchFaceOps:
 
     def finite(self, out) -> bool:
         return bool(self.torch.isfinite(out).all())
+
+    def parsing_blend(self, parser, image, out):
+        """The parser's inner-face blend (pipeline.anonymize.parsing), on the device."""
+        return parser.blend(out, image)
 
     def paste(self, frames, out, frame_index: np.ndarray, matrices: np.ndarray, noise=None) -> None:
         from pipeline.anonymize.torch_faces import paste_crops

@@ -14,6 +14,11 @@ recorded in `face.outcome` ("blur:<reason>"), which the report counts:
 
 `SwapConfig.defense_noise` > 0 adds bounded uniform noise to the swapped faces only
 (pipeline.anonymize.noise_defense): blurred fallbacks and the rest of the frame are untouched.
+
+With a `parser` (`--parsing-mask`, pipeline.anonymize.parsing) the swap keeps to the inner face
+as SimSwap's `--use_mask` does; `face.data["parsing_mask"]` says per face whether the mask was
+used ("used") or the whole crop was swapped ("gate", "inner_face", "error"), and the report
+counts it. A parser failure never blurs a face: it is swapped without the mask, as by default.
 """
 
 from __future__ import annotations
@@ -64,9 +69,12 @@ class FaceSwapper:
         config: SwapConfig = SwapConfig(),
         rng: np.random.Generator | None = None,
         ops=None,
+        parser=None,
     ):
-        """`rng` draws the defense noise; None (every run) is unseeded, so nobody can regenerate it."""
+        """`rng` draws the defense noise; None (every run) is unseeded, so nobody can regenerate it.
+        `parser`: a pipeline.anonymize.parsing.FaceParser for `--parsing-mask`, or None."""
         self.engine = engine
+        self.parser = parser
         self.fallback = fallback or Anonymizer("blur")
         self.config = config
         self.noise = UniformNoise(config.defense_noise, rng) if config.defense_noise > 0 else None
@@ -140,6 +148,14 @@ class FaceSwapper:
             for k in keep:
                 todo[k][1].outcome = "blur:engine_error"
             return
+        if self.parser is not None:
+            try:
+                out, reasons = ops.parsing_blend(self.parser, image, out)
+            except Exception as e:  # the whole crop is swapped instead, as without --parsing-mask
+                log.warning("face parser failed on %d faces, swapping them without the parsing mask: %s", len(keep), e)
+                reasons = ["error"] * len(keep)
+            for k, reason in zip(keep, reasons):
+                todo[k][1].data["parsing_mask"] = reason
         ops.paste(pixels, out, fits.frame_index[keep], fits.matrices[keep], noise=self.noise)
         for k in keep:
             todo[k][1].outcome = "swap"

@@ -3,33 +3,35 @@
 Why: the host path (alignment.align, paste_back.paste_back, Anonymizer) loops over faces with
 OpenCV on host images. A GPU path that went back to the host for that would spend its time on
 PCIe copies, so the same pixel work is done here on a (F, H, W, 3) uint8 tensor:
-- the crops of every face of every frame in one `grid_sample` call. The frames are laid out
-  as one tall image with a zero row under each frame, so a bilinear tap just outside a frame
-  reads zero (OpenCV's BORDER_CONSTANT), and a sample farther outside is sent off the image;
-- the paste-back of every face in one `grid_sample` call: crop and soft mask together, each
-  into its own ROI (padded to the largest), then one blend per face into its ROI, in order,
+- the crops of every face of every frame: one gather per bilinear tap, at the positions and
+  with the integer weights cv2.warpAffine uses, so the crops are OpenCV's (and SimSwap's) to the bit;
+- the paste-back of every face: crop, white mask and small-face mask sampled into each face's
+  ROI (padded to the largest) at a full-frame warpAffine's positions with OpenCV's float
+  weights; the official erosion and feather for all faces in one batched min-pool and one
+  banded matrix product; then one float64 blend per face into its ROI, truncated, in order,
   as the host path does (overlapping faces come out the same);
 - blur / pixelate / mask over the same feathered ellipse (anonymizer.face_ellipse).
 
 Matrices and ROIs are a handful of numbers per face and are worked out on the host, like
-the host path does; only pixels stay on the device. Results match the OpenCV path within
-interpolation rounding (OpenCV quantizes sample positions to 1/32 pixel and rounds the warped
-crop to uint8 before blending; this path stays in float until the final write), which
-tests/test_torch_faces.py checks on CPU. Nothing here names a device: it comes from the tensors.
+the host path does; only pixels stay on the device. On the golden frames this path is
+bit-exact against SimSwap's official output where the host path is (tests/test_swap_golden.py),
+and tests/test_torch_faces.py holds it to the host path. Nothing here names a device: it
+comes from the tensors. (torch's own elementwise kernels do not fuse multiply-adds, on CPU or
+CUDA, which the float32 sums rely on to round as OpenCV's do.)
 """
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.core.alignment import inverse
 from pipeline.anonymize.cover import Ellipse, face_ellipse, small_size
-from pipeline.anonymize.paste_back import paste_roi, soft_mask
+from pipeline.anonymize.paste_back import (
+    _AB_SCALE, _TAB, ERODE, FEATHER, MASK_THRESHOLD, official_covers_face, official_inverse, paste_roi, soft_mask,
+)
 from pipeline.device.resize import resize_area
-
-OFF_IMAGE = -3.0  # a normalized grid coordinate beyond any tap: grid_sample returns zeros
 
 
 def upload(images: list[np.ndarray], device: torch.device | str) -> torch.Tensor:
@@ -44,35 +46,140 @@ def download(frames: torch.Tensor, images: list[np.ndarray]) -> None:
         image[...] = new
 
 
-def _tall(frames: torch.Tensor) -> torch.Tensor:
-    """(1, 3, F·(H+1), W) float: the frames stacked vertically, each followed by a zero row."""
-    n, h, w, _ = frames.shape
-    tall = torch.zeros((3, n, h + 1, w), dtype=torch.float32, device=frames.device)
-    tall[:, :, :h] = frames.permute(3, 0, 1, 2)
-    return tall.reshape(1, 3, n * (h + 1), w)
+_COEF_BITS = 15  # INTER_REMAP_COEF_BITS
+_COEF = 1 << _COEF_BITS
+
+
+def _fixed_positions(dst_to_src: np.ndarray, origins, shape: tuple[int, int], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L, h, w) int64 source positions, in 1/32 px, of the destination pixels origin + (x, y),
+    exactly as cv2.warpAffine computes them (`dst_to_src`: the (L, 2, 3) matrix it inverts yours
+    into): M·x rounded to 1/1024 px per column and M·y + t per row, then summed and cut to 1/32."""
+    m = torch.as_tensor(np.asarray(dst_to_src, np.float64), device=device)
+    origin = torch.as_tensor(np.asarray(origins, np.float64).reshape(-1, 2), device=device)
+    h, w = shape
+    xs = torch.arange(w, dtype=torch.float64, device=device)[None, :] + origin[:, 0, None]  # (L, w)
+    ys = torch.arange(h, dtype=torch.float64, device=device)[None, :] + origin[:, 1, None]  # (L, h)
+    half, shift = _AB_SCALE // _TAB // 2, int(np.log2(_AB_SCALE // _TAB))
+
+    def axis(a, b, c):
+        col = torch.round(a[:, None] * xs * _AB_SCALE).long()[:, None, :]
+        row = torch.round((b[:, None] * ys + c[:, None]) * _AB_SCALE).long()[:, :, None] + half
+        return (row + col) >> shift
+
+    return axis(m[:, 0, 0], m[:, 0, 1], m[:, 0, 2]), axis(m[:, 1, 0], m[:, 1, 1], m[:, 1, 2])
 
 
 def warp_crops(frames: torch.Tensor, frame_index, matrices: np.ndarray, size: int) -> torch.Tensor:
     """(N, 3, size, size) float32 in [0, 1]: face i cut from frames[frame_index[i]] with the
-    frame→crop 2×3 `matrices[i]`, as `cv2.warpAffine(..., INTER_LINEAR, borderValue=0)` would."""
+    frame→crop 2×3 `matrices[i]`, exactly as `cv2.warpAffine(..., INTER_LINEAR, borderValue=0)`
+    computes a uint8 warp: its 1/32 px positions, its 15-bit integer weights (32·(32 − f)(32 − g)
+    …, which sum to 2^15 exactly) and its rounding; a tap outside the frame reads 0. One gather
+    per tap for every face of the batch; the generator then sees SimSwap's own crops."""
     n_faces = len(matrices)
-    n, h, w, _ = frames.shape
+    n, h, w, c = frames.shape
     dev = frames.device
     if n_faces == 0:
         return torch.zeros((0, 3, size, size), dtype=torch.float32, device=dev)
-    inv = torch.as_tensor(np.stack([inverse(m) for m in matrices]), dtype=torch.float32, device=dev)  # crop → frame
-    ys, xs = torch.meshgrid(torch.arange(size, dtype=torch.float32, device=dev),
-                            torch.arange(size, dtype=torch.float32, device=dev), indexing="ij")
-    px = inv[:, 0, 0, None, None] * xs + inv[:, 0, 1, None, None] * ys + inv[:, 0, 2, None, None]
-    py = inv[:, 1, 0, None, None] * xs + inv[:, 1, 1, None, None] * ys + inv[:, 1, 2, None, None]
-    fi = torch.as_tensor(np.asarray(frame_index), dtype=torch.float32, device=dev)[:, None, None]
-    gx = (2.0 * px + 1.0) / w - 1.0
-    gy = (2.0 * (py + fi * (h + 1)) + 1.0) / (n * (h + 1)) - 1.0
-    # Beyond the zero row above or below, a tap would read the neighbouring frame.
-    gx = torch.where((py <= -1.0) | (py >= h), torch.full_like(gx, OFF_IMAGE), gx)
-    grid = torch.stack([gx, gy], dim=-1).reshape(1, n_faces * size, size, 2)
-    out = F.grid_sample(_tall(frames), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return out.reshape(3, n_faces, size, size).permute(1, 0, 2, 3).div_(255.0)
+    inv = np.stack([cv2.invertAffineTransform(np.asarray(m, np.float64)) for m in matrices])  # crop → frame
+    qx, qy = _fixed_positions(inv, np.zeros((n_faces, 2)), (size, size), dev)
+    x0, y0 = qx >> 5, qy >> 5
+    fx, fy = qx & (_TAB - 1), qy & (_TAB - 1)
+    base = torch.as_tensor(np.asarray(frame_index), dtype=torch.long, device=dev)[:, None, None] * (h * w)
+    flat = frames.reshape(n * h * w, c)
+    acc = torch.zeros((n_faces, size, size, c), dtype=torch.int32, device=dev)
+    for (yy, xx), wgt in (((y0, x0), (_TAB - fy) * (_TAB - fx)), ((y0, x0 + 1), (_TAB - fy) * fx),
+                          ((y0 + 1, x0), fy * (_TAB - fx)), ((y0 + 1, x0 + 1), fy * fx)):
+        inside = (xx >= 0) & (xx < w) & (yy >= 0) & (yy < h)
+        v = flat[(base + yy.clamp(0, h - 1) * w + xx.clamp(0, w - 1)).reshape(-1)].reshape(n_faces, size, size, c)
+        acc += v.to(torch.int32) * (wgt * (_COEF // (_TAB * _TAB)) * inside).to(torch.int32)[..., None]
+    out = ((acc + (_COEF >> 1)) >> _COEF_BITS).clamp_(0, 255)
+    return out.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def _reflect101(i: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """OpenCV's BORDER_REFLECT_101 index (…, 2, 1, |0, 1, …, n−1|, n−2, …) for each `i`, per length `n`."""
+    period = torch.clamp(2 * (n - 1), min=1)
+    i = torch.remainder(i.abs(), period)
+    return torch.where(i >= n, period - i, i).clamp(min=0)
+
+
+def _gaussian_taps(dtype, device) -> torch.Tensor:
+    """The official feather's 41 taps, as OpenCV computes them for GaussianBlur((41, 41), 0)."""
+    return torch.as_tensor(cv2.getGaussianKernel(FEATHER, 0).ravel(), dtype=dtype, device=device)
+
+
+def paste_masks(warped_white: torch.Tensor, sizes: list[tuple[int, int]]) -> torch.Tensor:
+    """(L, rh, rw) official paste masks in [0, 1] from the warped white masks (L, rh, rw, 0..255),
+    in their dtype (float64 to match OpenCV's).
+
+    Face k's ROI is the top-left `sizes[k]` = (h, w) of its slice; the rest is padding. Beyond its
+    ROI a face's mask counts as +inf for the erosion: at a frame edge that is OpenCV's border for
+    erode, and at an ROI edge inside the frame only pixels outside the footprint (already 0)
+    have windows reaching there. The blur reflects (101) at each face's own ROI edges: OpenCV's
+    border at a frame edge, and zeros reflected into zeros anywhere else (paste_back.py).
+    """
+    n, rh, rw = warped_white.shape
+    dev = warped_white.device
+    hs = torch.as_tensor([s[0] for s in sizes], device=dev)
+    ws = torch.as_tensor([s[1] for s in sizes], device=dev)
+    rows, cols = torch.arange(rh, device=dev), torch.arange(rw, device=dev)
+    inside = (rows[None, :, None] < hs[:, None, None]) & (cols[None, None, :] < ws[:, None, None])
+    m = torch.where(warped_white > MASK_THRESHOLD, torch.full_like(warped_white, 255.0), warped_white)
+    m = torch.where(inside, m, torch.full_like(m, 255.0))
+    # Erosion = −max_pool(−m), separable; window x−20 … x+19 as cv2.erode's 40-wide kernel anchored at 20.
+    lo, hi = ERODE // 2, ERODE - 1 - ERODE // 2
+    e = F.pad(-m[:, None], (lo, hi, 0, 0), value=-float("inf"))
+    e = F.max_pool2d(e, (1, ERODE), stride=1)
+    e = F.pad(e, (0, 0, lo, hi), value=-float("inf"))
+    e = -F.max_pool2d(e, (ERODE, 1), stride=1)[:, 0]  # (L, rh, rw)
+    r = FEATHER // 2
+    ri = _reflect101(torch.arange(-r, rh + r, device=dev)[None, :], hs[:, None])  # (L, rh + 2r)
+    ci = _reflect101(torch.arange(-r, rw + r, device=dev)[None, :], ws[:, None])
+    k = torch.arange(n, device=dev)[:, None, None]
+    padded = e[k, ri[:, :, None], ci[:, None, :]][:, None]  # (L, 1, rh + 2r, rw + 2r)
+    taps = _gaussian_taps(e.dtype, dev)
+    # The separable blur as two banded matrix products: a float64 matmul runs at BLAS speed where
+    # a float64 conv2d does not (20× on CPU), and the sums differ from OpenCV's only in the last bit.
+    band_w = _band(taps, rw)  # (rw + 2r, rw)
+    band_h = _band(taps, rh)
+    return (band_h.T @ padded[:, 0] @ band_w) / 255.0
+
+
+def _band(taps: torch.Tensor, n: int) -> torch.Tensor:
+    """(n + len(taps) − 1, n) matrix whose column j holds `taps` at rows j … j + len − 1 (a valid 1-D filter)."""
+    k = len(taps)
+    i = torch.arange(n + k - 1, device=taps.device)[:, None] - torch.arange(n, device=taps.device)[None, :]
+    return torch.where((i >= 0) & (i < k), taps[i.clamp(0, k - 1)], torch.zeros((), dtype=taps.dtype, device=taps.device))
+
+
+class _Taps:
+    """The four bilinear taps of every ROI pixel and their OpenCV weights, worked out once for
+    all the images warped with them (crop, white mask, small-face mask)."""
+
+    def __init__(self, qx: torch.Tensor, qy: torch.Tensor, size: int):
+        x0, y0 = qx >> 5, qy >> 5
+        fx = (qx & (_TAB - 1)).to(torch.float32) / _TAB
+        fy = (qy & (_TAB - 1)).to(torch.float32) / _TAB
+        self.shape, self.size = qx.shape, size
+        self.index, self.inside = [], []
+        for yy, xx in ((y0, x0), (y0, x0 + 1), (y0 + 1, x0), (y0 + 1, x0 + 1)):
+            self.inside.append(((xx >= 0) & (xx < size) & (yy >= 0) & (yy < size)).reshape(qx.shape[0], 1, -1))
+            self.index.append((yy.clamp(0, size - 1) * size + xx.clamp(0, size - 1)).reshape(qx.shape[0], 1, -1))
+        # OpenCV's table: (1 − g, g) ⊗ (1 − f, f), each product rounded to float32
+        self.weights = [((1 - fy) * (1 - fx)), ((1 - fy) * fx), (fy * (1 - fx)), (fy * fx)]
+
+    def sample(self, src: torch.Tensor) -> torch.Tensor:
+        """(L, C, rh, rw): `src` (L, C, S, S) read at the taps, zero outside, summed in OpenCV's
+        order, so a float32 crop warps to the very float32 values cv2.remap gives (grid_sample's
+        weights differ in the last bits, which the official truncation turns into whole levels)."""
+        n, c = src.shape[:2]
+        flat = src.reshape(n, c, self.size * self.size)
+        out = None
+        for idx, ok, w in zip(self.index, self.inside, self.weights):
+            v = torch.where(ok, flat.gather(2, idx.expand(n, c, -1)), torch.zeros((), dtype=src.dtype, device=src.device))
+            v = v * w.reshape(n, 1, -1).to(src.dtype)
+            out = v if out is None else out + v
+        return out.reshape(n, c, *self.shape[1:])
 
 
 def paste_crops(
@@ -86,8 +193,13 @@ def paste_crops(
 ) -> list[tuple[int, int, int, int] | None]:
     """Blends `crops` (N, 3, S, S, float in [0, 1]) back into `frames` in place; returns each ROI.
 
-    `noise_eps` > 0 adds alpha · U(-eps, eps) to the blended pixels, as
-    noise_defense.add_uniform_noise does on the host (rounded first, so alpha = 0 stays exact).
+    The official paste (pipeline.anonymize.paste_back), batched: every face's crop, white mask and
+    small-face mask are warped into its ROI (padded to the largest) by one gather, one batched
+    erosion and blur make the official masks, then each face is blended in float64 and truncated,
+    in order. The masks are float64 as OpenCV's are (a float32 feather moves `alpha` by ~1e-7,
+    enough to flip a truncation now and then). `noise_eps` > 0 adds alpha · U(-eps, eps) to the
+    blended pixels, as noise_defense.add_uniform_noise does on the host (rounded, so alpha = 0
+    stays exact).
     """
     size = crops.shape[-1]
     _, h, w, _ = frames.shape
@@ -98,26 +210,29 @@ def paste_crops(
     dev = frames.device
     rh = max(rois[i][3] - rois[i][1] for i in live)
     rw = max(rois[i][2] - rois[i][0] for i in live)
-    m = torch.as_tensor(np.asarray(matrices, np.float32)[live], device=dev)  # frame → crop
-    origin = torch.as_tensor([rois[i][:2] for i in live], dtype=torch.float32, device=dev)
-    xs = torch.arange(rw, dtype=torch.float32, device=dev)[None, None, :] + origin[:, 0, None, None]
-    ys = torch.arange(rh, dtype=torch.float32, device=dev)[None, :, None] + origin[:, 1, None, None]
-    qx = m[:, 0, 0, None, None] * xs + m[:, 0, 1, None, None] * ys + m[:, 0, 2, None, None]
-    qy = m[:, 1, 0, None, None] * xs + m[:, 1, 1, None, None] * ys + m[:, 1, 2, None, None]
-    grid = torch.stack([(2.0 * qx + 1.0) / size - 1.0, (2.0 * qy + 1.0) / size - 1.0], dim=-1)
-    mask = torch.as_tensor(soft_mask(size), device=dev)[None, None].expand(len(live), 1, size, size)
-    src = torch.cat([crops[live].float() * 255.0, mask], dim=1)
-    warped = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # (L, 4, rh, rw)
+    # warpAffine(crop, mat_rev) samples the crop at inv(mat_rev)·x: official_inverse, then OpenCV's own inversion
+    dst_to_src = np.stack([cv2.invertAffineTransform(official_inverse(matrices[i])) for i in live])
+    qx, qy = _fixed_positions(dst_to_src, [rois[i][:2] for i in live], (rh, rw), dev)
+    n_live = len(live)
+    taps = _Taps(qx, qy, size)
+    face = taps.sample(crops[live].float())  # (L, 3, rh, rw) float32, as cv2.remap of the float crop
+    covers = [official_covers_face(matrices[i], size) for i in live]
+    official = small = None
+    if any(covers):
+        white = torch.full((n_live, 1, size, size), 255.0, dtype=torch.float64, device=dev)
+        official = paste_masks(taps.sample(white)[:, 0], [(rois[i][3] - rois[i][1], rois[i][2] - rois[i][0]) for i in live])
+    if not all(covers):
+        small = taps.sample(torch.as_tensor(soft_mask(size), device=dev)[None, None].expand(n_live, 1, size, size))[:, 0]
     frame_index = np.asarray(frame_index)
     for k, i in enumerate(live):
         x0, y0, x1, y1 = rois[i]
         roi = frames[int(frame_index[i]), y0:y1, x0:x1]
-        alpha = warped[k, 3, : y1 - y0, : x1 - x0, None]
-        face = warped[k, :3, : y1 - y0, : x1 - x0].permute(1, 2, 0)
-        out = torch.round(face * alpha + roi.float() * (1.0 - alpha))
+        alpha = (official[k] if covers[k] else small[k].double())[: y1 - y0, : x1 - x0, None]
+        target = face[k, :, : y1 - y0, : x1 - x0].permute(1, 2, 0).double() * 255.0
+        out = torch.floor(alpha * target + (1.0 - alpha) * roi.double())  # truncation, as official
         if noise_eps > 0:
             noise = torch.rand(out.shape, generator=generator, device=dev) * (2.0 * noise_eps) - noise_eps
-            out = torch.where(alpha > 0, torch.round(out + alpha * noise), out)
+            out = torch.where(alpha > 0, torch.round(out + alpha * noise.double()), out)
         roi.copy_(out.clamp_(0, 255).to(torch.uint8))
     return rois
 
@@ -129,30 +244,17 @@ def _ellipse_alpha(e: Ellipse, device) -> torch.Tensor:
     return ((e.reach - r) / e.feather).clamp_(0.0, 1.0)
 
 
-def _reflect101(n: int, pad: int) -> list[int]:
-    """Source index of each of n + 2·pad positions under OpenCV's BORDER_REFLECT_101, which
-    keeps reflecting on axes shorter than the pad (a 3-pixel-wide shrunken face): torch's
-    "reflect" padding refuses those, and "replicate" differs from OpenCV there."""
-    out = []
-    for p in range(-pad, n + pad):
-        if n == 1:
-            out.append(0)
-            continue
-        while p < 0 or p >= n:
-            p = -p if p < 0 else 2 * n - 2 - p
-        out.append(p)
-    return out
-
-
 def _gaussian_1(x: torch.Tensor) -> torch.Tensor:
     """σ = 1 Gaussian, 7 taps, BORDER_REFLECT_101: OpenCV's GaussianBlur((0, 0), 1.0)."""
     t = torch.arange(-3, 4, dtype=torch.float32, device=x.device)
     k = torch.exp(-(t**2) / 2.0)
     k = k / k.sum()
     c = x.shape[1]
-    cols = torch.tensor(_reflect101(x.shape[-1], 3), device=x.device)
+    # OpenCV keeps reflecting on axes shorter than the pad (a 3-pixel-wide shrunken face): torch's
+    # "reflect" padding refuses those, and "replicate" differs from OpenCV there.
+    cols = _reflect101(torch.arange(-3, x.shape[-1] + 3, device=x.device), torch.tensor(x.shape[-1], device=x.device))
     x = F.conv2d(x[..., cols], k.view(1, 1, 1, 7).expand(c, 1, 1, 7), groups=c)
-    rows = torch.tensor(_reflect101(x.shape[-2], 3), device=x.device)
+    rows = _reflect101(torch.arange(-3, x.shape[-2] + 3, device=x.device), torch.tensor(x.shape[-2], device=x.device))
     return F.conv2d(x[..., rows, :], k.view(1, 1, 7, 1).expand(c, 1, 7, 1), groups=c)
 
 

@@ -29,12 +29,15 @@ def main(argv: list[str]) -> int:
     s.add_argument("gallery")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    from pipeline.identity.gallery import SourceGallery
+    from pipeline.identity.gallery import LATENT_SIZES, SourceGallery
 
     try:
         if args.cmd == "show":
             g = SourceGallery.load(args.gallery)
-            print(f"{args.gallery}: {len(g.sources)} identities; embedders {', '.join(g.embedders)}; latents {'yes' if g.has_latents else 'no'}"
+            sizes = [str(size) for size in LATENT_SIZES if g.latents_for(size) is not None]
+            print(f"{args.gallery}: {len(g.sources)} identities; embedders {', '.join(g.embedders)}; "
+                  f"latents {'for ' + ' and '.join(sizes) if sizes else 'no'}"
+                  + ("" if g.crops_512 is not None else "; no 512 crops (rebuild it to swap at 512)")
                   + (f"; {len(g.references)} reference persons (attribute estimate only)" if g.references else ""))
             for src in g.sources:
                 print(f"  {src.id}: {src.gender or '?'}, {src.age_group or '?'}; {len(src.files)} photo(s)" +
@@ -67,5 +70,5 @@ def main(argv: list[str]) -> int:
         return fail(e)
     print(f"wrote {args.output}: {len(g.sources)} identities" + (f" and {len(g.references)} reference persons" if g.references else "")
           + f", embedders {', '.join(g.embedders)}, "
-          f"latents {'yes' if g.has_latents else 'no (computed at run time from the stored crops)'}")
+          f"latents {'224 and 512' if g.has_latents else 'no (computed at run time from the stored crops)'}")
     return 0

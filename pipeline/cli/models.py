@@ -32,7 +32,8 @@ def main(argv: list[str]) -> int:
             state = "installed" if row["installed"] else "not installed"
             print(f"    {state}" + (f": {row['path']}" if row["path"] else ""))
         if any(e.non_commercial for e in MODELS.values()):
-            print("warning: SimSwap's weights (CC BY-NC-SA 4.0) and insightface's ArcFace are for non-commercial use only.")
+            print("warning: SimSwap's weights (CC BY-NC-SA 4.0), insightface's ArcFace and the face parser's weights "
+                  "(trained on CelebAMask-HQ) are for non-commercial use only.")
         return 0
     if args.cmd == "fetch":
         try:

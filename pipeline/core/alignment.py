@@ -43,10 +43,13 @@ ARCFACE_TEMPLATE_112 = np.array(
 
 
 def templates(size: int) -> np.ndarray:
-    """(T, 5, 2) template points for a crop of `size` pixels, as SimSwap picks them."""
+    """(T, 5, 2) template points for a crop of `size` pixels, in SimSwap's own dtypes: its 112-grid
+    templates are float32 arrays scaled in float32 (`src_map * image_size / 112`), the FFHQ one
+    is float64. scikit-image's estimate then works in those precisions, so the matrices come out
+    bit-identical to SimSwap's (float64 inputs move the translation by ~3e-5 crop px)."""
     if size == 512:
-        return FFHQ_TEMPLATE_512 * (size / 512.0)
-    return POSE_TEMPLATES_112 * (size / 112.0)
+        return FFHQ_TEMPLATE_512 * size / 512
+    return POSE_TEMPLATES_112.astype(np.float32) * size / 112
 
 
 def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -61,15 +64,19 @@ def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 
 def estimate(landmarks: np.ndarray, size: int) -> tuple[np.ndarray, int]:
-    """Frame→crop 2×3 matrix for one face (5×2 landmarks) and the template index used."""
+    """Frame→crop 2×3 float64 matrix for one face (5×2 landmarks) and the template index used.
+
+    float64 as SimSwap's `estimate_norm` returns it: the crop warp and the paste-back then
+    sample at the official positions (float32 would move the translation by up to 1e-4 px)."""
     best, best_err, best_i = None, np.inf, 0
-    pts = np.asarray(landmarks, np.float64)
+    pts = np.asarray(landmarks, np.float32)  # what detectors return, and the precision SimSwap estimates in
+    homogeneous = np.insert(pts, 2, np.ones(5), axis=1)
     for i, tpl in enumerate(templates(size)):
         m = _similarity(pts, tpl)[:2]
-        err = np.sqrt((((pts @ m[:, :2].T) + m[:, 2] - tpl) ** 2).sum(axis=1)).sum()
+        err = np.sum(np.sqrt(np.sum((np.dot(m, homogeneous.T).T - tpl) ** 2, axis=1)))  # estimate_norm's error
         if err < best_err:
             best, best_err, best_i = m, err, i
-    return best.astype(np.float32), best_i
+    return best, best_i
 
 
 def warp_to_template(image: np.ndarray, landmarks: np.ndarray, template: np.ndarray, size: int) -> np.ndarray:
@@ -114,7 +121,7 @@ class AlignedFaces:
     """All faces of a batch of frames, aligned: crops[i] came from frames[frame_index[i]]."""
 
     crops: np.ndarray  # (N, S, S, 3) uint8 RGB
-    matrices: np.ndarray  # (N, 2, 3) float32, frame → crop
+    matrices: np.ndarray  # (N, 2, 3) float64, frame → crop
     frame_index: np.ndarray  # (N,) int
     pose: np.ndarray  # (N,) template index (2 = frontal for 224; 0 for 512); -1 where not aligned
     ok: np.ndarray  # (N,) bool: False where no similarity fits the landmarks (crop left black)
@@ -128,7 +135,7 @@ class FaceFits:
     """Where every face of a batch of frames goes in crop space; the warp itself comes after,
     on the host (`align`) or on a device (pipeline.anonymize.torch_faces), from the same numbers."""
 
-    matrices: np.ndarray  # (N, 2, 3) float32, frame → crop (zeros where not ok)
+    matrices: np.ndarray  # (N, 2, 3) float64, frame → crop (zeros where not ok)
     frame_index: np.ndarray  # (N,) int
     pose: np.ndarray  # (N,) template index (2 = frontal for 224; 0 for 512); -1 where not aligned
     ok: np.ndarray  # (N,) bool: False where no similarity fits the landmarks
@@ -146,13 +153,13 @@ def fit_all(landmarks: list[np.ndarray], size: int = 224) -> FaceFits:
                 m, pose = estimate(lm, size)
                 ok.append(True)
             except ValueError:
-                m, pose = np.zeros((2, 3), np.float32), -1
+                m, pose = np.zeros((2, 3), np.float64), -1
                 ok.append(False)
             mats.append(m)
             idx.append(f)
             poses.append(pose)
     if not mats:
-        return FaceFits(np.zeros((0, 2, 3), np.float32), np.zeros((0,), np.int64), np.zeros((0,), np.int64), np.zeros((0,), bool))
+        return FaceFits(np.zeros((0, 2, 3), np.float64), np.zeros((0,), np.int64), np.zeros((0,), np.int64), np.zeros((0,), bool))
     return FaceFits(np.stack(mats), np.array(idx), np.array(poses), np.array(ok))
 
 

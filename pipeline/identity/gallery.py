@@ -6,10 +6,16 @@ become one entry, vectors averaged) and stores, per identity:
 - attributes `gender` (male/female) and `age_group` (young/older), for PerFace's step 1;
 - one selection embedding per embedder (dlib, arcface-r50, perface), for step 2 and the
   z / −z margins;
-- the SimSwap latent, when SimSwap's ArcFace was given (else it is computed at run time
-  from the stored crop);
-- one aligned 224 crop (the swap needs only the latent; the crop lets a later run compute
-  latents and lets reviewers see who the fake identities are).
+- the SimSwap latents, one per generator size, when SimSwap's ArcFace was given (else they
+  are computed at run time from the stored crops);
+- the aligned crops the latents come from: 224 (SimSwap's pose templates) and 512 (its FFHQ
+  template). The swap needs only the latent; the crops let a later run compute latents and
+  let reviewers see who the fake identities are.
+
+Why a latent per size: SimSwap's inference takes the source's identity from a crop aligned
+like the target's, resized to 112 by nearest — the 224 pose-template crop for the 224 model,
+the FFHQ 512 crop for the 512 model. The two framings differ (eye distance 0.29 vs 0.246 of
+the crop), so the ArcFace gives two different vectors, and the 512 generator must get its own.
 
 Reference persons (optional, `--reference-photos DIR --reference-labels CSV`): labelled photos
 of people who are never swapped in, only to fit the attribute estimate
@@ -19,11 +25,12 @@ few women. Only their vectors and labels are kept, no pixels.
 File format (`.npz`, read with `allow_pickle=False`, so loading runs no code):
 - `meta`: UTF-8 JSON as a uint8 array: {"format": "anonswap-gallery", "version": 1,
   "identities": [{"id", "gender", "age_group", "files", "label_conflicts"}],
-  "embedders": [names], "latent": "simswap-arcface" | null,
+  "embedders": [names], "latent": "simswap-arcface" | null, "latent_512": "simswap-arcface" | null,
   "references" (optional): [{"id", "gender", "age_group", "files"}]};
-- `crops`: (N, 224, 224, 3) uint8 RGB, SimSwap's alignment;
+- `crops`: (N, 224, 224, 3) uint8 RGB, SimSwap's 224 alignment;
+- `crops_512` (optional; galleries built before it lack it): (N, 512, 512, 3) uint8 RGB, FFHQ alignment;
 - `emb_<embedder>`: (N, D) float32 unit vectors, row i = identities[i];
-- `latent` (optional): (N, 512) float32 unit vectors;
+- `latent`, `latent_512` (optional): (N, 512) float32 unit vectors for the 224 and 512 generators;
 - `ref_emb_<embedder>` (with references): (R, D) float32 unit vectors, row i = references[i].
 """
 
@@ -53,9 +60,16 @@ FORMAT = "anonswap-gallery"
 VERSION = 1
 
 
+LATENT_SIZES = (224, 512)
+
+
 @dataclass
 class Source:
-    """One fake identity. `members` names the identities averaged into a synthetic one."""
+    """One fake identity. `members` names the identities averaged into a synthetic one.
+
+    `latent` is the one the swap uses: the latent for the gallery's swap size (`latents[size]`,
+    see SourceGallery.use_size), or, for a synthetic identity, the mean of its members'.
+    """
 
     id: str
     gender: str | None
@@ -65,6 +79,7 @@ class Source:
     members: tuple[str, ...] = ()
     files: list[str] = field(default_factory=list)
     label_conflicts: list[str] = field(default_factory=list)
+    latents: dict[int, np.ndarray] = field(default_factory=dict)  # crop size (224, 512) → SimSwap latent
 
     @property
     def synthetic(self) -> bool:
@@ -73,10 +88,42 @@ class Source:
 
 @dataclass
 class SourceGallery:
+    """`size`: the swap size (generator crop) whose latents the sources' `latent` holds."""
+
     sources: list[Source]
     crops: np.ndarray  # (N, 224, 224, 3) uint8, row i = sources[i]
     latent_model: str | None = None
     references: list[Source] = field(default_factory=list)  # labelled persons never swapped in
+    crops_512: np.ndarray | None = None  # (N, 512, 512, 3) uint8 FFHQ-aligned; None in galleries built before it
+    size: int = 224
+
+    def __post_init__(self) -> None:
+        if self.size not in LATENT_SIZES:
+            raise ValueError(f"a gallery serves swap sizes {LATENT_SIZES}, got {self.size}")
+        for s in self.sources:  # a latent given alone belongs to the gallery's size
+            if s.latent is not None and self.size not in s.latents:
+                s.latents[self.size] = s.latent
+
+    def crops_for(self, size: int) -> np.ndarray:
+        """The crops SimSwap's inference takes a `size` generator's source latent from."""
+        if size == 224:
+            return self.crops
+        if size == 512 and self.crops_512 is not None:
+            return self.crops_512
+        raise InvalidInputError(
+            f"this gallery has no {size} crops (built before they were stored), so the {size} generator's "
+            f"source latents cannot be computed as SimSwap does (from the FFHQ-aligned 512 crop); rebuild it with: "
+            f"python run_pipeline.py gallery build DIR --labels CSV -o GALLERY"
+        )
+
+    def use_size(self, size: int) -> "SourceGallery":
+        """Makes every source's `latent` the one for a `size` generator (None where not computed yet)."""
+        if size not in LATENT_SIZES:
+            raise ValueError(f"a gallery serves swap sizes {LATENT_SIZES}, got {size}")
+        self.size = size
+        for s in self.sources:
+            s.latent = s.latents.get(size)
+        return self
 
     @property
     def ids(self) -> list[str]:
@@ -105,12 +152,22 @@ class SourceGallery:
     def has_latents(self) -> bool:
         return all(s.latent is not None for s in self.sources)
 
-    def fill_latents(self, latent_fn, model: str = "simswap-arcface") -> None:
-        """Computes SimSwap latents from the stored crops (a gallery built without the ArcFace)."""
-        latents = np.asarray(latent_fn(self.crops), np.float32)
-        for s, v in zip(self.sources, latents):
-            s.latent = v
+    def fill_latents(self, latent_fn, model: str = "simswap-arcface", sizes: tuple[int, ...] | None = None) -> None:
+        """Computes SimSwap latents from the stored crops (a gallery built without the ArcFace),
+        for `sizes` (default: the gallery's swap size); `latent_fn(crops) -> (N, 512)`."""
+        for size in sizes or (self.size,):
+            latents = np.asarray(latent_fn(self.crops_for(size)), np.float32)
+            for s, v in zip(self.sources, latents):
+                s.latents[size] = v
+        for s in self.sources:
+            s.latent = s.latents.get(self.size)
         self.latent_model = model
+
+    def latents_for(self, size: int) -> np.ndarray | None:
+        """(N, 512) latents for a `size` generator, or None when not every source has one."""
+        if all(size in s.latents for s in self.sources) and self.sources:
+            return np.stack([s.latents[size] for s in self.sources]).astype(np.float32)
+        return None
 
     def fingerprint(self) -> str:
         """Changes when identities or their vectors change: a fleet registry checks it."""
@@ -132,7 +189,7 @@ class SourceGallery:
             for n in sorted(os.listdir(folder)) if n.lower().endswith(IMAGE_EXTENSIONS)
         ]
         by_id: dict[str, list[dict]] = {}
-        crops, vectors = {}, {}
+        crops, crops_512, vectors = {}, {}, {}
         seen_pixels: dict[str, str] = {}
         for row in rows:
             path = os.path.join(folder, row["file"])
@@ -153,7 +210,9 @@ class SourceGallery:
             k = dets.largest()
             lm = dets.landmarks[k : k + 1]
             by_id.setdefault(row["identity"], []).append(row)
-            crops.setdefault(row["identity"], align([img], [lm], 224).crops[0])
+            if row["identity"] not in crops:
+                crops[row["identity"]] = align([img], [lm], 224).crops[0]
+                crops_512[row["identity"]] = align([img], [lm], 512).crops[0]
             for e in embedders:
                 vectors.setdefault((row["identity"], e.name), []).append(e.embed(img, lm)[0])
         if not by_id:
@@ -168,9 +227,9 @@ class SourceGallery:
             embs = {e.name: normalize(np.mean(vectors[(ident, e.name)], axis=0)) for e in embedders}
             sources.append(Source(ident, gender, age, embs, files=[m["file"] for m in members],
                                   label_conflicts=[c for c in (g_conflict, a_conflict) if c]))
-        gallery = cls(sources, np.stack([crops[s.id] for s in sources]))
+        gallery = cls(sources, np.stack([crops[s.id] for s in sources]), crops_512=np.stack([crops_512[s.id] for s in sources]))
         if latent_fn is not None:
-            gallery.fill_latents(latent_fn)
+            gallery.fill_latents(latent_fn, sizes=LATENT_SIZES)
         return gallery
 
     # ---- file --------------------------------------------------------------------------
@@ -182,9 +241,12 @@ class SourceGallery:
                 for s in self.sources
             ],
             "embedders": self.embedders,
-            "latent": self.latent_model if self.has_latents else None,
+            "latent": self.latent_model if self.latents_for(224) is not None else None,
+            "latent_512": self.latent_model if self.latents_for(512) is not None else None,
         }
         arrays = {"crops": self.crops}
+        if self.crops_512 is not None:
+            arrays["crops_512"] = self.crops_512
         for name in self.embedders:
             arrays[f"emb_{name}"] = self.matrix(name).astype(np.float32)
         if self.references:
@@ -192,8 +254,10 @@ class SourceGallery:
                                   for r in self.references]
             for name in sorted(set.intersection(*(set(r.embeddings) for r in self.references))):
                 arrays[f"ref_emb_{name}"] = np.stack([r.embeddings[name] for r in self.references]).astype(np.float32)
-        if self.has_latents:
-            arrays["latent"] = np.stack([s.latent for s in self.sources]).astype(np.float32)
+        for size, key in ((224, "latent"), (512, "latent_512")):
+            latents = self.latents_for(size)
+            if latents is not None:
+                arrays[key] = latents
         write_npz(path, FORMAT, VERSION, meta, arrays, compressed=True)
 
     @classmethod
@@ -209,14 +273,14 @@ class SourceGallery:
         sources = []
         for i, m in enumerate(meta["identities"]):
             embs = {name: arrays[f"emb_{name}"][i] for name in meta["embedders"]}
-            sources.append(Source(m["id"], m["gender"], m["age_group"], embs,
-                                  latent=arrays["latent"][i] if "latent" in arrays else None,
+            latents = {size: arrays[key][i] for size, key in ((224, "latent"), (512, "latent_512")) if key in arrays}
+            sources.append(Source(m["id"], m["gender"], m["age_group"], embs, latent=latents.get(224), latents=latents,
                                   files=m.get("files", []), label_conflicts=m.get("label_conflicts", [])))
         ref_names = [k[len("ref_emb_"):] for k in arrays if k.startswith("ref_emb_")]
         references = [Source(m["id"], m["gender"], m["age_group"], {name: arrays[f"ref_emb_{name}"][i] for name in ref_names},
                              files=m.get("files", []))
                       for i, m in enumerate(meta.get("references", []))]
-        return cls(sources, arrays["crops"], meta.get("latent"), references)
+        return cls(sources, arrays["crops"], meta.get("latent") or meta.get("latent_512"), references, crops_512=arrays.get("crops_512"))
 
     @classmethod
     def open(cls, path: str, detector, embedders: list) -> "SourceGallery":

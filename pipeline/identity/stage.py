@@ -71,7 +71,7 @@ class _Track:
     samples: int = 0
     vector_sum: np.ndarray | None = None
     weight: float = 0.0
-    best_crop: np.ndarray | None = None  # SimSwap 224 crop of the best sample, for z's latent; until decided
+    best_crop: np.ndarray | None = None  # SimSwap crop (swap size) of the best sample, for z's latent; until decided
     best_weight: float = 0.0
     person: Person | None = None
     pending: list = field(default_factory=list)  # samples taken before the decision
@@ -100,7 +100,8 @@ class IdentityStage:
 
     def __init__(self, embedder, registry: PersonRegistry, assigner: SourceAssigner | None = None,
                  config: IdentityConfig = IdentityConfig(), latent_fn=None, gallery_fingerprint: str | None = None,
-                 max_id_gap: int | None = None, given: GivenAttributes | None = None, embed=None):
+                 max_id_gap: int | None = None, given: GivenAttributes | None = None, embed=None,
+                 latent_size: int = 224):
         """`embed(frame, landmarks)`: how this run's data path embeds (default: the embedder on
         the host image; on the device path the frame's tensor, run/build.py chooses once)."""
         self.embedder = embedder
@@ -108,7 +109,10 @@ class IdentityStage:
         self.registry = registry
         self.assigner = assigner
         self.config = config
-        self.latent_fn = latent_fn  # SimSwap ArcFace on 224 crops, for the latent-space margin
+        self.latent_fn = latent_fn  # SimSwap ArcFace on aligned crops, for the latent-space margin
+        # The margin compares a face's latent with the sources', so it is taken from the same
+        # crop as theirs: the swap size's (224 pose templates, or FFHQ 512; gallery.py).
+        self.latent_size = latent_size
         self.gallery_fingerprint = gallery_fingerprint  # a fleet registry is tied to its gallery
         self.seed = secrets.randbits(32) if config.scope == "random" else config.seed
         self.max_id_gap = max_id_gap
@@ -157,7 +161,7 @@ class IdentityStage:
             vecs = self._embed(tf.frame, landmarks)
             # the crop only serves a new person's source choice: none for decided tracks
             want_crops = self.latent_fn is not None and any(tr.person is None for _, tr, _ in chosen)
-            crops = align([tf.frame.image], [landmarks], 224).crops if want_crops else None
+            crops = align([tf.frame.image], [landmarks], self.latent_size).crops if want_crops else None
             for k, ((_, tr, w), v) in enumerate(zip(chosen, vecs)):
                 self.samples_taken += 1
                 tr.samples += 1

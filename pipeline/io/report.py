@@ -98,6 +98,7 @@ class ReportBuilder:
         self.frames_with_faces = 0
         self.outcomes: Counter[str] = Counter()
         self.repairs: Counter[str] = Counter()
+        self.parsing: Counter[str] = Counter()  # --parsing-mask: per swapped face, mask used or why not
         self.stage_ms: dict[str, float] = {}
         self.settings: dict = {}
         self.shot_cuts: list[int] = []
@@ -114,6 +115,8 @@ class ReportBuilder:
         for face in tf.faces:
             self.predicted += face.predicted
             self.outcomes[face.outcome or "unknown"] += 1
+            if "parsing_mask" in face.data:
+                self.parsing[face.data["parsing_mask"]] += 1
             if face.track_id is None:
                 self.unconfirmed += 1
                 continue
@@ -176,6 +179,7 @@ class ReportBuilder:
                 "fallback": {k.split(":", 1)[1]: v for k, v in sorted(self.outcomes.items()) if k.startswith("blur:")},
                 "by_outcome": dict(sorted(self.outcomes.items())),
                 "repaired": dict(sorted(self.repairs.items())),
+                "parsing_mask": dict(sorted(self.parsing.items())),
             },
             "tracks": [
                 {

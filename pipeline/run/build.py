@@ -50,6 +50,20 @@ def load_detector(config: RunConfig, engines: EngineChoice) -> FaceDetector:
     return FaceDetector(engine, detect_size=config.detect_size, threshold=config.threshold)
 
 
+def load_face_parser(config: RunConfig, engines: EngineChoice):
+    """`--parsing-mask`: the BiSeNet face parser (model table: face-parsing), or None. It runs
+    on the run's device, always in float32, as SimSwap runs it (TF32 alone already breaks its golden contract)."""
+    if not config.parsing_mask:
+        return None
+    from engines import get_model, load
+    from pipeline.anonymize.parsing import FaceParser
+
+    try:
+        return FaceParser(load("face-parsing", path=config.parsing_model, device=engines.device.torch_device or "cpu"), get_model("face-parsing").settings)
+    except (ValueError, OSError) as e:
+        raise InvalidInputError(f"face parser unusable: {e}") from e
+
+
 def load_simswap_arcface(path: str):
     """SimSwap's ArcFace through the restricted unpickler; an unusable file is an input error."""
     from engines.simswap import UnsafeCheckpointError, load_arcface_checkpoint
@@ -128,8 +142,9 @@ def build_identity(config: RunConfig, detector: FaceDetector, arc=None, cache: M
     if backend == "torch":
         def embed(frame, lm):
             return embedder.embed(frame.image, lm) if frame.tensor is None else embedder.embed_frame_tensor(frame.tensor, lm)
-    gallery = _cached(cache, ("gallery", config.gallery, config.embedder, id(detector), id(arc)),
-                      lambda: SourceGallery.open(config.gallery, detector, [embedder]))
+    size = config.swap.size  # the generator's crop: the source latents come from crops aligned like it
+    gallery = _cached(cache, ("gallery", config.gallery, config.embedder, id(detector), id(arc), size),
+                      lambda: SourceGallery.open(config.gallery, detector, [embedder]).use_size(size))
     latent_fn = (lambda crops: latent_from_crops(arc, crops)) if arc is not None else None
     if latent_fn is not None and not gallery.has_latents:
         gallery.fill_latents(latent_fn)
@@ -142,7 +157,7 @@ def build_identity(config: RunConfig, detector: FaceDetector, arc=None, cache: M
     else:
         registry = PersonRegistry(config.embedder, same_person)
     return IdentityStage(embedder, registry, assigner, config.identity, latent_fn=latent_fn, gallery_fingerprint=gallery.fingerprint(),
-                         max_id_gap=config.tracker.max_id_gap, given=given, embed=embed)
+                         max_id_gap=config.tracker.max_id_gap, given=given, embed=embed, latent_size=size)
 
 
 def build_tracker(config: RunConfig, identity: IdentityStage | None) -> FaceTracker:
@@ -155,10 +170,11 @@ def build_tracker(config: RunConfig, identity: IdentityStage | None) -> FaceTrac
     return FaceTracker(cfg, embed=identity.embedder.embed)
 
 
-def build_anonymizer(mode: str, config: RunConfig, engine=None, ops=None):
+def build_anonymizer(mode: str, config: RunConfig, engine=None, ops=None, parser=None):
     if mode != "swap":
         return Anonymizer(mode, region_scale=config.region_scale, ops=ops)
-    return FaceSwapper(engine, fallback=Anonymizer("blur", region_scale=config.region_scale, ops=ops), config=config.swap, ops=ops)
+    return FaceSwapper(engine, fallback=Anonymizer("blur", region_scale=config.region_scale, ops=ops), config=config.swap, ops=ops,
+                       parser=parser)
 
 
 @dataclass
@@ -197,12 +213,14 @@ def build_stages(mode: str, config: RunConfig, detector: FaceDetector | None = N
 
         transfer = Transfer(engines.device.torch_device)
         detect, ops = DeviceDetect(detector, transfer), TorchFaceOps(engines.device.torch_device, transfer)
-    engine, arc = (None, None)
+    engine, arc, parser = (None, None, None)
     if mode == "swap":
         engine, arc = _cached(models, ("swap", config.generator, config.arcface, config.swap.size, engines.generator_backend, *key),
                               lambda: load_swap_models(config, engines))
+        parser = _cached(models, ("parser", config.parsing_mask, config.parsing_model, engines.device.torch_device),
+                         lambda: load_face_parser(config, engines))
     identity = build_identity(config, detector, arc, models, engines)
-    return Stages(detector, identity, build_tracker(config, identity), build_anonymizer(mode, config, engine, ops), detect, engines)
+    return Stages(detector, identity, build_tracker(config, identity), build_anonymizer(mode, config, engine, ops, parser), detect, engines)
 
 
 def finish_identity(identity: IdentityStage | None, report: ReportBuilder, config: RunConfig) -> None:

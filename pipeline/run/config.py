@@ -42,6 +42,9 @@ class RunConfig:
     person_registry: str | None = None
     person_attributes: str | None = None  # --person-attributes: JSON of known genders / age groups
     swap: SwapConfig = field(default_factory=SwapConfig)
+    # --parsing-mask: SimSwap's --use_mask (keep the swap to the inner face; BiSeNet 79999_iter.pth)
+    parsing_mask: bool = False
+    parsing_model: str | None = None
     # Where and how the models run (pipeline.device, engines.models), chosen once per run:
     device: str = "auto"  # auto | cpu | cuda[:N]: auto = the first GPU, else the host path
     backend: str = "auto"  # detector and generator runtime: auto = onnxruntime on the host path, torch on a device
@@ -58,6 +61,8 @@ class RunConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.max_frames is not None and self.max_frames < 1:
             raise ValueError(f"max_frames must be >= 1, got {self.max_frames}")
+        if self.parsing_mask and self.mode not in ("auto", "swap"):
+            raise ValueError(f"--parsing-mask shapes the swap; it does nothing with --mode {self.mode}")
         if (self.identity.scope == "fleet") != bool(self.person_registry):
             raise ValueError("--identity-scope fleet and --person-registry FILE go together (the registry holds biometric data: it is never written otherwise)")
         if self.precision not in PRECISIONS:
@@ -72,13 +77,17 @@ class RunConfig:
 
 def input_files(config: RunConfig) -> list[str]:
     """The files a run reads besides the video: no output may land on one of them."""
-    return [p for p in (config.gallery, config.generator, config.arcface, config.embedder_model, config.person_attributes) if p]
+    parser = config.parsing_model if config.parsing_mask else None
+    return [p for p in (config.gallery, config.generator, config.arcface, config.embedder_model, config.person_attributes, parser) if p]
 
 
 def swap_missing(config: RunConfig) -> list[str]:
     """What swap mode still needs; empty when it can run."""
     missing = []
-    for flag, path in (("--generator", config.generator), ("--arcface", config.arcface), ("--gallery", config.gallery)):
+    needed = [("--generator", config.generator), ("--arcface", config.arcface), ("--gallery", config.gallery)]
+    if config.parsing_mask:
+        needed.append(("--parsing-model", config.parsing_model))
+    for flag, path in needed:
         if not path:
             missing.append(f"{flag} (not given)")
         elif not os.path.exists(path):
@@ -91,7 +100,8 @@ def resolve_mode(config: RunConfig) -> tuple[str, str | None]:
     if config.mode == "swap":
         missing = swap_missing(config)
         if missing:
-            raise InvalidInputError(f"--mode swap needs a SimSwap generator, its ArcFace and a gallery; missing: {', '.join(missing)}")
+            parser = " (and, with --parsing-mask, the face parser: python run_pipeline.py models fetch face-parsing)" if config.parsing_mask else ""
+            raise InvalidInputError(f"--mode swap needs a SimSwap generator, its ArcFace and a gallery{parser}; missing: {', '.join(missing)}")
         return "swap", None
     if config.mode != "auto":
         return config.mode, None

@@ -68,7 +68,8 @@ def anonymize_video(
             "keep_metadata": config.keep_metadata,
             "tracker": asdict(config.tracker),
             "engines": {**st.engines.describe(), "hwaccel": reader.hwaccel},
-            "swap": {**asdict(config.swap), "backend": st.engines.generator_backend, "generator": config.generator, "arcface": config.arcface, "gallery": config.gallery}
+            "swap": {**asdict(config.swap), "backend": st.engines.generator_backend, "generator": config.generator, "arcface": config.arcface, "gallery": config.gallery,
+                     "parsing_mask": config.parsing_model if config.parsing_mask else None}
             if mode == "swap" else None,
             "identity": {**asdict(config.identity), "seed": None if config.identity.scope == "random" else config.identity.seed,
                          "embedder": config.embedder, "embedder_backend": st.engines.embedder_backend(config.embedder),
