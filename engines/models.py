@@ -172,7 +172,8 @@ MODELS: dict[str, ModelEntry] = {
                 "stride": 4,
                 "nms_iou": 0.3,
             },
-            backends={"onnxruntime": "engines.centerface:build_onnxruntime"},
+            backends={"onnxruntime": "engines.centerface:build_onnxruntime",
+                      "torch": "engines.centerface_torch.engine:build_torch"},
         ),
         ModelEntry(
             name="dlib",
