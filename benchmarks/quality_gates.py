@@ -7,7 +7,8 @@
 norfair asserts its tracker's MOTA against a checked-in number; this is the same habit for
 privacy. Each case anonymizes one clip with the real pipeline and audits the output against
 the original (`pipeline.audit`, the code behind `run_pipeline.py audit`), with the run's
-boxes file, so leaks (faces CenterFace finds that nothing covered and that did not change)
+boxes file, so leaks (faces the audit's leak detector finds that nothing covered and that
+did not change)
 and suspects (claimed covered, pixels unchanged) are both counted. A change may only keep or
 lower leaks, suspects, re-ID and ¬ID; the audit must keep seeing at least as many faces, or a
 lower leak count could come from an audit gone blind rather than a better pipeline.
@@ -15,6 +16,9 @@ lower leak count could come from an audit gone blind rather than a better pipeli
 Everything is fixed so that the numbers repeat on the CI machine (2 CPU cores): the clips
 are made from fixed seeds and sizes (`pipeline.synthetic`) or are the shared clip; the
 recognizer is dlib, not `auto` (which would take ArcFace R50 from whoever's model cache); the
+leak detector is dlib's CNN (`dlib-mmod`: independent of every detector the pipeline may run,
+so the numbers compare whatever `--detector` a change makes the default; every 5th frame,
+the audit's default for it; benchmarks/results/audit_detector.md for what it sees); the
 model cache is a fresh temporary folder; swap mode uses the tests' random-weight SimSwap kit,
 so it measures what the swap path covers (its re-ID says nothing about real SimSwap).
 Cases whose clip is absent (the shared clip without ../shared) are skipped, and a skipped
@@ -56,11 +60,11 @@ class Gate:
 
 
 GATES = (
-    Gate("leaks", "lower", "faces CenterFace finds in the original that no claimed region covers and that did not change"),
+    Gate("leaks", "lower", "faces the leak detector finds in the original that no claimed region covers and that did not change"),
     Gate("suspects", "lower", "faces the boxes file claims covered whose pixels did not change"),
     Gate("reid_rate", "lower", "share of original faces the recognizer still matches in the output at τ (FAR 0.001)"),
     Gate("negated_reid_rate", "lower", "the same against −z (FIVA: an anonymization towards −z is easy to reverse)"),
-    Gate("centerface_faces", "higher", "faces the audit's own detector sees in the original: fewer would make leaks fall by blindness"),
+    Gate("detector_faces", "higher", "faces the audit's own detector sees in the original: fewer would make leaks fall by blindness"),
     Gate("faces", "higher", "original faces the audit embeds: the re-ID rate's denominator"),
 )
 
@@ -161,10 +165,15 @@ def _swap_kit(folder: Path) -> dict:
     return dict(generator=str(gen), arcface=str(arc), gallery=str(gallery))
 
 
-def audit_config(c: Case):
+LEAK_DETECTOR = "dlib-mmod"
+
+
+def audit_config(c: Case, run_settings: dict | None = None):
+    from pipeline.audit.leak_detector import run_detectors_of
     from pipeline.audit.measure import AuditConfig
 
-    return AuditConfig(recognizer="dlib", every=c.every)
+    return AuditConfig(recognizer="dlib", every=c.every, leak_detector=LEAK_DETECTOR,
+                       run_detectors=None if run_settings is None else run_detectors_of(run_settings))
 
 
 def measure_case(c: Case, folder: Path) -> dict:
@@ -192,7 +201,7 @@ def run_case(c: Case, folder: Path) -> tuple[dict, dict]:
     t0 = time.perf_counter()
     report = anonymize_video(str(clip), str(out), RunConfig(mode=c.mode, **extra), boxes_path=str(boxes), progress=False, log=quiet)
     t1 = time.perf_counter()
-    config = audit_config(c)
+    config = audit_config(c, report["settings"])
     a, _, _ = audit_videos(str(clip), str(out), boxes=str(boxes), config=config, progress=False, log=quiet)
     t2 = time.perf_counter()
     lk = a["leaks"]
@@ -200,8 +209,8 @@ def run_case(c: Case, folder: Path) -> tuple[dict, dict]:
         "case": c.name, "clip": c.clip, "mode": report["mode"], "frames": a["frames"],
         "size": [report["video"]["width"], report["video"]["height"]],
         "settings": {"every": config.every, "recognizer": a["recognizer"], "far": config.far,
-                     "change_threshold": config.change_threshold, "centerface_threshold": config.centerface_threshold},
-        "leaks": lk["count"], "suspects": len(lk["suspect"]), "centerface_faces": lk["centerface_faces"],
+                     "change_threshold": config.change_threshold, "leak_detector": lk["detector"], "leak_every": lk["every"]},
+        "leaks": lk["count"], "suspects": len(lk["suspect"]), "detector_faces": lk["detector_faces"],
         "faces": a["faces"], "reid_rate": a["reid"]["rate"], "reid_matches": a["reid"]["matches"],
         "negated_reid_rate": a["negated_reid"]["rate"],
         "detection_rate": a["detection"]["rate"],
@@ -270,16 +279,16 @@ def _markdown(data: dict) -> str:
     md = ["# Privacy quality gates", "", f"Command: `{data['command']}`  ",
           f"Machine: {data['machine']['cpu']}, {data['machine']['cores']} cores; {data['date']}", "",
           "Each case: the pipeline on the clip, then the audit of its output with the run's boxes file "
-          "(dlib recognizer, FAR 0.001, change threshold 0.08). Gated against `benchmarks/baselines.json`: "
+          "(dlib recognizer, FAR 0.001, change threshold 0.08; leaks by dlib's CNN face detector on every 5th frame). Gated against `benchmarks/baselines.json`: "
           + "; ".join(f"{g.metric} ({g.better} is better)" for g in GATES) + ".", "",
-          "| case | frames | leaks | suspects | CenterFace faces | faces embedded (every) | re-ID | ¬ID | τ | detected in output | run s | audit s | gate |",
+          "| case | frames | leaks | suspects | leak detector faces | faces embedded (every) | re-ID | ¬ID | τ | detected in output | run s | audit s | gate |",
           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in data["results"]:
         if "skipped" in r:
             md.append(f"| {r['case']} | – | – | – | – | – | – | – | – | – | – | – | skipped: {r['skipped']} |")
             continue
         pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
-        md.append(f"| {r['case']} | {r['frames']} | {r['leaks']} | {r['suspects']} | {r['centerface_faces']} | "
+        md.append(f"| {r['case']} | {r['frames']} | {r['leaks']} | {r['suspects']} | {r['detector_faces']} | "
                   f"{r['faces']} ({r['settings']['every']}) | {pct(r['reid_rate'])} ({r['reid_matches']}) | {pct(r['negated_reid_rate'])} | "
                   f"{r['threshold']} | {pct(r['detection_rate'])} | {r['seconds']['run']} | {r['seconds']['audit']} | {r['gate']} |")
     if data["worse"]:

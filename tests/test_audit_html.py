@@ -88,7 +88,10 @@ def _audit(original="/data/in put/clip.mp4", anonymized="/data/out/clip_anon.mp4
                       "landmark_displacement": {"mean": 0.061, "median": 0.048, "p95": 0.152,
                                                 "unit": "inter-ocular distance"}},
         "leaks": {"count": leaks, "frames": [it["frame"] for it in items], "items": items,
-                  "suspect": items[:1], "centerface_faces": 2398, "change_threshold": 0.01},
+                  "suspect": items[:1], "detector": "dlib-mmod", "detector_faces": 2398, "every": 5,
+                  "change_threshold": 0.01},
+        "leak_detector": {"name": "dlib-mmod", "every": 5, "run_detectors": ["retinaface-mnet025", "centerface"],
+                          "independent_of_pipeline": True},
         "tracks": [
             {"track_id": 1, "faces": 1500, "first_frame": 0, "last_frame": 1499, "reid_rate": 0.0,
              "mean_similarity": 0.80, "m_tc_mean": 0.088, "leaks": 0},
@@ -286,3 +289,22 @@ def test_chromium_renders_the_page(tmp_path):
     # The red privacy banner is drawn at the top: CSS was applied, not just raw text.
     b, g, r = (img[:60].reshape(-1, 3).astype(int).T)
     assert ((r > 150) & (g < 60) & (b < 80)).mean() > 0.2
+
+
+def test_the_page_names_the_leak_detector_and_its_independence(tmp_path):
+    visible = Page.of(_render(tmp_path)).visible()
+    assert "dlib-mmod" in visible and "every 5th frame" in visible and "CenterFace" not in visible
+    assert "retinaface-mnet025, centerface" in visible  # what the run used, beside the verdict on it
+    assert "misses faces in the dark and faces cut by the frame's edge" in visible  # its measured blind spots
+
+    dependent = _audit()
+    dependent["leak_detector"].update(name="centerface", run_detectors=["centerface"], independent_of_pipeline=False)
+    visible = Page.of(_render(tmp_path, dependent, name="dep.html")).visible()
+    assert "cannot see the faces the run missed" in visible
+
+    # A report written before the detector was named: CenterFace on every frame.
+    old = _audit(leaks=0)
+    old["leaks"] = {"count": 0, "items": [], "suspect": [], "frames": [], "centerface_faces": 2398, "change_threshold": 0.08}
+    del old["leak_detector"]
+    visible = Page.of(_render(tmp_path, old, thumbs=[], name="old.html")).visible()
+    assert "all 2,398 faces the leak detector (centerface, every frame)" in visible

@@ -15,6 +15,7 @@ import os
 import sys
 
 from pipeline.core.errors import AnonswapError, fail
+from pipeline.audit.leak_detector import LEAK_DETECTORS, run_detectors_from_report
 from pipeline.audit.measure import RECOGNIZERS, AuditConfig, audit_videos
 
 
@@ -27,12 +28,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--impostors", metavar="DIR", help="photos of different known people: more impostor pairs for the threshold")
     p.add_argument("--impostor-labels", metavar="CSV", help="labels for --impostors: file, person (or identity)[, faces_in_image]")
     p.add_argument("--every", type=positive_int, default=1, metavar="N", help="identity metrics on every N-th frame (leaks: every frame; default 1)")
+    p.add_argument("--leak-detector", choices=LEAK_DETECTORS, default=AuditConfig.leak_detector,
+                   help=f"detector for the leak check; refused when the run used it (default {AuditConfig.leak_detector}, "
+                   "independent of every pipeline detector; centerface sees more, dark and edge-cut faces too)")
+    p.add_argument("--leak-every", type=positive_int, metavar="N", help="leak check on every N-th frame (default: the detector's, dlib-mmod 5, centerface 1)")
+    p.add_argument("--allow-dependent-leak-detector", action="store_true",
+                   help="audit with a leak detector the run used (it cannot see what the run missed; the JSON says so)")
     p.add_argument("--change-threshold", type=float, default=AuditConfig.change_threshold, metavar="T", help=f"1-SSIM below which a face counts as unchanged (default {AuditConfig.change_threshold})")
 
 
 def config_from(args, **extra) -> AuditConfig:
     return AuditConfig(far=args.far, recognizer=args.recognizer, recognizer_model=args.recognizer_model, impostors=args.impostors,
-                       impostor_labels=args.impostor_labels, every=args.every, change_threshold=args.change_threshold, **extra)
+                       impostor_labels=args.impostor_labels, every=args.every, change_threshold=args.change_threshold,
+                       leak_detector=args.leak_detector, leak_every=args.leak_every, allow_dependent=args.allow_dependent_leak_detector, **extra)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("original")
     p.add_argument("anonymized")
     p.add_argument("--boxes", metavar="B.jsonl", help="the run's boxes export: its tracks and what it claims it covered")
+    p.add_argument("--report", metavar="R.json", help="the run's report: which detector(s) it used, so the leak detector is another one")
     p.add_argument("-o", "--output", required=True, metavar="AUDIT.json", help="every number, as JSON")
     p.add_argument("--html", metavar="REPORT.html", help="one self-contained page with the pictures (contains original faces)")
     p.add_argument("--max-frames", type=positive_int, metavar="N", help="audit the first N frames only")
@@ -79,7 +88,7 @@ def summary_line(result: dict) -> str:
     return (f"audit: {result['faces']} faces in {result['frames']} frames; re-ID {pct(r['rate'])} and ¬ID {pct(n['rate'])} "
             f"at τ={t['value']} ({result['recognizer']}, FAR {t['far_target']}); "
             f"detected in output {pct(result['detection']['rate'])}; M_tc {tc['mean']}; leaks {lk['count']} on {len(lk['frames'])} frames; "
-            f"suspects {len(lk['suspect'])}")
+            f"suspects {len(lk['suspect'])} ({lk.get('detector', 'centerface')}, every {lk.get('every', 1)} frames)")
 
 
 def main(argv: list[str]) -> int:
@@ -87,7 +96,10 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING, format="%(levelname)s: %(message)s")
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
     try:
-        config = config_from(args, max_frames=args.max_frames)
+        run_detectors = run_detectors_from_report(args.report) if args.report else None
+        config = config_from(args, max_frames=args.max_frames, run_detectors=run_detectors)
+    except AnonswapError as e:
+        return fail(e)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

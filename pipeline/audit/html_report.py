@@ -162,6 +162,21 @@ def _verdict(audit: dict) -> tuple[bool, list[str]]:
     return not reasons, reasons
 
 
+# What a leak detector is known not to see (benchmarks/results/audit_detector.md): said beside
+# its leak count, since a face it cannot see is never reported as a leak.
+BLIND_SPOTS = {"dlib-mmod": "dlib's CNN misses faces in the dark and faces cut by the frame's edge, "
+                            "so none of those is counted here (--leak-detector centerface sees them, for runs that did not use it)"}
+
+
+def _leak_detector(leaks: dict) -> tuple[str, object, str]:
+    """(name, faces it found, sampling) of the leak check; reports written before the
+    detector was named used CenterFace on every frame (`centerface_faces`)."""
+    name = leaks.get("detector") or "centerface"
+    faces = leaks.get("detector_faces", leaks.get("centerface_faces"))
+    every = _real(leaks.get("every")) or 1
+    return name, faces, "every frame" if every == 1 else f"every {_int(every)}th frame"
+
+
 def _header(audit: dict) -> str:
     rows = [("original", audit.get("original")), ("anonymized", audit.get("anonymized"))]
     if audit.get("boxes"):
@@ -174,6 +189,14 @@ def _header(audit: dict) -> str:
     )
     if indep is False:
         rec += " — the pipeline uses the same recognizer, so these numbers may be optimistic"
+    ld = _d(audit.get("leak_detector"))
+    if ld:
+        lindep = ld.get("independent_of_pipeline")
+        used = ", ".join(str(d) for d in _list(ld.get("run_detectors"))) or "unknown: no run report"
+        rec += (f"; leak detector <b>{_e(ld.get('name'))}</b>, independent of the run's detectors "
+                f"({_e(used)}): <b>{_yes_no(lindep)}</b>")
+        if lindep is False:
+            rec += " — the run used this detector, so it cannot see the faces the run missed"
     return (
         '<div class="banner">Contains unanonymized faces: personal data, handle like the '
         "original video.</div>\n"
@@ -203,15 +226,16 @@ def _summary(audit: dict) -> str:
     eer = _real(thr.get("eer"))
     eer_txt = f"; EER {_pct(eer)} at {_num(thr.get('eer_threshold'))}" if eer is not None else ""
 
+    ld_name, ld_faces, ld_every = _leak_detector(leaks)
     rows = [
         ("Re-identification rate", _rate(rate, reid.get("matches"), reid.get("faces")),
          (rate == 0) if rate is not None else False,
          f"Share of anonymized faces the recognizer still matches to the same person's original "
          f"face at the {far_txt} threshold. Must be 0."),
         ("Leaks", _int(count) if count is not None else "not measured", (count == 0) if count is not None else False,
-         f"Faces an independent detector (CenterFace) finds in the original ({_int(leaks.get('centerface_faces'))} "
+         f"Faces the leak detector ({_e(ld_name)}, {ld_every}) finds in the original ({_int(ld_faces)} "
          f"in all) that no anonymized region covers and whose pixels changed less than "
-         f"{_num(leaks.get('change_threshold'))} (1 − SSIM): real faces left visible."),
+         f"{_num(leaks.get('change_threshold'))} (1 − SSIM): real faces left visible. {_e(BLIND_SPOTS.get(ld_name, ''))}"),
         ("Suspect boxes", f"{n_suspect:,}" if suspect is not None else "not checked",
          (n_suspect == 0) if suspect is not None else None,
          "Faces the boxes file marks as anonymized although their pixels are unchanged."),
@@ -327,13 +351,14 @@ def _leaks(audit: dict, leak_thumbs: list) -> str:
     items, suspect = _list(leaks.get("items")), _list(leaks.get("suspect"))
     count = _real(leaks.get("count"))
     out = ["<h2>Leaks</h2>\n"]
+    name, faces, every = _leak_detector(leaks)
     if count is None and not items:
         out.append('<p class="note">Leak check not measured.</p>\n')
     elif not items and not count:
-        out.append(f'<p class="note">No leak: all {_int(leaks.get("centerface_faces"))} faces the independent '
-                   "detector found in the original were covered or changed.</p>\n")
+        out.append(f'<p class="note">No leak: all {_int(faces)} faces the leak detector ({_e(name)}, {every}) '
+                   "found in the original were covered or changed.</p>\n")
     else:
-        out.append(f'<p class="note">Faces CenterFace found in the original that no claimed region covers and whose '
+        out.append(f'<p class="note">Faces {_e(name)} found in the original ({every}) that no claimed region covers and whose '
                    f'pixels changed less than {_num(leaks.get("change_threshold"))} (1 − SSIM) in the anonymized video.</p>\n' + _leak_rows(items) + "\n")
     strip = thumbnail_strip_png(leak_thumbs)
     if strip:

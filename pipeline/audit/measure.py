@@ -9,7 +9,8 @@ Per frame:
 - the recognizer on both: the original face against "the same face" in the output. When the
   output face is not detected the output is embedded at the original's landmarks: the
   attacker knows where the face was, and the audit assumes the stronger attacker;
-- CenterFace on the original, an independent detector, against the output pixels (leaks).
+- a leak detector the run did not use (dlib's CNN by default; `pipeline.audit.leak_detector`)
+  on the original, every `leak_every`-th frame, against the output pixels (leaks).
 Both videos stream; memory is bounded by the thumbnails kept per track.
 """
 
@@ -32,6 +33,7 @@ from pipeline.track.shot_cuts import ShotCutDetector
 from pipeline.io.video_reader import VideoReader
 from pipeline.audit import metrics
 from pipeline.audit.boxes_file import ClaimedFace, read_boxes
+from pipeline.audit.leak_detector import LEAK_DETECTORS, build as build_leak_detector, check_independent, default_every
 from pipeline.audit.leaks import CHANGE_THRESHOLD, check_frame
 from pipeline.audit.reference_pairs import ReferencePairs, photo_embeddings
 from pipeline.audit.thumbnails import TrackThumbnails, crop_thumb
@@ -50,7 +52,11 @@ class AuditConfig:
     min_face: float = 20.0  # narrower original faces are not embedded: a 150-px chip of them is noise
     match_iou: float = 0.3
     change_threshold: float = CHANGE_THRESHOLD
-    centerface_threshold: float = 0.5
+    leak_detector: str = "dlib-mmod"  # pipeline.audit.leak_detector.LEAK_DETECTORS
+    leak_threshold: float | None = None  # None: the model table's
+    leak_every: int | None = None  # leak checks on every N-th frame; None: the detector's default (dlib: 5)
+    run_detectors: tuple | None = None  # the detectors (model names) the run used; None: unknown
+    allow_dependent: bool = False  # audit with a detector the run used (the report says so)
     impostors: str | None = None
     impostor_labels: str | None = None
     max_frames: int | None = None
@@ -66,6 +72,15 @@ class AuditConfig:
             raise ValueError(f"--every must be >= 1, got {self.every}")
         if not 0.0 < self.change_threshold < 1.0:
             raise ValueError(f"--change-threshold must be in (0, 1), got {self.change_threshold}")
+        if self.leak_detector not in LEAK_DETECTORS:
+            raise ValueError(f"unknown leak detector {self.leak_detector!r}; valid: {', '.join(LEAK_DETECTORS)}")
+        if self.leak_every is not None and self.leak_every < 1:
+            raise ValueError(f"--leak-every must be >= 1, got {self.leak_every}")
+        check_independent(self.leak_detector, self.run_detectors, self.allow_dependent)  # refuses before any work
+
+    @property
+    def leak_stride(self) -> int:
+        return self.leak_every if self.leak_every is not None else default_every(self.leak_detector)
 
 
 def choose_recognizer(config: AuditConfig) -> str:
@@ -150,7 +165,6 @@ def _match(orig: list[_AuditFace], found: Detections, min_iou: float) -> list[in
 def audit_videos(original: str, anonymized: str, *, boxes: str | None = None, config: AuditConfig = AuditConfig(),
                  progress: bool = True, log=lambda m: print(m, file=sys.stderr)):
     """Returns (audit dict, TrackSheets, leak thumbnails [(frame, RGB crop)])."""
-    from engines.centerface import CenterFace
     from engines.embedders import calibration, load_embedder
 
     name = choose_recognizer(config)
@@ -159,7 +173,7 @@ def audit_videos(original: str, anonymized: str, *, boxes: str | None = None, co
     except (ValueError, OSError) as e:
         raise InvalidInputError(f"recognizer {name!r} unusable: {e}") from e
     detector = FaceDetector(detect_size=config.detect_size)
-    centerface = CenterFace(threshold=config.centerface_threshold)
+    leak_finder = build_leak_detector(config.leak_detector, config.leak_threshold)
     source = _OriginalFaces(detector)
     claims = _Claims(boxes) if boxes else None
     reader_o = VideoReader(original, max_frames=config.max_frames).open()
@@ -177,7 +191,7 @@ def audit_videos(original: str, anonymized: str, *, boxes: str | None = None, co
             raise InvalidInputError(f"the videos differ in size ({so[0]}x{so[1]} vs {sa[0]}x{sa[1]}): not an original and its anonymized copy")
         if config.max_frames is None:
             _check_lengths(io, ia)
-        state = _Pass(config, embedder, detector, centerface, source, claims)
+        state = _Pass(config, embedder, detector, leak_finder, source, claims)
         total = config.max_frames or io.frames_hint or None
         frames_o, frames_a = reader_o.frames(), reader_a.frames()
         with tqdm(total=total, unit="frame", disable=not progress, file=sys.stderr, dynamic_ncols=True, desc="audit") as bar:
@@ -217,8 +231,8 @@ def _check_lengths(io, ia) -> None:
 class _Pass:
     """Everything the streaming pass accumulates; `summary()` turns it into the audit dict."""
 
-    def __init__(self, config: AuditConfig, embedder, detector, centerface, source, claims):
-        self.config, self.embedder, self.detector, self.centerface = config, embedder, detector, centerface
+    def __init__(self, config: AuditConfig, embedder, detector, leak_finder, source, claims):
+        self.config, self.embedder, self.detector, self.leak_finder = config, embedder, detector, leak_finder
         self.source, self.claims = source, claims
         self.frames = 0
         self.records: list[dict] = []  # one per embedded original face
@@ -228,7 +242,8 @@ class _Pass:
         self.together: set[tuple[int, int]] = set()
         self.overlapping: set[tuple[int, int]] = set()
         self.checks = []
-        self.centerface_faces = 0
+        self.detector_faces = 0  # faces the leak detector found on the original
+        self.leak_frames = 0  # frames it looked at
         self.thumbs = TrackThumbnails(config.columns)
         self.leak_thumbs: list[tuple[int, np.ndarray]] = []
 
@@ -243,8 +258,11 @@ class _Pass:
         for f in faces:
             if f.track_id is not None and not f.predicted:
                 self.thumbs.add(f.track_id, fo.index, orig, out, f.box)
-        found = self.centerface.detect(orig)
-        self.centerface_faces += len(found)
+        if fo.index % self.config.leak_stride:
+            return
+        found = self.leak_finder.detect([orig])[0]
+        self.leak_frames += 1
+        self.detector_faces += len(found)
         for c in check_frame(fo.index, fo.time, orig, out, found, covers, threshold=self.config.change_threshold):
             if c.unchanged:
                 self.checks.append((c, _owner(c.box, faces)))
@@ -337,6 +355,9 @@ class _Pass:
             "faces": len(self.records),
             "recognizer": recognizer,
             "independent_of_pipeline": None if cfg.pipeline_embedder is None else recognizer != cfg.pipeline_embedder,
+            "leak_detector": {"name": cfg.leak_detector, "every": cfg.leak_stride,
+                              "run_detectors": None if cfg.run_detectors is None else list(cfg.run_detectors),
+                              "independent_of_pipeline": check_independent(cfg.leak_detector, cfg.run_detectors, True)},
             "threshold": {
                 "far_target": cfg.far, "value": r4(tau), "source": how,
                 "impostor_pairs": len(pairs.impostor), "impostor_pairs_video": video_impostors,
@@ -364,7 +385,8 @@ class _Pass:
                 "count": len(leaks), "frames": sorted({c.frame for c, _ in leaks}),
                 "items": [{**c.as_dict(), "track_id": t} for c, t in leaks],
                 "suspect": [{**c.as_dict(), "track_id": t} for c, t in suspects],
-                "centerface_faces": self.centerface_faces, "change_threshold": cfg.change_threshold,
+                "detector": cfg.leak_detector, "detector_faces": self.detector_faces, "every": cfg.leak_stride,
+                "frames_checked": self.leak_frames, "change_threshold": cfg.change_threshold,
                 "claims": "boxes file" if self.claims else None,
             },
             "tracks": tracks,
@@ -375,6 +397,7 @@ class _Pass:
             },
             "faces_detail": self.records,
             "settings": {"every": cfg.every, "min_face": cfg.min_face, "match_iou": cfg.match_iou,
-                         "centerface_threshold": cfg.centerface_threshold, "max_frames": cfg.max_frames,
+                         "leak_detector": cfg.leak_detector, "leak_threshold": cfg.leak_threshold, "leak_every": cfg.leak_stride,
+                         "max_frames": cfg.max_frames,
                          "impostors": cfg.impostors, "impostor_labels": cfg.impostor_labels},
         }

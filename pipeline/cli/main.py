@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--audit-far", type=float, default=0.001, metavar="FAR", help="target false acceptance rate for the audit's re-ID threshold (default 0.001)")
     audit.add_argument("--audit-impostors", metavar="DIR", help="photos of different known people, for the audit's threshold (see audit --impostors)")
     audit.add_argument("--audit-impostor-labels", metavar="CSV", help="labels for --audit-impostors")
+    audit.add_argument("--audit-leak-detector", choices=("dlib-mmod", "centerface"), default="dlib-mmod",
+                       help="the audit's leak detector; refused when this run uses it (see audit --leak-detector)")
     fleet = p.add_argument_group("fleet (INPUT is a folder or manifest; runs on Ray)")
     fleet.add_argument("--workers", type=positive_int, metavar="N", help="pipeline actors (default: one per GPU, else one per --worker-cpus cores)")
     fleet.add_argument("--worker-cpus", type=positive_int, metavar="N", help="CPU cores per actor (default 2 without GPUs)")
@@ -183,6 +185,7 @@ def _audit_setup(args, config: RunConfig):
     if args.audit is None:
         return None
     from pipeline.audit.cli import audit_paths
+    from pipeline.audit.leak_detector import models_of
     from pipeline.audit.measure import AuditConfig
 
     json_path, html_path = audit_paths(args.output)
@@ -190,7 +193,9 @@ def _audit_setup(args, config: RunConfig):
         json_path, html_path = args.audit, os.path.splitext(args.audit)[0] + ".html"
     cfg = AuditConfig(far=args.audit_far, impostors=args.audit_impostors, impostor_labels=args.audit_impostor_labels,
                       pipeline_embedder=config.embedder if config.gallery else None, max_frames=config.max_frames,
-                      detect_size=config.detect_size)
+                      detect_size=config.detect_size, leak_detector=args.audit_leak_detector,
+                      # the detector(s) this run uses; before `--detector` existed, RetinaFace
+                      run_detectors=models_of(getattr(config, "detector", None) or "retinaface"))
     return cfg, json_path, html_path
 
 

