@@ -62,9 +62,9 @@ class Passes:
 # Named settings (`--recall NAME`); benchmarks/results/recall.md measured each.
 SETTINGS = {
     "plain": Passes(),
-    "fast": Passes(pad=0.2, pad_scale=0.65, dark_luma=50.0),
-    "full": Passes(pad=0.2, pad_scale=0.65, dark_luma=50.0, flip=True),
-    "max": Passes(pad=0.2, pad_scale=0.65, dark_luma=50.0, flip=True, min_face=16),
+    "fast": Passes(pad=0.2, pad_scale=0.5, dark_luma=25.0),
+    "full": Passes(pad=0.2, pad_scale=0.5, dark_luma=25.0, flip=True),
+    "max": Passes(pad=0.2, pad_scale=0.5, dark_luma=25.0, flip=True, min_face=16),
 }
 DEFAULT_SETTING = "fast"
 
