@@ -59,7 +59,8 @@ def test_device_path_matches_the_host_path_on_the_synthetic_clip(synthetic, tmp_
     rep_d, rows_d, px_d = _run(synthetic.path, tmp_path, "dev", mode=mode, device="cpu")
     assert rep_h["settings"]["engines"]["data_path"].startswith("host")
     assert rep_d["settings"]["engines"] == {"device": "cpu", "data_path": "torch on cpu", "detector": "torch",
-                                            "generator": "torch", "dtype": "float32", "cuda_graphs": False}
+                                            "generator": "torch", "dtype": "float32", "cuda_graphs": False,
+                                            "hwaccel": None}
     assert _same_faces(rows_h, rows_d) >= synthetic.frames
     assert rep_h["faces"] == rep_d["faces"] and [t["track_id"] for t in rep_h["tracks"]] == [t["track_id"] for t in rep_d["tracks"]]
     _pixels_close(px_h, px_d, mean_tol=0.3, region_tol=3.0, rows=rows_h)

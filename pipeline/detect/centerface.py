@@ -9,8 +9,7 @@ corners, in RetinaFace's order), so nothing is derived.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
+import cv2
 import numpy as np
 
 from pipeline.core.records import Detections
@@ -30,25 +29,37 @@ class CenterFaceDetector:
         """Native size unless `detect_size` is smaller (CenterFace is never upscaled)."""
         return min(self.detect_size or max(height, width), max(height, width))
 
-    @contextmanager
-    def _sized(self, long_side: int | None):
-        before = self.inner.max_side
-        if long_side is not None:
-            self.inner.max_side = long_side
-        try:
-            yield
-        finally:
-            self.inner.max_side = before
-
     def detect(self, images: list[np.ndarray], long_side: int | None = None) -> list[Detections]:
-        with self._sized(long_side):
-            return [self.inner.detect(im) for im in images]
+        """Stateless (a fleet actor's videos share one detector): a smaller `long_side` is a
+        resize here, the boxes scaled back."""
+        out = []
+        for im in images:
+            h, w = im.shape[:2]
+            f = min(1.0, long_side / max(h, w)) if long_side else 1.0
+            if f >= 1.0:
+                out.append(self.inner.detect(im))
+                continue
+            small = cv2.resize(im, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+            out.append(_scaled(self.inner.detect(small), w / small.shape[1], h / small.shape[0]))
+        return out
 
     def detect_tensor(self, frames, long_side: int | None = None) -> list[Detections]:
         """The device path: CenterFace's own torch definition (engines.centerface), when this
         build has it."""
         if not hasattr(self.inner, "detect_tensor"):
             raise NotImplementedError("CenterFace has no device path (detect_tensor) in this build: "
-                                      "use --detector retinaface with --device, or run on the host path (--device host)")
-        with self._sized(long_side):
+                                      "use --detector retinaface with --device, or the host path")
+        n, h, w, _ = frames.shape
+        f = min(1.0, long_side / max(h, w)) if long_side else 1.0
+        if f >= 1.0:
             return self.inner.detect_tensor(frames)
+        from pipeline.device.resize import resize_area
+
+        size = (max(1, round(h * f)), max(1, round(w * f)))
+        small = resize_area(frames.permute(0, 3, 1, 2).float(), size).round_().clamp_(0, 255).to(frames.dtype)
+        return [_scaled(d, w / size[1], h / size[0]) for d in self.inner.detect_tensor(small.permute(0, 2, 3, 1).contiguous())]
+
+
+def _scaled(d: Detections, sx: float, sy: float) -> Detections:
+    s = np.array([sx, sy], np.float32)
+    return Detections((d.boxes.reshape(-1, 2, 2) * s).reshape(-1, 4), d.scores, d.landmarks * s)

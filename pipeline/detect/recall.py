@@ -177,7 +177,12 @@ class MultiPassDetector:
         self.passes = passes
         self.name = name
 
-    # What the rest of the run reads from "the detector" (report, gallery building).
+    # What the rest of the run reads from "the detector" (report, gallery building, a fleet
+    # actor's count of merged model calls).
+    @property
+    def engine(self):
+        return getattr(self.detectors[0], "engine", None)
+
     @property
     def detect_size(self):
         return self.detectors[0].detect_size
