@@ -119,3 +119,12 @@ def test_centerface_on_the_device_path_is_refused_until_it_has_a_torch_definitio
     with pytest.raises(InvalidInputError, match="needs CenterFace's torch definition"):
         anonymize_video(video.path, str(tmp_path / "o.mp4"), RunConfig(mode="blur", detector="ensemble", device="cpu"),
                         progress=False, log=lambda m: None)
+
+
+def test_an_unknown_detector_on_the_command_line_is_one_line_exit_2(tmp_path):
+    from conftest import run_cli
+
+    r = run_cli(tmp_path / "in.mp4", "-o", tmp_path / "out.mp4", "--detector", "yolo")
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "retinaface" in lines[0] and "ensemble" in lines[0], r.stderr
