@@ -4,8 +4,10 @@ Why: a face a viewer can see must never be written unanonymized, and a single Re
 pass misses faces in ways we measured (benchmarks/results/recall.md):
 - a head cut by the frame's edge (the network never saw half a face against nothing):
   `pad` detects again on the frame padded with black on every side, at `pad_scale` of the
-  plain pass's scale (a cut face is a large one), and clips the boxes back to the frame, so
-  the cover reaches the frame's edge;
+  plain pass's scale, and clips the boxes back to the frame, so the cover reaches the frame's
+  edge. Half scale (pad 20%) covered every frame of the four synthetic border cases (full
+  scale missed some: the cut faces there are large); it does not find the ~40 px head cut by
+  the top edge of the shared clip (frames 211-273; nor does full scale);
 - dark footage: when a frame's mean luminance is below `dark_luma`, also on a copy brightened
   by a gamma curve (`enhance="gamma"`) or OpenCV's CLAHE (`enhance="clahe"`);
 - profiles: a horizontally flipped copy (`flip`), and a second detector (`ensemble`);
