@@ -175,6 +175,121 @@ def make_scene_video(path: str, actors: list[Actor], *, frames: int, width: int 
     return truth
 
 
+# Recall cases (tests/test_recall.py, benchmarks/recall.py): each one a way a face is missed
+# in real footage. The truth is the visible part of the face box (clipped to the frame).
+CASES = ("border-top", "border-bottom", "border-left", "border-right", "dark", "small-1080p", "profile")
+
+
+def _luma(img: np.ndarray) -> float:
+    return float((img.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).mean())
+
+
+def profile_like(face: np.ndarray, face_box: np.ndarray, squeeze: float = 0.45) -> tuple[np.ndarray, np.ndarray]:
+    """A frontal head-and-shoulders crop turned into a profile-like one, and its face box.
+
+    The half of the face away from the camera is cut just past the nose line, and what is
+    left is foreshortened towards the cut by a perspective warp (the far edge keeps `squeeze`
+    of its height), as a head turned by 60-75 degrees shows itself. The face box is the
+    warped corners' bounding box."""
+    h, w = face.shape[:2]
+    x1, y1, x2, y2 = (float(v) for v in face_box)
+    kw = max(2, int(round(min(w, x1 + 0.55 * (x2 - x1)))))
+    half = np.ascontiguousarray(face[:, :kw])
+    src = np.float32([[0, 0], [kw, 0], [kw, h], [0, h]])
+    dy = h * (1 - squeeze) / 2
+    dst = np.float32([[0, 0], [kw * 0.8, dy], [kw * 0.8, h - dy], [0, h]])
+    m = cv2.getPerspectiveTransform(src, dst)
+    warped = cv2.warpPerspective(half, m, (kw, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    corners = cv2.perspectiveTransform(np.float32([[[x1, y1], [kw, y1], [kw, y2], [x1, y2]]]), m)[0]
+    return warped, np.array([*corners.min(0), *corners.max(0)], np.float32)
+
+
+def make_case_video(path: str, case: str, *, frames: int = 24, fps: Fraction = Fraction(30000, 1001), seed: int = 0,
+                    face: np.ndarray | None = None, face_box: np.ndarray | None = None) -> SyntheticVideo:
+    """One recall case as a silent H.264 clip (PyAV), with the visible face box per frame.
+
+    - `border-*`: 320x240, a face the height of 60% of the frame drifts along that border with
+      45-70% of the face box outside the picture (40-60% at the bottom, which keeps the eyes);
+    - `dark`: 320x240, the moving astronaut with the whole picture scaled down until the face's
+      mean luminance is about 20 (of 255), as in a dim audience;
+    - `small-1080p`: 1920x1080, a face box 16 px tall growing to about 20 px;
+    - `profile`: 320x240, `profile_like` of the crop.
+    `face`/`face_box` replace the astronaut crop (another head-and-shoulders picture and its
+    face box in it), e.g. a photo from ../shared for the benchmark.
+    """
+    if case not in CASES:
+        raise ValueError(f"unknown recall case {case!r}; valid: {', '.join(CASES)}")
+    from skimage import data
+
+    rng = np.random.default_rng(seed)
+    if face is None:
+        t, l, b, r = _CROP_TLBR
+        face, face_box = data.astronaut()[t:b, l:r], _FACE_IN_CROP
+    face_box = np.asarray(face_box, np.float32).copy()
+    if case == "profile":
+        face, face_box = profile_like(face, face_box)
+    width, height = (1920, 1080) if case == "small-1080p" else (320, 240)
+    fb_h = face_box[3] - face_box[1]
+    if case == "small-1080p":
+        start_h = 16.0 * face.shape[0] / fb_h
+    elif case.startswith("border"):
+        start_h = 0.6 * height * face.shape[0] / fb_h
+    else:
+        start_h = 0.45 * height
+    bg = _background(height, width, rng)
+    gain = 1.0
+    out = av.open(path, "w", format="mp4")
+    vs = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "crf": "18"})
+    vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
+    time_base = Fraction(1, 90000)
+    vs.time_base = vs.codec_context.time_base = time_base
+    step = int(round(float(1 / (fps * time_base))))
+    boxes, pts_list = [], []
+    for i in range(frames):
+        u = i / max(1, frames - 1)
+        h = start_h * (1.0 + (0.3 if case in ("small-1080p", "dark", "profile") else 0.1) * u)
+        s = h / face.shape[0]
+        patch = cv2.resize(face, (max(2, round(face.shape[1] * s)), max(2, round(h))), interpolation=cv2.INTER_AREA)
+        ph, pw = patch.shape[:2]
+        fb = face_box * s
+        # share of the face box outside: 45-70% (a bottom cut keeps the eyes: 40-60%)
+        lo, span = (0.4, 0.2) if case == "border-bottom" else (0.45, 0.25)
+        out_frac = lo + span * (0.5 + 0.5 * np.sin(2 * np.pi * u))
+        along = 0.2 + 0.6 * u
+        if case == "border-top":
+            x0, y0 = along * (width - pw), -(fb[1] + out_frac * (fb[3] - fb[1]))
+        elif case == "border-bottom":
+            x0, y0 = along * (width - pw), height - fb[3] + out_frac * (fb[3] - fb[1])
+        elif case == "border-left":
+            x0, y0 = -(fb[0] + out_frac * (fb[2] - fb[0])), along * (height - ph)
+        elif case == "border-right":
+            x0, y0 = width - fb[2] + out_frac * (fb[2] - fb[0]), along * (height - ph)
+        else:
+            x0 = 0.05 * width + u * (0.9 * width - pw)
+            y0 = 0.5 * (height - ph) + 0.15 * height * np.sin(2 * np.pi * u)
+        x0, y0 = int(round(x0)), int(round(y0))
+        img = bg.copy()
+        ys, xs = slice(max(0, y0), min(height, y0 + ph)), slice(max(0, x0), min(width, x0 + pw))
+        img[ys, xs] = patch[ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0]
+        box = fb + [x0, y0, x0, y0]
+        box[[0, 2]] = box[[0, 2]].clip(0, width)
+        box[[1, 3]] = box[[1, 3]].clip(0, height)
+        if case == "dark":
+            if i == 0:
+                x1, y1, x2, y2 = (int(v) for v in box)
+                gain = 20.0 / max(1.0, _luma(img[y1:y2, x1:x2]))
+            img = np.clip(img.astype(np.float32) * gain + rng.normal(0, 1.0, img.shape), 0, 255).astype(np.uint8)
+        boxes.append(box)
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+        frame.pts, frame.time_base = i * step, time_base
+        pts_list.append(i * step)
+        out.mux(vs.encode(frame))
+    out.mux(vs.encode(None))
+    out.close()
+    return SyntheticVideo(path, width, height, frames, time_base, pts_list, np.array(boxes, np.float32), False,
+                          {"case": case, "gain": gain})
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 

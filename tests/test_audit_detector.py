@@ -38,10 +38,19 @@ def test_a_detector_the_run_used_is_refused_unless_allowed():
     assert check_independent("centerface", models_of("ensemble"), True) is False
     with pytest.raises(DependentDetectorError):  # refused when the config is built, before any work
         AuditConfig(leak_detector="centerface", run_detectors=("centerface",))
-    with pytest.raises(ValueError, match="unknown leak detector 'hog'; valid: dlib-mmod, centerface"):
+    with pytest.raises(ValueError, match="unknown leak detector 'hog'; valid: auto, centerface, dlib-mmod"):
         AuditConfig(leak_detector="hog")
-    assert AuditConfig().leak_stride == get_model("dlib-mmod").settings["audit_every"] == 5
+    assert AuditConfig(leak_detector="dlib-mmod").leak_stride == get_model("dlib-mmod").settings["audit_every"] == 5
     assert AuditConfig(leak_detector="centerface").leak_stride == 1
+
+
+def test_auto_takes_the_best_judge_the_run_did_not_use():
+    """CenterFace sees dark and edge-cut faces dlib's CNN cannot: it judges every run that did
+    not use it; a run that did is judged by dlib."""
+    assert AuditConfig(run_detectors=models_of("retinaface")).leak_detector == "centerface"
+    assert AuditConfig(run_detectors=models_of("centerface")).leak_detector == "dlib-mmod"
+    assert AuditConfig(run_detectors=models_of("ensemble")).leak_detector == "dlib-mmod"
+    assert AuditConfig().leak_detector == "centerface"  # no report: unknown, the JSON says null
 
 
 def _report(tmp_path, settings) -> str:
@@ -64,18 +73,19 @@ def test_cli_refuses_the_runs_own_detector_in_one_line(synthetic, tmp_path):
     assert ld == {"name": "centerface", "every": 1, "run_detectors": ["retinaface-mnet025", "centerface"], "independent_of_pipeline": False}
 
 
-def test_default_audit_uses_dlib_on_sampled_frames_and_says_so(synthetic, tmp_path):
+def test_default_audit_of_a_centerface_run_uses_dlib_on_sampled_frames_and_says_so(synthetic, tmp_path):
     """The original against itself: every face dlib sees is a leak; it looks at frames 0 and 5
-    of the first 10, and the old report's RetinaFace run makes it independent."""
+    of the first 10. The run used CenterFace (ensemble), so auto chooses dlib, independent of it."""
     out = tmp_path / "a.json"
     r = run_cli("audit", synthetic.path, synthetic.path, "-o", out, "--html", tmp_path / "a.html",
-                "--report", _report(tmp_path, {"detect_size": 640}), "--max-frames", "10", "--every", "5", "-q")
+                "--report", _report(tmp_path, {"detector": "ensemble"}), "--max-frames", "10", "--every", "5", "-q")
     assert r.returncode == 0, r.stderr
     a = json.loads(out.read_text())
     lk = a["leaks"]
     assert (lk["detector"], lk["every"], lk["frames_checked"]) == ("dlib-mmod", 5, 2)
     assert lk["detector_faces"] == lk["count"] == 2 and lk["frames"] == [0, 5]
-    assert a["leak_detector"] == {"name": "dlib-mmod", "every": 5, "run_detectors": ["retinaface-mnet025"], "independent_of_pipeline": True}
+    assert a["leak_detector"] == {"name": "dlib-mmod", "every": 5, "run_detectors": ["retinaface-mnet025", "centerface"],
+                                  "independent_of_pipeline": True}
     assert a["settings"]["leak_detector"] == "dlib-mmod" and "centerface_threshold" not in a["settings"]
     assert "dlib-mmod" in (tmp_path / "a.html").read_text(encoding="utf-8")
 

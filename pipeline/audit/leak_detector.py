@@ -11,9 +11,12 @@ detector choice: those runs used RetinaFace MobileNet-0.25. With no report at al
 cannot tell and says so (`independent_of_pipeline: null`).
 
 The choices, measured on the shared clip (benchmarks/audit_detector.py): CenterFace sees about
-twice the faces dlib's CNN does (dark faces, faces cut by the frame edge), so it stays the
-better judge of a run that did not use it; `dlib-mmod` (the default) is independent of every
-pipeline detector, so its numbers compare across runs whatever `--detector` they used.
+twice the faces dlib's CNN does (dark faces, faces cut by the frame edge), so it is the better
+judge of a run that did not use it; `dlib-mmod` is independent of every pipeline detector but
+blind to exactly those faces. `auto` (the default) takes the best judge the rule allows:
+CenterFace unless the run used it, then dlib's CNN (the JSON and page name it and its blind
+spots). With no report the run's detectors are unknown: CenterFace, `independent_of_pipeline:
+null`.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ import json
 
 from pipeline.core.errors import InputNotFoundError, InvalidInputError
 
-LEAK_DETECTORS = ("dlib-mmod", "centerface")
-DEFAULT_LEAK_DETECTOR = "dlib-mmod"
+LEAK_DETECTORS = ("auto", "centerface", "dlib-mmod")
+DEFAULT_LEAK_DETECTOR = "auto"
+PREFERENCE = ("centerface", "dlib-mmod")  # what `auto` tries, best judge first
 LEGACY_RUN_DETECTORS = ("retinaface-mnet025",)  # reports written before `--detector` existed
 # `--detector` values → the models they run (the run's report may give either).
 DETECTOR_MODELS = {"retinaface": ("retinaface-mnet025",), "centerface": ("centerface",),
@@ -68,6 +72,13 @@ def run_detectors_of(settings: dict) -> tuple[str, ...]:
     return models_of(named) if named else LEGACY_RUN_DETECTORS
 
 
+def choose(name: str, run_detectors: tuple[str, ...] | None) -> str:
+    """`auto` → the first of PREFERENCE the run did not use; any other name as given."""
+    if name != "auto":
+        return name
+    return next((d for d in PREFERENCE if d not in (run_detectors or ())), PREFERENCE[-1])
+
+
 def check_independent(leak_detector: str, run_detectors: tuple[str, ...] | None, allow_dependent: bool) -> bool | None:
     """True / False (allowed by the user) / None (the run's detectors are unknown); raises
     DependentDetectorError when the run used `leak_detector` and the user did not allow it."""
@@ -77,7 +88,7 @@ def check_independent(leak_detector: str, run_detectors: tuple[str, ...] | None,
         if not allow_dependent:
             raise DependentDetectorError(
                 f"the leak detector {leak_detector} is one the run used ({', '.join(run_detectors)}): it cannot find the faces "
-                f"the run missed; choose another with --leak-detector ({', '.join(d for d in LEAK_DETECTORS if d not in run_detectors) or 'none left'}), "
+                f"the run missed; choose another with --leak-detector ({', '.join(d for d in PREFERENCE if d not in run_detectors) or 'none left'}), "
                 "or pass --allow-dependent-leak-detector to audit anyway (the report then says it is not independent)")
         return False
     return True

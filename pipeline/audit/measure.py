@@ -34,6 +34,7 @@ from pipeline.io.video_reader import VideoReader
 from pipeline.audit import metrics
 from pipeline.audit.boxes_file import ClaimedFace, read_boxes
 from pipeline.audit.leak_detector import LEAK_DETECTORS, build as build_leak_detector, check_independent, default_every
+from pipeline.audit.leak_detector import choose as choose_leak_detector
 from pipeline.audit.leaks import CHANGE_THRESHOLD, check_frame
 from pipeline.audit.reference_pairs import ReferencePairs, photo_embeddings
 from pipeline.audit.thumbnails import TrackThumbnails, crop_thumb
@@ -52,7 +53,7 @@ class AuditConfig:
     min_face: float = 20.0  # narrower original faces are not embedded: a 150-px chip of them is noise
     match_iou: float = 0.3
     change_threshold: float = CHANGE_THRESHOLD
-    leak_detector: str = "dlib-mmod"  # pipeline.audit.leak_detector.LEAK_DETECTORS
+    leak_detector: str = "auto"  # pipeline.audit.leak_detector.LEAK_DETECTORS; resolved against run_detectors
     leak_threshold: float | None = None  # None: the model table's
     leak_every: int | None = None  # leak checks on every N-th frame; None: the detector's default (dlib: 5)
     run_detectors: tuple | None = None  # the detectors (model names) the run used; None: unknown
@@ -74,6 +75,7 @@ class AuditConfig:
             raise ValueError(f"--change-threshold must be in (0, 1), got {self.change_threshold}")
         if self.leak_detector not in LEAK_DETECTORS:
             raise ValueError(f"unknown leak detector {self.leak_detector!r}; valid: {', '.join(LEAK_DETECTORS)}")
+        object.__setattr__(self, "leak_detector", choose_leak_detector(self.leak_detector, self.run_detectors))
         if self.leak_every is not None and self.leak_every < 1:
             raise ValueError(f"--leak-every must be >= 1, got {self.leak_every}")
         check_independent(self.leak_detector, self.run_detectors, self.allow_dependent)  # refuses before any work

@@ -19,12 +19,14 @@ import tempfile
 from engines.embedders import embedder_names
 from pipeline.cli.args import X264_PRESETS, OneLineParser, crf, open_unit_interval, positive_int
 from pipeline.cli.models import installed_path
-from pipeline.detect.retinaface import AUTO_MAX_SIZE, AUTO_MIN_SIZE, DEFAULT_DETECT_SIZE, DEFAULT_THRESHOLD
+from pipeline.detect.recall import DEFAULT_SETTING as DEFAULT_RECALL
+from pipeline.detect.recall import SETTINGS as RECALL_SETTINGS
+from pipeline.detect.retinaface import AUTO_MAX_SIZE, AUTO_MIN_SIZE, DEFAULT_DETECT_SIZE
 from pipeline.core.errors import AnonswapError, fail
 from pipeline.identity.attributes import GivenAttributes
 from pipeline.identity.stage import SCOPES, IdentityConfig
 from pipeline.io.paths import check_outputs
-from pipeline.run.config import BACKENDS, MODES, PRECISIONS, RunConfig, input_files
+from pipeline.run.config import BACKENDS, DEFAULT_DETECTOR, DETECTORS, MODES, PRECISIONS, RunConfig, input_files
 from pipeline.run.file import anonymize_video
 from pipeline.anonymize.swap import SwapConfig
 
@@ -53,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--boxes", metavar="B.jsonl", help="write every anonymized face per frame (JSON Lines)")
     p.add_argument("--max-frames", type=positive_int, metavar="N", help="stop after N frames")
     p.add_argument("--detect-size", type=positive_int, default=DEFAULT_DETECT_SIZE, metavar="N", help=f"detector working size, long side in pixels (default: the video's, clamped to {AUTO_MIN_SIZE}..{AUTO_MAX_SIZE})")
-    p.add_argument("--threshold", type=open_unit_interval, default=DEFAULT_THRESHOLD, metavar="T", help=f"face score threshold (default {DEFAULT_THRESHOLD})")
+    p.add_argument("--threshold", type=open_unit_interval, default=None, metavar="T", help="face score threshold (default: each detector's calibrated one, see `models list`)")
+    p.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR, help=f"face detector: RetinaFace, CenterFace, or both fused (default {DEFAULT_DETECTOR})")
+    p.add_argument("--recall", choices=tuple(RECALL_SETTINGS), default=DEFAULT_RECALL, help="extra detection passes: plain = one pass; fast = also the frame padded (faces cut by the edge) and a brightened copy of dark frames; full = fast + a mirrored copy (profiles) (default " + DEFAULT_RECALL + ")")
     p.add_argument("--batch-size", type=positive_int, default=4, metavar="N", help="frames per detector batch (default 4)")
     p.add_argument("--crf", type=crf, default=20, help="x264 constant rate factor, 0-51 (default 20; lower is better quality)")
     p.add_argument("--preset", choices=X264_PRESETS, default="veryfast", metavar="PRESET", help=f"x264 preset: {', '.join(X264_PRESETS)} (default veryfast)")
@@ -81,8 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--audit-far", type=float, default=0.001, metavar="FAR", help="target false acceptance rate for the audit's re-ID threshold (default 0.001)")
     audit.add_argument("--audit-impostors", metavar="DIR", help="photos of different known people, for the audit's threshold (see audit --impostors)")
     audit.add_argument("--audit-impostor-labels", metavar="CSV", help="labels for --audit-impostors")
-    audit.add_argument("--audit-leak-detector", choices=("dlib-mmod", "centerface"), default="dlib-mmod",
-                       help="the audit's leak detector; refused when this run uses it (see audit --leak-detector)")
+    audit.add_argument("--audit-leak-detector", choices=("auto", "centerface", "dlib-mmod"), default="auto",
+                       help="the audit's leak detector (default auto: one this run does not use, see audit --leak-detector)")
     fleet = p.add_argument_group("fleet (INPUT is a folder or manifest; runs on Ray)")
     fleet.add_argument("--workers", type=positive_int, metavar="N", help="pipeline actors (default: one per GPU, else one per --worker-cpus cores)")
     fleet.add_argument("--worker-cpus", type=positive_int, metavar="N", help="CPU cores per actor (default 2 without GPUs)")
@@ -154,6 +158,8 @@ def _config(args) -> RunConfig:
         mode=args.mode,
         detect_size=args.detect_size,
         threshold=args.threshold,
+        detector=args.detector,
+        recall=args.recall,
         batch_size=args.batch_size,
         max_frames=args.max_frames,
         keep_metadata=args.keep_metadata,

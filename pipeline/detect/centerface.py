@@ -14,9 +14,11 @@ INTER_AREA only when it differs from the frame, which `pipeline.device.resize.re
 reproduces), and the right and bottom edges are padded with zeros, so the device path sees
 the same pixels as the host and a native-size frame is not resampled at all.
 
-Settings (input and output names, stride, NMS IoU) come from the model table's `centerface`
-entry; the working size follows RetinaFace's rule (the native long side clamped to
-[640, 1280], or `detect_size`).
+Settings (input and output names, stride, NMS IoU, threshold) come from the model table's
+`centerface` entry; the working size follows RetinaFace's rule (the native long side clamped
+to [640, 1280], or `detect_size`), and `long_side=` overrides it per call (the recall passes
+of pipeline.detect.recall keep their own scale). CenterFace gives five landmarks of its own
+(eyes, nose, mouth corners, in RetinaFace's order), so nothing is derived.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ from engines import Engine, get_model, load
 from pipeline.core.records import Detections
 from pipeline.detect.retinaface import AUTO_MAX_SIZE, AUTO_MIN_SIZE
 
-DEFAULT_THRESHOLD = 0.5
 MULTIPLE = 32  # the network's total stride: input sides must be multiples of it
 
 
@@ -38,12 +39,13 @@ class CenterFaceDetector:
     `detect_tensor(frames)` for a (F, H, W, 3) uint8 tensor on any device."""
 
     def __init__(self, engine: Engine | None = None, *, model: str = "centerface", detect_size: int | None = None,
-                 threshold: float = DEFAULT_THRESHOLD, nms_iou: float | None = None):
+                 threshold: float | None = None, nms_iou: float | None = None):
+        self.settings = get_model(model).settings
+        threshold = self.settings["threshold"] if threshold is None else threshold
         if detect_size is not None and detect_size < MULTIPLE:
             raise ValueError(f"detect_size must be at least {MULTIPLE} pixels (long side), got {detect_size}")
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
-        self.settings = get_model(model).settings
         self.engine = engine if engine is not None else load(model)
         self.detect_size = detect_size
         self.threshold = threshold
@@ -55,20 +57,20 @@ class CenterFaceDetector:
             return self.detect_size
         return min(AUTO_MAX_SIZE, max(AUTO_MIN_SIZE, max(height, width)))
 
-    def working_size(self, height: int, width: int) -> tuple[int, int, float]:
+    def working_size(self, height: int, width: int, long_side: int | None = None) -> tuple[int, int, float]:
         """(h, w, scale) of the resized frame, before padding; RetinaFace's rule."""
-        scale = self.long_side(height, width) / max(height, width)
+        scale = (long_side or self.long_side(height, width)) / max(height, width)
         return max(1, round(height * scale)), max(1, round(width * scale)), scale
 
     @staticmethod
     def padded(h: int, w: int) -> tuple[int, int]:
         return -(-h // MULTIPLE) * MULTIPLE, -(-w // MULTIPLE) * MULTIPLE
 
-    def preprocess(self, images: list[np.ndarray]) -> tuple[np.ndarray, float, float]:
+    def preprocess(self, images: list[np.ndarray], long_side: int | None = None) -> tuple[np.ndarray, float, float]:
         """(B, 3, H32, W32) float32 RGB 0–255, zero-padded right and bottom; the x and y
         factors from working size back to the frame."""
         h, w = images[0].shape[:2]
-        wh, ww, _ = self.working_size(h, w)
+        wh, ww, _ = self.working_size(h, w, long_side)
         ph, pw = self.padded(wh, ww)
         batch = np.zeros((len(images), 3, ph, pw), np.float32)
         for i, img in enumerate(images):
@@ -82,10 +84,10 @@ class CenterFaceDetector:
         names = self.settings["outputs"]
         return out[names["heatmap"]], out[names["scale"]], out[names["offset"]], out[names["landmarks"]]
 
-    def detect(self, images: list[np.ndarray]) -> list[Detections]:
+    def detect(self, images: list[np.ndarray], long_side: int | None = None) -> list[Detections]:
         if not images:
             return []
-        batch, sx, sy = self.preprocess(images)
+        batch, sx, sy = self.preprocess(images, long_side)
         heat, size, offset, lms = self._outputs(self.engine({self.settings["input"]: batch}))
         h, w = images[0].shape[:2]
         return [self._decode(heat[b, 0], size[b], offset[b], lms[b], sx, sy, (h, w)) for b in range(len(images))]
@@ -105,7 +107,7 @@ class CenterFaceDetector:
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
         return Detections(boxes.astype(np.float32), scores[keep], (pts[keep] * scale).astype(np.float32))
 
-    def detect_tensor(self, frames) -> list[Detections]:
+    def detect_tensor(self, frames, long_side: int | None = None) -> list[Detections]:
         """The device data path: (F, H, W, 3) uint8 RGB torch tensor in, faces out; resize
         (OpenCV's INTER_AREA reproduced), padding, heatmap decode and NMS run where the frames
         are, and only the kept faces are downloaded. Same working size, thresholds and results
@@ -122,7 +124,7 @@ class CenterFaceDetector:
         n, h, w, _ = frames.shape
         if n == 0:
             return []
-        wh, ww, _ = self.working_size(h, w)
+        wh, ww, _ = self.working_size(h, w, long_side)
         ph, pw = self.padded(wh, ww)
         x = frames.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)
         if (wh, ww) != (h, w):

@@ -70,13 +70,13 @@ class FaceDetector:
             return self.detect_size
         return min(AUTO_MAX_SIZE, max(AUTO_MIN_SIZE, max(height, width)))
 
-    def working_size(self, height: int, width: int) -> tuple[int, int, float]:
-        scale = self.long_side(height, width) / max(height, width)
+    def working_size(self, height: int, width: int, long_side: int | None = None) -> tuple[int, int, float]:
+        scale = (long_side or self.long_side(height, width)) / max(height, width)
         return max(1, round(height * scale)), max(1, round(width * scale)), scale
 
-    def preprocess(self, images: list[np.ndarray]) -> tuple[np.ndarray, float, float]:
+    def preprocess(self, images: list[np.ndarray], long_side: int | None = None) -> tuple[np.ndarray, float, float]:
         h, w = images[0].shape[:2]
-        wh, ww, _ = self.working_size(h, w)
+        wh, ww, _ = self.working_size(h, w, long_side)
         batch = np.empty((len(images), 3, wh, ww), np.float32)
         order = [2, 1, 0] if self._bgr else [0, 1, 2]
         for i, img in enumerate(images):
@@ -87,10 +87,12 @@ class FaceDetector:
                 np.subtract(small[:, :, src], self._mean[c], out=batch[i, c], dtype=np.float32)
         return batch, w / ww, h / wh
 
-    def detect(self, images: list[np.ndarray]) -> list[Detections]:
+    def detect(self, images: list[np.ndarray], long_side: int | None = None) -> list[Detections]:
+        """`long_side` overrides the working size for this call (pipeline.detect.recall's
+        padded pass keeps its own scale)."""
         if not images:
             return []
-        batch, sx, sy = self.preprocess(images)
+        batch, sx, sy = self.preprocess(images, long_side)
         names = self.settings["outputs"]
         out = self.engine({self.settings["input"]: batch})
         loc, conf, landm = out[names["boxes"]], out[names["scores"]], out[names["landmarks"]]
@@ -102,7 +104,7 @@ class FaceDetector:
             )
         return [self._decode(loc[b], conf[b, :, 1], landm[b], priors, sx, sy, images[b].shape) for b in range(len(images))]
 
-    def detect_tensor(self, frames) -> list[Detections]:
+    def detect_tensor(self, frames, long_side: int | None = None) -> list[Detections]:
         """The device data path: `frames` is a (F, H, W, 3) uint8 RGB torch tensor (as
         pipeline.anonymize.torch_faces.upload makes it); resize, decode and NMS run where it
         is (pipeline.detect.torch_detect), only the faces come back to the host. Same working
@@ -117,7 +119,7 @@ class FaceDetector:
         n, h, w, _ = frames.shape
         if n == 0:
             return []
-        wh, ww, _ = self.working_size(h, w)
+        wh, ww, _ = self.working_size(h, w, long_side)
         batch = torch_detect.preprocess(frames, (wh, ww), self.settings["mean"], self._bgr)
         names = self.settings["outputs"]
         out = self.engine.run_tensors({self.settings["input"]: batch})

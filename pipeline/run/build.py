@@ -14,6 +14,7 @@ from pipeline.anonymize.cover import Anonymizer
 from pipeline.anonymize.face_ops import HostFaceOps, TorchFaceOps
 from pipeline.anonymize.swap import FaceSwapper
 from pipeline.core.errors import InvalidInputError
+from pipeline.detect.recall import SETTINGS, MultiPassDetector
 from pipeline.detect.retinaface import FaceDetector
 from pipeline.detect.stage import DeviceDetect, HostDetect
 from pipeline.device.buckets import BucketedEngine
@@ -40,14 +41,27 @@ def load_swap_models(config: RunConfig, engines: EngineChoice):
     return engine, load_simswap_arcface(config.arcface)
 
 
-def load_detector(config: RunConfig, engines: EngineChoice) -> FaceDetector:
-    from engines import load
+def load_detector(config: RunConfig, engines: EngineChoice) -> MultiPassDetector:
+    """`--detector` (one network or both, fused) with the `--recall` setting's extra passes."""
+    from engines import get_model, load
 
-    backend = engines.detector_backend
-    engine = load("retinaface-mnet025", backend, **engines.options(backend))
-    if not engines.device.host:
-        engine = BucketedEngine(engine, graphs=engines.cuda_graphs)
-    return FaceDetector(engine, detect_size=config.detect_size, threshold=config.threshold)
+    from pipeline.detect.centerface import CenterFaceDetector
+
+    detectors = []
+    if config.detector in ("retinaface", "ensemble"):
+        backend = engines.detector_backend
+        engine = load("retinaface-mnet025", backend, **engines.options(backend))
+        if not engines.device.host:
+            engine = BucketedEngine(engine, graphs=engines.cuda_graphs)
+        threshold = config.threshold or get_model("retinaface-mnet025").settings["threshold"]
+        detectors.append(FaceDetector(engine, detect_size=config.detect_size, threshold=threshold))
+    if config.detector in ("centerface", "ensemble"):
+        backend = engines.detector_backend if engines.detector_backend in get_model("centerface").backends else "torch"
+        engine = load("centerface", backend, **engines.options(backend))
+        if not engines.device.host:
+            engine = BucketedEngine(engine, graphs=engines.cuda_graphs)
+        detectors.append(CenterFaceDetector(engine, threshold=config.threshold, detect_size=config.detect_size))
+    return MultiPassDetector(detectors, SETTINGS[config.recall], name=config.detector)
 
 
 def load_face_parser(config: RunConfig, engines: EngineChoice):
@@ -204,7 +218,7 @@ def build_stages(mode: str, config: RunConfig, detector: FaceDetector | None = N
     one download for the encoder). The stages never branch on it afterwards."""
     engines = engine_choice(config)
     key = (engines.device.torch_device, engines.detector_backend, engines.dtype, engines.cuda_graphs)
-    detector = detector or _cached(models, ("detector", config.detect_size, config.threshold, *key),
+    detector = detector or _cached(models, ("detector", config.detector, config.recall, config.detect_size, config.threshold, *key),
                                    lambda: load_detector(config, engines))
     if engines.device.host:
         detect, ops = HostDetect(detector), HostFaceOps()

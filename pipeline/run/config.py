@@ -7,20 +7,25 @@ from dataclasses import dataclass, field
 
 from pipeline.anonymize.swap import SwapConfig
 from pipeline.core.errors import InvalidInputError
-from pipeline.detect.retinaface import DEFAULT_DETECT_SIZE, DEFAULT_THRESHOLD
+from pipeline.detect.recall import DEFAULT_SETTING, SETTINGS
+from pipeline.detect.retinaface import DEFAULT_DETECT_SIZE
 from pipeline.identity.stage import IdentityConfig
 from trackers import TrackerConfig
 
 MODES = ("auto", "swap", "blur", "pixelate", "mask")
 BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+DETECTORS = ("retinaface", "centerface", "ensemble")  # ensemble: both, fused (pipeline.detect.recall)
+DEFAULT_DETECTOR = "retinaface"
 
 
 @dataclass
 class RunConfig:
     mode: str = "auto"
     detect_size: int | None = DEFAULT_DETECT_SIZE  # None: the video's long side, clamped (detector.py)
-    threshold: float = DEFAULT_THRESHOLD
+    threshold: float | None = None  # None: each detector's calibrated threshold (engines/models.py)
+    detector: str = DEFAULT_DETECTOR
+    recall: str = DEFAULT_SETTING  # which extra detection passes (pipeline.detect.recall.SETTINGS)
     batch_size: int = 4
     max_frames: int | None = None
     keep_metadata: bool = False
@@ -65,6 +70,10 @@ class RunConfig:
             raise ValueError(f"--parsing-mask shapes the swap; it does nothing with --mode {self.mode}")
         if (self.identity.scope == "fleet") != bool(self.person_registry):
             raise ValueError("--identity-scope fleet and --person-registry FILE go together (the registry holds biometric data: it is never written otherwise)")
+        if self.detector not in DETECTORS:
+            raise ValueError(f"unknown detector {self.detector!r}; valid: {', '.join(DETECTORS)}")
+        if self.recall not in SETTINGS:
+            raise ValueError(f"unknown recall setting {self.recall!r}; valid: {', '.join(SETTINGS)}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
         if self.backend not in BACKENDS:

@@ -61,6 +61,8 @@ def anonymize_video(
         report.settings = {
             "detect_size": detector.long_side(reader.info.height, reader.info.width),
             "threshold": detector.threshold,
+            "detector": config.detector,
+            "recall": config.recall,
             "batch_size": config.batch_size,
             "region_scale": config.region_scale,
             "crf": config.crf,

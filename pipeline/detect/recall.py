@@ -1,0 +1,270 @@
+"""More than one look at each frame: the detector passes that find what one plain pass misses.
+
+Why: a face a viewer can see must never be written unanonymized, and a single RetinaFace
+pass misses faces in ways we measured (benchmarks/results/recall.md):
+- a head cut by the frame's edge (the network never saw half a face against nothing):
+  `pad` detects again on the frame padded with black on every side, at `pad_scale` of the
+  plain pass's scale, and clips the boxes back to the frame, so the cover reaches the frame's
+  edge. Half scale (pad 20%) covered every frame of the four synthetic border cases (full
+  scale missed some: the cut faces there are large); it does not find the ~40 px head cut by
+  the top edge of the shared clip (frames 211-273; nor does full scale);
+- dark footage: when a frame's mean luminance is below `dark_luma`, also on a copy brightened
+  by a gamma curve (`enhance="gamma"`) or OpenCV's CLAHE (`enhance="clahe"`);
+- profiles: a horizontally flipped copy (`flip`), and a second detector (`ensemble`);
+- tiny faces in large frames: `min_face` raises the plain pass's working size until a face
+  that small is 32 px there (RetinaFace's smallest anchors are 16 px; measured: a 16 px face
+  in 1080p is found on 2 frames in 24 at the native size, on every frame at twice it). It
+  costs as much as tiles covering the same pixels, and keeps one batch per frame.
+Every pass's faces are fused (`fuse`): one face seen by several passes or detectors is one
+detection; any face seen by one of them is kept (a union: recall first).
+
+The same passes run on both data paths: NumPy/OpenCV on the host (`detect`), torch ops on
+the frame tensor on the device (`detect_tensor`), and each detector's own `detect` /
+`detect_tensor` does the rest. Which passes run is a named setting (`SETTINGS`), chosen
+once when the run is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from pipeline.core.records import Detections
+
+ENHANCERS = ("gamma", "clahe")
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+MIN_FACE_AT = 32  # px a face must reach at the working size to be found on every frame (see min_face)
+
+
+@dataclass(frozen=True)
+class Passes:
+    """Which extra looks each frame gets; every field off is the plain single pass."""
+
+    pad: float = 0.0  # black border on each side, as a fraction of the frame's long side
+    pad_scale: float = 0.5  # the padded pass's scale relative to the plain pass's
+    dark_luma: float = 0.0  # mean luminance (0-255) below which a frame is also enhanced
+    enhance: str = "gamma"
+    gamma: float = 0.5  # out = 255 * (in / 255) ** gamma
+    flip: bool = False
+    min_face: int = 0  # px: raise the plain pass's working size until such a face is 32 px there
+
+    def __post_init__(self) -> None:
+        if self.enhance not in ENHANCERS:
+            raise ValueError(f"unknown enhancer {self.enhance!r}; valid: {', '.join(ENHANCERS)}")
+        if not 0.0 <= self.pad <= 1.0 or not 0.0 < self.pad_scale <= 2.0:
+            raise ValueError(f"pad must be in [0, 1] and pad_scale in (0, 2], got {self.pad}, {self.pad_scale}")
+        if self.min_face < 0:
+            raise ValueError(f"min_face must be >= 0 pixels (0 = off), got {self.min_face}")
+        if not 0.0 < self.gamma <= 1.0:
+            raise ValueError(f"gamma must be in (0, 1] (brightening), got {self.gamma}")
+
+
+# Named settings (`--recall NAME`); benchmarks/results/recall.md measured each.
+SETTINGS = {
+    "plain": Passes(),
+    "fast": Passes(pad=0.2, pad_scale=0.5, dark_luma=25.0),
+    "full": Passes(pad=0.2, pad_scale=0.5, dark_luma=25.0, flip=True),
+    "max": Passes(pad=0.2, pad_scale=0.5, dark_luma=25.0, flip=True, min_face=16),
+}
+DEFAULT_SETTING = "fast"
+
+
+def gamma_table(gamma: float) -> np.ndarray:
+    return np.round(255.0 * (np.arange(256) / 255.0) ** gamma).astype(np.uint8)
+
+
+def enhance(image: np.ndarray, passes: Passes) -> np.ndarray:
+    """The brightened copy of an RGB uint8 image (host path)."""
+    if passes.enhance == "gamma":
+        return gamma_table(passes.gamma)[image]
+    lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB)
+    lab[..., 0] = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(lab[..., 0])
+    return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+
+
+def luma(image: np.ndarray) -> float:
+    """Mean luminance (Rec. 601) of an RGB uint8 image, on a 1/4-size copy (cheap, same mean)."""
+    small = image[::4, ::4].reshape(-1, 3).astype(np.float32)
+    return float((small @ LUMA).mean())
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, M) IoU of x1y1x2y2 boxes."""
+    w = (np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])).clip(0)
+    h = (np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])).clip(0)
+    inter = w * h
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
+
+
+def fuse(parts: list[Detections], iou_threshold: float = 0.4) -> Detections:
+    """Score-aware union of the faces several passes or detectors found in one frame.
+
+    Greedy in descending score: a face joins the group of the first kept face it overlaps by
+    more than `iou_threshold`, else it starts a group. A group becomes one detection whose box
+    is the union of its members' boxes (measured: weighted box fusion's mean box left part of
+    a face cut by the frame's edge uncovered, where the padded pass saw more of it than the
+    plain one), whose score is the best member's, and whose landmarks are the best member's (every detector we run gives five landmarks; the flipped pass's are mirrored
+    back and re-ordered, see `unflip`). Faces no other pass saw stay: recall first.
+    """
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return Detections.empty()
+    if len(parts) == 1:
+        return parts[0]
+    boxes = np.concatenate([p.boxes for p in parts])
+    scores = np.concatenate([p.scores for p in parts])
+    lms = np.concatenate([p.landmarks for p in parts])
+    order = np.argsort(-scores, kind="stable")
+    boxes, scores, lms = boxes[order], scores[order], lms[order]
+    overlap = iou(boxes, boxes) > iou_threshold
+    group = np.full(len(boxes), -1)
+    heads: list[int] = []
+    for i in range(len(boxes)):
+        for g, head in enumerate(heads):
+            if overlap[head, i]:
+                group[i] = g
+                break
+        else:
+            group[i] = len(heads)
+            heads.append(i)
+    out_boxes = np.empty((len(heads), 4), np.float32)
+    for g in range(len(heads)):
+        members = boxes[group == g]
+        out_boxes[g] = [members[:, 0].min(), members[:, 1].min(), members[:, 2].max(), members[:, 3].max()]
+    return Detections(out_boxes, scores[heads].astype(np.float32), lms[heads].astype(np.float32))
+
+
+def unpad(d: Detections, pad: int, h: int, w: int) -> Detections:
+    """Boxes found on the padded frame, back in the frame's pixels, clipped to it (so a face
+    cut by the edge is covered up to the edge). A face wholly inside the padding is dropped."""
+    if not len(d):
+        return d
+    boxes = d.boxes - pad
+    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
+    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
+    keep = (boxes[:, 2] - boxes[:, 0] > 1) & (boxes[:, 3] - boxes[:, 1] > 1)
+    return Detections(boxes[keep].astype(np.float32), d.scores[keep], (d.landmarks[keep] - pad).astype(np.float32))
+
+
+# Mirroring swaps the sides: right eye ↔ left eye, mouth right ↔ mouth left.
+_MIRROR = [1, 0, 2, 4, 3]
+
+
+def unflip(d: Detections, w: int) -> Detections:
+    """Faces found on the mirrored frame, back in the frame's pixels, landmarks in their order."""
+    if not len(d):
+        return d
+    boxes = d.boxes.copy()
+    boxes[:, [0, 2]] = w - d.boxes[:, [2, 0]]
+    lms = d.landmarks[:, _MIRROR].copy()
+    lms[..., 0] = w - lms[..., 0]
+    return Detections(boxes, d.scores, lms)
+
+
+class MultiPassDetector:
+    """`detect(images)` / `detect_tensor(frames) -> list[Detections]` over one or more
+    detectors (each with `long_side(h, w)`, `detect(images, long_side=None)` and, for the
+    device path, `detect_tensor(frames, long_side=None)`), with the extra passes of `passes`.
+    Same records, same order, same contract as a single `FaceDetector`."""
+
+    def __init__(self, detectors: list, passes: Passes = Passes(), name: str = ""):
+        if not detectors:
+            raise ValueError("MultiPassDetector needs at least one detector")
+        self.detectors = list(detectors)
+        self.passes = passes
+        self.name = name
+
+    # What the rest of the run reads from "the detector" (report, gallery building, a fleet
+    # actor's count of merged model calls).
+    @property
+    def engine(self):
+        return getattr(self.detectors[0], "engine", None)
+
+    @property
+    def detect_size(self):
+        return self.detectors[0].detect_size
+
+    @property
+    def threshold(self):
+        return self.detectors[0].threshold
+
+    def long_side(self, height: int, width: int, det=None) -> int:
+        """The plain pass's working size: the detector's own, raised for `min_face`."""
+        det = det or self.detectors[0]
+        size = det.long_side(height, width)
+        if self.passes.min_face:
+            size = max(size, int(np.ceil(max(height, width) * MIN_FACE_AT / self.passes.min_face)))
+        return size
+
+    def _pad(self, h: int, w: int) -> int:
+        return int(round(self.passes.pad * max(h, w)))
+
+    def detect(self, images: list[np.ndarray]) -> list[Detections]:
+        if not images:
+            return []
+        h, w = images[0].shape[:2]
+        found: list[list[Detections]] = [[] for _ in images]
+        p = self.passes
+        dark = [i for i, im in enumerate(images) if p.dark_luma and luma(im) < p.dark_luma]
+        pad = self._pad(h, w)
+        for det in self.detectors:
+            for i, d in enumerate(det.detect(images, long_side=self.long_side(h, w, det))):
+                found[i].append(d)
+            if pad:
+                size = max(32, int(round(det.long_side(h, w) * (max(h, w) + 2 * pad) / max(h, w) * p.pad_scale)))
+                padded = [cv2.copyMakeBorder(im, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0)) for im in images]
+                for i, d in enumerate(det.detect(padded, long_side=size)):
+                    found[i].append(unpad(d, pad, h, w))
+            if p.flip:
+                for i, d in enumerate(det.detect([np.ascontiguousarray(im[:, ::-1]) for im in images])):
+                    found[i].append(unflip(d, w))
+            if dark:
+                for i, d in zip(dark, det.detect([enhance(images[i], p) for i in dark])):
+                    found[i].append(d)
+        return [fuse(parts) for parts in found]
+
+    def detect_tensor(self, frames) -> list[Detections]:
+        """The device path: the same passes as torch ops on the (F, H, W, 3) uint8 frames."""
+        import torch
+        import torch.nn.functional as F
+
+        n, h, w, _ = frames.shape
+        if n == 0:
+            return []
+        for det in self.detectors:
+            if not hasattr(det, "detect_tensor"):
+                raise ValueError(f"{type(det).__name__} has no device path (detect_tensor) on this build; run it with --device host")
+        found: list[list[Detections]] = [[] for _ in range(n)]
+        p = self.passes
+        dark: list[int] = []
+        if p.dark_luma:
+            weights = torch.as_tensor(LUMA, device=frames.device)
+            means = (frames[:, ::4, ::4].to(torch.float32) @ weights).mean(dim=(1, 2)).cpu().numpy()  # one sync
+            dark = [i for i in range(n) if means[i] < p.dark_luma]
+        pad = self._pad(h, w)
+        for det in self.detectors:
+            for i, d in enumerate(det.detect_tensor(frames, long_side=self.long_side(h, w, det))):
+                found[i].append(d)
+            if pad:
+                size = max(32, int(round(det.long_side(h, w) * (max(h, w) + 2 * pad) / max(h, w) * p.pad_scale)))
+                padded = F.pad(frames.permute(0, 3, 1, 2), (pad, pad, pad, pad)).permute(0, 2, 3, 1)
+                for i, d in enumerate(det.detect_tensor(padded, long_side=size)):
+                    found[i].append(unpad(d, pad, h, w))
+            if p.flip:
+                for i, d in enumerate(det.detect_tensor(frames.flip(2))):
+                    found[i].append(unflip(d, w))
+            if dark:
+                picked = frames[torch.as_tensor(dark, device=frames.device)]
+                if p.enhance == "gamma":
+                    lut = torch.as_tensor(gamma_table(p.gamma), device=frames.device)
+                    bright = lut[picked.long()]
+                else:  # CLAHE has no torch equivalent here: the rare dark frames take the host's
+                    bright = torch.as_tensor(np.stack([enhance(im, p) for im in picked.cpu().numpy()]), device=frames.device)
+                for i, d in zip(dark, det.detect_tensor(bright)):
+                    found[i].append(d)
+        return [fuse(parts) for parts in found]
