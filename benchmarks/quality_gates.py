@@ -279,7 +279,7 @@ def _markdown(data: dict) -> str:
     md = ["# Privacy quality gates", "", f"Command: `{data['command']}`  ",
           f"Machine: {data['machine']['cpu']}, {data['machine']['cores']} cores; {data['date']}", "",
           "Each case: the pipeline on the clip, then the audit of its output with the run's boxes file "
-          "(dlib recognizer, FAR 0.001, change threshold 0.08; leaks by dlib's CNN face detector on every 5th frame). Gated against `benchmarks/baselines.json`: "
+          "(dlib recognizer, FAR 0.001, change threshold 0.08; leaks by the audit's own choice of a detector the run did not use: CenterFace on every frame for these RetinaFace runs). Gated against `benchmarks/baselines.json`: "
           + "; ".join(f"{g.metric} ({g.better} is better)" for g in GATES) + ".", "",
           "| case | frames | leaks | suspects | leak detector faces | faces embedded (every) | re-ID | ¬ID | τ | detected in output | run s | audit s | gate |",
           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
