@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..retinaface.weights import _conv_geometry, _listing, check_names, read_graph
+from ..retinaface.weights import _conv_geometry, _listing, check_names, fill_problems, read_graph
 from .model import CenterFaceNet
 
 COUNTER = ".num_batches_tracked"
@@ -81,16 +81,7 @@ def state_dict_from_onnx(model: CenterFaceNet, graph, name: str) -> dict[str, to
             state[key] = key
             used.add(key)
 
-    missing = [k for k in ours if k not in state]
-    unused = [n for n in initializers if n not in used]
-    wrong = [f"{k}: expected {tuple(ours[k].shape)}, found {tuple(initializers[i].dims)}"
-             for k, i in state.items() if k in ours and tuple(ours[k].shape) != tuple(initializers[i].dims)]
-    if missing:
-        problems.append(f"parameters the graph does not fill: {_listing(missing)}")
-    if unused:
-        problems.append(f"initializers no parameter of ours uses: {_listing(unused)}")
-    if wrong:
-        problems.append(f"wrong shapes: {_listing(wrong, 3)}")
+    problems += fill_problems(ours, state, initializers, used, "initializers no parameter of ours uses")
     if problems:
         raise ValueError(f"{name} is not CenterFace as our module lays it out ({'; '.join(problems)})")
     return {k: torch.from_numpy(np.array(numpy_helper.to_array(initializers[i])).astype(ours[k].numpy().dtype))

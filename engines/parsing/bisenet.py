@@ -164,15 +164,11 @@ def load_parser(path: str) -> BiSeNet:
         raise ValueError(f"{path} is not a plain tensor state_dict ({type(e).__name__}: {str(e).splitlines()[0]})") from e
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds a {type(state).__name__}, not a state_dict")
+    from engines.simswap.checkpoint import state_dict_problems
+
     model = BiSeNet()
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [f"{k}: expected {tuple(expected[k].shape)}, found {tuple(state[k].shape)}"
-             for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-    if missing or unexpected or wrong:
-        problems = [f"{what}: {', '.join(keys[:4])}{' …' if len(keys) > 4 else ''}"
-                    for what, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong)) if keys]
+    problems = state_dict_problems(model, state, limit=4)
+    if problems:
         raise ValueError(f"{path} is not the BiSeNet face parser (79999_iter.pth): {'; '.join(problems)}")
     model.load_state_dict(state, strict=True)
     return model.eval()

@@ -30,6 +30,17 @@ def _listing(items: list[str], limit: int = 5) -> str:
     return ", ".join(items[:limit]) + (" …" if len(items) > limit else "")
 
 
+def fill_problems(ours: dict, state: dict, initializers: dict, used: set, unused_label: str) -> list[str]:
+    """What keeps `state` (our parameter → initializer name) from filling `ours` exactly:
+    parameters left empty, initializers nothing used, shapes that differ."""
+    missing = [k for k in ours if k not in state]
+    unused = [n for n in initializers if n not in used]
+    wrong = [f"{k}: expected {tuple(ours[k].shape)}, found {tuple(initializers[i].dims)}"
+             for k, i in state.items() if k in ours and tuple(ours[k].shape) != tuple(initializers[i].dims)]
+    return [f"{label}: {_listing(items, limit)}" for label, items, limit in
+            (("parameters the graph does not fill", missing, 5), (unused_label, unused, 5), ("wrong shapes", wrong, 3)) if items]
+
+
 def read_graph(source: bytes | str | os.PathLike):
     """The ONNX model from bytes or a file path; ValueError when it is not ONNX."""
     import onnx
@@ -104,16 +115,7 @@ def state_dict_from_onnx(model: nn.Module, graph, name: str) -> dict[str, torch.
         if theirs != mine:
             problems.append(f"{path}: (kernel, stride, padding, groups, dilation) expected {mine}, found {theirs}")
 
-    missing = [k for k in ours if k not in state]
-    unused = [n for n in initializers if n not in used]
-    wrong = [f"{k}: expected {tuple(ours[k].shape)}, found {tuple(initializers[i].dims)}"
-             for k, i in state.items() if k in ours and tuple(ours[k].shape) != tuple(initializers[i].dims)]
-    if missing:
-        problems.append(f"parameters the graph does not fill: {_listing(missing)}")
-    if unused:
-        problems.append(f"initializers no Conv of ours uses: {_listing(unused)}")
-    if wrong:
-        problems.append(f"wrong shapes: {_listing(wrong, 3)}")
+    problems += fill_problems(ours, state, initializers, used, "initializers no Conv of ours uses")
     if problems:
         raise ValueError(f"{name} is not RetinaFace MobileNet-0.25 as our module lays it out ({'; '.join(problems)})")
     return {k: torch.from_numpy(np.array(numpy_helper.to_array(initializers[i]), dtype=np.float32)) for k, i in state.items()}

@@ -16,21 +16,23 @@ ONNX_INPUTS = ("image", "latent")
 ONNX_OUTPUT = "output"
 
 
-def check_state_dict(model: torch.nn.Module, state: dict, source: str) -> None:
-    """Raises ValueError naming what differs, before `load_state_dict` gives a wall of text."""
+def state_dict_problems(model: torch.nn.Module, state: dict, limit: int = 5) -> list[str]:
+    """Missing and unexpected keys and wrong shapes of `state` against `model`, listed short,
+    before `load_state_dict` gives a wall of text (the generator's and the face parser's files)."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     wrong = [f"{k}: expected {tuple(expected[k].shape)}, found {tuple(state[k].shape)}"
              for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
-        if unexpected:
-            parts.append(f"unexpected keys: {', '.join(unexpected[:5])}{' …' if len(unexpected) > 5 else ''}")
-        if wrong:
-            parts.append(f"wrong shapes: {'; '.join(wrong[:3])}{' …' if len(wrong) > 3 else ''}")
+    return [f"{what}: {sep.join(keys[:n])}{' …' if len(keys) > n else ''}"
+            for what, keys, sep, n in (("missing keys", missing, ", ", limit), ("unexpected keys", unexpected, ", ", limit),
+                                       ("wrong shapes", wrong, "; ", 3)) if keys]
+
+
+def check_state_dict(model: torch.nn.Module, state: dict, source: str) -> None:
+    """Raises ValueError naming what differs."""
+    parts = state_dict_problems(model, state)
+    if parts:
         raise ValueError(f"{source} is not a SimSwap {getattr(model, 'variant', '')} generator checkpoint ({'; '.join(parts)})")
 
 
