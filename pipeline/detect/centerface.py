@@ -29,12 +29,12 @@ import numpy as np
 from engines import Engine, get_model, load
 
 from pipeline.core.records import Detections
-from pipeline.detect.retinaface import AUTO_MAX_SIZE, AUTO_MIN_SIZE
+from pipeline.detect.retinaface import WorkingSize
 
 MULTIPLE = 32  # the network's total stride: input sides must be multiples of it
 
 
-class CenterFaceDetector:
+class CenterFaceDetector(WorkingSize):
     """`detect(images) -> list[Detections]` for a batch of same-size RGB frames, and
     `detect_tensor(frames)` for a (F, H, W, 3) uint8 tensor on any device."""
 
@@ -51,16 +51,6 @@ class CenterFaceDetector:
         self.threshold = threshold
         self.nms_iou = self.settings["nms_iou"] if nms_iou is None else nms_iou
         self.stride = self.settings["stride"]
-
-    def long_side(self, height: int, width: int) -> int:
-        if self.detect_size is not None:
-            return self.detect_size
-        return min(AUTO_MAX_SIZE, max(AUTO_MIN_SIZE, max(height, width)))
-
-    def working_size(self, height: int, width: int, long_side: int | None = None) -> tuple[int, int, float]:
-        """(h, w, scale) of the resized frame, before padding; RetinaFace's rule."""
-        scale = (long_side or self.long_side(height, width)) / max(height, width)
-        return max(1, round(height * scale)), max(1, round(width * scale)), scale
 
     @staticmethod
     def padded(h: int, w: int) -> tuple[int, int]:

@@ -41,7 +41,23 @@ def _anchors(height: int, width: int, strides: tuple, sizes: tuple) -> np.ndarra
     return np.concatenate(out).astype(np.float32)
 
 
-class FaceDetector:
+class WorkingSize:
+    """The detectors' shared size rule: the native long side clamped to [AUTO_MIN_SIZE,
+    AUTO_MAX_SIZE], or `detect_size`; `long_side` overrides it per call (the recall passes)."""
+
+    detect_size: int | None
+
+    def long_side(self, height: int, width: int) -> int:
+        if self.detect_size is not None:
+            return self.detect_size
+        return min(AUTO_MAX_SIZE, max(AUTO_MIN_SIZE, max(height, width)))
+
+    def working_size(self, height: int, width: int, long_side: int | None = None) -> tuple[int, int, float]:
+        scale = (long_side or self.long_side(height, width)) / max(height, width)
+        return max(1, round(height * scale)), max(1, round(width * scale)), scale
+
+
+class FaceDetector(WorkingSize):
     """`detect(images) -> list[Detections]`, one per image, for a batch of same-size frames."""
 
     def __init__(
@@ -64,15 +80,6 @@ class FaceDetector:
         self.nms_iou = nms_iou
         self._mean = np.array(self.settings["mean"], np.float32)
         self._bgr = self.settings["channel_order"] == "BGR"
-
-    def long_side(self, height: int, width: int) -> int:
-        if self.detect_size is not None:
-            return self.detect_size
-        return min(AUTO_MAX_SIZE, max(AUTO_MIN_SIZE, max(height, width)))
-
-    def working_size(self, height: int, width: int, long_side: int | None = None) -> tuple[int, int, float]:
-        scale = (long_side or self.long_side(height, width)) / max(height, width)
-        return max(1, round(height * scale)), max(1, round(width * scale)), scale
 
     def preprocess(self, images: list[np.ndarray], long_side: int | None = None) -> tuple[np.ndarray, float, float]:
         h, w = images[0].shape[:2]
