@@ -6,6 +6,21 @@ import types
 
 import numpy as np
 
+from engines.base import Engine, TensorSpec
+
+
+class FlatGreen(Engine):
+    """A generator that returns flat green of its input's shape: where a swap pasted is plain
+    to see (the fail-closed and face-parsing tests)."""
+
+    inputs = (TensorSpec("image", ("N", 3, "S", "S"), "float32"), TensorSpec("latent", ("N", 512), "float32"))
+    outputs = (TensorSpec("output", ("N", 3, "S", "S"), "float32"),)
+
+    def __call__(self, feeds):
+        out = np.zeros_like(feeds["image"])
+        out[:, 1] = 1.0
+        return {"output": out}
+
 
 class ArcMarginModel:
     """The ArcFace margin head of SimSwap's models/arcface_models.py (training only), as its

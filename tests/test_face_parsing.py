@@ -18,7 +18,7 @@ from conftest import SHARED  # noqa: E402
 from engines import Engine, TensorSpec, get_model, load  # noqa: E402
 from engines.parsing import BiSeNet  # noqa: E402
 from pipeline.anonymize.parsing import GATE, INNER_FACE, USED, FaceParser  # noqa: E402
-from simswap_kit import contract_fill, layout_of  # noqa: E402
+from simswap_kit import FlatGreen, contract_fill, layout_of  # noqa: E402
 
 GOLDEN = SHARED / "golden"
 SETTINGS = get_model("face-parsing").settings
@@ -222,16 +222,6 @@ class DrawnParser(Engine):
         return {"logits": logits}
 
 
-class Green(Engine):
-    inputs = (TensorSpec("image", ("N", 3, "S", "S"), "float32"), TensorSpec("latent", ("N", 512), "float32"))
-    outputs = (TensorSpec("output", ("N", 3, "S", "S"), "float32"),)
-
-    def __call__(self, feeds):
-        out = np.zeros_like(feeds["image"])
-        out[:, 1] = 1.0
-        return {"output": out}
-
-
 def _astronaut_frames():
     from skimage import data
 
@@ -260,7 +250,7 @@ def test_parsing_mask_keeps_the_swap_to_the_inner_face(path):
     drawn = DrawnParser()
     frames = _astronaut_frames()
     before = [tf.frame.image.copy() for tf in frames]
-    FaceSwapper(Green(), config=SwapConfig(size=224), ops=ops, parser=FaceParser(drawn, SETTINGS)).apply_batch(frames)
+    FaceSwapper(FlatGreen(), config=SwapConfig(size=224), ops=ops, parser=FaceParser(drawn, SETTINGS)).apply_batch(frames)
     assert drawn.calls == [2]
     for tf, orig in zip(frames, before):
         (face,) = tf.faces
@@ -288,11 +278,11 @@ def test_a_parser_that_misses_the_inner_face_swaps_the_whole_crop():
 
     frames = _astronaut_frames()[:1]
     small = DrawnParser(ellipse=(256, 400, 40, 30))  # only the chin
-    FaceSwapper(Green(), config=SwapConfig(size=224), parser=FaceParser(small, SETTINGS)).apply_batch(frames)
+    FaceSwapper(FlatGreen(), config=SwapConfig(size=224), parser=FaceParser(small, SETTINGS)).apply_batch(frames)
     assert frames[0].faces[0].data["parsing_mask"] == INNER_FACE
     nobody = DrawnParser(ellipse=(256, 300, 1, 1))
     frames = _astronaut_frames()[:1]
-    FaceSwapper(Green(), config=SwapConfig(size=224), parser=FaceParser(nobody, SETTINGS)).apply_batch(frames)
+    FaceSwapper(FlatGreen(), config=SwapConfig(size=224), parser=FaceParser(nobody, SETTINGS)).apply_batch(frames)
     assert frames[0].faces[0].data["parsing_mask"] == GATE
 
 
@@ -304,7 +294,7 @@ def test_filled_parser_runs_on_both_paths_alike(parsers):
     outs, reasons = [], []
     for ops in (HostFaceOps(), TorchFaceOps("cpu")):
         frames = _astronaut_frames()
-        FaceSwapper(Green(), config=SwapConfig(size=224), ops=ops, parser=parsers["B"]).apply_batch(frames)
+        FaceSwapper(FlatGreen(), config=SwapConfig(size=224), ops=ops, parser=parsers["B"]).apply_batch(frames)
         outs.append(np.stack([tf.frame.image for tf in frames]).astype(int))
         reasons.append([tf.faces[0].data["parsing_mask"] for tf in frames])
     assert reasons[0] == reasons[1] == [USED, USED], reasons

@@ -12,13 +12,14 @@ import cv2
 import numpy as np
 import pytest
 
-from engines.base import Engine, TensorSpec
+from engines.base import Engine
 from pipeline.anonymize.swap import FaceSwapper
 from pipeline.core.records import Detections, Frame
 from pipeline.detect.retinaface import FaceDetector
 from pipeline.io.video_reader import VideoReader
 from pipeline.synthetic import Actor, make_scene_video
 from pipeline.track.stage import track_stage
+from simswap_kit import FlatGreen
 from trackers import FaceTracker
 
 
@@ -81,16 +82,6 @@ def test_an_earlier_shot_stops_covering_after_its_patience_or_when_a_new_face_is
 GREEN = np.array([0, 255, 0], np.uint8)
 
 
-class FlatColour(Engine):
-    """A generator that returns one flat colour of the input's shape."""
-
-    inputs = (TensorSpec("image", ("N", 3, "S", "S"), "float32"), TensorSpec("latent", ("N", 512), "float32"))
-    outputs = (TensorSpec("output", ("N", 3, "S", "S"), "float32"),)
-
-    def __call__(self, feeds):
-        out = np.zeros_like(feeds["image"])
-        out[:, 1] = 1.0
-        return {"output": out}
 
 
 def _zigzag(i: int) -> tuple[float, float, float]:
@@ -124,7 +115,7 @@ def test_swap_pastes_on_the_detectors_landmarks_on_fast_motion(fast_clip, detect
     for tf in tracked:
         for face in tf.faces:
             face.source_id, face.source_latent = "s", z / np.linalg.norm(z)
-    swapper = FaceSwapper(FlatColour())
+    swapper = FaceSwapper(FlatGreen())
     for k in range(0, len(tracked), 4):
         swapper.apply_batch(tracked[k : k + 4])
     swapped = 0
@@ -238,14 +229,14 @@ def test_a_face_with_placeholder_landmarks_is_blurred_not_swapped(detector):
     assert faces and all(f.data.get("repaired") == "bad_landmarks" for f in faces)
     for f in faces:
         f.track_id, f.source_id, f.source_latent = 1, "s", np.ones(512, np.float32) / np.sqrt(512)
-    FaceSwapper(FlatColour()).apply_batch([TrackedFrame(Frame(0, 0, 1, img.copy()), faces, 1)])
+    FaceSwapper(FlatGreen()).apply_batch([TrackedFrame(Frame(0, 0, 1, img.copy()), faces, 1)])
     assert [f.outcome for f in faces] == ["blur:bad_numbers"] * len(faces)
 
 
 class Passthrough(Engine):
     """A generator that returns its input crop: a correct align → paste-back is then invisible."""
 
-    inputs, outputs = FlatColour.inputs, FlatColour.outputs
+    inputs, outputs = FlatGreen.inputs, FlatGreen.outputs
 
     def __call__(self, feeds):
         return {"output": feeds["image"].copy()}

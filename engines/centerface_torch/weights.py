@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..retinaface.weights import _conv_geometry, _listing, check_names, fill_problems, read_graph
+from ..retinaface.weights import _conv_geometry, _listing, fill_problems, load_from_onnx
 from .model import CenterFaceNet
 
 COUNTER = ".num_batches_tracked"
@@ -101,9 +101,5 @@ def _check_geometry(node, path: str, modules: dict, initializers: dict, problems
 
 
 def load_centerface(source: bytes | str | os.PathLike, *, inputs=(), outputs=()) -> CenterFaceNet:
-    """Our module with the ONNX file's weights (bytes, or a path to an .onnx file), in eval mode."""
-    graph_model, name = read_graph(source)
-    check_names(graph_model.graph, name, inputs, outputs)
-    model = CenterFaceNet()
-    model.load_state_dict(state_dict_from_onnx(model, graph_model.graph, name), strict=True)
-    return model.eval()
+    """Our module with the ONNX file's weights, in eval mode."""
+    return load_from_onnx(CenterFaceNet(), state_dict_from_onnx, source, inputs, outputs)

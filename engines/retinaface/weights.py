@@ -132,10 +132,15 @@ def check_names(graph, name: str, inputs=(), outputs=()) -> None:
         raise ValueError(f"{name}: the graph lacks {', '.join(missing)} (inputs {sorted(have_in)}, outputs {sorted(have_out)})")
 
 
-def load_retinaface(source: bytes | str | os.PathLike, *, inputs=(), outputs=()) -> RetinaFaceMNet025:
-    """Our module with the ONNX file's weights (bytes, or a path to an .onnx file), in eval mode."""
+def load_from_onnx(model, fill, source: bytes | str | os.PathLike, inputs=(), outputs=()):
+    """`model` with the ONNX file's weights (bytes, or a path to an .onnx file), in eval mode:
+    `fill(model, graph, name)` maps the graph's initializers onto the module's state_dict."""
     graph_model, name = read_graph(source)
     check_names(graph_model.graph, name, inputs, outputs)
-    model = RetinaFaceMNet025()
-    model.load_state_dict(state_dict_from_onnx(model, graph_model.graph, name), strict=True)
+    model.load_state_dict(fill(model, graph_model.graph, name), strict=True)
     return model.eval()
+
+
+def load_retinaface(source: bytes | str | os.PathLike, *, inputs=(), outputs=()) -> RetinaFaceMNet025:
+    """Our module with the ONNX file's weights, in eval mode."""
+    return load_from_onnx(RetinaFaceMNet025(), state_dict_from_onnx, source, inputs, outputs)

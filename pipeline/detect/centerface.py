@@ -109,9 +109,7 @@ class CenterFaceDetector(WorkingSize):
         from pipeline.detect import torch_detect
         from pipeline.device.resize import resize_area
 
-        if frames.dim() != 4 or frames.shape[-1] != 3 or frames.dtype != torch.uint8:
-            raise ValueError(f"detect_tensor expects (F, H, W, 3) uint8 RGB frames, got {tuple(frames.shape)} {frames.dtype}")
-        n, h, w, _ = frames.shape
+        n, h, w = torch_detect.check_frames(frames)
         if n == 0:
             return []
         wh, ww, _ = self.working_size(h, w, long_side)

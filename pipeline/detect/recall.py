@@ -204,6 +204,10 @@ class MultiPassDetector:
     def _pad(self, h: int, w: int) -> int:
         return int(round(self.passes.pad * max(h, w)))
 
+    def _padded_size(self, det, h: int, w: int, pad: int) -> int:
+        """The padded pass's working size: `pad_scale` of the plain pass's scale."""
+        return max(32, int(round(det.long_side(h, w) * (max(h, w) + 2 * pad) / max(h, w) * self.passes.pad_scale)))
+
     def detect(self, images: list[np.ndarray]) -> list[Detections]:
         if not images:
             return []
@@ -216,7 +220,7 @@ class MultiPassDetector:
             for i, d in enumerate(det.detect(images, long_side=self.long_side(h, w, det))):
                 found[i].append(d)
             if pad:
-                size = max(32, int(round(det.long_side(h, w) * (max(h, w) + 2 * pad) / max(h, w) * p.pad_scale)))
+                size = self._padded_size(det, h, w, pad)
                 padded = [cv2.copyMakeBorder(im, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0)) for im in images]
                 for i, d in enumerate(det.detect(padded, long_side=size)):
                     found[i].append(unpad(d, pad, h, w))
@@ -251,7 +255,7 @@ class MultiPassDetector:
             for i, d in enumerate(det.detect_tensor(frames, long_side=self.long_side(h, w, det))):
                 found[i].append(d)
             if pad:
-                size = max(32, int(round(det.long_side(h, w) * (max(h, w) + 2 * pad) / max(h, w) * p.pad_scale)))
+                size = self._padded_size(det, h, w, pad)
                 padded = F.pad(frames.permute(0, 3, 1, 2), (pad, pad, pad, pad)).permute(0, 2, 3, 1)
                 for i, d in enumerate(det.detect_tensor(padded, long_side=size)):
                     found[i].append(unpad(d, pad, h, w))

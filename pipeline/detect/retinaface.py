@@ -117,13 +117,9 @@ class FaceDetector(WorkingSize):
         is (pipeline.detect.torch_detect), only the faces come back to the host. Same working
         size, thresholds and results as `detect` (within resize rounding). Any engine serves
         it; the torch one (`load(model, "torch", device=...)`) keeps the batch on the device."""
-        import torch
-
         from pipeline.detect import torch_detect
 
-        if frames.dim() != 4 or frames.shape[-1] != 3 or frames.dtype != torch.uint8:
-            raise ValueError(f"detect_tensor expects (F, H, W, 3) uint8 RGB frames, got {tuple(frames.shape)} {frames.dtype}")
-        n, h, w, _ = frames.shape
+        n, h, w = torch_detect.check_frames(frames)
         if n == 0:
             return []
         wh, ww, _ = self.working_size(h, w, long_side)

@@ -31,6 +31,15 @@ from pipeline.device.resize import resize_area
 
 
 @lru_cache(maxsize=16)
+def check_frames(frames) -> tuple[int, int, int]:
+    """(F, H, W) of the device path's frames: (F, H, W, 3) uint8 RGB, as Transfer.upload makes them."""
+    import torch
+
+    if frames.dim() != 4 or frames.shape[-1] != 3 or frames.dtype != torch.uint8:
+        raise ValueError(f"detect_tensor expects (F, H, W, 3) uint8 RGB frames, got {tuple(frames.shape)} {frames.dtype}")
+    return tuple(frames.shape[:3])
+
+
 def prior_boxes(height: int, width: int, strides: tuple, sizes: tuple, device: torch.device) -> torch.Tensor:
     """(A, 4) cx, cy, w, h: the host path's anchors (one definition of their order), on `device`."""
     return torch.from_numpy(_anchors(height, width, strides, sizes)).to(device)
