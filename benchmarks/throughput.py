@@ -1,9 +1,11 @@
 """End-to-end throughput: anonswap (default blur mode) vs deface on the same clips, same run.
 
-    python benchmarks/throughput.py [CLIP ...] [--repeat N] [--no-deface]
+    python benchmarks/throughput.py [CLIP ...] [--repeat N] [--no-deface] [--recall NAME ...]
 
 Both are run as their command lines, so wall time includes start-up and model loading for
-both. anonswap's report adds per-stage busy time. Output facts (frames, size, audio) are
+both. anonswap runs once per `--recall` setting (default: the default setting and `plain`,
+the named faster one), so the price of the recall passes is measured against deface in the
+same run. anonswap's report adds per-stage busy time. Output facts (frames, size, audio) are
 checked for both, since speed means little if frames or audio are lost.
 Writes benchmarks/results/throughput.{json,md}.
 """
@@ -21,6 +23,8 @@ from pathlib import Path
 
 from common import ROOT, clips, machine, video_facts, write
 
+from pipeline.detect.recall import DEFAULT_SETTING, SETTINGS
+
 
 def run_timed(argv: list[str]) -> tuple[float, subprocess.CompletedProcess]:
     t = time.perf_counter()
@@ -28,18 +32,20 @@ def run_timed(argv: list[str]) -> tuple[float, subprocess.CompletedProcess]:
     return time.perf_counter() - t, res
 
 
-def bench_anonswap(clip: Path, work: Path, repeat: int) -> dict:
+def bench_anonswap(clip: Path, work: Path, repeat: int, recall: str) -> dict:
     best = None
     for _ in range(repeat):
-        out, rep = work / f"anonswap_{clip.stem}.mp4", work / f"anonswap_{clip.stem}.json"
-        wall, res = run_timed([sys.executable, str(ROOT / "run_pipeline.py"), str(clip), "-o", str(out), "--mode", "blur", "--report", str(rep), "-q"])
+        out, rep = work / f"anonswap_{recall}_{clip.stem}.mp4", work / f"anonswap_{recall}_{clip.stem}.json"
+        wall, res = run_timed([sys.executable, str(ROOT / "run_pipeline.py"), str(clip), "-o", str(out), "--mode", "blur",
+                               "--recall", recall, "--report", str(rep), "-q"])
         if res.returncode != 0:
             raise RuntimeError(f"anonswap failed on {clip}: {res.stderr}")
         report = json.loads(rep.read_text())
         if best is None or wall < best["wall_s"]:
             best = {"wall_s": round(wall, 2), "report": report, "out": out}
     facts = video_facts(best["out"])
-    return {"tool": "anonswap", "wall_s": best["wall_s"], "fps_wall": round(best["report"]["video"]["frames_in"] / best["wall_s"], 2),
+    tool = f"anonswap --recall {recall}" + (" (default)" if recall == DEFAULT_SETTING else "")
+    return {"tool": tool, "recall": recall, "wall_s": best["wall_s"], "fps_wall": round(best["report"]["video"]["frames_in"] / best["wall_s"], 2),
             "fps_pipeline": best["report"]["timing"]["fps"], "stages_ms": best["report"]["timing"]["stages_ms"],
             "faces_anonymized": best["report"]["faces"]["anonymized"], **facts}
 
@@ -66,16 +72,18 @@ def main() -> int:
     p.add_argument("clips", nargs="*")
     p.add_argument("--repeat", type=int, default=2, help="runs per tool and clip; the fastest is kept")
     p.add_argument("--no-deface", action="store_true")
+    p.add_argument("--recall", nargs="+", choices=sorted(SETTINGS), default=sorted({DEFAULT_SETTING, "plain"}, key=list(SETTINGS).index),
+                   help="anonswap's recall settings to measure (default: the default one and plain)")
     args = p.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for clip in clips(args.clips):
             src = video_facts(clip)
-            ours = bench_anonswap(clip, work, args.repeat)
+            ours = [bench_anonswap(clip, work, args.repeat, recall) for recall in args.recall]
             theirs = None if args.no_deface else bench_deface(clip, work, args.repeat, src["frames"])
             rows.append({"clip": clip.name, "input": src, "anonswap": ours, "deface": theirs,
-                         "speedup": round(ours["fps_wall"] / theirs["fps_wall"], 2) if theirs else None})
+                         "speedup": {o["recall"]: round(o["fps_wall"] / theirs["fps_wall"], 2) for o in ours} if theirs else None})
     data = {"command": "python benchmarks/throughput.py " + " ".join(sys.argv[1:]), "machine": machine(), "results": rows}
     md = ["# Throughput: anonswap vs deface", "", f"Command: `{data['command'].strip()}`  ",
           f"Machine: {data['machine']['cpu']}, {data['machine']['cores']} cores, {data['machine']['memory_gib']} GiB; "
@@ -85,14 +93,16 @@ def main() -> int:
           "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         i = r["input"]
-        for t in (r["anonswap"], r["deface"]):
+        for t in [*r["anonswap"], r["deface"]]:
             if t is None:
                 continue
             md.append(f"| {r['clip']} | {i['frames']}, {i['width']}x{i['height']}, {i['audio_streams']} | {t['tool']} | "
                       f"{t['fps_wall']} | {t['frames']} | {t['width']}x{t['height']} | {t['audio_streams']} |")
-    md += ["", "| clip | speedup (anonswap fps / deface fps) | anonswap stage busy time, ms (threads overlap) |", "| --- | --- | --- |"]
+    md += ["", "| clip | anonswap --recall | speedup (anonswap fps / deface fps) | anonswap stage busy time, ms (threads overlap) |",
+           "| --- | --- | --- | --- |"]
     for r in rows:
-        md.append(f"| {r['clip']} | {r['speedup']} | {r['anonswap']['stages_ms']} |")
+        for o in r["anonswap"]:
+            md.append(f"| {r['clip']} | {o['recall']} | {(r['speedup'] or {}).get(o['recall'])} | {o['stages_ms']} |")
     write("throughput", data, "\n".join(md) + "\n")
     return 0
 

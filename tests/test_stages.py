@@ -91,6 +91,40 @@ def test_unconfirmed_detections_are_still_returned():
     assert len(faces) == 1 and faces[0].track_id is None and not faces[0].predicted
 
 
+def _weak(*faces):
+    """Detections from (box, weak) pairs: weak ones score 0.35, the others 0.9."""
+    d = _det(*(b for b, _ in faces))
+    weak = np.array([w for _, w in faces], bool)
+    return Detections(d.boxes, np.where(weak, 0.35, 0.9).astype(np.float32), d.landmarks, weak)
+
+
+def test_a_weak_face_continues_a_confirmed_track_and_nothing_else():
+    """ByteTrack's second association: a face below the detector's threshold keeps a confirmed
+    track detected (not predicted, not drifting); a weak face elsewhere is no face at all, and
+    a weak face never starts a track, even repeated."""
+    t = FaceTracker()
+    for f in range(4):
+        t.update(_det([10 + 2 * f, 10, 60 + 2 * f, 70]))
+    for f in range(4, 30):  # longer than the track's patience: only the weak faces keep it
+        faces = t.update(_weak(([10 + 2 * f, 10, 60 + 2 * f, 70], True), ([300, 10, 350, 70], True)))
+        assert len(faces) == 1, f"frame {f}: the weak face away from every track must be dropped"
+        (face,) = faces
+        assert not face.predicted and face.track_id is not None and face.detection == 0 and face.score == pytest.approx(0.35)
+    fresh = FaceTracker()
+    for f in range(5):
+        assert fresh.update(_weak(([10, 10, 60, 70], True))) == []
+    (strong,) = fresh.update(_weak(([10, 10, 60, 70], False)))
+    assert strong.track_id is None and not strong.predicted
+
+
+def test_weak_marks_must_match_the_faces():
+    d = _det([0, 0, 10, 10], [20, 0, 30, 10])
+    with pytest.raises(ValueError, match="weak must be"):
+        Detections(d.boxes, d.scores, d.landmarks, np.zeros(3, bool))
+    s = Detections(d.boxes, d.scores, d.landmarks, np.array([True, False])).subset(np.array([False, True]))
+    assert len(s) == 1 and s.boxes[0, 0] == 20 and s.weak.tolist() == [False]
+
+
 def test_track_survives_misses_with_growing_prediction_then_ends():
     cfg = TrackerConfig(patience=6)
     t = FaceTracker(cfg)

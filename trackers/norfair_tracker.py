@@ -5,6 +5,12 @@ live track. A detection that has not yet confirmed a track (norfair's initializa
 is still returned, with `track_id=None`; a confirmed track the detector missed on this frame
 is returned as `predicted=True` with its Kalman estimate, grown a little per missed frame
 because the estimate drifts.
+
+Weak faces (`Detections.weak`: below the detector's threshold, pipeline.detect.recall) count
+only where they continue a confirmed live track, as ByteTrack's second association does: one
+overlapping such a track's estimate by `WEAK_OVERLAP` is a detection of it, the others are
+dropped before norfair sees them, so a weak face never starts a track and never is a face of
+its own.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ class TrackerConfig:
 
 
 COAST_OVERLAP = 0.3  # IoU above which an earlier shot's predicted face is the same spot as a current face
+WEAK_OVERLAP = 0.3  # IoU with a confirmed track's estimate at which a weak face continues that track
 
 
 def boxes_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -154,8 +161,19 @@ class FaceTracker:
         x2, y2 = int(min(image.shape[1], box[2] + w)), int(min(image.shape[0], box[3] + h))
         return image[y1:y2, x1:x2].copy(), np.array([x1, y1], np.float32)
 
+    def _continuing(self, detections: Detections) -> Detections:
+        """The detections without the weak faces that continue no confirmed live track."""
+        if detections.weak is None or not detections.weak.any():
+            return detections
+        live = [o.estimate[:2].ravel() for o in self._shot.tracker.tracked_objects if o.id is not None and o.hit_counter_is_positive]
+        keep = ~detections.weak
+        if live:
+            keep |= boxes_iou(detections.boxes, np.array(live, np.float32)).max(axis=1) >= WEAK_OVERLAP
+        return detections.subset(keep)
+
     def update(self, detections: Detections, image: np.ndarray | None = None) -> list[Face]:
         self._frame += 1
+        detections = self._continuing(detections)
         keep = image if self._embed is not None else None
         nd = [
             norfair.Detection(

@@ -30,8 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--every", type=positive_int, default=1, metavar="N", help="identity metrics on every N-th frame (leaks: every frame; default 1)")
     p.add_argument("--leak-detector", choices=LEAK_DETECTORS, default=AuditConfig.leak_detector,
                    help="detector for the leak check; refused when the run used it (default auto: centerface, which also sees "
-                   "dark and edge-cut faces, unless the run used it, then dlib-mmod, which is blind to those)")
-    p.add_argument("--leak-every", type=positive_int, metavar="N", help="leak check on every N-th frame (default: the detector's, dlib-mmod 5, centerface 1)")
+                   "dark and edge-cut faces, unless the run used it, then mtcnn, which is blind to those)")
+    p.add_argument("--leak-every", type=positive_int, metavar="N", help="leak check on every N-th frame (default: the detector's, dlib-mmod 5, centerface and mtcnn 1)")
     p.add_argument("--allow-dependent-leak-detector", action="store_true",
                    help="audit with a leak detector the run used (it cannot see what the run missed; the JSON says so)")
     p.add_argument("--change-threshold", type=float, default=AuditConfig.change_threshold, metavar="T", help=f"1-SSIM below which a face counts as unchanged (default {AuditConfig.change_threshold})")

@@ -164,8 +164,9 @@ def _verdict(audit: dict) -> tuple[bool, list[str]]:
 
 # What a leak detector is known not to see (benchmarks/results/audit_detector.md): said beside
 # its leak count, since a face it cannot see is never reported as a leak.
-BLIND_SPOTS = {"dlib-mmod": "dlib's CNN misses faces in the dark and faces cut by the frame's edge, "
-                            "so none of those is counted here (--leak-detector centerface sees them, for runs that did not use it)"}
+BLIND_SPOTS = {name: f"{who} misses faces in the dark and faces cut by the frame's edge, so none of those is counted "
+                     "here (--leak-detector centerface sees them, for runs that did not use it)"
+               for name, who in (("dlib-mmod", "dlib's CNN"), ("mtcnn", "MTCNN"))}
 
 
 def _leak_detector(leaks: dict) -> tuple[str, object, str]:

@@ -18,6 +18,7 @@ import tempfile
 
 from engines.embedders import embedder_names
 from pipeline.cli.args import X264_PRESETS, OneLineParser, crf, open_unit_interval, positive_int
+from pipeline.audit.leak_detector import LEAK_DETECTORS
 from pipeline.cli.models import installed_path
 from pipeline.detect.recall import DEFAULT_SETTING as DEFAULT_RECALL
 from pipeline.detect.recall import SETTINGS as RECALL_SETTINGS
@@ -85,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--audit-far", type=float, default=0.001, metavar="FAR", help="target false acceptance rate for the audit's re-ID threshold (default 0.001)")
     audit.add_argument("--audit-impostors", metavar="DIR", help="photos of different known people, for the audit's threshold (see audit --impostors)")
     audit.add_argument("--audit-impostor-labels", metavar="CSV", help="labels for --audit-impostors")
-    audit.add_argument("--audit-leak-detector", choices=("auto", "centerface", "dlib-mmod"), default="auto",
+    audit.add_argument("--audit-leak-detector", choices=LEAK_DETECTORS, default="auto",
                        help="the audit's leak detector (default auto: one this run does not use, see audit --leak-detector)")
     fleet = p.add_argument_group("fleet (INPUT is a folder or manifest; runs on Ray)")
     fleet.add_argument("--workers", type=positive_int, metavar="N", help="pipeline actors (default: one per GPU, else one per --worker-cpus cores)")

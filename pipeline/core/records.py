@@ -47,6 +47,10 @@ class Detections:
     boxes: np.ndarray  # (N, 4) float32 x1, y1, x2, y2
     scores: np.ndarray  # (N,) float32
     landmarks: np.ndarray  # (N, 5, 2) float32: right eye, left eye, nose, mouth right, mouth left
+    # (N,) bool: scored below the detector's threshold, given only so that a face a live track
+    # follows is not lost (pipeline.detect.recall, `track_score`); the tracker keeps those that
+    # continue a confirmed track and drops the rest. None: every face is a detection.
+    weak: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.boxes)
@@ -55,6 +59,12 @@ class Detections:
                 "Detections expects boxes (N, 4), scores (N,), landmarks (N, 5, 2); got "
                 f"{self.boxes.shape}, {self.scores.shape}, {self.landmarks.shape}"
             )
+        if self.weak is not None and self.weak.shape != (n,):
+            raise ValueError(f"Detections.weak must be (N,) for N = {n} faces, got {self.weak.shape}")
+
+    def subset(self, keep: np.ndarray) -> "Detections":
+        """The faces `keep` (a bool mask or indices) selects, weak marks included."""
+        return Detections(self.boxes[keep], self.scores[keep], self.landmarks[keep], None if self.weak is None else self.weak[keep])
 
     @classmethod
     def empty(cls) -> "Detections":

@@ -9,7 +9,14 @@ pass misses faces in ways we measured (benchmarks/results/recall.md):
   scale missed some: the cut faces there are large); it does not find the ~40 px head cut by
   the top edge of the shared clip (frames 211-273; nor does full scale);
 - dark footage: when a frame's mean luminance is below `dark_luma`, also on a copy brightened
-  by a gamma curve (`enhance="gamma"`) or OpenCV's CLAHE (`enhance="clahe"`);
+  by a gamma curve (`enhance="gamma"`) or OpenCV's CLAHE (`enhance="clahe"`), at each of
+  `dark_scales` of the plain pass's scale. Half scale finds dim, blurred faces that the full
+  scale misses (benchmarks/results/dark_pass.md, the shared clip, whose every frame is below
+  luminance 40: of the 662 faces CenterFace sees, the plain and padded passes miss 20 frame by
+  frame; a gamma copy of frames below 25 at full scale, the old `fast`, found none of them; one
+  of every frame below 40 at half scale, 11 of them, for a quarter of a plain pass). `full` and
+  `max` also keep the full-scale look, for small dark faces that half scale would shrink below
+  RetinaFace's anchors;
 - profiles: a horizontally flipped copy (`flip`), and a second detector (`ensemble`);
 - tiny faces in large frames: `min_face` raises the plain pass's working size until a face
   that small is 32 px there (RetinaFace's smallest anchors are 16 px; measured: a 16 px face
@@ -17,6 +24,14 @@ pass misses faces in ways we measured (benchmarks/results/recall.md):
   costs as much as tiles covering the same pixels, and keeps one batch per frame.
 Every pass's faces are fused (`fuse`): one face seen by several passes or detectors is one
 detection; any face seen by one of them is kept (a union: recall first).
+
+A face a live track follows may fade below the detector's threshold for a while (a dim face
+turning, blurring, leaving the light): `track_score` has the detectors decode down to it, and
+the faces between it and their threshold come back marked weak (`Detections.weak`, with
+`detect(..., weak=True)`, which only the pipeline's detect stage asks for: the tracker keeps a
+weak face only where it continues a confirmed track, trackers.norfair_tracker). Measured on
+the shared clip: a dim head at the top edge kept its track through the frames where it
+scored 0.3-0.5 (audit leaks 4 → 0, benchmarks/results/quality_gates.md).
 
 The same passes run on both data paths: NumPy/OpenCV on the host (`detect`), torch ops on
 the frame tensor on the device (`detect_tensor`), and each detector's own `detect` /
@@ -47,8 +62,10 @@ class Passes:
     dark_luma: float = 0.0  # mean luminance (0-255) below which a frame is also enhanced
     enhance: str = "gamma"
     gamma: float = 0.5  # out = 255 * (in / 255) ** gamma
+    dark_scales: tuple[float, ...] = (1.0,)  # the dark pass's scales relative to the plain pass's
     flip: bool = False
     min_face: int = 0  # px: raise the plain pass's working size until such a face is 32 px there
+    track_score: float = 0.0  # faces scoring from this up to the detector's threshold may continue a live track (0 = off)
 
     def __post_init__(self) -> None:
         if self.enhance not in ENHANCERS:
@@ -59,14 +76,18 @@ class Passes:
             raise ValueError(f"min_face must be >= 0 pixels (0 = off), got {self.min_face}")
         if not 0.0 < self.gamma <= 1.0:
             raise ValueError(f"gamma must be in (0, 1] (brightening), got {self.gamma}")
+        if not 0.0 <= self.track_score < 1.0:
+            raise ValueError(f"track_score must be in [0, 1) (0 = off), got {self.track_score}")
+        if not self.dark_scales or not all(0.0 < s <= 2.0 for s in self.dark_scales):
+            raise ValueError(f"dark_scales must be one or more scales in (0, 2], got {self.dark_scales}")
 
 
 # Named settings (`--recall NAME`); benchmarks/results/recall.md measured each.
 SETTINGS = {
     "plain": Passes(),
-    "fast": Passes(pad=0.2, pad_scale=0.5, dark_luma=25.0),
-    "full": Passes(pad=0.2, pad_scale=0.5, dark_luma=25.0, flip=True),
-    "max": Passes(pad=0.2, pad_scale=0.5, dark_luma=25.0, flip=True, min_face=16),
+    "fast": Passes(pad=0.2, pad_scale=0.5, dark_luma=40.0, dark_scales=(0.5,), track_score=0.3),
+    "full": Passes(pad=0.2, pad_scale=0.5, dark_luma=40.0, dark_scales=(1.0, 0.5), flip=True, track_score=0.3),
+    "max": Passes(pad=0.2, pad_scale=0.5, dark_luma=40.0, dark_scales=(1.0, 0.5), flip=True, min_face=16, track_score=0.3),
 }
 DEFAULT_SETTING = "fast"
 
@@ -173,11 +194,17 @@ class MultiPassDetector:
     Same records, same order, same contract as a single `FaceDetector`."""
 
     def __init__(self, detectors: list, passes: Passes = Passes(), name: str = ""):
+        """With `passes.track_score`, the detectors given are set to decode down to it (their
+        own thresholds, taken first, stay the line between a detection and a weak face)."""
         if not detectors:
             raise ValueError("MultiPassDetector needs at least one detector")
         self.detectors = list(detectors)
         self.passes = passes
         self.name = name
+        self._threshold = min(d.threshold for d in self.detectors)
+        if passes.track_score and passes.track_score < self._threshold:
+            for d in self.detectors:
+                d.threshold = passes.track_score
 
     # What the rest of the run reads from "the detector" (report, gallery building, a fleet
     # actor's count of merged model calls).
@@ -190,8 +217,9 @@ class MultiPassDetector:
         return self.detectors[0].detect_size
 
     @property
-    def threshold(self):
-        return self.detectors[0].threshold
+    def threshold(self) -> float:
+        """The score a face needs to be a detection (weak faces score from `track_score` up to it)."""
+        return self._threshold
 
     def long_side(self, height: int, width: int, det=None) -> int:
         """The plain pass's working size: the detector's own, raised for `min_face`."""
@@ -204,11 +232,29 @@ class MultiPassDetector:
     def _pad(self, h: int, w: int) -> int:
         return int(round(self.passes.pad * max(h, w)))
 
+    def _dark_sizes(self, det, h: int, w: int) -> list[int]:
+        return [max(32, int(round(self.long_side(h, w, det) * s))) for s in self.passes.dark_scales]
+
     def _padded_size(self, det, h: int, w: int, pad: int) -> int:
         """The padded pass's working size: `pad_scale` of the plain pass's scale."""
         return max(32, int(round(det.long_side(h, w) * (max(h, w) + 2 * pad) / max(h, w) * self.passes.pad_scale)))
 
-    def detect(self, images: list[np.ndarray]) -> list[Detections]:
+    def _split(self, fused: list[Detections], weak: bool) -> list[Detections]:
+        """Faces under the threshold: marked weak (`weak=True`, for the tracker), else dropped."""
+        out = []
+        for d in fused:
+            low = d.scores < self._threshold
+            if not low.any():
+                out.append(d)
+            elif weak:
+                out.append(Detections(d.boxes, d.scores, d.landmarks, low))
+            else:
+                out.append(d.subset(~low))
+        return out
+
+    def detect(self, images: list[np.ndarray], weak: bool = False) -> list[Detections]:
+        """`weak=True`: also the faces scoring from `track_score` up to the threshold, marked
+        (the pipeline's detect stage, whose tracker decides); else detections only."""
         if not images:
             return []
         h, w = images[0].shape[:2]
@@ -228,11 +274,13 @@ class MultiPassDetector:
                 for i, d in enumerate(det.detect([np.ascontiguousarray(im[:, ::-1]) for im in images])):
                     found[i].append(unflip(d, w))
             if dark:
-                for i, d in zip(dark, det.detect([enhance(images[i], p) for i in dark])):
-                    found[i].append(d)
-        return [fuse(parts) for parts in found]
+                bright = [enhance(images[i], p) for i in dark]
+                for size in self._dark_sizes(det, h, w):
+                    for i, d in zip(dark, det.detect(bright, long_side=size)):
+                        found[i].append(d)
+        return self._split([fuse(parts) for parts in found], weak)
 
-    def detect_tensor(self, frames) -> list[Detections]:
+    def detect_tensor(self, frames, weak: bool = False) -> list[Detections]:
         """The device path: the same passes as torch ops on the (F, H, W, 3) uint8 frames."""
         import torch
         import torch.nn.functional as F
@@ -269,6 +317,7 @@ class MultiPassDetector:
                     bright = lut[picked.long()]
                 else:  # CLAHE has no torch equivalent here: the rare dark frames take the host's
                     bright = torch.as_tensor(np.stack([enhance(im, p) for im in picked.cpu().numpy()]), device=frames.device)
-                for i, d in zip(dark, det.detect_tensor(bright)):
-                    found[i].append(d)
-        return [fuse(parts) for parts in found]
+                for size in self._dark_sizes(det, h, w):
+                    for i, d in zip(dark, det.detect_tensor(bright, long_side=size)):
+                        found[i].append(d)
+        return self._split([fuse(parts) for parts in found], weak)

@@ -23,6 +23,7 @@ def track_stage(tracker: FaceTracker):
                 tracker.cut()
             usable, placeholder, repairs = guard.detections(dets, shape)
             faces = guard.faces(tracker.update(usable, frame.image), shape, repairs, placeholder)
-            yield TrackedFrame(frame, faces, len(dets), shot_cut=cut, repairs=dict(repairs))
+            found = len(dets) if dets.weak is None else int((~dets.weak).sum())  # weak faces are not detections
+            yield TrackedFrame(frame, faces, found, shot_cut=cut, repairs=dict(repairs))
 
     return track
