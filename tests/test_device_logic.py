@@ -218,3 +218,25 @@ def test_compile_is_opt_in_reaches_only_torch_builders_and_keeps_the_results():
     assert fast.module is not eager.module
     x = torch.randn(2, 3, 16, 16)
     torch.testing.assert_close(fast.run_tensors({"x": x})["y"], eager.run_tensors({"x": x})["y"], rtol=1e-5, atol=1e-5)
+
+
+def test_a_cpu_only_blur_run_does_not_pay_for_importing_torch(synthetic, tmp_path):
+    """Without NVIDIA's device files there is no CUDA device: `--device auto` knows it without
+    importing torch (about a second of a short clip's start-up), and agrees with torch."""
+    import glob
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from pipeline.device.select import cuda_devices
+
+    assert cuda_devices() == (torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    if not sys.platform.startswith("linux") or glob.glob("/dev/nvidia*"):
+        pytest.skip("a machine with NVIDIA's device files asks torch")
+    out = tmp_path / "o.mp4"
+    code = ("import sys; from pipeline.cli.main import main; "
+            f"sys.argv = ['anonswap', {str(synthetic.path)!r}, '-o', {str(out)!r}, '--mode', 'blur', '-q']; "
+            "rc = main(); print('torch' in sys.modules); sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "False" and out.exists()

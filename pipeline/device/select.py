@@ -9,6 +9,9 @@
 
 from __future__ import annotations
 
+import glob
+import os
+import sys
 from dataclasses import dataclass
 
 from pipeline.core.errors import InvalidInputError
@@ -33,7 +36,16 @@ class DeviceChoice:
         return "host (OpenCV + ONNX Runtime)" if self.host else f"torch on {self.torch_device}"
 
 
+def _no_nvidia_driver() -> bool:
+    """Linux with none of NVIDIA's device files (nor WSL's GPU device) has no CUDA device:
+    answered without importing torch, which costs a CPU-only run about a second of start-up
+    (a sixth of a blur run of the shared clip; benchmarks/throughput.py times whole commands)."""
+    return sys.platform.startswith("linux") and not (glob.glob("/dev/nvidia*") or os.path.exists("/dev/dxg"))
+
+
 def cuda_devices() -> int:
+    if _no_nvidia_driver():
+        return 0
     try:
         import torch
     except ImportError:  # torch is a dependency; a broken install only loses the device path
