@@ -75,7 +75,11 @@ def load_net(net: str, source) -> torch.nn.Module:
     """One network with its weights, strictly: `source` is a path or the file's bytes."""
     from .model import NETS
 
-    data = source if isinstance(source, (bytes, bytearray)) else open(source, "rb").read()
+    if isinstance(source, (bytes, bytearray)):
+        data = source
+    else:
+        with open(source, "rb") as f:
+            data = f.read()
     module = NETS[net]()
     module.load_state_dict(state_dict(net, read_arrays(bytes(data))), strict=True)
     return module.eval()
