@@ -27,7 +27,10 @@ import numpy as np
 
 from common import SHARED_CLIP, machine, write
 
-PAD = 0.2  # --recall fast's padded pass
+from pipeline.detect.recall import SETTINGS
+
+FAST = SETTINGS["fast"]  # its padded pass is every variant's (but the first)
+
 # (name, mean luminance below which the gamma copy is looked at, its scales, its score)
 VARIANTS = (
     ("plain pass only", 0, (), 0.5),
@@ -50,18 +53,18 @@ def measure() -> list[dict]:
     from pipeline.detect.retinaface import FaceDetector
 
     rf, cf = FaceDetector(threshold=0.3), CenterFace(threshold=0.2)
-    gamma = Passes(gamma=0.5)
+    gamma = Passes(gamma=FAST.gamma)
     rows = []
     with av.open(str(SHARED_CLIP)) as c:
         for i, f in enumerate(c.decode(video=0)):
             img = f.to_ndarray(format="rgb24")
             h, w = img.shape[:2]
             side = rf.long_side(h, w)
-            pad = int(round(PAD * max(h, w)))
+            pad = int(round(FAST.pad * max(h, w)))
             padded = cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
             bright = enhance(img, gamma)
             looks = {"plain": rf.detect([img])[0],
-                     "padded": unpad(rf.detect([padded], long_side=round(side * (max(h, w) + 2 * pad) / max(h, w) * 0.5))[0], pad, h, w)}
+                     "padded": unpad(rf.detect([padded], long_side=round(side * (max(h, w) + 2 * pad) / max(h, w) * FAST.pad_scale))[0], pad, h, w)}
             for s in SCALES:
                 looks[f"gamma@{s}"] = rf.detect([bright], long_side=round(side * s))[0]
             ref = cf.detect(img)
@@ -70,22 +73,12 @@ def measure() -> list[dict]:
     return rows
 
 
-def _covered(ref: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    if not len(boxes):
-        return np.zeros(len(ref), bool)
-    x1 = np.maximum(ref[:, None, 0], boxes[None, :, 0])
-    y1 = np.maximum(ref[:, None, 1], boxes[None, :, 1])
-    x2 = np.minimum(ref[:, None, 2], boxes[None, :, 2])
-    y2 = np.minimum(ref[:, None, 3], boxes[None, :, 3])
-    inter = ((x2 - x1).clip(0) * (y2 - y1).clip(0)).max(axis=1)
-    return inter >= 0.7 * (ref[:, 2] - ref[:, 0]) * (ref[:, 3] - ref[:, 1])
-
-
 def analyse(rows: list[dict]) -> list[dict]:
+    from pipeline.audit.leaks import covered_fraction
     from pipeline.detect.recall import iou
 
     out = []
-    padded_cost = ((1 + 2 * PAD) * 0.5) ** 2
+    padded_cost = ((1 + 2 * FAST.pad) * FAST.pad_scale) ** 2
     for name, below, scales, score in VARIANTS:
         missed, miss_frames, extra, cost = 0, [], 0, 0.0
         for r in rows:
@@ -101,7 +94,7 @@ def analyse(rows: list[dict]) -> list[dict]:
             boxes = np.concatenate([b[b[:, 4] >= (score if k >= 2 else 0.5)] for k, b in enumerate(looks)])[:, :4]
             cf = np.asarray(r["centerface"]).reshape(-1, 5)
             ref = cf[cf[:, 4] >= 0.5, :4]
-            hit = _covered(ref, boxes) if len(ref) else np.zeros(0, bool)
+            hit = np.array([covered_fraction(b, boxes) >= 0.7 for b in ref], bool)
             missed += int((~hit).sum())
             if (~hit).any():
                 miss_frames.append(r["frame"])
