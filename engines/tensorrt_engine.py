@@ -21,6 +21,7 @@ from .base import Engine, TensorSpec
 from .registry import sha256_of
 
 PLAN_DIR = "tensorrt"
+MAX_BATCH = 256  # the largest batch bucket (pipeline.device.buckets.BUCKETS): every profile reaches it
 
 
 class BackendUnavailable(RuntimeError):
@@ -129,7 +130,9 @@ class TensorRTEngine(Engine):
         for name, t in feeds.items():
             t = t.to(self.device, dtype=self._dtypes[name]).contiguous()
             keep.append(t)
-            self._context.set_input_shape(name, tuple(t.shape))
+            if not self._context.set_input_shape(name, tuple(t.shape)):  # TensorRT says no by returning False
+                raise ValueError(f"input {name!r} of shape {tuple(t.shape)} is outside this TensorRT engine's "
+                                 f"optimization profile (batch 1-{MAX_BATCH}); rebuild the plan or use --backend torch")
             self._context.set_tensor_address(name, t.data_ptr())
         out = {}
         for spec in self.outputs:
@@ -149,7 +152,7 @@ class TensorRTEngine(Engine):
 
 def build_retinaface(entry, files: dict, **options) -> TensorRTEngine:
     """The model table's tensorrt builder for RetinaFace: its ONNX as shipped (dynamic batch,
-    height and width), one profile from 1 to 64 frames of up to 2048 px."""
+    height and width), one profile from 1 to MAX_BATCH frames of up to 2048 px."""
     name = entry.settings["input"]
     return TensorRTEngine.from_onnx(files["weights"], entry, shapes={
-        name: ((1, 3, 32, 32), (4, 3, 736, 1280), (64, 3, 2048, 2048))}, **options)
+        name: ((1, 3, 32, 32), (4, 3, 736, 1280), (MAX_BATCH, 3, 2048, 2048))}, **options)

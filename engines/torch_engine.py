@@ -3,8 +3,8 @@
 `dtype` and `channels_last` are the GPU settings (fp16 and NHWC make convolutions run on
 tensor cores); on CPU they are accepted, and the tests check that they change nothing but
 rounding. `compile` hands the module to torch.compile (fused kernels; the first call of each
-batch bucket pays the compilation, so it is opt-in: --compile). Inputs are cast to the engine's dtype and outputs come back as float32, so callers
-never see the precision.
+batch bucket and input size pays the compilation, so it is opt-in: --compile). Inputs are
+cast to the engine's dtype and outputs come back as float32, so callers never see the precision.
 """
 
 from __future__ import annotations
@@ -14,6 +14,38 @@ import numpy as np
 from .base import Engine, TensorSpec
 
 DTYPES = ("float32", "float16", "bfloat16")
+# Compiled shapes one module may need: 9 batch buckets × a few input sizes (the detector's
+# recall passes). torch's default limit, 8, would silently leave the rest eager.
+RECOMPILE_LIMIT = 64
+
+
+def set_tf32(conv: bool, matmul: bool | None = None) -> tuple[bool, bool]:
+    """Whether CUDA float32 convolutions (and matmuls: `matmul`, default the same) may use
+    TF32, process-wide; returns the previous (conv, matmul) setting. torch's defaults are
+    (True, False): "fp32" convolutions on an Ampere or later GPU are TF32 unless turned off."""
+    import torch
+
+    matmul = conv if matmul is None else matmul
+    before = tf32()
+    cudnn_conv = getattr(torch.backends.cudnn, "conv", None)
+    if cudnn_conv is not None and hasattr(cudnn_conv, "fp32_precision"):  # torch >= 2.9
+        cudnn_conv.fp32_precision = "tf32" if conv else "ieee"
+        torch.backends.cuda.matmul.fp32_precision = "tf32" if matmul else "ieee"
+    else:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = conv, matmul
+    return before
+
+
+def tf32() -> tuple[bool, bool]:
+    """(convolutions, matmuls): whether CUDA float32 work may use TF32 now."""
+    import torch
+
+    def on(new, legacy) -> bool:
+        precision = getattr(new, "fp32_precision", "none") if new is not None else "none"
+        return precision == "tf32" if precision in ("tf32", "ieee") else bool(legacy())
+
+    return (on(getattr(torch.backends.cudnn, "conv", None), lambda: torch.backends.cudnn.allow_tf32),
+            on(torch.backends.cuda.matmul, lambda: torch.backends.cuda.matmul.allow_tf32))
 
 
 class TorchEngine(Engine):
@@ -30,6 +62,10 @@ class TorchEngine(Engine):
         module = module.eval().to(self.device, dtype=self.dtype)
         self.module = module.to(memory_format=torch.channels_last) if channels_last else module
         if compile:
+            import torch._dynamo
+
+            name = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
+            setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), RECOMPILE_LIMIT))
             self.module = torch.compile(self.module, dynamic=False)
         self.inputs = tuple(TensorSpec(n, (), "float32") for n in input_names)
         self.outputs = tuple(TensorSpec(n, (), "float32") for n in output_names)

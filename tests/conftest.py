@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import av
+import cv2
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -12,6 +13,23 @@ HAMILTON = SHARED / "data" / "video" / "short_hamilton_clip.mp4"
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+
+# Our warps reproduce OpenCV 4's fixed-point warpAffine bit for bit (torch_faces, the ROI
+# paste). OpenCV 5 samples its bilinear warps with other rounding (5.1.0, measured in
+# benchmarks/gpu/rehearse.sh's venv: crops up to 4 levels apart on 4.7% of samples, pastes up
+# to 3 on 2.8% of pixels), and a user with numpy 2, or the lent GPU, may have it: there the
+# comparisons hold to that tolerance instead. A wrong position, border or blend order moves
+# far more pixels by far more.
+OPENCV_MAJOR = int(cv2.__version__.split(".")[0])
+
+
+def assert_like_opencv(diff, max_diff: int = 0, frac: float = 0.0) -> None:
+    """`diff`: |ours − OpenCV's| in grey levels. Bit-exact on OpenCV 4 (up to `max_diff` levels
+    on at most `frac` of the values); on OpenCV 5, within its different rounding."""
+    if OPENCV_MAJOR >= 5:
+        max_diff, frac = 4, 0.05
+    assert diff.max() <= max_diff and (diff > 0).mean() <= frac, (OPENCV_MAJOR, diff.max(), (diff > 0).mean())
 
 
 def cli_argv(*args) -> list[str]:
@@ -109,3 +127,19 @@ def quality_gate(tmp_path_factory):
 def no_leftovers(folder):
     """No output, and no temp file either, in the folder."""
     return [p.name for p in Path(folder).iterdir() if ".partial" in p.name]
+
+
+@pytest.fixture
+def perface_onnx(tmp_path):
+    """A small IResNet with trained-like BN statistics, exported as the pipeline's PerFace ONNX."""
+    import torch
+
+    from engines import iresnet
+
+    torch.manual_seed(0)
+    m = iresnet.IResNet((1, 1, 1, 1), width=8)
+    for mod in m.modules():
+        if isinstance(mod, (torch.nn.BatchNorm2d, torch.nn.BatchNorm1d)):
+            mod.running_mean.normal_(0, 0.1)
+            mod.running_var.uniform_(0.5, 2.0)
+    return iresnet.export_onnx(m.eval(), tmp_path / "perface.onnx")

@@ -240,3 +240,56 @@ def test_a_cpu_only_blur_run_does_not_pay_for_importing_torch(synthetic, tmp_pat
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "False" and out.exists()
+
+
+def test_tensorrt_profiles_reach_the_largest_bucket_and_a_refused_shape_is_an_error(monkeypatch):
+    """TensorRT is not installed here (nor on the lent GPU): the profiles are checked as the
+    builders declare them, and the execution context is a stand-in answering as TensorRT's
+    does (set_input_shape returns False outside the profile, it does not raise)."""
+    from engines import get_model
+    from engines.simswap import engine as simswap_engine
+    from engines.tensorrt_engine import MAX_BATCH, TensorRTEngine, build_retinaface
+    from pipeline.device.buckets import BUCKETS
+
+    assert MAX_BATCH == BUCKETS[-1]
+    declared = []
+    monkeypatch.setattr(TensorRTEngine, "from_onnx", classmethod(lambda cls, onnx, entry, shapes, **o: declared.append(shapes)))
+    monkeypatch.setattr(simswap_engine, "cached_onnx", lambda entry, files: b"")
+    build_retinaface(get_model("retinaface-mnet025"), {"weights": b""})
+    simswap_engine.build_tensorrt(get_model("simswap-224"), {})
+    assert [hi[0] for shapes in declared for _, _, hi in shapes.values()] == [MAX_BATCH] * 3
+
+    class Context:
+        def set_input_shape(self, name, shape):
+            return shape[0] <= MAX_BATCH
+
+    trt = object.__new__(TensorRTEngine)
+    trt._torch, trt.device, trt._context = torch, torch.device("cpu"), Context()
+    trt.inputs, trt._dtypes = (type("Spec", (), {"name": "x"})(),), {"x": torch.float32}
+    with pytest.raises(ValueError, match="outside this TensorRT engine's optimization profile"):
+        trt.run_tensors({"x": torch.zeros(MAX_BATCH + 1, 3)})
+
+
+def test_constants_are_uploaded_once_and_detected_frames_are_not_kept_alive():
+    """Anchors, means and kernels are made and uploaded once per key and device; a detected
+    batch is freed when its caller lets go (a cache keyed by the frames tensor once kept up to
+    16 batches alive, GBs at 1080p)."""
+    import gc
+    import weakref
+
+    from pipeline.detect.retinaface import FaceDetector
+    from pipeline.device.transfer import constant, to_device
+
+    made = []
+    first = constant(("test-constant", 3), "cpu", lambda: made.append(1) or np.arange(3))
+    assert constant(("test-constant", 3), "cpu", lambda: made.append(1) or np.arange(3)) is first and made == [1]
+    assert torch.equal(to_device([[1, 2]], "cpu", torch.float32), torch.tensor([[1.0, 2.0]]))
+    from engines import load
+
+    det = FaceDetector(engine=load("retinaface-mnet025", "torch", device="cpu"))
+    frames = torch.zeros((2, 96, 128, 3), dtype=torch.uint8)
+    alive = weakref.ref(frames)
+    det.detect_tensor(frames)
+    del frames
+    gc.collect()
+    assert alive() is None

@@ -3,7 +3,8 @@ paste-back and cover all on the device, one download for the encoder) against th
 (OpenCV + ONNX Runtime on NumPy frames): same tracks, same outcomes, pixels within rounding.
 
 The same code runs on a GPU (tests/test_gpu.py checks it there); CI holds it to the host
-path here, on the CPU.
+path here, on the CPU, with the detector and generator captured and replayed through the CUDA
+graph stand-in (pipeline.device.graphs), so that a graph bug fails here and not on the device.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ import pytest
 
 from conftest import read_video
 from pipeline import RunConfig, anonymize_video
+from pipeline.device.select import GRAPH_STANDIN_ENV
 from simswap_kit import make_swap_kit
+
+
+@pytest.fixture(autouse=True)
+def graph_standin(monkeypatch):
+    monkeypatch.setenv(GRAPH_STANDIN_ENV, "1")
 
 
 def _run(video, tmp_path, name: str, **cfg) -> tuple[dict, list[dict], list[np.ndarray]]:
@@ -59,8 +66,8 @@ def test_device_path_matches_the_host_path_on_the_synthetic_clip(synthetic, tmp_
     rep_d, rows_d, px_d = _run(synthetic.path, tmp_path, "dev", mode=mode, device="cpu")
     assert rep_h["settings"]["engines"]["data_path"].startswith("host")
     assert rep_d["settings"]["engines"] == {"device": "cpu", "data_path": "torch on cpu", "detector": "torch",
-                                            "generator": "torch", "dtype": "float32", "cuda_graphs": False, "compile": False,
-                                            "hwaccel": None}
+                                            "generator": "torch", "dtype": "float32", "cuda_graphs": "cpu stand-in", "compile": False,
+                                            "hwaccel": None, "hwaccel_fallback": None}
     assert _same_faces(rows_h, rows_d) >= synthetic.frames
     assert rep_h["faces"] == rep_d["faces"] and [t["track_id"] for t in rep_h["tracks"]] == [t["track_id"] for t in rep_d["tracks"]]
     _pixels_close(px_h, px_d, mean_tol=0.3, region_tol=3.0, rows=rows_h)
@@ -85,22 +92,6 @@ def test_device_path_matches_the_host_path_on_the_shared_clip(shared_clip, tmp_p
     assert _same_faces(rows_h, rows_d) >= 90
     assert rep_h["faces"] == rep_d["faces"] and rep_h["video"]["shot_cuts"] == rep_d["video"]["shot_cuts"]
     _pixels_close(px_h, px_d, mean_tol=0.3, region_tol=3.0, rows=rows_h)
-
-
-@pytest.fixture
-def perface_onnx(tmp_path):
-    """A small IResNet with trained-like BN statistics, exported as the pipeline's PerFace ONNX."""
-    import torch
-
-    from engines import iresnet
-
-    torch.manual_seed(0)
-    m = iresnet.IResNet((1, 1, 1, 1), width=8)
-    for mod in m.modules():
-        if isinstance(mod, (torch.nn.BatchNorm2d, torch.nn.BatchNorm1d)):
-            mod.running_mean.normal_(0, 0.1)
-            mod.running_var.uniform_(0.5, 2.0)
-    return iresnet.export_onnx(m.eval(), tmp_path / "perface.onnx")
 
 
 def test_the_embedder_runs_on_the_device_with_the_host_results(perface_onnx):

@@ -148,23 +148,17 @@ def test_parsing_golden_mask_drops_what_the_official_mask_drops(contract):
 
 
 def test_strict_fp32_turns_tf32_off():
-    """What the builder does on CUDA (TF32 fails both fills: README), checked here on the flags."""
-    from engines.parsing.bisenet import strict_fp32
+    """What the builder does on CUDA (TF32 fails both fills: README), checked here on the flags:
+    set, read back, and restored (the GPU tests turn TF32 off around their float32 comparisons)."""
+    from engines.torch_engine import set_tf32, tf32
 
-    conv = getattr(torch.backends.cudnn, "conv", None)
-    saved = (conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision) if conv is not None and hasattr(conv, "fp32_precision") else None
-    legacy = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    before = set_tf32(False)
     try:
-        strict_fp32()
-        if saved is not None:
-            assert conv.fp32_precision == "ieee" and torch.backends.cuda.matmul.fp32_precision == "ieee"
-        else:
-            assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        assert tf32() == (False, False)
+        assert set_tf32(True) == (False, False) and tf32() == (True, True)
     finally:
-        if saved is not None:
-            conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision = saved
-        else:
-            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = legacy
+        set_tf32(*before)
+    assert tf32() == before
 
 
 def test_checkpoint_is_loaded_strictly_and_safely(tmp_path):

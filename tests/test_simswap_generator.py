@@ -47,6 +47,25 @@ def test_golden_outputs_are_reproduced(variant, tmp_path):
     assert np.abs(y - gold["y"]).max() <= 1e-4
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_instance_norm_holds_large_activations_and_flat_channels_in_half_precision(dtype):
+    """Random-weight generators never reach it: trained ones put bottleneck activations past
+    |x| = 256, where float16's x·x overflows, and a flat channel gives 0 · rsqrt(0 + eps), NaN
+    once eps 1e-8 rounds to 0 in float16."""
+    from engines.simswap.generator import InstanceNorm
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 14, 14) * 900 + 300
+    x[0, 1] = 512.0  # a flat channel
+    norm = InstanceNorm()
+    want = norm(x)
+    got = norm(x.to(dtype))
+    assert got.dtype == dtype and torch.isfinite(got).all()
+    assert (got.float() - want).abs().max() <= 0.05
+    assert (got[0, 1] == 0).all()
+    assert torch.equal(norm(x), want), "float32 is the official arithmetic, unchanged"
+
+
 def test_checkpoint_problems_are_named(tmp_path):
     model = SimSwapGenerator("224")
     state = model.state_dict()

@@ -170,3 +170,32 @@ def test_cover_art_is_not_mistaken_for_the_video(tmp_path):
     report = json.loads(rep.read_text())
     assert (report["video"]["width"], report["video"]["frames_out"]) == (320, 10)
     assert report["video"]["other_streams_dropped"] == 1
+
+
+def test_hardware_frames_convert_to_the_software_pixels(synthetic):
+    """NVDEC's NV12 frame (emulated here: the software frame repacked, lossless) gives the
+    software decoder's RGB pixels exactly; converted directly it would not."""
+    from pipeline.io.video_reader import rgb24
+
+    with av.open(synthetic.path) as c:
+        frame = next(c.decode(video=0))
+    want = frame.to_ndarray(format="rgb24")
+    nv12 = frame.reformat(format="nv12")
+    assert np.array_equal(rgb24(nv12), want)
+    assert np.abs(nv12.to_ndarray(format="rgb24").astype(int) - want).max() > 0, "the direct conversion differs"
+
+
+def test_a_hardware_decoder_that_cannot_open_falls_back_to_software(synthetic, tmp_path):
+    from pipeline.device.select import cuda_devices
+    from pipeline.io.video_reader import VideoReader
+
+    if cuda_devices():
+        pytest.skip("this machine has a GPU: NVDEC may open (tests/test_gpu.py compares it)")
+    with VideoReader(synthetic.path, hwaccel="cuda") as r:
+        frames = [f.image for f in r.frames()]
+        assert r.hwaccel is None and r.hwaccel_fallback.startswith("cuda decoding unavailable")
+    assert np.array_equal(np.stack(frames), np.stack(read_video(synthetic.path)["frames"]))
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video" * 100)
+    with pytest.raises(Exception, match="not a readable video container"):
+        VideoReader(str(bad), hwaccel="cuda").open()

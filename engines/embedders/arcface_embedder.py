@@ -83,13 +83,14 @@ class ArcFaceEmbedder(FaceEmbedder):
 
         from pipeline.anonymize.torch_faces import warp_crops
         from pipeline.core.alignment import template_matrices
+        from pipeline.device.transfer import to_device
 
         lms = np.asarray(landmarks, np.float64).reshape(-1, 5, 2)
         if not len(lms):
             return np.zeros((0, self.dim), np.float32)
         matrices, ok = template_matrices(lms, ARCFACE_TEMPLATE_112)
         crops = warp_crops(frame[None], np.zeros(len(lms), int), matrices, self._size)  # (N, 3, s, s) in [0, 1]
-        crops = crops * torch.as_tensor(ok, dtype=crops.dtype, device=crops.device)[:, None, None, None]  # unfit: black, as the host
+        crops = crops * to_device(np.asarray(ok, np.float32), crops.device)[:, None, None, None]  # unfit: black, as the host
         x = (crops * 255.0 - self._mean) / self._std
         y = self.engine.run_tensors({self._input: x})[self._output]
         return torch.nn.functional.normalize(y.float(), dim=1).cpu().numpy()

@@ -174,23 +174,12 @@ def load_parser(path: str) -> BiSeNet:
     return model.eval()
 
 
-def strict_fp32() -> None:
-    """IEEE float32 for CUDA convolutions and matmuls (no TF32), process-wide."""
-    cudnn_conv = getattr(torch.backends.cudnn, "conv", None)
-    if cudnn_conv is not None and hasattr(cudnn_conv, "fp32_precision"):  # torch >= 2.9
-        cudnn_conv.fp32_precision = "ieee"
-        torch.backends.cuda.matmul.fp32_precision = "ieee"
-    else:
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cuda.matmul.allow_tf32 = False
-
-
 def build(entry, files: dict, device: str = "cpu", **options):
     """The model table's builder (face-parsing, torch): an Engine `{"image"} → {"logits"}`."""
-    from ..torch_engine import TorchEngine
+    from ..torch_engine import TorchEngine, set_tf32
 
     if str(device).startswith("cuda"):
-        strict_fp32()
+        set_tf32(False)  # IEEE float32, process-wide: TF32 alone breaks the golden contract
     s = entry.settings
     return TorchEngine(load_parser(files["weights"]), (s["input"],), (s["output"],), device=device, **options)
 

@@ -43,10 +43,10 @@ def build_onnxruntime(entry, files: dict, **options) -> Engine:
 
 
 def build_tensorrt(entry, files: dict, **options) -> Engine:
-    from ..tensorrt_engine import TensorRTEngine
+    from ..tensorrt_engine import MAX_BATCH, TensorRTEngine
 
     size = entry.settings["size"]
     return TensorRTEngine.from_onnx(cached_onnx(entry, files), entry, shapes={
-        "image": ((1, 3, size, size), (16, 3, size, size), (256, 3, size, size)),
-        "latent": ((1, 512), (16, 512), (256, 512)),
+        "image": ((1, 3, size, size), (16, 3, size, size), (MAX_BATCH, 3, size, size)),
+        "latent": ((1, 512), (16, 512), (MAX_BATCH, 512)),
     }, **options)

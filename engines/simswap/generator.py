@@ -28,15 +28,21 @@ BOTTLENECK_BLOCKS = 9
 
 
 class InstanceNorm(nn.Module):
-    """Parameter-free instance norm with eps inside the rsqrt, as the official one (not nn.InstanceNorm2d's)."""
+    """Parameter-free instance norm with eps inside the rsqrt, as the official one (not nn.InstanceNorm2d's).
+
+    The statistics are computed in float32 whatever the model's dtype: in float16, `x * x`
+    overflows once |x| > 256 (the bottleneck's activations get there) and eps 1e-8 rounds to
+    0, so a flat channel gives 0 · inf = NaN. In float32 this is the official arithmetic, op for op.
+    """
 
     def __init__(self, eps: float = 1e-8):
         super().__init__()
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x - x.mean(dim=(2, 3), keepdim=True)
-        return x * torch.rsqrt((x * x).mean(dim=(2, 3), keepdim=True) + self.eps)
+        y = x.float()
+        y = y - y.mean(dim=(2, 3), keepdim=True)
+        return (y * torch.rsqrt((y * y).mean(dim=(2, 3), keepdim=True) + self.eps)).to(x.dtype)
 
 
 class StyleModulation(nn.Module):

@@ -107,7 +107,9 @@ class TorchFaceOps:
         return warp_crops(frames, fits.frame_index[keep], fits.matrices[keep], size)
 
     def latents(self, latents: list[np.ndarray]):
-        return self.torch.as_tensor(np.stack(latents).astype(np.float32), device=self.device)
+        from pipeline.device.transfer import to_device
+
+        return to_device(np.stack(latents).astype(np.float32), self.device)
 
     def generate(self, engine, image, latent):
         return engine.run_tensors({"image": image, "latent": latent})["output"]

@@ -32,6 +32,7 @@ from pipeline.anonymize.paste_back import (
     _AB_SCALE, _TAB, ERODE, FEATHER, MASK_THRESHOLD, official_covers_face, official_inverse, paste_roi, soft_mask,
 )
 from pipeline.device.resize import resize_area
+from pipeline.device.transfer import constant, to_device
 
 
 def upload(images: list[np.ndarray], device: torch.device | str) -> torch.Tensor:
@@ -54,8 +55,8 @@ def _fixed_positions(dst_to_src: np.ndarray, origins, shape: tuple[int, int], de
     """(L, h, w) int64 source positions, in 1/32 px, of the destination pixels origin + (x, y),
     exactly as cv2.warpAffine computes them (`dst_to_src`: the (L, 2, 3) matrix it inverts yours
     into): M·x rounded to 1/1024 px per column and M·y + t per row, then summed and cut to 1/32."""
-    m = torch.as_tensor(np.asarray(dst_to_src, np.float64), device=device)
-    origin = torch.as_tensor(np.asarray(origins, np.float64).reshape(-1, 2), device=device)
+    m = to_device(np.asarray(dst_to_src, np.float64), device)
+    origin = to_device(np.asarray(origins, np.float64).reshape(-1, 2), device)
     h, w = shape
     xs = torch.arange(w, dtype=torch.float64, device=device)[None, :] + origin[:, 0, None]  # (L, w)
     ys = torch.arange(h, dtype=torch.float64, device=device)[None, :] + origin[:, 1, None]  # (L, h)
@@ -84,7 +85,7 @@ def warp_crops(frames: torch.Tensor, frame_index, matrices: np.ndarray, size: in
     qx, qy = _fixed_positions(inv, np.zeros((n_faces, 2)), (size, size), dev)
     x0, y0 = qx >> 5, qy >> 5
     fx, fy = qx & (_TAB - 1), qy & (_TAB - 1)
-    base = torch.as_tensor(np.asarray(frame_index), dtype=torch.long, device=dev)[:, None, None] * (h * w)
+    base = to_device(np.asarray(frame_index, np.int64), dev)[:, None, None] * (h * w)
     flat = frames.reshape(n * h * w, c)
     acc = torch.zeros((n_faces, size, size, c), dtype=torch.int32, device=dev)
     for (yy, xx), wgt in (((y0, x0), (_TAB - fy) * (_TAB - fx)), ((y0, x0 + 1), (_TAB - fy) * fx),
@@ -96,16 +97,17 @@ def warp_crops(frames: torch.Tensor, frame_index, matrices: np.ndarray, size: in
     return out.permute(0, 3, 1, 2).float().div_(255.0)
 
 
-def _reflect101(i: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-    """OpenCV's BORDER_REFLECT_101 index (…, 2, 1, |0, 1, …, n−1|, n−2, …) for each `i`, per length `n`."""
-    period = torch.clamp(2 * (n - 1), min=1)
+def _reflect101(i: torch.Tensor, n) -> torch.Tensor:
+    """OpenCV's BORDER_REFLECT_101 index (…, 2, 1, |0, 1, …, n−1|, n−2, …) for each `i`, per
+    length `n` (a tensor of lengths, or one int)."""
+    period = torch.clamp(2 * (n - 1), min=1) if torch.is_tensor(n) else max(2 * (n - 1), 1)
     i = torch.remainder(i.abs(), period)
     return torch.where(i >= n, period - i, i).clamp(min=0)
 
 
 def _gaussian_taps(dtype, device) -> torch.Tensor:
     """The official feather's 41 taps, as OpenCV computes them for GaussianBlur((41, 41), 0)."""
-    return torch.as_tensor(cv2.getGaussianKernel(FEATHER, 0).ravel(), dtype=dtype, device=device)
+    return constant(("feather", FEATHER), device, lambda: cv2.getGaussianKernel(FEATHER, 0).ravel()).to(dtype)
 
 
 def paste_masks(warped_white: torch.Tensor, sizes: list[tuple[int, int]]) -> torch.Tensor:
@@ -120,8 +122,7 @@ def paste_masks(warped_white: torch.Tensor, sizes: list[tuple[int, int]]) -> tor
     """
     n, rh, rw = warped_white.shape
     dev = warped_white.device
-    hs = torch.as_tensor([s[0] for s in sizes], device=dev)
-    ws = torch.as_tensor([s[1] for s in sizes], device=dev)
+    hs, ws = to_device(np.asarray(sizes, np.int64).reshape(-1, 2), dev).unbind(1)
     rows, cols = torch.arange(rh, device=dev), torch.arange(rw, device=dev)
     inside = (rows[None, :, None] < hs[:, None, None]) & (cols[None, None, :] < ws[:, None, None])
     m = torch.where(warped_white > MASK_THRESHOLD, torch.full_like(warped_white, 255.0), warped_white)
@@ -222,7 +223,7 @@ def paste_crops(
         white = torch.full((n_live, 1, size, size), 255.0, dtype=torch.float64, device=dev)
         official = paste_masks(taps.sample(white)[:, 0], [(rois[i][3] - rois[i][1], rois[i][2] - rois[i][0]) for i in live])
     if not all(covers):
-        small = taps.sample(torch.as_tensor(soft_mask(size), device=dev)[None, None].expand(n_live, 1, size, size))[:, 0]
+        small = taps.sample(constant(("soft_mask", size), dev, lambda: soft_mask(size))[None, None].expand(n_live, 1, size, size))[:, 0]
     frame_index = np.asarray(frame_index)
     for k, i in enumerate(live):
         x0, y0, x1, y1 = rois[i]
@@ -252,9 +253,9 @@ def _gaussian_1(x: torch.Tensor) -> torch.Tensor:
     c = x.shape[1]
     # OpenCV keeps reflecting on axes shorter than the pad (a 3-pixel-wide shrunken face): torch's
     # "reflect" padding refuses those, and "replicate" differs from OpenCV there.
-    cols = _reflect101(torch.arange(-3, x.shape[-1] + 3, device=x.device), torch.tensor(x.shape[-1], device=x.device))
+    cols = _reflect101(torch.arange(-3, x.shape[-1] + 3, device=x.device), x.shape[-1])
     x = F.conv2d(x[..., cols], k.view(1, 1, 1, 7).expand(c, 1, 1, 7), groups=c)
-    rows = _reflect101(torch.arange(-3, x.shape[-2] + 3, device=x.device), torch.tensor(x.shape[-2], device=x.device))
+    rows = _reflect101(torch.arange(-3, x.shape[-2] + 3, device=x.device), x.shape[-2])
     return F.conv2d(x[..., rows, :], k.view(1, 1, 7, 1).expand(c, 1, 7, 1), groups=c)
 
 

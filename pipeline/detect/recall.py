@@ -285,6 +285,8 @@ class MultiPassDetector:
         import torch
         import torch.nn.functional as F
 
+        from pipeline.device.transfer import constant, to_device
+
         n, h, w, _ = frames.shape
         if n == 0:
             return []
@@ -295,7 +297,7 @@ class MultiPassDetector:
         p = self.passes
         dark: list[int] = []
         if p.dark_luma:
-            weights = torch.as_tensor(LUMA, device=frames.device)
+            weights = constant(("luma",), frames.device, lambda: LUMA)
             means = (frames[:, ::4, ::4].to(torch.float32) @ weights).mean(dim=(1, 2)).cpu().numpy()  # one sync
             dark = [i for i in range(n) if means[i] < p.dark_luma]
         pad = self._pad(h, w)
@@ -311,12 +313,12 @@ class MultiPassDetector:
                 for i, d in enumerate(det.detect_tensor(frames.flip(2))):
                     found[i].append(unflip(d, w))
             if dark:
-                picked = frames[torch.as_tensor(dark, device=frames.device)]
+                picked = frames[to_device(dark, frames.device)]
                 if p.enhance == "gamma":
-                    lut = torch.as_tensor(gamma_table(p.gamma), device=frames.device)
+                    lut = constant(("gamma", p.gamma), frames.device, lambda: gamma_table(p.gamma))
                     bright = lut[picked.long()]
                 else:  # CLAHE has no torch equivalent here: the rare dark frames take the host's
-                    bright = torch.as_tensor(np.stack([enhance(im, p) for im in picked.cpu().numpy()]), device=frames.device)
+                    bright = to_device(np.stack([enhance(im, p) for im in picked.cpu().numpy()]), frames.device)
                 for size in self._dark_sizes(det, h, w):
                     for i, d in zip(dark, det.detect_tensor(bright, long_side=size)):
                         found[i].append(d)

@@ -20,29 +20,28 @@ Nothing here names a device: it comes from the tensors. No torchvision.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 import torch
 
 from pipeline.core.records import Detections
 from pipeline.detect.retinaface import _anchors
 from pipeline.device.resize import resize_area
+from pipeline.device.transfer import constant
 
 
-@lru_cache(maxsize=16)
 def check_frames(frames) -> tuple[int, int, int]:
-    """(F, H, W) of the device path's frames: (F, H, W, 3) uint8 RGB, as Transfer.upload makes them."""
-    import torch
-
+    """(F, H, W) of the device path's frames: (F, H, W, 3) uint8 RGB, as Transfer.upload makes them.
+    Not cached: a cache keyed by the tensor would keep whole frame batches alive."""
     if frames.dim() != 4 or frames.shape[-1] != 3 or frames.dtype != torch.uint8:
         raise ValueError(f"detect_tensor expects (F, H, W, 3) uint8 RGB frames, got {tuple(frames.shape)} {frames.dtype}")
     return tuple(frames.shape[:3])
 
 
-def prior_boxes(height: int, width: int, strides: tuple, sizes: tuple, device: torch.device) -> torch.Tensor:
-    """(A, 4) cx, cy, w, h: the host path's anchors (one definition of their order), on `device`."""
-    return torch.from_numpy(_anchors(height, width, strides, sizes)).to(device)
+def prior_boxes(height: int, width: int, strides, sizes, device: torch.device) -> torch.Tensor:
+    """(A, 4) cx, cy, w, h: the host path's anchors (one definition of their order), on
+    `device`, computed and uploaded once per working size."""
+    strides, sizes = tuple(strides), tuple(tuple(s) for s in sizes)
+    return constant(("retinaface-priors", height, width, strides, sizes), device, lambda: _anchors(height, width, strides, sizes))
 
 
 def preprocess(frames: torch.Tensor, size: tuple[int, int], mean, bgr: bool) -> torch.Tensor:
@@ -55,7 +54,8 @@ def preprocess(frames: torch.Tensor, size: tuple[int, int], mean, bgr: bool) -> 
     x = x.to(torch.float32, memory_format=torch.contiguous_format)
     if tuple(x.shape[-2:]) != tuple(size):
         x = resize_area(x, size)
-    return x.sub_(torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1))
+    mean = tuple(float(m) for m in mean)
+    return x.sub_(constant(("mean", mean), x.device, lambda: np.asarray(mean, np.float32)).view(1, 3, 1, 1))
 
 
 def decode(loc, scores, landm, priors, variance, threshold: float):
@@ -132,10 +132,11 @@ def nms(image: torch.Tensor, boxes: torch.Tensor, batch: int, iou_threshold: flo
 def to_detections(image, boxes, scores, pts, batch: int, scale: tuple[float, float], frame_hw: tuple[int, int]) -> list[Detections]:
     """Working-size results → one `Detections` per image in frame pixels: one download."""
     h, w = frame_hw
-    s = torch.tensor(scale, dtype=torch.float32, device=boxes.device)
-    boxes = (boxes.reshape(-1, 2, 2) * s).reshape(-1, 4)
-    boxes = torch.stack([boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h), boxes[:, 2].clamp(0, w), boxes[:, 3].clamp(0, h)], 1)
-    packed = torch.cat([boxes, scores[:, None], (pts * s).reshape(-1, 10), image[:, None].float()], dim=1).cpu().numpy()
+    sx, sy = (float(v) for v in scale)  # Python numbers: no upload
+    boxes = torch.stack([(boxes[:, 0] * sx).clamp(0, w), (boxes[:, 1] * sy).clamp(0, h),
+                         (boxes[:, 2] * sx).clamp(0, w), (boxes[:, 3] * sy).clamp(0, h)], 1)
+    pts = torch.stack([pts[..., 0] * sx, pts[..., 1] * sy], -1)
+    packed = torch.cat([boxes, scores[:, None], pts.reshape(-1, 10), image[:, None].float()], dim=1).cpu().numpy()
     out = []
     for b in range(batch):
         rows = packed[packed[:, 15] == b]

@@ -2,13 +2,14 @@
 
 A CUDA graph replays a fixed sequence of kernels on fixed buffers: a batch of 5 faces would
 need its own graph. Batches are padded up to the next bucket (1, 2, 4, … 256) and the extra
-rows are dropped from the outputs, so at most 9 graphs serve any batch. On the CPU (and when
-graphs are off) the same padding rules hold, but the call is eager: the tests check the
-bucketing there, and that padding changes no real row's result.
+rows are dropped from the outputs, so at most 9 graphs serve any batch of one input size. On
+the CPU the same padding rules hold and the call is eager, or captured through the stand-in
+(pipeline.device.graphs) when the tests turn it on.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Callable
 
 BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -37,17 +38,23 @@ def pad_rows(t, size: int):
 class BucketedCall:
     """`call(inputs: dict[str, Tensor]) -> dict[str, Tensor]` over padded batches.
 
-    `fn` takes and returns dicts of tensors whose first axis is the batch. With `graphs`
-    (CUDA only), each bucket's first call is captured into a CUDA graph on static buffers
-    (after a warm-up on a side stream, as torch's graph docs require) and later calls copy
-    into those buffers and replay it. Otherwise `fn` runs eagerly on the padded batch.
+    `fn` takes and returns dicts of tensors whose first axis is the batch. With `graphs`, the
+    first call of each (bucket, input shapes, dtypes, device) is captured (pipeline.device.graphs:
+    a CUDA graph on a GPU, the stand-in on the CPU) and later calls with the same key copy into
+    its static buffers and replay it. The key is more than the bucket: one detector engine
+    serves several working sizes (the recall passes: plain, padded, dark at half scale; a second
+    video), and a graph's buffers hold one size only. Replays run one at a time (the graphs
+    share a memory pool) and their outputs are cloned before the lock is released. Without
+    `graphs`, `fn` runs eagerly on the padded batch.
     """
 
     def __init__(self, fn: Callable[[dict], dict], *, graphs: bool = False, buckets: tuple[int, ...] = BUCKETS):
         self.fn = fn
         self.graphs = graphs
         self.buckets = buckets
-        self._captured: dict[int, tuple] = {}  # bucket → (graph, static inputs, static outputs)
+        self._captured: dict[tuple, object] = {}  # key() → graphs.Captured
+        self._grapher = None
+        self._lock = threading.Lock()
         self.replays = 0
 
     def __call__(self, inputs: dict) -> dict:
@@ -55,32 +62,33 @@ class BucketedCall:
         size = bucket(n, self.buckets)
         padded = {k: pad_rows(v, size) for k, v in inputs.items()}
         if self.graphs and size in self.buckets:
-            out = self._replay(size, padded)
+            out = self._replay(padded)
         else:
             out = self.fn(padded)
         return {k: v[:n] for k, v in out.items()}
 
-    def _replay(self, size: int, padded: dict) -> dict:
-        import torch
+    @staticmethod
+    def key(padded: dict) -> tuple:
+        """What a captured graph is good for: every input's name, shape, dtype and device."""
+        return tuple(sorted((k, tuple(v.shape), v.dtype, v.device) for k, v in padded.items()))
 
-        if size not in self._captured:
-            static_in = {k: v.clone() for k, v in padded.items()}
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(2):  # warm-up: allocations and autotuning happen outside the graph
-                    self.fn(static_in)
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                static_out = self.fn(static_in)
-            self._captured[size] = (graph, static_in, static_out)
-        graph, static_in, static_out = self._captured[size]
-        for k, v in padded.items():
-            static_in[k].copy_(v)
-        graph.replay()
-        self.replays += 1
-        return {k: v.clone() for k, v in static_out.items()}
+    @property
+    def captures(self) -> int:
+        return len(self._captured)
+
+    def _replay(self, padded: dict) -> dict:
+        from pipeline.device.graphs import Grapher
+
+        key = self.key(padded)
+        with self._lock:
+            if key not in self._captured:
+                self._grapher = self._grapher or Grapher()
+                self._captured[key] = self._grapher.capture(self.fn, padded)
+            captured = self._captured[key]
+            captured.load(padded)
+            captured.replay()
+            self.replays += 1
+            return {k: v.clone() for k, v in captured.static_out.items()}
 
 
 class BucketedEngine:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pipeline.core.errors import InvalidInputError
 
 CHOICES = "auto|cpu|cuda[:N]"
+GRAPH_STANDIN_ENV = "ANONSWAP_GRAPH_STANDIN"  # tests and the kit rehearsal: graphs through the CPU stand-in
 
 
 @dataclass(frozen=True)
@@ -71,3 +72,12 @@ def resolve(spec: str = "auto", *, devices: int | None = None) -> DeviceChoice:
             raise InvalidInputError(f"--device {spec}: this machine has {have}; use --device auto or cpu")
         return DeviceChoice(spec, f"cuda:{int(index)}")
     raise InvalidInputError(f"--device {spec}: expected {CHOICES}")
+
+
+def graphs_on(device: DeviceChoice, asked: bool) -> bool:
+    """Whether the bucketed models are captured and replayed: CUDA graphs on a GPU; on the CPU
+    only through the stand-in (pipeline.device.graphs), which the tests and the kit rehearsal
+    turn on with ANONSWAP_GRAPH_STANDIN=1 so that graph bugs fail CI rather than the device."""
+    if not asked or device.host:
+        return False
+    return device.is_cuda or os.environ.get(GRAPH_STANDIN_ENV, "") not in ("", "0")

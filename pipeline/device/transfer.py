@@ -14,6 +14,33 @@ import numpy as np
 import torch
 
 
+def to_device(values, device, dtype=None) -> torch.Tensor:
+    """Host numbers (an array, a list: matrices, indices, sizes) on `device` without making the
+    host wait: a copy from pageable memory returns only once the GPU has finished everything
+    queued before it, so each small one stalls the pipeline. On a GPU they go through pinned
+    memory (torch's caching host allocator, which keeps a block until its copy is done) with a
+    non-blocking copy; elsewhere this is `torch.as_tensor`."""
+    t = torch.as_tensor(values if torch.is_tensor(values) else np.asarray(values), dtype=dtype)
+    device = torch.device(device)
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
+_CONSTANTS: dict[tuple, torch.Tensor] = {}
+
+
+def constant(key: tuple, device, make) -> torch.Tensor:
+    """A read-only constant (a kernel, a table, anchors per working size) uploaded once per
+    `key` and device; `make()` builds it on the host the first time. Keys are few (model
+    settings, sizes a run meets). Callers must not modify it in place."""
+    k = (key, torch.device(device))
+    t = _CONSTANTS.get(k)
+    if t is None:
+        t = _CONSTANTS[k] = to_device(make(), device)
+    return t
+
+
 class Transfer:
     def __init__(self, device: str | torch.device):
         self.device = torch.device(device)

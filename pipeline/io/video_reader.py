@@ -38,6 +38,7 @@ class VideoReader:
         self.path = str(path)
         self.max_frames = max_frames
         self.hwaccel = hwaccel
+        self.hwaccel_fallback: str | None = None  # why the hardware decoder asked for was not used
         self.decode_errors = 0  # packets the decoder rejected (skipped)
         self.timestamp_fixes = 0  # frames whose PTS was missing or not increasing
         self.trailing_audio: list = []  # audio packets demuxed after the last video frame
@@ -60,16 +61,36 @@ class VideoReader:
 
     # -- opening ---------------------------------------------------------------------------
     def open(self) -> "VideoReader":
+        """Opens on the hardware decoder when one was asked for; if it cannot open the file or
+        produce its first frame (no device, a codec NVDEC lacks, a driver error), the file is
+        opened again in software and `hwaccel_fallback` says why: a decoder is never a reason
+        to refuse a readable video."""
         if not os.path.exists(self.path):
             raise InputNotFoundError(f"input not found: {self.path}")
         if os.path.isdir(self.path):
             raise InvalidInputError(f"input is a directory, not a video file: {self.path}")
+        if not self.hwaccel:
+            return self._open(None)
+        try:
+            return self._open(self.hwaccel)
+        except (InvalidInputError, OSError, *_AV_ERRORS) as e:
+            self.close()
+            why = reason(e.__cause__ or e)
+        self._open(None)  # a file bad in software too fails here, with its own one-line error
+        self.hwaccel_fallback = f"{self.hwaccel} decoding unavailable ({why}); decoded in software"
+        log.warning("%s: %s", self.path, self.hwaccel_fallback)
+        self.hwaccel = None
+        return self
+
+    def _open(self, hwaccel: str | None) -> "VideoReader":
+        self.decode_errors = self.timestamp_fixes = self.frames_read = 0
+        self.truncated = False
         try:
             hw = {}
-            if self.hwaccel:
+            if hwaccel:
                 from av.codec.hwaccel import HWAccel
 
-                hw = {"hwaccel": HWAccel(self.hwaccel, allow_software_fallback=True)}
+                hw = {"hwaccel": HWAccel(hwaccel, allow_software_fallback=True)}
             self.container = av.open(self.path, mode="r", metadata_errors="ignore", **hw)
         except PermissionError as e:
             raise InvalidInputError(f"input is not readable (permission denied): {self.path}") from e
@@ -183,7 +204,7 @@ class VideoReader:
             # break the fixed-size encoder (a no-op when the size is unchanged).
             size = {} if index == 0 else {"width": self.info.width, "height": self.info.height}
             self.frames_read += 1
-            image = to_display(av_frame.to_ndarray(format="rgb24", **size), self.info.turns)
+            image = to_display(rgb24(av_frame, size), self.info.turns)
             yield Frame(index, pts, tb, image, audio)
         self.trailing_audio, self._pending_audio = self._pending_audio, []
         if last_pts is not None and self._ends_early(last_pts * tb + Fraction(step) * tb):
@@ -275,6 +296,21 @@ def hw_decoder(device, available: tuple[str, ...] | None = None) -> str | None:
 
         available = tuple(hwdevices_available())
     return "cuda" if "cuda" in available else None
+
+
+# NVDEC hands back NV12 (P010 for 10-bit video): the software decoder's yuv420p(10le) samples,
+# with the chroma planes interleaved. Repacked first (lossless), a hardware frame takes the
+# software frame's RGB conversion; converted directly, swscale's NV12 path differs by a mean
+# of ~0.9 grey levels (up to 42).
+_PLANAR = {"nv12": "yuv420p", "p010le": "yuv420p10le", "p016le": "yuv420p16le"}
+
+
+def rgb24(av_frame, size: dict | None = None):
+    """The frame as (H, W, 3) uint8 RGB, the same pixels whichever decoder produced it."""
+    planar = _PLANAR.get(av_frame.format.name)
+    if planar:
+        av_frame = av_frame.reformat(format=planar)
+    return av_frame.to_ndarray(format="rgb24", **(size or {}))
 
 
 def _chain(first, rest):

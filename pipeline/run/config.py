@@ -55,7 +55,7 @@ class RunConfig:
     backend: str = "auto"  # detector and generator runtime: auto = onnxruntime on the host path, torch on a device
     swap_backend: str | None = None  # the generator alone, overriding `backend` (None: follow it)
     precision: str = "auto"  # device path: auto = float16 on a GPU, float32 on the CPU
-    cuda_graphs: bool = True  # replay the detector and generator as CUDA graphs (GPU only)
+    cuda_graphs: bool = True  # replay the detector and generator as CUDA graphs (GPU only; select.graphs_on)
     compile: bool = False  # torch.compile the torch backend's models (device path)
     hwdec: bool = True  # decode on the GPU's NVDEC when the device is one and FFmpeg has it
 
@@ -135,7 +135,8 @@ class EngineChoice:
         return {"device": self.device.torch_device or "host", "data_path": self.device.describe(),
                 "detector": self.detector_backend, "generator": self.generator_backend,
                 "dtype": None if self.device.host and self.detector_backend == "onnxruntime" else self.dtype,
-                "cuda_graphs": self.cuda_graphs, "compile": self.compile}
+                "cuda_graphs": "cpu stand-in" if self.cuda_graphs and not self.device.is_cuda else self.cuda_graphs,
+                "compile": self.compile}
 
     def embedder_backend(self, name: str) -> str:
         """The device path embeds on the device where the embedder has a torch backend (the
@@ -155,7 +156,7 @@ class EngineChoice:
 
 
 def engine_choice(config: RunConfig) -> EngineChoice:
-    from pipeline.device.select import resolve
+    from pipeline.device.select import graphs_on, resolve
 
     device = resolve(config.device)
     backend = config.backend if config.backend != "auto" else ("onnxruntime" if device.host else "torch")
@@ -172,5 +173,5 @@ def engine_choice(config: RunConfig) -> EngineChoice:
     if precision == "auto":
         precision = "fp16" if device.is_cuda else "fp32"
     dtype = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[precision]
-    return EngineChoice(device, backend, config.swap_backend or backend, dtype, config.cuda_graphs and device.is_cuda,
+    return EngineChoice(device, backend, config.swap_backend or backend, dtype, graphs_on(device, config.cuda_graphs),
                         config.compile and not device.host)

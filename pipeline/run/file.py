@@ -53,6 +53,8 @@ def anonymize_video(
             # Subtitles can name or quote the people whose faces are removed: never carried,
             # and said here rather than only in the report.
             log(f"note: not carried to the output: {', '.join(reader.dropped_streams)} (video and audio only)")
+        if reader.hwaccel_fallback:
+            log(f"note: {reader.hwaccel_fallback}")
         if mode != "swap" and config.swap.defense_noise:
             log(f"note: --defense-noise applies to swapped faces only; mode is {mode}, so it does nothing")
         st = build_stages(mode, config, detector, models)
@@ -69,7 +71,7 @@ def anonymize_video(
             "preset": config.preset,
             "keep_metadata": config.keep_metadata,
             "tracker": asdict(config.tracker),
-            "engines": {**st.engines.describe(), "hwaccel": reader.hwaccel},
+            "engines": {**st.engines.describe(), "hwaccel": reader.hwaccel, "hwaccel_fallback": reader.hwaccel_fallback},
             "swap": {**asdict(config.swap), "backend": st.engines.generator_backend, "generator": config.generator, "arcface": config.arcface, "gallery": config.gallery,
                      "parsing_mask": config.parsing_model if config.parsing_mask else None}
             if mode == "swap" else None,
