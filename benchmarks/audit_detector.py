@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from common import RESULTS, SHARED_CLIP, machine, write
+from common import RESULTS, SHARED_CLIP, machine, viewed_frames, write
 
 # Sampled frames: stage, pianist, the dark audience (52-80) and the audience with a head cut
 # by the top edge (211-273), where the audit with CenterFace found the shared clip's leaks.
@@ -38,7 +38,6 @@ JSON = RESULTS / "audit_detector.json"
 
 
 def measure(frames=FRAMES, settings=SETTINGS, only: str | None = None, previous: list[dict] | None = None) -> list[dict]:
-    import av
     import cv2
 
     from engines import get_model, load
@@ -53,28 +52,26 @@ def measure(frames=FRAMES, settings=SETTINGS, only: str | None = None, previous:
     mtcnn = load("mtcnn", threshold=min(MTCNN_THRESHOLDS))
     kept = {r["frame"]: r for r in previous or []}
     records = []
-    with av.open(str(SHARED_CLIP)) as c:
-        for i, f in enumerate(c.decode(video=0)):
-            if i not in frames:
-                continue
-            img = f.to_ndarray(format="rgb24")
-            found = centerface.detect(img)
-            rec = {"frame": i, "centerface": [[*map(float, b), float(s)] for b, s in zip(found.boxes, found.scores)]}
-            t = time.process_time()
-            (m,) = mtcnn.detect([img])
-            rec["mtcnn"] = {"t": time.process_time() - t, "boxes": [[*map(float, b), float(s)] for b, s in zip(m.boxes, m.scores)]}
-            if only == "mtcnn" and i in kept:
-                rec.update({k: v for k, v in kept[i].items() if k not in rec})
-                records.append(rec)
-                continue
-            for scale, up in settings:
-                work = img if scale == 1.0 else cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
-                t = time.process_time()
-                out = net(work, up)
-                rec[f"{scale}:{up}"] = {"t": time.process_time() - t, "boxes": [
-                    [d.rect.left() / scale, d.rect.top() / scale, (d.rect.right() + 1) / scale, (d.rect.bottom() + 1) / scale, d.confidence]
-                    for d in out]}
+    for i, img in viewed_frames(SHARED_CLIP):
+        if i not in frames:
+            continue
+        found = centerface.detect(img)
+        rec = {"frame": i, "centerface": [[*map(float, b), float(s)] for b, s in zip(found.boxes, found.scores)]}
+        t = time.process_time()
+        (m,) = mtcnn.detect([img])
+        rec["mtcnn"] = {"t": time.process_time() - t, "boxes": [[*map(float, b), float(s)] for b, s in zip(m.boxes, m.scores)]}
+        if only == "mtcnn" and i in kept:
+            rec.update({k: v for k, v in kept[i].items() if k not in rec})
             records.append(rec)
+            continue
+        for scale, up in settings:
+            work = img if scale == 1.0 else cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+            t = time.process_time()
+            out = net(work, up)
+            rec[f"{scale}:{up}"] = {"t": time.process_time() - t, "boxes": [
+                [d.rect.left() / scale, d.rect.top() / scale, (d.rect.right() + 1) / scale, (d.rect.bottom() + 1) / scale, d.confidence]
+                for d in out]}
+        records.append(rec)
     return records
 
 

@@ -86,6 +86,17 @@ def video_facts(path: Path) -> dict:
                 "audio_streams": len(c.streams.audio)}
 
 
+def viewed_frames(path, every: int = 1):
+    """(index, RGB picture) of every `every`-th frame, as a viewer sees it (display matrix,
+    mirror included): through the pipeline's own reader, so a benchmark looks at what it does."""
+    from pipeline.io.video_reader import VideoReader
+
+    with VideoReader(str(path)) as r:
+        for f in r.frames():
+            if f.index % every == 0:
+                yield f.index, f.image
+
+
 def write(name: str, data: dict, markdown: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")

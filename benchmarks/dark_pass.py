@@ -21,11 +21,10 @@ from __future__ import annotations
 import argparse
 import datetime
 
-import av
 import cv2
 import numpy as np
 
-from common import SHARED_CLIP, machine, write
+from common import SHARED_CLIP, machine, viewed_frames, write
 
 from pipeline.detect.recall import SETTINGS
 
@@ -55,21 +54,19 @@ def measure() -> list[dict]:
     rf, cf = FaceDetector(threshold=0.3), CenterFace(threshold=0.2)
     gamma = Passes(gamma=FAST.gamma)
     rows = []
-    with av.open(str(SHARED_CLIP)) as c:
-        for i, f in enumerate(c.decode(video=0)):
-            img = f.to_ndarray(format="rgb24")
-            h, w = img.shape[:2]
-            side = rf.long_side(h, w)
-            pad = int(round(FAST.pad * max(h, w)))
-            padded = cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
-            bright = enhance(img, gamma)
-            looks = {"plain": rf.detect([img])[0],
-                     "padded": unpad(rf.detect([padded], long_side=round(side * (max(h, w) + 2 * pad) / max(h, w) * FAST.pad_scale))[0], pad, h, w)}
-            for s in SCALES:
-                looks[f"gamma@{s}"] = rf.detect([bright], long_side=round(side * s))[0]
-            ref = cf.detect(img)
-            rows.append({"frame": i, "luma": luma(img), "centerface": np.hstack([ref.boxes, ref.scores[:, None]]).tolist(),
-                         **{k: np.hstack([d.boxes, d.scores[:, None]]).tolist() for k, d in looks.items()}})
+    for i, img in viewed_frames(SHARED_CLIP):
+        h, w = img.shape[:2]
+        side = rf.long_side(h, w)
+        pad = int(round(FAST.pad * max(h, w)))
+        padded = cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+        bright = enhance(img, gamma)
+        looks = {"plain": rf.detect([img])[0],
+                 "padded": unpad(rf.detect([padded], long_side=round(side * (max(h, w) + 2 * pad) / max(h, w) * FAST.pad_scale))[0], pad, h, w)}
+        for s in SCALES:
+            looks[f"gamma@{s}"] = rf.detect([bright], long_side=round(side * s))[0]
+        ref = cf.detect(img)
+        rows.append({"frame": i, "luma": luma(img), "centerface": np.hstack([ref.boxes, ref.scores[:, None]]).tolist(),
+                     **{k: np.hstack([d.boxes, d.scores[:, None]]).tolist() for k, d in looks.items()}})
     return rows
 
 

@@ -14,10 +14,9 @@ import argparse
 import sys
 import time
 
-import av
 import numpy as np
 
-from common import clips, ground_truth_path, machine, synthetic, write
+from common import clips, ground_truth_path, machine, synthetic, viewed_frames, write
 
 from pipeline.detect.retinaface import FaceDetector
 from trackers.norfair_tracker import boxes_iou
@@ -48,8 +47,7 @@ def main() -> int:
     # Small faces at low resolution too: the case a lower working size would lose first.
     todo = clips(args.clips) + ([] if args.clips else [synthetic(640, 360, 0.15, "small_faces")])
     for clip in todo:
-        with av.open(str(clip)) as c:
-            frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+        frames = [img for _, img in viewed_frames(clip)]
         per_size = {}
         for size in sizes:
             det = FaceDetector(detect_size=size)

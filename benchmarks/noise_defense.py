@@ -23,14 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from common import SHARED_CLIP, machine, write
+from common import SHARED_CLIP, machine, viewed_frames, write
 
 
 def read_frames(path: Path, every: int) -> list[np.ndarray]:
-    import av
-
-    with av.open(str(path)) as c:
-        return [f.to_ndarray(format="rgb24") for i, f in enumerate(c.decode(c.streams.video[0])) if i % every == 0]
+    return [img for _, img in viewed_frames(path, every)]
 
 
 class _Recording:

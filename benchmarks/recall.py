@@ -29,11 +29,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 
-from common import SHARED_CLIP, machine, write
+from common import SHARED_CLIP, machine, viewed_frames, write
 
 SETTINGS = ("retinaface:plain", "retinaface:fast", "retinaface:full", "centerface:fast", "ensemble:fast", "ensemble:full",
             "retinaface:max")
@@ -56,8 +55,7 @@ def anonymized_fraction(covers, truth, shape, scale: float = 1.3) -> float:
 
 
 def frames_of(path: str, every: int = 1) -> list[np.ndarray]:
-    with av.open(path) as c:
-        return [f.to_ndarray(format="rgb24") for i, f in enumerate(c.decode(video=0)) if i % every == 0]
+    return [img for _, img in viewed_frames(path, every)]
 
 
 def run_anonswap(path: str, work: Path, detector: str, recall: str) -> tuple[list[dict], dict]:

@@ -34,6 +34,7 @@ class SyntheticVideo:
     audio: bool
     metadata: dict = field(default_factory=dict)
     rotation: int = 0  # the display matrix written (PyAV's convention: degrees counterclockwise)
+    mirror: bool = False  # … and flipped left-right (`ffmpeg -display_hflip`), as front cameras write
 
 
 def _background(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
@@ -55,6 +56,7 @@ def make_video(
     audio: bool = True,
     vfr: bool = False,
     rotation: int = 0,
+    mirror: bool = False,
     metadata: dict | None = None,
     face_height: float = 0.45,
     seed: int = 0,
@@ -65,8 +67,11 @@ def make_video(
     `rotation` makes the clip a phone would write: the picture a viewer sees is the upright
     width×height scene (and the ground truth is in its coordinates), but the pixels are stored
     turned the other way (by the nearest quarter turn), with a display matrix of `rotation`
-    degrees counterclockwise that turns them upright again.
+    degrees counterclockwise that turns them upright again. `mirror` also flips the matrix
+    left-right (`ffmpeg -display_rotation R -display_hflip`), and the stored pixels with it.
     """
+    from pipeline.io.orientation import display_matrix, orientation, to_stored
+
     from skimage import data
 
     rng = np.random.default_rng(seed)
@@ -74,19 +79,21 @@ def make_video(
     t, l, b, r = _CROP_TLBR
     crop = astro[t:b, l:r]
     bg = _background(height, width, rng)
-    fmt = {"mp4": "mp4", "mov": "mov", "mkv": "matroska", "ts": "mpegts"}[path.rsplit(".", 1)[1]]
+    fmt = {"mp4": "mp4", "m4v": "mp4", "mov": "mov", "mkv": "matroska", "ts": "mpegts"}[path.rsplit(".", 1)[1]]
     out = av.open(path, "w", format=fmt)
     if metadata:
         out.metadata.update(metadata)
     time_base = Fraction(1, 90000)
-    turns = round(rotation / 90) % 4  # np.rot90's k, stored → displayed (pipeline.io.orientation)
+    matrix = display_matrix(rotation, hflip=mirror) if rotation or mirror else None
+    shown, flipped = orientation(matrix) if matrix else (0, False)
+    turns = round(shown / 90) % 4  # np.rot90's k, stored → displayed (pipeline.io.orientation)
     vs = out.add_stream(codec, rate=fps, options={"preset": "ultrafast", "crf": "18"} if codec == "libx264" else {})
     vs.width, vs.height = (height, width) if turns % 2 else (width, height)
     vs.pix_fmt = "yuv444p" if (width % 2 or height % 2) else "yuv420p"
     vs.time_base = time_base
     vs.codec_context.time_base = time_base
-    if rotation:
-        vs.set_display_rotation(rotation)
+    if matrix:
+        vs.set_display_matrix(list(matrix))
     a_stream = None
     if audio:
         a_stream = out.add_stream("aac", rate=48000, layout="mono")
@@ -105,7 +112,7 @@ def make_video(
         img[y0 : y0 + ch, x0 : x0 + cw] = patch
         sx, sy = cw / crop.shape[1], ch / crop.shape[0]
         boxes.append(_FACE_IN_CROP * [sx, sy, sx, sy] + [x0, y0, x0, y0])
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(np.rot90(img, -turns)), format="rgb24")
+        frame = av.VideoFrame.from_ndarray(to_stored(img, turns, flipped), format="rgb24")
         frame.pts = pts
         frame.time_base = time_base
         pts_list.append(pts)
@@ -125,7 +132,7 @@ def make_video(
         out.mux(a_stream.encode(None))
     out.close()
     return SyntheticVideo(path, width, height, frames, time_base, pts_list, np.array(boxes, np.float32), audio,
-                          dict(metadata or {}), rotation)
+                          dict(metadata or {}), rotation, mirror)
 
 
 @dataclass
@@ -291,17 +298,30 @@ def make_case_video(path: str, case: str, *, frames: int = 24, fps: Fraction = F
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
+    from pipeline.cli.args import OneLineParser
+    from pipeline.core.errors import AnonswapError, fail
+    from pipeline.io.atomic import AtomicFile
+    from pipeline.io.paths import check_outputs
 
-    p = argparse.ArgumentParser(prog="python -m pipeline.synthetic", description="Write a moving-face demo video.")
+    p = OneLineParser(prog="python -m pipeline.synthetic", description="Write a moving-face demo video.")
     p.add_argument("output", help="video path (.mp4, .mov, .mkv, .ts)")
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=360)
     p.add_argument("--frames", type=int, default=90)
     p.add_argument("--no-audio", action="store_true")
     args = p.parse_args(argv)
-    v = make_video(args.output, width=args.width, height=args.height, frames=args.frames, audio=not args.no_audio)
-    print(f"wrote {v.path}: {v.width}x{v.height}, {v.frames} frames, audio={'yes' if v.audio else 'no'}")
+    try:
+        check_outputs([], {"output": args.output}, video="output")
+    except AnonswapError as e:
+        return fail(e)
+    f = AtomicFile(args.output)
+    try:
+        v = make_video(f.path, width=args.width, height=args.height, frames=args.frames, audio=not args.no_audio)
+        f.commit()
+    except BaseException:
+        f.discard()
+        raise
+    print(f"wrote {f.final_path}: {v.width}x{v.height}, {v.frames} frames, audio={'yes' if v.audio else 'no'}")
     return 0
 
 

@@ -115,9 +115,10 @@ def test_failure_mid_run_leaves_no_output(tmp_path, synthetic):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.3, 1.0])
-def test_sigterm_mid_run_leaves_nothing_behind(tmp_path, delay):
-    """An operator stopping a long run, at several moments: the temp output is removed, no final file appears."""
+@pytest.mark.parametrize("delay, sig, status", [(0.0, "SIGTERM", 143), (0.3, "SIGHUP", 129), (1.0, "SIGTERM", 143)])
+def test_a_signal_mid_run_leaves_nothing_behind(tmp_path, delay, sig, status):
+    """An operator stopping a long run, or the terminal closing (SIGHUP), at several moments: the
+    temp output is removed, no final file appears, and the status is the shell's 128 + signal."""
     import signal
     import subprocess
     import sys
@@ -136,9 +137,9 @@ def test_sigterm_mid_run_leaves_nothing_behind(tmp_path, delay):
         time.sleep(0.05)
     assert list(out_dir.iterdir()), "the run never started writing"
     time.sleep(delay)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(getattr(signal, sig))
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode != 0 and "interrupted" in err
+    assert proc.returncode == status and "interrupted" in err, (proc.returncode, err)
     assert list(out_dir.iterdir()) == []
 
 

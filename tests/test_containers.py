@@ -138,15 +138,49 @@ def test_streams_that_are_not_carried_are_named_on_the_console(synthetic, tmp_pa
 
 
 def test_a_rerun_removes_its_own_stale_temp_files_only(synthetic, tmp_path):
+    """Only names with our marker and this output's hash, only stale ones, never an input:
+    a user's file that merely looks like a temp file (the old pattern) stays."""
+    from pipeline.io.atomic import temp_parts
+
     out = tmp_path / "o.mp4"
-    stale, fresh = tmp_path / ".o.abcd1234.partial.mp4", tmp_path / ".o.efgh5678.partial.mp4"
-    other = tmp_path / ".o.x.abcd1234.partial.mp4"  # another output's (o.x.mp4) temp file
-    for p in (stale, fresh, other):
+    _, prefix, suffix, _ = temp_parts(str(out))
+    stale, fresh = tmp_path / f"{prefix}abcd1234{suffix}", tmp_path / f"{prefix}efgh5678{suffix}"
+    _, other_prefix, other_suffix, _ = temp_parts(str(tmp_path / "o.x.mp4"))
+    other = tmp_path / f"{other_prefix}abcd1234{other_suffix}"  # another output's (o.x.mp4) temp file
+    lookalike = tmp_path / ".o.abcd1234.partial.mp4"  # a user's file in the old temp pattern
+    for p in (stale, fresh, other, lookalike):
         p.write_bytes(b"half a video")
     old = time.time() - 2 * 3600
-    os.utime(stale, (old, old))
-    os.utime(other, (old, old))
+    for p in (stale, other, lookalike):
+        os.utime(p, (old, old))
     res = run_cli(synthetic.path, "-o", out, "--mode", "blur", "--max-frames", 3)
     assert res.returncode == 0, res.stderr
-    assert not stale.exists() and fresh.exists() and other.exists(), "only this output's, and only the stale ones"
+    assert not stale.exists() and fresh.exists() and other.exists() and lookalike.exists(), "only this output's, only stale ones"
     assert "removed 1 stale temp file" in res.stderr
+
+
+def test_an_input_named_like_a_stale_temp_file_is_never_removed(synthetic, tmp_path):
+    import shutil
+
+    from pipeline.io.atomic import temp_parts
+
+    out = tmp_path / "o.mp4"
+    _, prefix, suffix, _ = temp_parts(str(out))
+    video = tmp_path / f"{prefix}abcd1234{suffix}"
+    shutil.copy(synthetic.path, video)
+    old = time.time() - 2 * 3600
+    os.utime(video, (old, old))
+    res = run_cli(video, "-o", out, "--mode", "blur", "--max-frames", 3)
+    assert res.returncode == 0, res.stderr
+    assert video.exists() and out.exists()
+
+
+def test_a_long_output_name_is_written(synthetic, tmp_path):
+    """A legal name of 250 bytes: the temp file next to it must still fit in 255."""
+    out = tmp_path / ("é" * 123 + ".mp4")
+    assert len(out.name.encode()) == 250
+    res = run_cli(synthetic.path, "-o", out, "--mode", "blur", "--max-frames", 3, "-q")
+    assert res.returncode == 0, res.stderr
+    assert out.exists()
+
+

@@ -136,3 +136,138 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(clip, tmp_path, where):
     assert len(lines) == 1 and lines[0] == f"error: no space left on device while writing {paths[where]}", stderr
     assert left == [], f"left on the full disk: {left}"
     assert os.listdir(out) == [], "all outputs or none: nothing lands beside it either"
+
+
+# --- one rule for every command that writes ---------------------------------------------------
+
+# The flags through which a command names a file it writes (in `audit`, --report and --boxes
+# name files it reads; the table below decides which flag each case turns on an input).
+OUTPUT_FLAGS = {"-o", "--output", "--report", "--boxes", "--html", "--audit", "--person-registry"}
+
+
+def _parsers():
+    """(command, parser) for the main command line and every subcommand action, found by
+    walking the parsers as argparse built them."""
+    import argparse
+    import importlib
+
+    cli = importlib.import_module("pipeline.cli.main")
+
+    def walk(name, p):
+        subs = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            yield name, p
+        for a in subs:
+            for sub_name, sub in a.choices.items():
+                yield from walk(f"{name} {sub_name}".strip(), sub)
+
+    yield "run", cli.build_parser()
+    for name, module in cli.SUBCOMMANDS.items():
+        p = importlib.import_module(module).build_parser()
+        yield from walk("" if name == "perface" else name, p)  # perface's parser has `perface` as its first word
+
+
+def _writers() -> set[str]:
+    found = set()
+    for name, p in _parsers():
+        if any(set(a.option_strings) & OUTPUT_FLAGS for a in p._actions):
+            found |= {"run", "fleet", "live"} if name == "run" else {name}  # one parser, three kinds of input
+    return found
+
+
+@pytest.fixture
+def kit(synthetic, tmp_path):
+    """Inputs every case can aim an output at: a video, a folder of photos, labels."""
+    from skimage import data
+    import cv2
+
+    video = tmp_path / "v.mp4"
+    video.write_bytes(open(synthetic.path, "rb").read())
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(photos / f"p_{i}.jpg"), data.astronaut()[:, :, ::-1])
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,identity\np_0.jpg,a\np_1.jpg,a\np_2.jpg,b\n")
+    fleet = tmp_path / "fleet"
+    fleet.mkdir()
+    (fleet / "a.mp4").write_bytes(video.read_bytes())
+    train_out = tmp_path / "train"
+    train_out.mkdir()
+    (train_out / "metrics.json").write_text("reference,a,b,votes_a,votes_b\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    return {"video": video, "photos": photos, "labels": labels, "fleet": fleet, "train": train_out, "out": out}
+
+
+# command → (argv, the input file an output is aimed at, words the refusal names)
+CASES = {
+    "run": lambda k: ([k["video"], "-o", k["out"] / "o.mp4", "--report", k["video"]], k["video"], "overwrite an input"),
+    "fleet": lambda k: ([k["fleet"], "-o", k["out"], "--report", k["fleet"] / "a.mp4"], k["fleet"] / "a.mp4", "overwrite an input"),
+    "fleet into its input folder": lambda k: ([k["fleet"], "-o", k["fleet"]], k["fleet"] / "a.mp4", "output folder is its input folder"),
+    "live": lambda k: (["rtsp://127.0.0.1:9/cam", "-o", k["out"] / "o.mp4", "--embedder", "perface", "--embedder-model", k["labels"],
+                        "--report", k["labels"]], k["labels"], "overwrite an input"),
+    "audit": lambda k: (["audit", k["video"], k["video"], "-o", k["video"]], k["video"], "overwrite an input"),
+    "gallery build": lambda k: (["gallery", "build", k["photos"], "-o", k["photos"] / "p_1.jpg"], k["photos"] / "p_1.jpg",
+                                "overwrite an input"),
+    "perface make-triplets": lambda k: (["perface", "make-triplets", "--labels", k["labels"], "--images", k["photos"], "-n", "2",
+                                         "-o", k["photos"] / "p_2.jpg"], k["photos"] / "p_2.jpg", "overwrite an input"),
+    "perface train": lambda k: (["perface", "train", "--triplets", k["train"] / "metrics.json", "-o", k["train"]],
+                                k["train"] / "metrics.json", "overwrite an input"),
+}
+
+
+def test_every_command_that_writes_has_a_case_here():
+    """A new command (or a new output flag on one) that is not in CASES fails here."""
+    writers = _writers()
+    assert {"run", "fleet", "live", "audit", "gallery build", "perface make-triplets", "perface train"} <= writers
+    assert writers <= {name.split(" into ")[0] for name in CASES}, writers - set(CASES)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_no_command_writes_over_an_input(kit, case, capsys, monkeypatch):
+    """In-process (the check comes before any model loads): exit 2, one line, the input intact."""
+    import signal
+
+    from pipeline.cli.main import main
+
+    monkeypatch.setattr(signal, "signal", lambda s, h: None)  # the commands' own handlers stay out of pytest
+    argv, victim, message = CASES[case](kit)
+    before = _digest(victim)
+    assert main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert _digest(victim) == before
+    assert os.listdir(kit["out"]) == []
+
+
+def test_no_command_takes_an_abbreviated_flag(synthetic, tmp_path, capsys):
+    """argparse would read `--keep` as `--keep-metadata` (GPS kept)."""
+    from pipeline.cli.main import main
+
+    assert all(p.allow_abbrev is False for _, p in _parsers())
+    with pytest.raises(SystemExit) as e:
+        main([synthetic.path, "-o", str(tmp_path / "o.mp4"), "--keep"])
+    assert e.value.code == 2 and "unrecognized arguments: --keep" in capsys.readouterr().err
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_an_interrupt_during_the_audit_says_what_was_kept(synthetic, tmp_path, capsys, monkeypatch):
+    """The video, its report and boxes were complete when the audit began: they stay, and the
+    message says so (it once said "no output written")."""
+    import signal
+
+    import pipeline.audit.cli as audit_cli
+    from pipeline.cli.main import main
+
+    monkeypatch.setattr(signal, "signal", lambda s, h: None)
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(audit_cli, "run_audit", interrupted)
+    out, report = tmp_path / "o.mp4", tmp_path / "r.json"
+    status = main([synthetic.path, "-o", str(out), "--report", str(report), "--mode", "blur", "--max-frames", "5", "--audit", "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 130 and out.exists() and report.exists()
+    assert err[-1] == f"error: interrupted during the audit; kept {out}, {report}; no audit written", err

@@ -1,4 +1,4 @@
-"""Rotated (phone) clips: faces are found and covered as a viewer sees the picture.
+"""Rotated and mirrored (phone) clips: faces are found and covered as a viewer sees the picture.
 
 A portrait phone clip stores its pixels sideways and a display matrix that players apply.
 The clips here are made the same way (`make_video(rotation=…)`: the viewed picture is the
@@ -64,11 +64,40 @@ def _covers(cover, truth, tol=0.75) -> bool:
     return _inter(cover, truth) >= tol * _area(truth)
 
 
+MIRRORED = ["m0", "m90"]  # a front camera's hflip; a quarter turn and a flip (an editor's transpose)
+
+
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     d = tmp_path_factory.mktemp("rotated")
-    return {r: make_video(str(d / f"clip{r}.mp4"), width=SIZE[0], height=SIZE[1], frames=FRAMES, face_height=FACE,
+    made = {r: make_video(str(d / f"clip{r}.mp4"), width=SIZE[0], height=SIZE[1], frames=FRAMES, face_height=FACE,
                           rotation=r) for r in [0, *ROTATIONS]}
+    for name in MIRRORED:
+        made[name] = make_video(str(d / f"clip_{name}.mp4"), width=SIZE[0], height=SIZE[1], frames=FRAMES,
+                                face_height=FACE, rotation=int(name[1:]), mirror=True)
+    return made
+
+
+def _matrix(path) -> tuple | None:
+    from pipeline.io.orientation import _display_matrix
+
+    with av.open(str(path)) as c:
+        return _display_matrix(next(c.decode(video=0)))
+
+
+@pytest.mark.parametrize("name", MIRRORED)
+def test_mirrored_clip_is_covered_as_viewed_and_keeps_its_exact_matrix(clips, runs, name):
+    """A mirrored matrix once read as a half turn: the detector saw every face upside down."""
+    clip, (out, report, rows) = clips[name], runs[name]
+    assert report["faces"]["frames_with_faces"] >= runs[0][1]["faces"]["frames_with_faces"] - 2, report["faces"]
+    assert report["video"]["mirror"] is True
+    assert _matrix(out) == _matrix(clip.path) is not None
+    for r, truth in zip(rows, clip.face_boxes):
+        assert any(_covers(f["cover"], truth) for f in r["faces"]), f"frame {r['frame']}: {r['faces']}"
+    with VideoReader(clip.path) as a, VideoReader(str(out)) as b:
+        for i, (fa, fb, box) in enumerate(zip(a.frames(), b.frames(), clip.face_boxes)):
+            ratio = _sharpness(fb.image, box) / _sharpness(fa.image, box)
+            assert ratio < 0.1, f"frame {i}: face as viewed keeps {ratio:.0%} of its detail"
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +169,25 @@ def test_reader_yields_what_a_viewer_sees(clips, tmp_path, rotation):
                          capture_output=True, check=True).stdout
     viewed = np.frombuffer(raw, np.uint8).reshape(-1, SIZE[1], SIZE[0], 3)
     assert len(viewed) == len(frames)
+    assert max(np.abs(a.astype(int) - b).mean() for a, b in zip(frames, viewed)) < 1
+
+
+@pytest.mark.parametrize("rotation", [0, 90, 180, 270])
+def test_reader_yields_what_a_viewer_sees_of_a_mirrored_matrix(tmp_path, rotation):
+    """Every mirrored matrix `ffmpeg -display_rotation R -display_hflip` writes (hflip, a vflip,
+    a transpose, an anti-transpose): the picture is FFmpeg's autorotated one and the upright
+    clip's, not a half turn of it."""
+    kw = dict(width=SIZE[0], height=SIZE[1], frames=5, face_height=FACE, audio=False)
+    clip = make_video(str(tmp_path / "m.mp4"), rotation=rotation, mirror=True, **kw)
+    with VideoReader(clip.path) as r:
+        frames = [f.image for f in r.frames()]
+        assert r.info.mirror is True and (r.info.display_width, r.info.display_height) == SIZE
+    with VideoReader(make_video(str(tmp_path / "up.mp4"), **kw).path) as r:
+        upright = [f.image for f in r.frames()]
+    assert max(np.abs(a.astype(int) - b).mean() for a, b in zip(frames, upright)) < 3  # codec loss only
+    raw = subprocess.run([_ffmpeg(), "-v", "error", "-i", clip.path, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+                         capture_output=True, check=True).stdout
+    viewed = np.frombuffer(raw, np.uint8).reshape(-1, SIZE[1], SIZE[0], 3)
     assert max(np.abs(a.astype(int) - b).mean() for a, b in zip(frames, viewed)) < 1
 
 

@@ -46,7 +46,9 @@ def config_from(args, **extra) -> AuditConfig:
 def build_parser() -> argparse.ArgumentParser:
     from pipeline.cli.args import positive_int
 
-    p = argparse.ArgumentParser(prog="run_pipeline.py audit", description="Measure how well a video is anonymized (re-ID, ¬ID, M_tc, detection rate, leaks).")
+    from pipeline.cli.args import OneLineParser
+
+    p = OneLineParser(prog="run_pipeline.py audit", description="Measure how well a video is anonymized (re-ID, ¬ID, M_tc, detection rate, leaks).")
     p.add_argument("original")
     p.add_argument("anonymized")
     p.add_argument("--boxes", metavar="B.jsonl", help="the run's boxes export: its tracks and what it claims it covered")
@@ -67,11 +69,13 @@ def audit_paths(output: str) -> tuple[str, str]:
 
 
 def run_audit(original: str, anonymized: str, json_path: str, html_path: str | None, config: AuditConfig, *,
-              boxes: str | None = None, progress: bool = True, log=lambda m: print(m, file=sys.stderr)) -> dict:
+              boxes: str | None = None, report: str | None = None, progress: bool = True,
+              log=lambda m: print(m, file=sys.stderr)) -> dict:
     from pipeline.io.atomic import write_json_atomic
     from pipeline.io.paths import check_outputs
 
-    check_outputs([original, anonymized, boxes], {"audit -o": json_path, "audit --html": html_path})
+    check_outputs([original, anonymized, boxes, report, config.impostors, config.impostor_labels, config.recognizer_model],
+                  {"audit -o": json_path, "audit --html": html_path})
     result, sheets, leak_thumbs = audit_videos(original, anonymized, boxes=boxes, config=config, progress=progress, log=log)
     write_json_atomic(json_path, result)
     if html_path:
@@ -103,13 +107,17 @@ def main(argv: list[str]) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    from pipeline.cli.args import interrupted_status, stop_on_signals
+
+    stop_on_signals()
     try:
-        result = run_audit(args.original, args.anonymized, args.output, args.html, config, boxes=args.boxes, progress=not args.quiet, log=log)
+        result = run_audit(args.original, args.anonymized, args.output, args.html, config, boxes=args.boxes, report=args.report,
+                           progress=not args.quiet, log=log)
     except AnonswapError as e:
         return fail(e)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("error: interrupted; no audit written", file=sys.stderr)
-        return 130
+        return interrupted_status(e)
     log(summary_line(result))
     if args.fail_on_leak and (result["leaks"]["count"] or result["leaks"]["suspect"] or result["reid"]["matches"]):
         return 1

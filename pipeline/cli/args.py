@@ -1,8 +1,10 @@
-"""argparse value types shared by the command lines (video run, perface): one wording for errors."""
+"""What every command line shares: argparse value types (one wording for errors), the
+parser class, and how a signal stops a command."""
 
 from __future__ import annotations
 
 import argparse
+import signal
 
 
 def positive_int(text: str) -> int:
@@ -37,7 +39,38 @@ def crf(text: str) -> int:
 
 class OneLineParser(argparse.ArgumentParser):
     """Usage mistakes end like every other user error: one line `error: …`, exit status 2
-    (argparse's default prints the whole usage first, which log scrapers split in two)."""
+    (argparse's default prints the whole usage first, which log scrapers split in two).
+    No abbreviated flags: argparse would take `--keep` for `--keep-metadata` (GPS and device
+    tags kept), and any new flag could change what an abbreviation means. Subcommand parsers
+    are made of this class too (argparse makes them of the parent's)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (a closed terminal, a dropped ssh session), unwinding like Ctrl-C so
+    that temp files are removed on the way out."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def stop_on_signals() -> None:
+    """SIGTERM and SIGHUP raise `Interrupted` in the main thread (SIGINT raises KeyboardInterrupt)."""
+    def raise_interrupted(signum, frame):
+        raise Interrupted(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, raise_interrupted)
+
+
+def interrupted_status(e: KeyboardInterrupt) -> int:
+    """128 + the signal's number, as a shell reports a process it stopped: SIGINT 130,
+    SIGTERM 143, SIGHUP 129."""
+    return 128 + int(getattr(e, "signum", signal.SIGINT))

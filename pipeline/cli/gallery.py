@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 from engines.embedders import embedder_names
-from pipeline.cli.args import OneLineParser
+from pipeline.cli.args import OneLineParser, interrupted_status, stop_on_signals
 from pipeline.cli.models import installed_path
 from pipeline.core.errors import AnonswapError, InvalidInputError, fail
 from pipeline.io.paths import check_outputs
 from pipeline.run.build import load_simswap_arcface
 
-def main(argv: list[str]) -> int:
-    """`gallery build DIR --labels CSV -o GALLERY` | `gallery show GALLERY`."""
+
+def build_parser() -> OneLineParser:
     p = OneLineParser(prog="run_pipeline.py gallery", description="The fake identities to swap in.")
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="detect, embed and store the identities of a folder of photos")
@@ -27,10 +28,17 @@ def main(argv: list[str]) -> int:
     b.add_argument("--reference-labels", metavar="CSV", help="labels for --reference-photos (the --labels columns)")
     s = sub.add_parser("show", help="list a gallery's identities")
     s.add_argument("gallery")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    """`gallery build DIR --labels CSV -o GALLERY` | `gallery show GALLERY`."""
+    p = build_parser()
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     from pipeline.identity.gallery import LATENT_SIZES, SourceGallery
 
+    stop_on_signals()
     try:
         if args.cmd == "show":
             g = SourceGallery.load(args.gallery)
@@ -48,8 +56,10 @@ def main(argv: list[str]) -> int:
         from pipeline.detect.retinaface import FaceDetector
         if bool(args.reference_photos) != bool(args.reference_labels):
             raise InvalidInputError("--reference-photos DIR and --reference-labels CSV go together (unlabelled references teach nothing)")
-        check_outputs([args.folder, args.labels, args.reference_photos, args.reference_labels], {"-o": args.output})
         paths = dict(kv.split("=", 1) for kv in args.embedder_model if "=" in kv)
+        # every photo in the folders, not only the folders: `-o photos/p_3.jpg` is a photo
+        check_outputs([args.folder, args.labels, args.reference_photos, args.reference_labels, args.arcface, *paths.values()],
+                      {"-o": args.output})
         try:
             embedders = [load_embedder(name, paths.get(name)) for name in (args.embedder or ["dlib"])]
         except (ValueError, OSError) as e:
@@ -68,6 +78,9 @@ def main(argv: list[str]) -> int:
         g.save(args.output)
     except AnonswapError as e:
         return fail(e)
+    except KeyboardInterrupt as e:
+        print("error: interrupted; no gallery written", file=sys.stderr)
+        return interrupted_status(e)
     print(f"wrote {args.output}: {len(g.sources)} identities" + (f" and {len(g.references)} reference persons" if g.references else "")
           + f", embedders {', '.join(g.embedders)}, "
           f"latents {'224 and 512' if g.has_latents else 'no (computed at run time from the stored crops)'}")

@@ -12,12 +12,11 @@ import importlib
 import logging
 import os
 import shutil
-import signal
 import sys
 import tempfile
 
 from engines.embedders import embedder_names
-from pipeline.cli.args import X264_PRESETS, OneLineParser, crf, open_unit_interval, positive_int
+from pipeline.cli.args import X264_PRESETS, OneLineParser, crf, interrupted_status, open_unit_interval, positive_int, stop_on_signals
 from pipeline.audit.leak_detector import LEAK_DETECTORS
 from pipeline.cli.models import installed_path
 from pipeline.detect.recall import DEFAULT_SETTING as DEFAULT_RECALL
@@ -116,10 +115,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in SUBCOMMANDS:
@@ -207,16 +202,16 @@ def _audit_setup(args, config: RunConfig):
 
 
 def _run_video(args, config: RunConfig, audit, log) -> int:
-    # SIGTERM unwinds like Ctrl-C, so the temp output is removed instead of left behind.
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    scratch = None
+    # SIGTERM and SIGHUP unwind like Ctrl-C, so the temp output is removed instead of left behind.
+    stop_on_signals()
+    scratch, report = None, None
     boxes = args.boxes
     if audit is not None and boxes is None:  # the audit reuses the run's tracks and cover claims
         scratch = tempfile.mkdtemp(prefix="anonswap-audit-")
         boxes = os.path.join(scratch, "boxes.jsonl")
     try:
         # Every file this command writes, the audit's too, is checked before hours of work.
-        check_outputs([args.input, *input_files(config)],
+        check_outputs([args.input, *input_files(config), *((audit[0].impostors, audit[0].impostor_labels) if audit else ())],
                       {"-o": args.output, "--report": args.report, "--boxes": args.boxes, "--person-registry": config.person_registry,
                        "--audit": audit[1] if audit else None, "--audit html": audit[2] if audit else None}, video="-o")
         report = anonymize_video(
@@ -230,9 +225,13 @@ def _run_video(args, config: RunConfig, audit, log) -> int:
             log(summary_line(result) + f"; wrote {json_path} and {html_path}")
     except AnonswapError as e:
         return fail(e)
-    except KeyboardInterrupt:
-        print("error: interrupted; no output written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        if report is None:
+            print("error: interrupted; no output written", file=sys.stderr)
+        else:  # during the audit: the anonymized video (and its report and boxes) are complete and kept
+            kept = ", ".join(p for p in (report["output"], args.report, args.boxes) if p)
+            print(f"error: interrupted during the audit; kept {kept}; no audit written", file=sys.stderr)
+        return interrupted_status(e)
     finally:
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -7,8 +7,8 @@ import sys
 from pipeline.cli.args import OneLineParser
 
 
-def main(argv: list[str]) -> int:
-    from engines import model_store
+def build_parser() -> OneLineParser:
+    """`models fetch` writes only into the model cache, never to a path the user names."""
     from engines.models import MODELS
 
     fetchable = sorted(n for n, e in MODELS.items() if e.downloads)
@@ -21,7 +21,14 @@ def main(argv: list[str]) -> int:
     f.add_argument("--url", help="fetch from this URL (a mirror) instead of the official one")
     f.add_argument("-q", "--quiet", action="store_true")
     sub.add_parser("verify", help="check installed models by structure and against their pinned hashes")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str]) -> int:
+    from engines import model_store
+    from engines.models import MODELS
+
+    args = build_parser().parse_args(argv)
     if args.cmd == "list":
         for row in model_store.status():
             entry = MODELS[row["name"]]

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import sys
 from pathlib import Path
 
-from pipeline.cli.args import OneLineParser, open_unit_interval, positive_int
+from pipeline.cli.args import OneLineParser, interrupted_status, open_unit_interval, positive_int, stop_on_signals
 from pipeline.core.errors import AnonswapError, InvalidInputError, fail
+from pipeline.io.atomic import AtomicFile, write_json_atomic
+from pipeline.io.paths import check_outputs
 
 PUBLIC_ARCHS = ("r50", "r18")
 ARCH_CHOICES = (*PUBLIC_ARCHS, "tiny")  # tiny: the same layout at test size (not in --help)
@@ -96,6 +97,9 @@ def _train(args, log) -> int:
     from engines import iresnet
     from engines.perface import FaceCrops, train
 
+    if Path(args.output).is_dir():  # a new folder holds no input; an existing one may
+        check_outputs([args.triplets, args.val, args.images, args.init],
+                      {f"-o {name}": str(Path(args.output) / name) for name in (MODEL_FILE, ONNX_FILE, METRICS_FILE)})
     triplets = _load(args.triplets, args.images, args.unanimous)
     if args.val:
         train_set, val_set = triplets, _load(args.val, args.images, args.unanimous)
@@ -132,8 +136,14 @@ def _train(args, log) -> int:
     except ValueError as e:  # an unreadable image or one without a face
         raise InvalidInputError(str(e).splitlines()[0]) from e
 
-    torch.save(model.state_dict(), out / MODEL_FILE)
-    iresnet.export_onnx(model, out / ONNX_FILE)
+    f = AtomicFile(str(out / MODEL_FILE))
+    try:
+        torch.save(model.state_dict(), f.path)
+        f.commit()
+    except BaseException:
+        f.discard()
+        raise
+    iresnet.export_onnx(model, out / ONNX_FILE)  # atomic too (engines.onnx_export)
     before, after = history[0], history[-1]
     metrics = {
         "recipe": "PerFace: cosine triplet loss, SGD momentum 0.9, weight decay 5e-4",
@@ -144,7 +154,7 @@ def _train(args, log) -> int:
         "train_accuracy_before": before["train_accuracy"], "train_accuracy_after": after["train_accuracy"],
         "history": history,
     }
-    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    write_json_atomic(str(out / METRICS_FILE), metrics)
     acc = (f"validation triplet accuracy {before['val_accuracy']:.3f} -> {after['val_accuracy']:.3f}"
            if after["val_accuracy"] is not None else f"training triplet accuracy {before['train_accuracy']:.3f} -> {after['train_accuracy']:.3f}")
     print(f"{acc}; wrote {out / MODEL_FILE}, {out / ONNX_FILE}, {out / METRICS_FILE}")
@@ -225,15 +235,20 @@ def _make_triplets(args, log) -> int:
 
     from engines.perface import triplets_from_identities, write_triplets_csv
 
+    check_outputs([args.labels, args.images], {"-o": args.output})  # the labels, and every photo under --images
     rows = _read_labels(args.labels, args.images)
     try:
         triplets = triplets_from_identities(rows, np.random.default_rng(args.seed), args.n)
     except ValueError as e:
         raise InvalidInputError(f"{args.labels}: {e}") from e
     out = Path(args.output)
-    if not out.parent.is_dir():
-        raise InvalidInputError(f"output folder {out.parent} not found")
-    write_triplets_csv(triplets, out)
+    f = AtomicFile(str(out))
+    try:
+        write_triplets_csv(triplets, f.path, images=out.parent)  # paths relative to the final file's folder
+        f.commit()
+    except BaseException:
+        f.discard()
+        raise
     print(f"wrote {len(triplets)} triplets to {out}" + (f" (the labels allow only {len(triplets)})" if len(triplets) < args.n else ""))
     return 0
 
@@ -248,18 +263,26 @@ def run(args: argparse.Namespace) -> int:
     return ACTIONS[args.perface_action](args, log)
 
 
+def build_parser() -> OneLineParser:
+    p = OneLineParser(prog="run_pipeline.py")
+    add_parser(p.add_subparsers(dest="command", required=True))
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     """`run_pipeline.py perface …` (argv is what follows `perface`): `error: …` and 2 on bad input."""
     import logging
 
-    p = OneLineParser(prog="run_pipeline.py")
-    add_parser(p.add_subparsers(dest="command", required=True))
-    args = p.parse_args(["perface", *(sys.argv[1:] if argv is None else argv)])
+    args = build_parser().parse_args(["perface", *(sys.argv[1:] if argv is None else argv)])
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    stop_on_signals()
     try:
         return run(args)
     except AnonswapError as e:
         return fail(e)
+    except KeyboardInterrupt as e:
+        print("error: interrupted; nothing written", file=sys.stderr)
+        return interrupted_status(e)
 
 
 if __name__ == "__main__":

@@ -143,10 +143,13 @@ class VideoInfo:
     pix_fmt: str | None
     audio_streams: int
     format_name: str
-    # The display matrix's rotation as read (PyAV's `VideoFrame.rotation`: FFmpeg's
-    # av_display_rotation_get, degrees counterclockwise, -180..180; an iPhone portrait clip
-    # reads -90). Written back unchanged, so the output displays as the input did.
+    # The display matrix (pipeline.io.orientation.read_orientation): the quarter turn a viewer
+    # sees, in degrees counterclockwise (an iPhone portrait clip: -90), whether the turned
+    # picture is then mirrored left-right (front cameras, editors), and the matrix's 9 numbers,
+    # written back unchanged so that the output displays as the input did.
     rotation: int = 0
+    mirror: bool = False
+    display_matrix: tuple[int, ...] | None = None
 
     @property
     def turns(self) -> int:

@@ -2,26 +2,23 @@
 
 Exit status: 0 when every video is complete (or was already), 1 when any video failed (each
 named in the fleet report with its reason), 2 when the fleet itself is bad input (no videos,
-unwritable output folder), 130 on interrupt.
+unwritable output folder), 128 + the signal on an interrupt (Ctrl-C 130, SIGTERM 143, SIGHUP 129).
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import sys
 
+from pipeline.cli.args import interrupted_status, stop_on_signals
 from pipeline.core.errors import AnonswapError, OutputError, fail
-from pipeline.run.config import RunConfig
-from pipeline.io.video_writer import FORMATS
 from pipeline.fleet.jobs import discover, prepare_outdir
 from pipeline.fleet.runner import FleetOptions, run_fleet
+from pipeline.io.paths import check_outputs, same_file
+from pipeline.io.video_writer import FORMATS
+from pipeline.run.config import RunConfig, input_files
 
 DEFAULT_REPORT = "fleet_report.json"
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def fleet_main(args, config: RunConfig, log) -> int:
@@ -31,17 +28,22 @@ def fleet_main(args, config: RunConfig, log) -> int:
     if unsupported:
         print(f"error: {', '.join(unsupported)} work on one video at a time, not on a fleet", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # stops the workers and writes the fleet report
+    stop_on_signals()  # SIGTERM and SIGHUP stop the workers and write the fleet report, as Ctrl-C does
     outdir, created = None, False
     try:
         if os.path.splitext(args.output)[1].lower() in FORMATS:
             kind = "a directory" if os.path.isdir(args.input) else "a manifest"
             raise OutputError(f"input is {kind} of videos (a fleet), so the output must be a folder, not the video file {args.output}")
+        if os.path.isdir(args.input) and os.path.isdir(args.output) and same_file(args.output, args.input):
+            raise OutputError(f"the fleet's output folder is its input folder: outputs and reports would land among the inputs; "
+                              f"name another folder: {args.output}")
         outdir, created = prepare_outdir(args.output)
         jobs = discover(args.input, outdir)
         report_path = args.report or os.path.join(outdir, DEFAULT_REPORT)
-        if os.path.isdir(report_path):
-            raise OutputError(f"fleet report path is a directory: {report_path}")
+        # The fleet report against every input video, the manifest, the model files and
+        # every video's output and report (a finished output is somebody's result too).
+        check_outputs([args.input, *(j.input for j in jobs), *input_files(config)], {"--report": report_path},
+                      written=[p for j in jobs for p in (j.output, j.report)])
         opts = FleetOptions(workers=args.workers, worker_cpus=args.worker_cpus, videos_per_worker=args.videos_per_worker,
                             ray_address=args.ray_address,
                             retries=args.retries, force=args.force, progress=not args.quiet)
@@ -50,9 +52,9 @@ def fleet_main(args, config: RunConfig, log) -> int:
         if created and not os.listdir(outdir):
             os.rmdir(outdir)
         return fail(e)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("error: interrupted; finished videos are kept, the rest were not written (rerun to resume)", file=sys.stderr)
-        return 130
+        return interrupted_status(e)
     f = result["fleet"]
     log(f"fleet: {f['complete']} complete, {f['skipped']} skipped, {f['failed']} failed of {f['videos']} videos; "
         f"{f['frames']} frames, {f['faces']} faces, {f['fps']} fps; report {report_path}")

@@ -90,21 +90,21 @@ def run_fleet(jobs: list[Job], config: RunConfig, opts: FleetOptions, *, source:
     if rows:
         log(f"fleet: {len(rows)} of {len(jobs)} videos already complete, skipped (--force redoes them)")
     cluster = {}
-    interrupted = False
+    interrupted = None
     if todo:
         try:
             cluster = _run_on_ray(todo, config, opts, digest, rows, log)
-        except KeyboardInterrupt:
-            interrupted = True
+        except KeyboardInterrupt as e:  # Ctrl-C, SIGTERM, SIGHUP: raised again once the report is written
+            interrupted = e
         for job in todo:
             if job.key not in rows:
                 remove_partials(job)
                 rows[job.key] = _row(job, {"status": "failed", "kind": "interrupted", "reason": "interrupted before it finished"})
-    result = _fleet_report(jobs, rows, source, outdir, cluster, time.perf_counter() - started, interrupted)
+    result = _fleet_report(jobs, rows, source, outdir, cluster, time.perf_counter() - started, interrupted is not None)
     if report_path:
         write_json_atomic(report_path, result)
-    if interrupted:
-        raise KeyboardInterrupt
+    if interrupted is not None:
+        raise interrupted
     return result
 
 
@@ -210,8 +210,8 @@ def _run_on_ray(todo: list[Job], config: RunConfig, opts: FleetOptions, digest: 
 
 def _init_ray(opts: FleetOptions) -> None:
     # ray.init installs its own SIGTERM handler (log and exit 1); the caller's (finish the
-    # fleet report, remove partial outputs, exit 130) is put back afterwards.
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    # fleet report, remove partial outputs, exit 128 + the signal) is put back afterwards.
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     try:
         _connect(opts)
     finally:

@@ -12,11 +12,13 @@ page): those stay 0600, readable by their owner only (`private=True`).
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import logging
 import os
 import re
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 
@@ -47,22 +49,55 @@ def writing(path: str):
 STALE_AFTER_S = 3600.0
 
 
-def partials(final_path: str, older_than_s: float | None = None) -> list[str]:
-    """Temp files AtomicFile made for `final_path` (and not renamed): `.STEM.XXXXXXXX.partialEXT`,
-    exactly mkstemp's 8 characters, so `b.mp4`'s pattern never takes `b.x.mp4`'s temp file.
-    With `older_than_s`, only those not modified for that long."""
+# A temp file's name: `.STEM.anonswap-HASH.XXXXXXXX.partialEXT`. The marker and HASH (of the
+# final name) say whose it is: clean-up takes only names with both, never a user's file that
+# merely looks like a temp file. STEM (cut to a few dozen bytes, for a person reading the
+# folder) and EXT stay within a file name's 255 bytes whatever the final name's length.
+MARKER = "anonswap"
+_STEM_BYTES, _EXT_BYTES = 48, 24
+# Paths a command reads (check_outputs registers them before any work): never removed as a
+# stale temp file, whatever their name.
+_protected: set[str] = set()
+_protected_lock = threading.Lock()
+
+
+def protect(paths) -> None:
+    """Marks a command's inputs: clean-up never removes them (links resolved)."""
+    with _protected_lock:
+        _protected.update(os.path.realpath(p) for p in paths if p)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text.encode("utf-8", "surrogateescape")[:limit].decode("utf-8", "ignore")
+
+
+def temp_parts(final_path: str) -> tuple[str, str, str, str]:
+    """(folder, prefix, suffix, tag) of `final_path`'s temp files; mkstemp puts 8 random
+    characters between prefix and suffix."""
     folder, name = os.path.split(os.path.abspath(final_path))
     stem, ext = os.path.splitext(name)
-    own = re.compile(rf"\.{re.escape(stem)}\.[a-z0-9_]{{8}}\.partial{re.escape(ext)}")
+    tag = hashlib.sha1(name.encode("utf-8", "surrogateescape")).hexdigest()[:10]
+    return folder, f".{_cut(stem, _STEM_BYTES)}.{MARKER}-{tag}.", f".partial{_cut(ext, _EXT_BYTES)}", tag
+
+
+def partials(final_path: str, older_than_s: float | None = None) -> list[str]:
+    """Temp files AtomicFile made for `final_path` (and not renamed): our marker, the hash of
+    this final name and exactly mkstemp's 8 characters, so `b.mp4`'s pattern never takes
+    `b.x.mp4`'s temp file, nor a user's file. With `older_than_s`, only those not modified
+    for that long. An input of this process's command is never one of them."""
+    folder, prefix, suffix, _ = temp_parts(final_path)
+    own = re.compile(rf"{re.escape(prefix)}[a-z0-9_]{{8}}{re.escape(suffix)}")
     try:
         names = os.listdir(folder)
     except OSError:
         return []
     now = time.time()
     found = []
+    with _protected_lock:
+        protected = set(_protected)
     for n in names:
         path = os.path.join(folder, n)
-        if own.fullmatch(n):
+        if own.fullmatch(n) and os.path.realpath(path) not in protected:
             try:
                 if older_than_s is None or now - os.path.getmtime(path) > older_than_s:
                     found.append(path)
@@ -113,9 +148,8 @@ class AtomicFile:
         self.final_path = os.path.abspath(final_path)
         if stale := remove_partials(self.final_path, STALE_AFTER_S):
             log.warning("removed %d stale temp file(s) of an earlier, killed run for %s", stale, self.final_path)
-        folder, name = os.path.split(self.final_path)
-        stem, ext = os.path.splitext(name)
-        fd, self.path = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".partial{ext}", dir=folder)
+        folder, prefix, suffix, _ = temp_parts(self.final_path)
+        fd, self.path = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
         try:
             os.fchmod(fd, PRIVATE_MODE if private else public_mode())
         finally:

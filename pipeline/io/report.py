@@ -166,6 +166,7 @@ class ReportBuilder:
                 "audio_streams": info.audio_streams,
                 "audio_packets_copied": d["audio_packets"],
                 "rotation": d["rotation"],
+                "mirror": info.mirror,  # the display matrix also flips the picture left-right
                 "other_streams_dropped": d["other_streams"],
                 "shot_cuts": self.shot_cuts,
             },

@@ -22,7 +22,7 @@ import av
 
 from pipeline.core.errors import InputNotFoundError, InvalidInputError, reason
 from pipeline.core.records import Frame, VideoInfo
-from pipeline.io.orientation import read_rotation, to_display
+from pipeline.io.orientation import read_orientation, to_display
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ class VideoReader:
                 # The first picture decides the stored size (the codec context may not know
                 # it yet) and the orientation, both fixed for the whole video.
                 self.info.width, self.info.height = av_frame.width, av_frame.height
-                self.info.rotation = read_rotation(av_frame, self.path)
+                self.info.rotation, self.info.mirror, self.info.display_matrix = read_orientation(av_frame, self.path)
             pts = av_frame.pts
             if pts is None or (last_pts is not None and pts <= last_pts):
                 # The encoder needs strictly increasing PTS; repair rather than drop the frame.
@@ -204,7 +204,7 @@ class VideoReader:
             # break the fixed-size encoder (a no-op when the size is unchanged).
             size = {} if index == 0 else {"width": self.info.width, "height": self.info.height}
             self.frames_read += 1
-            image = to_display(rgb24(av_frame, size), self.info.turns)
+            image = to_display(rgb24(av_frame, size), self.info.turns, self.info.mirror)
             yield Frame(index, pts, tb, image, audio)
         self.trailing_audio, self._pending_audio = self._pending_audio, []
         if last_pts is not None and self._ends_early(last_pts * tb + Fraction(step) * tb):

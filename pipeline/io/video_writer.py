@@ -86,7 +86,9 @@ class VideoWriter:
         vs.pix_fmt = "yuv444p" if odd else "yuv420p"
         vs.time_base = info.time_base
         vs.codec_context.time_base = info.time_base
-        if info.rotation:
+        if info.display_matrix is not None:
+            vs.set_display_matrix(list(info.display_matrix))  # the input's, exactly: mirror included
+        elif info.rotation:
             vs.set_display_rotation(info.rotation)
         self.video_stream = vs
         self._audio_map = {}
@@ -136,7 +138,7 @@ class VideoWriter:
             )
         for packet in frame.audio:
             self.write_audio(packet)
-        image = to_stored(frame.image, info.turns)
+        image = to_stored(frame.image, info.turns, info.mirror)
         vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         vf.pts = frame.pts
         vf.time_base = frame.time_base

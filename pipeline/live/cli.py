@@ -34,8 +34,8 @@ def live_main(args, config: RunConfig, log) -> int:
             raise KeyboardInterrupt  # asked twice: stop now, without finalizing
         stop.request(signal.Signals(signum).name)
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: a closed terminal stops the run as gracefully
+        signal.signal(sig, on_signal)
     try:
         report = anonymize_live(args.input, args.output, config, opts, report_path=args.report, boxes_path=args.boxes,
                                 stop=stop, progress=not args.quiet, log=log)

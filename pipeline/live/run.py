@@ -110,7 +110,8 @@ def anonymize_live(
                            "batch_size": 1, "crf": config.crf, "preset": config.preset, "tracker": asdict(config.tracker),
                            "engines": st.engines.describe(), "live": asdict(opts)}
         with RunOutputs(report_path) as outs:
-            sink = outs.video = open_sink(output, source.info, segment_seconds=opts.segment_seconds, crf=config.crf, preset=config.preset)
+            sink = outs.video = open_sink(output, source.info, segment_seconds=opts.segment_seconds, crf=config.crf, preset=config.preset,
+                                          inputs=tuple(input_files(config)), written=(report_path, boxes_path, config.person_registry))
             boxes = outs.boxes = BoxesWriter(boxes_path) if boxes_path else None
             _run_live(source, st, sink, boxes, report, config, opts, latency, live, progress)
             if source.error is not None:

@@ -17,7 +17,7 @@ import numpy as np
 
 from pipeline.core.errors import OutputError, reason
 from pipeline.core.records import Frame, VideoInfo
-from pipeline.io.paths import check_output_path
+from pipeline.io.paths import check_output_path, check_outputs
 from pipeline.io.video_writer import VideoWriter, encoder_threads
 
 PUBLISH_FORMATS = {"rtsp": "rtsp", "rtsps": "rtsp", "rtmp": "flv", "rtmps": "flv", "srt": "mpegts", "udp": "mpegts",
@@ -41,11 +41,14 @@ def check_live_output(output: str, segment_seconds: float | None) -> None:
     check_output_path(segment_path(output, 0) if segment_seconds else output)
 
 
-def open_sink(output: str, info: VideoInfo, *, segment_seconds: float | None, crf: int, preset: str):
+def open_sink(output: str, info: VideoInfo, *, segment_seconds: float | None, crf: int, preset: str,
+              inputs: tuple = (), written: tuple = ()):
+    """`inputs`, `written`: the run's input files and its other outputs (report, boxes), which
+    no segment opened later may replace (pipeline.io.paths.check_outputs)."""
     if is_publish_url(output):
         return PublishSink(output, info, crf=crf, preset=preset)
     if segment_seconds:
-        return SegmentSink(output, info, segment_seconds, crf=crf, preset=preset)
+        return SegmentSink(output, info, segment_seconds, crf=crf, preset=preset, inputs=inputs, written=written)
     return FileSink(output, info, crf=crf, preset=preset)
 
 
@@ -82,8 +85,10 @@ class SegmentSink:
     Each file starts at PTS 0 and with a keyframe (a new encoder), so it plays on its own.
     """
 
-    def __init__(self, output: str, info: VideoInfo, seconds: float, *, crf: int, preset: str):
+    def __init__(self, output: str, info: VideoInfo, seconds: float, *, crf: int, preset: str,
+                 inputs: tuple = (), written: tuple = ()):
         self.output, self.info, self.seconds = output, info, seconds
+        self.inputs, self.written = inputs, written
         self.crf, self.preset = crf, preset
         self.outputs: list[dict] = []
         self.frames_written = 0
@@ -98,7 +103,7 @@ class SegmentSink:
             self._finish()
         if self._writer is None:
             path = segment_path(self.output, len(self.outputs))
-            check_output_path(path)
+            check_outputs(self.inputs, {"-o segment": path}, video="-o segment", written=self.written)
             self._writer = VideoWriter(path, self.info, crf=self.crf, preset=self.preset, tune=LIVE_TUNE)
             self._base_pts, self._start_s, self._frames = frame.pts, frame.time, 0
         self._writer.write(replace(frame, pts=frame.pts - self._base_pts))

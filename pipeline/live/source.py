@@ -26,11 +26,16 @@ import av
 
 from pipeline.core.errors import InvalidInputError, reason
 from pipeline.core.records import Frame, VideoInfo
-from pipeline.io.orientation import read_rotation, to_display
+from pipeline.io.orientation import read_orientation, to_display
+from pipeline.io.video_reader import rgb24
 
 log = logging.getLogger(__name__)
 
 TIME_BASE = Fraction(1, 90000)
+# Frames captured in a burst (after a stall: a loaded machine, a network hiccup) still get
+# timestamps at least 1 ms apart: Matroska and FLV store milliseconds, and two frames one tick
+# apart would land on the same time there (seen: an RTSP recording into .mkv under load).
+MIN_STEP = round(Fraction(1, 1000) / TIME_BASE)
 LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "srt", "udp", "tcp", "rtp", "http", "https")
 BACKOFF_START_S = 0.25
 BACKOFF_MAX_S = 2.0
@@ -151,7 +156,7 @@ class LiveSource:
         self._container = None
         self._thread: threading.Thread | None = None
         self._t0: float | None = None
-        self._last_pts = -1
+        self._last_pts = -MIN_STEP  # the first frame is at 0
         self._index = 0
         self._started = time.monotonic()
 
@@ -178,10 +183,11 @@ class LiveSource:
             self.close()
             raise InvalidInputError(f"stream has a video track but no decodable frame: {self.url}")
         h, w = self._first_frame.height, self._first_frame.width
+        rotation, mirror, matrix = read_orientation(self._first_frame, self.url)
         self.info = VideoInfo(path=self.url, width=w, height=h, time_base=TIME_BASE, average_rate=rate, frames_hint=0,
                               duration_s=None, codec=vs.codec_context.name, pix_fmt=vs.codec_context.pix_fmt,
                               audio_streams=0, format_name=self._container.format.name,
-                              rotation=read_rotation(self._first_frame, self.url))
+                              rotation=rotation, mirror=mirror, display_matrix=matrix)
         self._thread = threading.Thread(target=self._capture, name="anonswap-capture", daemon=True)
         self._thread.start()
         return self
@@ -253,13 +259,13 @@ class LiveSource:
         self._last_frame_at = now
         if self._t0 is None:
             self._t0 = now
-        pts = max(round((now - self._t0) / TIME_BASE), self._last_pts + 1)
+        pts = max(round((now - self._t0) / TIME_BASE), self._last_pts + MIN_STEP)
         self._last_pts = pts
         size = {}
         if (av_frame.height, av_frame.width) != (self.info.height, self.info.width):
             size = {"width": self.info.width, "height": self.info.height}  # the encoder's size is fixed
         # The first frame's orientation holds for the run, as its size does (the encoder's is fixed).
-        image = to_display(av_frame.to_ndarray(format="rgb24", **size), self.info.turns)
+        image = to_display(rgb24(av_frame, size), self.info.turns, self.info.mirror)
         self.stats.frames_captured += 1
         self.buffer.put(Frame(self._index, pts, TIME_BASE, image, captured=now))
         self._index += 1
