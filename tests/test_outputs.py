@@ -271,3 +271,27 @@ def test_an_interrupt_during_the_audit_says_what_was_kept(synthetic, tmp_path, c
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 130 and out.exists() and report.exists()
     assert err[-1] == f"error: interrupted during the audit; kept {out}, {report}; no audit written", err
+
+
+def test_a_fleet_rerun_into_a_folder_inside_its_input_is_not_refused(synthetic, tmp_path, monkeypatch):
+    """The last run's fleet report and outputs there are this run's to replace, not inputs.
+    (Ray is not what this checks: the fleet itself is stood in for once the paths passed.)"""
+    import signal
+
+    import pipeline.fleet.cli as fleet_cli
+    from pipeline.cli.main import main
+
+    monkeypatch.setattr(signal, "signal", lambda s, h: None)
+    videos = tmp_path / "videos"
+    (videos / "out").mkdir(parents=True)
+    (videos / "a.mp4").write_bytes(open(synthetic.path, "rb").read())
+    (videos / "out" / "fleet_report.json").write_text("{}")  # the last run's
+    ran = []
+
+    def fleet(jobs, config, opts, **kw):
+        ran.append([j.input for j in jobs])
+        return {"fleet": {k: 0 for k in ("complete", "skipped", "failed", "videos", "frames", "faces", "fps")}}
+
+    monkeypatch.setattr(fleet_cli, "run_fleet", fleet)
+    assert main([str(videos), "-o", str(videos / "out"), "-q"]) == 0
+    assert ran == [[str(videos / "a.mp4")]]

@@ -41,8 +41,11 @@ def fleet_main(args, config: RunConfig, log) -> int:
         jobs = discover(args.input, outdir)
         report_path = args.report or os.path.join(outdir, DEFAULT_REPORT)
         # The fleet report against every input video, the manifest, the model files and
-        # every video's output and report (a finished output is somebody's result too).
-        check_outputs([args.input, *(j.input for j in jobs), *input_files(config)], {"--report": report_path},
+        # every video's output and report (a finished output is somebody's result too). The
+        # videos as discovered, not the input folder: an output folder inside it holds the
+        # last run's results, which a rerun replaces.
+        manifest = None if os.path.isdir(args.input) else args.input
+        check_outputs([manifest, *(j.input for j in jobs), *input_files(config)], {"--report": report_path},
                       written=[p for j in jobs for p in (j.output, j.report)])
         opts = FleetOptions(workers=args.workers, worker_cpus=args.worker_cpus, videos_per_worker=args.videos_per_worker,
                             ray_address=args.ray_address,
