@@ -53,24 +53,31 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 class Interrupted(KeyboardInterrupt):
-    """SIGTERM or SIGHUP (a closed terminal, a dropped ssh session), unwinding like Ctrl-C so
-    that temp files are removed on the way out."""
+    """Ctrl-C, SIGTERM or SIGHUP (a closed terminal, a dropped ssh session), unwinding like
+    Ctrl-C so that temp files are removed on the way out."""
 
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
 
 
+_received: list[int] = []  # the signals that stopped this command, in order
+
+
 def stop_on_signals() -> None:
-    """SIGTERM and SIGHUP raise `Interrupted` in the main thread (SIGINT raises KeyboardInterrupt)."""
+    """SIGINT, SIGTERM and SIGHUP raise `Interrupted` in the main thread. Which one came is
+    also kept here: code between the handler and the command's `except` may raise a
+    KeyboardInterrupt of its own instead (Ray's waits do), and the exit status must still say."""
     def raise_interrupted(signum, frame):
+        _received.append(signum)
         raise Interrupted(signum)
 
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, raise_interrupted)
 
 
 def interrupted_status(e: KeyboardInterrupt) -> int:
     """128 + the signal's number, as a shell reports a process it stopped: SIGINT 130,
     SIGTERM 143, SIGHUP 129."""
-    return 128 + int(getattr(e, "signum", signal.SIGINT))
+    signum = getattr(e, "signum", None) or (_received[0] if _received else signal.SIGINT)
+    return 128 + int(signum)
