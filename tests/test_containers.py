@@ -143,9 +143,9 @@ def test_a_rerun_removes_its_own_stale_temp_files_only(synthetic, tmp_path):
     from pipeline.io.atomic import temp_parts
 
     out = tmp_path / "o.mp4"
-    _, prefix, suffix, _ = temp_parts(str(out))
+    _, prefix, suffix = temp_parts(str(out))
     stale, fresh = tmp_path / f"{prefix}abcd1234{suffix}", tmp_path / f"{prefix}efgh5678{suffix}"
-    _, other_prefix, other_suffix, _ = temp_parts(str(tmp_path / "o.x.mp4"))
+    _, other_prefix, other_suffix = temp_parts(str(tmp_path / "o.x.mp4"))
     other = tmp_path / f"{other_prefix}abcd1234{other_suffix}"  # another output's (o.x.mp4) temp file
     lookalike = tmp_path / ".o.abcd1234.partial.mp4"  # a user's file in the old temp pattern
     for p in (stale, fresh, other, lookalike):
@@ -165,7 +165,7 @@ def test_an_input_named_like_a_stale_temp_file_is_never_removed(synthetic, tmp_p
     from pipeline.io.atomic import temp_parts
 
     out = tmp_path / "o.mp4"
-    _, prefix, suffix, _ = temp_parts(str(out))
+    _, prefix, suffix = temp_parts(str(out))
     video = tmp_path / f"{prefix}abcd1234{suffix}"
     shutil.copy(synthetic.path, video)
     old = time.time() - 2 * 3600

@@ -71,13 +71,13 @@ def _cut(text: str, limit: int) -> str:
     return text.encode("utf-8", "surrogateescape")[:limit].decode("utf-8", "ignore")
 
 
-def temp_parts(final_path: str) -> tuple[str, str, str, str]:
-    """(folder, prefix, suffix, tag) of `final_path`'s temp files; mkstemp puts 8 random
+def temp_parts(final_path: str) -> tuple[str, str, str]:
+    """(folder, prefix, suffix) of `final_path`'s temp files; mkstemp puts 8 random
     characters between prefix and suffix."""
     folder, name = os.path.split(os.path.abspath(final_path))
     stem, ext = os.path.splitext(name)
     tag = hashlib.sha1(name.encode("utf-8", "surrogateescape")).hexdigest()[:10]
-    return folder, f".{_cut(stem, _STEM_BYTES)}.{MARKER}-{tag}.", f".partial{_cut(ext, _EXT_BYTES)}", tag
+    return folder, f".{_cut(stem, _STEM_BYTES)}.{MARKER}-{tag}.", f".partial{_cut(ext, _EXT_BYTES)}"
 
 
 def partials(final_path: str, older_than_s: float | None = None) -> list[str]:
@@ -85,7 +85,7 @@ def partials(final_path: str, older_than_s: float | None = None) -> list[str]:
     this final name and exactly mkstemp's 8 characters, so `b.mp4`'s pattern never takes
     `b.x.mp4`'s temp file, nor a user's file. With `older_than_s`, only those not modified
     for that long. An input of this process's command is never one of them."""
-    folder, prefix, suffix, _ = temp_parts(final_path)
+    folder, prefix, suffix = temp_parts(final_path)
     own = re.compile(rf"{re.escape(prefix)}[a-z0-9_]{{8}}{re.escape(suffix)}")
     try:
         names = os.listdir(folder)
@@ -148,7 +148,7 @@ class AtomicFile:
         self.final_path = os.path.abspath(final_path)
         if stale := remove_partials(self.final_path, STALE_AFTER_S):
             log.warning("removed %d stale temp file(s) of an earlier, killed run for %s", stale, self.final_path)
-        folder, prefix, suffix, _ = temp_parts(self.final_path)
+        folder, prefix, suffix = temp_parts(self.final_path)
         fd, self.path = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
         try:
             os.fchmod(fd, PRIVATE_MODE if private else public_mode())
