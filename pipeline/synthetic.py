@@ -300,7 +300,7 @@ def make_case_video(path: str, case: str, *, frames: int = 24, fps: Fraction = F
 def main(argv: list[str] | None = None) -> int:
     from pipeline.cli.args import OneLineParser
     from pipeline.core.errors import AnonswapError, fail
-    from pipeline.io.atomic import AtomicFile
+    from pipeline.io.atomic import atomic_write
     from pipeline.io.paths import check_outputs
 
     p = OneLineParser(prog="python -m pipeline.synthetic", description="Write a moving-face demo video.")
@@ -314,13 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         check_outputs([], {"output": args.output}, video="output")
     except AnonswapError as e:
         return fail(e)
-    f = AtomicFile(args.output)
-    try:
+    with atomic_write(args.output) as f:
         v = make_video(f.path, width=args.width, height=args.height, frames=args.frames, audio=not args.no_audio)
-        f.commit()
-    except BaseException:
-        f.discard()
-        raise
     print(f"wrote {f.final_path}: {v.width}x{v.height}, {v.frames} frames, audio={'yes' if v.audio else 'no'}")
     return 0
 

@@ -44,9 +44,7 @@ def config_from(args, **extra) -> AuditConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pipeline.cli.args import positive_int
-
-    from pipeline.cli.args import OneLineParser
+    from pipeline.cli.args import OneLineParser, positive_int
 
     p = OneLineParser(prog="run_pipeline.py audit", description="Measure how well a video is anonymized (re-ID, ¬ID, M_tc, detection rate, leaks).")
     p.add_argument("original")

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from pipeline.io.atomic import AtomicFile
+from pipeline.io.atomic import atomic_write
 from pipeline.audit.pictures import contact_sheet_png, histogram_png, thumbnail_strip_png
 from pipeline.audit.records import TrackSheet
 
@@ -431,12 +431,7 @@ def render_html(audit: dict, sheets: list[TrackSheet], leak_thumbs: list[tuple[i
     Sections are written as they are drawn, so a long video's hundreds of sheets never sit
     in memory together; any failure removes the temp file and leaves no page behind.
     """
-    out = AtomicFile(path, private=True)  # original faces: owner-only, whatever the umask
-    try:
-        with open(out.path, "w", encoding="utf-8") as fh:
-            for part in _page(_d(audit), list(sheets or ()), list(leak_thumbs or ())):
-                fh.write(part)
-        out.commit()
-    except BaseException:
-        out.discard()
-        raise
+    # original faces: owner-only, whatever the umask
+    with atomic_write(path, private=True) as out, open(out.path, "w", encoding="utf-8") as fh:
+        for part in _page(_d(audit), list(sheets or ()), list(leak_thumbs or ())):
+            fh.write(part)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pipeline.cli.args import OneLineParser, interrupted_status, open_unit_interval, positive_int, stop_on_signals
 from pipeline.core.errors import AnonswapError, InvalidInputError, fail
-from pipeline.io.atomic import AtomicFile, write_json_atomic
+from pipeline.io.atomic import atomic_write, write_json_atomic
 from pipeline.io.paths import check_outputs
 
 PUBLIC_ARCHS = ("r50", "r18")
@@ -136,13 +136,8 @@ def _train(args, log) -> int:
     except ValueError as e:  # an unreadable image or one without a face
         raise InvalidInputError(str(e).splitlines()[0]) from e
 
-    f = AtomicFile(str(out / MODEL_FILE))
-    try:
+    with atomic_write(str(out / MODEL_FILE)) as f:
         torch.save(model.state_dict(), f.path)
-        f.commit()
-    except BaseException:
-        f.discard()
-        raise
     iresnet.export_onnx(model, out / ONNX_FILE)  # atomic too (engines.onnx_export)
     before, after = history[0], history[-1]
     metrics = {
@@ -242,13 +237,8 @@ def _make_triplets(args, log) -> int:
     except ValueError as e:
         raise InvalidInputError(f"{args.labels}: {e}") from e
     out = Path(args.output)
-    f = AtomicFile(str(out))
-    try:
+    with atomic_write(str(out)) as f:
         write_triplets_csv(triplets, f.path, images=out.parent)  # paths relative to the final file's folder
-        f.commit()
-    except BaseException:
-        f.discard()
-        raise
     print(f"wrote {len(triplets)} triplets to {out}" + (f" (the labels allow only {len(triplets)})" if len(triplets) < args.n else ""))
     return 0
 

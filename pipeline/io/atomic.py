@@ -173,11 +173,19 @@ def write_json(path: str, data: dict, *, final_path: str | None = None) -> None:
         fh.write("\n")
 
 
-def write_json_atomic(path: str, data: dict, *, private: bool = False) -> None:
+@contextmanager
+def atomic_write(path: str, *, private: bool = False):
+    """`with atomic_write(path) as f:` write `f.path`; it becomes `path` when the block ends,
+    and is removed if the block raises (an interrupt included)."""
     f = AtomicFile(path, private=private)
     try:
-        write_json(f.path, data, final_path=f.final_path)
+        yield f
         f.commit()
     except BaseException:
         f.discard()
         raise
+
+
+def write_json_atomic(path: str, data: dict, *, private: bool = False) -> None:
+    with atomic_write(path, private=private) as f:
+        write_json(f.path, data, final_path=f.final_path)

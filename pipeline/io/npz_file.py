@@ -16,17 +16,11 @@ from pipeline.core.errors import InvalidInputError
 
 
 def write_npz(path: str, fmt: str, version: int, meta: dict, arrays: dict[str, np.ndarray], *, compressed: bool = False) -> None:
-    from pipeline.io.atomic import AtomicFile
+    from pipeline.io.atomic import atomic_write
 
     header = np.frombuffer(json.dumps({"format": fmt, "version": version, **meta}).encode(), np.uint8)
-    f = AtomicFile(path, private=True)
-    try:
-        with open(f.path, "wb") as fh:
-            (np.savez_compressed if compressed else np.savez)(fh, meta=header, **arrays)
-        f.commit()
-    except BaseException:
-        f.discard()
-        raise
+    with atomic_write(path, private=True) as f, open(f.path, "wb") as fh:
+        (np.savez_compressed if compressed else np.savez)(fh, meta=header, **arrays)
 
 
 def read_npz(path: str, fmt: str, version: int, what: str) -> tuple[dict, dict[str, np.ndarray]]:
