@@ -3,7 +3,7 @@
     python benchmarks/live_latency.py [--frames N] [--clip CLIP]
 
 The clip (default: the shared 640×360 clip, else a synthetic 360p clip) is served in a loop
-by GStreamer's RTSP server (tests/rtsp_server.py, Debian packages, see the README) at its own
+by GStreamer's RTSP server (tests/rtsp_server.py, Debian packages, see docs/live.md) at its own
 frame rate. Measured in the same run:
 - `passthrough`: our capture and encoder alone (LiveSource → FileSink, no detection): the
   floor of the I/O path on this machine;

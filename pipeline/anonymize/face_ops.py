@@ -6,11 +6,11 @@ is picked once, when the stage is built, so the stages never branch on where the
 
     ops.load(frames) → crops → generate → [parsing_blend] → paste → cover → ops.store(pixels, frames)
 
-- `HostFaceOps`: OpenCV on the frames' own NumPy images, in place; what every run uses now.
+- `HostFaceOps`: OpenCV on the frames' own NumPy images, in place; the host path (the CPU default).
 - `TorchFaceOps(device)`: one upload of the batch's frames, every step batched on the device
   (pipeline.anonymize.torch_faces), the engine called through `run_tensors` so crops and generated
-  faces never leave the device, one download at the end. The GPU path (issue 7) runs it on
-  CUDA; on CPU the tests hold it to the host path's output.
+  faces never leave the device, one download at the end. The device path (`--device`) runs it
+  on a GPU; on CPU the tests hold it to the host path's output.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ the labels skin, brows, eyes, glasses, nose, lips (and, separately, the mouth) b
 map, which is resized to the crop (bilinear), eroded softly (`soft_erosion`) and used to blend
 in crop space: `generated · m + crop · (1 − m)`. The result is pasted back as usual. Hair,
 ears, neck and background inside the crop therefore stay the original's: that is what the
-option is for (no swap seams in the hair), and it is the privacy trade-off (README, swap mode;
+option is for (no swap seams in the hair), and it is the privacy trade-off (docs/swap.md;
 the audit's re-identification rate measures what it leaves).
 
 Here every face of a batch is parsed in one engine call and post-processed batched in torch,

@@ -23,7 +23,7 @@ would leave the original face showing through (face features at alpha < 1, or un
 `official_covers_face` says the official mask does not reach 0.99 over the whole inner face
 (the hull of the template's eyes, nose and mouth), the mask of the previous releases is used
 instead: erosion and feather proportional to the crop (the official proportions on a 224 crop:
-20/224 per side, σ 6.5/224), warped into the ROI. The rule and its measurement: README, swap mode.
+20/224 per side, σ 6.5/224), warped into the ROI. The rule: docs/swap.md; its check against the official mask: tests/test_alignment_paste_back.py.
 
 Overlapping faces: official blends every face in float64 and truncates once; here each face is
 truncated when it is pasted, so where two faces' masks overlap a value can be up to 1 level lower.

@@ -98,6 +98,9 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING, format="%(levelname)s: %(message)s")
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
     try:
+        from engines.extras import require
+
+        require("audit", "audit")
         run_detectors = run_detectors_from_report(args.report) if args.report else None
         config = config_from(args, max_frames=args.max_frames, run_detectors=run_detectors)
     except AnonswapError as e:

@@ -10,11 +10,11 @@ names as `--detector` takes them or model names). A report without either predat
 detector choice: those runs used RetinaFace MobileNet-0.25. With no report at all the audit
 cannot tell and says so (`independent_of_pipeline: null`).
 
-The choices, measured on the shared clip (benchmarks/audit_detector.py): CenterFace sees the
-most (76 faces on the sampled frames, dark ones and faces cut by the frame's edge included), so
-it is the judge of a run that did not use it. `mtcnn` (engines/mtcnn) and `dlib-mmod` are
-independent of every pipeline detector; MTCNN sees 41 of those 76 faces at 0.12 CPU-s a frame,
-dlib's CNN 35 at 2.0, and both are blind to the dark and edge-cut ones. `auto` (the default)
+The choices (benchmarks/results/audit_detector.md): CenterFace sees the most, dark faces and
+faces cut by the frame's edge included, so it is the judge of a run that did not use it.
+`mtcnn` (engines/mtcnn) and `dlib-mmod` are independent of every pipeline detector, see about
+half of CenterFace's faces and are blind to the dark and edge-cut ones; MTCNN at a small
+fraction of dlib's cost. `auto` (the default)
 takes the best judge the rule allows: CenterFace unless the run used it, then MTCNN (the JSON
 and page name it and its blind spots). With no report the run's detectors are unknown:
 CenterFace, `independent_of_pipeline: null`.

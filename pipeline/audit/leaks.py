@@ -7,13 +7,11 @@ would trust the pipeline about itself, and the pixels alone cannot be read for d
 
 The change is 1 − SSIM of the grey face core (the inner 70% of the box, where every
 anonymization is at full strength) resampled to 32×32 so it reads the same at any face size,
-with SSIM's absolute constants (data range 255). Measured on ../shared's Hamilton clip
-(CenterFace faces, every 2nd frame): re-encoding alone (x264 crf 20) gives 0.002–0.068
-(95% ≤ 0.022); the pipeline's blur gives 0.038–0.805 (median 0.39), its lowest values on
-faces in near-darkness, where the encoder has already flattened the detail. The default
-threshold 0.08 sits above every re-encode we measured, so a face that is merely re-encoded
-is always a leak, at the price of flagging some blurred faces in the dark (reported as
-suspects when claimed; reviewed by eye on the contact sheet).
+with SSIM's absolute constants (data range 255). The default threshold 0.08 sits above every
+plain re-encode we measured, so a face that is merely re-encoded is always a leak, at the
+price of flagging some blurred faces in the dark, where the encoder has already flattened
+the detail (reported as suspects when claimed; reviewed by eye on the contact sheet). The
+measurement: benchmarks/results/notes.md.
 """
 
 from __future__ import annotations

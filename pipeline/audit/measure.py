@@ -79,6 +79,10 @@ class AuditConfig:
         if self.leak_every is not None and self.leak_every < 1:
             raise ValueError(f"--leak-every must be >= 1, got {self.leak_every}")
         check_independent(self.leak_detector, self.run_detectors, self.allow_dependent)  # refuses before any work
+        if self.leak_detector == "mtcnn":  # run in torch, which the audit extra leaves out (it is GBs)
+            from engines.extras import require
+
+            require("swap", "the mtcnn leak detector (it runs in torch)", ("torch",))
 
     @property
     def leak_stride(self) -> int:

@@ -52,8 +52,13 @@ def main(argv: list[str]) -> int:
                       (f"; label conflicts: {'; '.join(src.label_conflicts)}" if src.label_conflicts else ""))
             return 0
         from engines.embedders import load_embedder
+        from engines.extras import missing, require, require_embedder
 
         from pipeline.detect.retinaface import FaceDetector
+        for name in args.embedder or ["dlib"]:
+            require_embedder(name, "gallery build")
+        if args.arcface:
+            require("swap", "gallery build --arcface (SimSwap's ArcFace runs in torch)", ("torch",))
         if bool(args.reference_photos) != bool(args.reference_labels):
             raise InvalidInputError("--reference-photos DIR and --reference-labels CSV go together (unlabelled references teach nothing)")
         paths = dict(kv.split("=", 1) for kv in args.embedder_model if "=" in kv)
@@ -65,7 +70,8 @@ def main(argv: list[str]) -> int:
         except (ValueError, OSError) as e:
             raise InvalidInputError(f"embedder unusable: {e}") from e
         latent_fn = None
-        arc_path = args.arcface or installed_path("simswap-arcface")
+        # a fetched ArcFace without torch: no latents here, the run computes them from the crops
+        arc_path = args.arcface or (installed_path("simswap-arcface") if "torch" not in missing("swap") else None)
         if arc_path:
             from engines.simswap import latent_from_crops
 

@@ -26,7 +26,7 @@ from pipeline.core.errors import AnonswapError, fail
 from pipeline.identity.attributes import GivenAttributes
 from pipeline.identity.stage import SCOPES, IdentityConfig
 from pipeline.io.paths import check_outputs
-from pipeline.run.config import BACKENDS, DEFAULT_DETECTOR, DETECTORS, MODES, PRECISIONS, RunConfig, input_files
+from pipeline.run.config import BACKENDS, DEFAULT_DETECTOR, DETECTORS, MODES, PRECISIONS, RunConfig, check_extras, input_files
 from pipeline.run.file import anonymize_video
 from pipeline.anonymize.swap import SwapConfig
 
@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     swap.add_argument("--swap-backend", choices=BACKENDS[1:], help="the generator's runtime alone (default: --backend's)")
     swap.add_argument("--swap-size", type=int, choices=(224, 512), default=224, help="generator crop size (default 224)")
     swap.add_argument("--min-swap-face", type=float, default=SwapConfig.min_face, metavar="PX", help=f"faces narrower than this are blurred instead (default {SwapConfig.min_face:g})")
-    swap.add_argument("--parsing-mask", action="store_true", help="SimSwap's --use_mask: a face parser (BiSeNet) keeps the swap to the inner face (skin, brows, eyes, nose, mouth); hair, ears and neck stay the original's — see README, swap mode (models fetch face-parsing; its weights: non-commercial research only)")
+    swap.add_argument("--parsing-mask", action="store_true", help="SimSwap's --use_mask: a face parser (BiSeNet) keeps the swap to the inner face (skin, brows, eyes, nose, mouth); hair, ears and neck stay the original's — see docs/swap.md (models fetch face-parsing; its weights: non-commercial research only)")
     swap.add_argument("--parsing-model", metavar="PATH", help="the face parser's 79999_iter.pth (default: the fetched face-parsing)")
     swap.add_argument("--defense-noise", type=float, default=SwapConfig.defense_noise, metavar="EPS", help="add uniform noise U(-EPS, EPS), in pixel levels 0-255, to swapped faces only, against models trained to reconstruct the original face from the swap (default 0 = off; at most 64; unseeded per run)")
     ident = p.add_argument_group("identity (runs whenever --gallery is given)")
@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         config = _config(args)
+        check_extras(config)  # a feature asked for whose extra is missing: one line, before anything else
         audit = _audit_setup(args, config)  # built (and so validated) before hours of anonymizing
         if config.person_attributes:
             GivenAttributes.load(config.person_attributes)  # a bad file fails now, in one line, not after loading models
@@ -143,6 +144,12 @@ def main(argv: list[str] | None = None) -> int:
 
         return live_main(args, config, log)
     if is_fleet_input(args.input):
+        from engines.extras import require
+
+        try:
+            require("fleet", "a fleet run (INPUT is a folder or manifest of videos)")
+        except AnonswapError as e:
+            return fail(e)
         from pipeline.fleet.cli import fleet_main
 
         return fleet_main(args, config, log)
@@ -186,6 +193,9 @@ def _audit_setup(args, config: RunConfig):
     """(AuditConfig, json path, html path) for `--audit`, or None; bad values fail before the run."""
     if args.audit is None:
         return None
+    from engines.extras import require
+
+    require("audit", "--audit")
     from pipeline.audit.cli import audit_paths
     from pipeline.audit.leak_detector import models_of
     from pipeline.audit.measure import AuditConfig

@@ -267,6 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     stop_on_signals()
     try:
+        if args.perface_action == "train":
+            from engines.extras import require
+
+            require("swap", "perface train (it trains and exports in torch)")
         return run(args)
     except AnonswapError as e:
         return fail(e)

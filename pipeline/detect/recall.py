@@ -1,42 +1,19 @@
 """More than one look at each frame: the detector passes that find what one plain pass misses.
 
-Why: a face a viewer can see must never be written unanonymized, and a single RetinaFace
-pass misses faces in ways we measured (benchmarks/results/recall.md):
-- a head cut by the frame's edge (the network never saw half a face against nothing):
-  `pad` detects again on the frame padded with black on every side, at `pad_scale` of the
-  plain pass's scale, and clips the boxes back to the frame, so the cover reaches the frame's
-  edge. Half scale (pad 20%) covered every frame of the four synthetic border cases (full
-  scale missed some: the cut faces there are large); it does not find the ~40 px head cut by
-  the top edge of the shared clip (frames 211-273; nor does full scale);
-- dark footage: when a frame's mean luminance is below `dark_luma`, also on a copy brightened
-  by a gamma curve (`enhance="gamma"`) or OpenCV's CLAHE (`enhance="clahe"`), at each of
-  `dark_scales` of the plain pass's scale. Half scale finds dim, blurred faces that the full
-  scale misses (benchmarks/results/dark_pass.md, the shared clip, whose every frame is below
-  luminance 40: of the 662 faces CenterFace sees, the plain and padded passes miss 20 frame by
-  frame; a gamma copy of frames below 25 at full scale, the old `fast`, found none of them; one
-  of every frame below 40 at half scale, 11 of them, for a quarter of a plain pass). `full` and
-  `max` also keep the full-scale look, for small dark faces that half scale would shrink below
-  RetinaFace's anchors;
-- profiles: a horizontally flipped copy (`flip`), and a second detector (`ensemble`);
-- tiny faces in large frames: `min_face` raises the plain pass's working size until a face
-  that small is 32 px there (RetinaFace's smallest anchors are 16 px; measured: a 16 px face
-  in 1080p is found on 2 frames in 24 at the native size, on every frame at twice it). It
-  costs as much as tiles covering the same pixels, and keeps one batch per frame.
-Every pass's faces are fused (`fuse`): one face seen by several passes or detectors is one
-detection; any face seen by one of them is kept (a union: recall first).
+Why: a face a viewer can see must never be written unanonymized, and one RetinaFace pass
+misses heads cut by the frame's edge (`pad`: the frame padded with black, boxes clipped back
+so the cover reaches the edge), dim blurred faces (`dark_luma`, `dark_scales`: a gamma or
+CLAHE copy of dark frames; at half scale, because such a face scores higher when the network
+sees it smaller), profiles (`flip`, and a second detector: `ensemble`) and tiny faces
+(`min_face`: a larger working size, one batch per frame, as costly as tiles). Every pass's
+faces are fused into one detection per face, and any face one pass saw is kept (`fuse`: a
+union, recall first). A face a live track follows may fade below the threshold for a while:
+`track_score` returns it as weak, and only the tracker may use it, to continue that track.
+The same passes run as NumPy/OpenCV on the host (`detect`) and as torch ops on the device
+(`detect_tensor`); `SETTINGS` names them (`--recall`).
 
-A face a live track follows may fade below the detector's threshold for a while (a dim face
-turning, blurring, leaving the light): `track_score` has the detectors decode down to it, and
-the faces between it and their threshold come back marked weak (`Detections.weak`, with
-`detect(..., weak=True)`, which only the pipeline's detect stage asks for: the tracker keeps a
-weak face only where it continues a confirmed track, trackers.norfair_tracker). Measured on
-the shared clip: a dim head at the top edge kept its track through the frames where it
-scored 0.3-0.5 (audit leaks 4 → 0, benchmarks/results/quality_gates.md).
-
-The same passes run on both data paths: NumPy/OpenCV on the host (`detect`), torch ops on
-the frame tensor on the device (`detect_tensor`), and each detector's own `detect` /
-`detect_tensor` does the rest. Which passes run is a named setting (`SETTINGS`), chosen
-once when the run is built.
+What each setting finds and costs: benchmarks/results/recall.md, dark_pass.md,
+throughput.md; the development measurements behind the scales: benchmarks/results/notes.md.
 """
 
 from __future__ import annotations

@@ -104,8 +104,30 @@ def swap_missing(config: RunConfig) -> list[str]:
     return missing
 
 
+def check_extras(config: RunConfig) -> None:
+    """MissingExtra (one line, the pip command, exit status 2) when a feature this run asks for
+    needs an extra that is not installed (engines/extras.py); `--mode auto` never fails here:
+    it blurs (resolve_mode says why)."""
+    from engines.extras import require, require_embedder
+
+    if config.mode == "swap":
+        require("swap", "--mode swap")
+    if config.parsing_mask:
+        require("swap", "--parsing-mask")
+    if config.gallery:
+        require_embedder(config.embedder, "--gallery")
+    if config.device != "auto":
+        require("gpu", f"--device {config.device} (the torch data path)")
+    if config.backend in ("torch", "tensorrt") or config.swap_backend in ("torch", "tensorrt"):
+        require("gpu", f"--backend {config.backend if config.backend != 'auto' else config.swap_backend}")
+    if config.detector != "retinaface":
+        require("audit", f"--detector {config.detector} (CenterFace's graph is read with onnx)", ("onnx",))
+
+
 def resolve_mode(config: RunConfig) -> tuple[str, str | None]:
-    """`auto` is swap when a generator, its ArcFace and a gallery are all there, else blur."""
+    """`auto` is swap when a generator, its ArcFace and a gallery are all there (and the swap
+    extra is installed), else blur. Checks the extras first: library runs skip the CLI's check."""
+    check_extras(config)
     if config.mode == "swap":
         missing = swap_missing(config)
         if missing:
@@ -114,6 +136,11 @@ def resolve_mode(config: RunConfig) -> tuple[str, str | None]:
         return "swap", None
     if config.mode != "auto":
         return config.mode, None
+    from engines.extras import hint, missing as extra_missing
+
+    gone = extra_missing("swap")
+    if gone:
+        return "blur", f"mode auto: blur (swap needs the swap extra, {', '.join(gone)} not installed: {hint('swap')})"
     missing = swap_missing(config)
     if not missing:
         return "swap", "mode auto: swap (SimSwap generator, ArcFace and gallery found)"
