@@ -137,6 +137,26 @@ def test_streams_that_are_not_carried_are_named_on_the_console(synthetic, tmp_pa
         assert not c.streams.subtitles
 
 
+@pytest.mark.parametrize("ext", ["mov", "mp4"])
+def test_a_camera_timecode_track_is_dropped_with_a_note_and_the_video_anonymized(synthetic, tmp_path, ext):
+    """A `tmcd` data track (most camera footage) has no codec context in PyAV: the run and the
+    audit name it in the note and go on (they crashed on it)."""
+    ffmpeg = pytest.importorskip("imageio_ffmpeg", reason="imageio-ffmpeg (test extra) writes the timecode track").get_ffmpeg_exe()
+    import subprocess
+
+    src = tmp_path / f"camera.{ext}"
+    subprocess.run([ffmpeg, "-v", "error", "-i", synthetic.path, "-c", "copy", "-timecode", "01:00:00:00", str(src)], check=True)
+    with av.open(str(src)) as c:
+        assert [s.type for s in c.streams] == ["video", "audio", "data"]
+    out = tmp_path / "o.mp4"
+    res = run_cli(src, "-o", out, "--mode", "blur", "--max-frames", 10)
+    assert res.returncode == 0, res.stderr
+    assert "note: not carried to the output: data (timecode 01:00:00:00)" in res.stderr
+    assert len(read_video(out)["frames"]) == 10
+    res = run_cli("audit", src, out, "-o", tmp_path / "a.json", "--max-frames", 10, "--every", 5, "-q")
+    assert res.returncode == 0, res.stderr
+
+
 def test_a_rerun_removes_its_own_stale_temp_files_only(synthetic, tmp_path):
     """Only names with our marker and this output's hash, only stale ones, never an input:
     a user's file that merely looks like a temp file (the old pattern) stays."""

@@ -107,9 +107,8 @@ class VideoReader:
         self.audio_streams = list(self.container.streams.audio)
         others = [s for s in self.container.streams if s is not vs and s.type != "audio"]
         self.other_streams = len(others)
-        # "subtitle (mov_text)", "video (mjpeg)" for cover art, "data (bin_data)", …: named in the run's note
-        self.dropped_streams = [f"{s.type} ({s.codec_context.name if s.codec_context else s.codec_tag or '?'})"
-                                for s in others]
+        # "subtitle (mov_text)", "video (mjpeg)" for cover art, "data (timecode 01:00:00:00)", …: named in the run's note
+        self.dropped_streams = [f"{s.type} ({_stream_kind(s)})" for s in others]
         self.metadata = dict(self.container.metadata)
         tb = vs.time_base or Fraction(1, 90000)
         duration = None
@@ -281,6 +280,16 @@ class VideoReader:
             self.decode_errors += 1
             return
         yield from decoded
+
+
+def _stream_kind(stream) -> str:
+    """What a stream we do not carry holds, for the note: its codec, or for a data stream
+    (a camera's timecode `tmcd`, chapters, telemetry), which has no codec context in PyAV,
+    the timecode it starts at, else its handler's name."""
+    if stream.codec_context is not None:
+        return stream.codec_context.name
+    tags = stream.metadata
+    return f"timecode {tags['timecode']}" if "timecode" in tags else tags.get("handler_name") or "?"
 
 
 def hw_decoder(device, available: tuple[str, ...] | None = None) -> str | None:
