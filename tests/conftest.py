@@ -32,6 +32,18 @@ def assert_like_opencv(diff, max_diff: int = 0, frac: float = 0.0) -> None:
     assert diff.max() <= max_diff and (diff > 0).mean() <= frac, (OPENCV_MAJOR, diff.max(), (diff > 0).mean())
 
 
+# The files that take a minute or more, slowest first. They start first, so the two test
+# processes (pyproject.toml's addopts) end together instead of one waiting out a long file
+# that started last (benchmarks/results/test_suite.md).
+SLOW_FIRST = ("test_quality_gates.py", "test_fleet.py", "test_audit.py", "test_device_path.py", "test_shared_clip.py",
+              "test_live.py", "test_swap_mode.py", "test_recall.py", "test_attributes.py", "test_perface.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FIRST)))  # stable: a file's tests stay together, in order
+
+
 def cli_argv(*args) -> list[str]:
     """The real command line's argv, for tests that start it themselves (Popen, signals)."""
     return [sys.executable, str(ROOT / "run_pipeline.py"), *map(str, args)]
