@@ -51,12 +51,16 @@ def _cases(tmp_path, synthetic):
         "output equals input": ([good, "-o", good], "-o would overwrite an input"),
         "unsupported extension": ([good, "-o", out_dir / "o.gif"], "unsupported output extension"),
         "report beside nowhere": ([good, "-o", out_dir / "o.mp4", "--report", tmp_path / "no" / "r.json"], "--report: folder does not exist"),
+        # 100000 allocated until a MemoryError; the 320x240 clip allows 4096
+        "detect size too large": ([good, "-o", out_dir / "o.mp4", "--report", out_dir / "r.json", "--detect-size", 4097],
+                                  "--detect-size 4097 is more than this 320x240 video can use (at most 4096"),
     }, out_dir
 
 
 CASES = [
     "missing input", "directory input", "not a video", "no video stream", "truncated mp4", "truncated mkv",
     "output folder missing", "output under a file", "output equals input", "unsupported extension", "report beside nowhere",
+    "detect size too large",
 ]
 
 

@@ -25,7 +25,7 @@ from pipeline.io.report import BoxesWriter, ReportBuilder
 from pipeline.io.outputs import RunOutputs
 from pipeline.io.paths import check_outputs
 from pipeline.run.build import Stages, build_stages, finish_identity
-from pipeline.run.config import RunConfig, engine_choice, input_files, resolve_mode
+from pipeline.run.config import RunConfig, check_detect_size, engine_choice, input_files, resolve_mode
 from pipeline.core.stages import StagePipeline
 from pipeline.live.sinks import check_live_output, is_publish_url, open_sink, segment_path
 from pipeline.live.source import LiveSource, StopEvent
@@ -101,6 +101,7 @@ def anonymize_live(
     live = {"url": url, "dropped_too_old": 0, "stopped_by": None}
     latency = LatencyStats()
     try:
+        check_detect_size(config.detect_size, source.info.height, source.info.width)
         if note:
             log(note)
         st = build_stages(mode, config)

@@ -124,6 +124,16 @@ def check_extras(config: RunConfig) -> None:
         require("audit", f"--detector {config.detector} (CenterFace's graph is read with onnx)", ("onnx",))
 
 
+def check_detect_size(size: int | None, height: int, width: int) -> None:
+    """A working size past max(4096, twice the frame's long side) finds nothing more and
+    only allocates (100000 was a MemoryError): refused in one line once the frame's size is
+    known, before any output is opened."""
+    limit = max(4096, 2 * max(height, width))
+    if size is not None and size > limit:
+        raise InvalidInputError(f"--detect-size {size} is more than this {width}x{height} video can use "
+                                f"(at most {limit}: 4096, or twice its long side)")
+
+
 def resolve_mode(config: RunConfig) -> tuple[str, str | None]:
     """`auto` is swap when a generator, its ArcFace and a gallery are all there (and the swap
     extra is installed), else blur. Checks the extras first: library runs skip the CLI's check."""

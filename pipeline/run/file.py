@@ -23,7 +23,7 @@ from pipeline.io.report import BoxesWriter, ReportBuilder
 from pipeline.io.video_reader import VideoReader, hw_decoder
 from pipeline.io.video_writer import VideoWriter
 from pipeline.run.build import ModelCache, Stages, build_stages, finish_identity
-from pipeline.run.config import RunConfig, engine_choice, input_files, resolve_mode
+from pipeline.run.config import RunConfig, check_detect_size, engine_choice, input_files, resolve_mode
 
 
 def anonymize_video(
@@ -47,6 +47,7 @@ def anonymize_video(
     try:
         out = check_outputs([input_path, *input_files(config)], {"-o": output_path, "--report": report_path, "--boxes": boxes_path,
                             "--person-registry": config.person_registry}, video="-o")["-o"]
+        check_detect_size(config.detect_size, reader.info.height, reader.info.width)
         if note:  # only once the input and outputs are known to be good: errors stay one line
             log(note)
         if reader.dropped_streams:
