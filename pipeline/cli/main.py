@@ -124,9 +124,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.detect_size is not None and args.detect_size < 32:
         print(f"error: --detect-size must be at least 32, got {args.detect_size}", file=sys.stderr)
         return 2
+    from pipeline.fleet import is_fleet_input
+    from pipeline.live import is_stream_url
+
     try:
         config = _config(args)
         check_extras(config)  # a feature asked for whose extra is missing: one line, before anything else
+        if is_fleet_input(args.input):
+            from engines.extras import require
+
+            require("fleet", "a fleet run (INPUT is a folder or manifest of videos)")
         audit = _audit_setup(args, config)  # built (and so validated) before hours of anonymizing
         if config.person_attributes:
             GivenAttributes.load(config.person_attributes)  # a bad file fails now, in one line, not after loading models
@@ -136,20 +143,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
-    from pipeline.fleet import is_fleet_input
-    from pipeline.live import is_stream_url
-
     if is_stream_url(args.input):
         from pipeline.live.cli import live_main
 
         return live_main(args, config, log)
     if is_fleet_input(args.input):
-        from engines.extras import require
-
-        try:
-            require("fleet", "a fleet run (INPUT is a folder or manifest of videos)")
-        except AnonswapError as e:
-            return fail(e)
         from pipeline.fleet.cli import fleet_main
 
         return fleet_main(args, config, log)
