@@ -147,6 +147,31 @@ def test_a_signal_mid_run_leaves_nothing_behind(tmp_path, delay, sig, status):
     assert list(out_dir.iterdir()) == []
 
 
+@pytest.mark.parametrize("delay", [0.3, 2.0])
+def test_ctrl_c_while_gallery_build_starts_or_works_is_one_line(tmp_path, delay):
+    """While the command still imports its libraries (seconds), and while it embeds photos:
+    one line and status 130 (the first was a KeyboardInterrupt traceback)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import cv2
+    from skimage import data
+
+    from conftest import ROOT
+
+    for i in range(30):
+        cv2.imwrite(str(tmp_path / f"p{i}.png"), np.roll(data.astronaut()[..., ::-1], 7 * i, axis=1))
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run_pipeline.py"), "gallery", "build", str(tmp_path), "-o", str(tmp_path / "g.npz")],
+                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.count("\n") == 1 and err.startswith("error: interrupted"), err
+    assert not (tmp_path / "g.npz").exists()
+
+
 def test_cli_error_is_one_line_even_when_the_message_is_not(capsys):
     """FFmpeg and OS messages can carry newlines; the CLI's error stays one record for log scrapers."""
     from pipeline.core.errors import InvalidInputError, fail

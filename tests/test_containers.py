@@ -204,3 +204,81 @@ def test_a_long_output_name_is_written(synthetic, tmp_path):
     assert out.exists()
 
 
+
+
+def _ffmpeg():
+    return pytest.importorskip("imageio_ffmpeg", reason="imageio-ffmpeg (test extra) writes the camera files").get_ffmpeg_exe()
+
+
+def test_pcm_and_alaw_audio_reach_an_mp4_with_their_language(synthetic, tmp_path):
+    """PCM from an AVI declares a channel count, no layout: mp4's PCM box needs one, and the
+    run failed at the trailer after all the work. A-law (security cameras) mp4 cannot hold at
+    all: re-encoded to AAC with a note. Both keep the track's language (it became `und`)."""
+    import subprocess
+
+    ffmpeg = _ffmpeg()
+    pcm, alaw = tmp_path / "cam.avi", tmp_path / "cam.mkv"
+    subprocess.run([ffmpeg, "-v", "error", "-i", synthetic.path, "-c:v", "mpeg4", "-c:a", "pcm_s16le", "-ac", "2", str(pcm)], check=True)
+    subprocess.run([ffmpeg, "-v", "error", "-i", synthetic.path, "-c:v", "copy", "-c:a", "pcm_alaw",
+                    "-metadata:s:a:0", "language=fra", str(alaw)], check=True)
+    for src, codec, note in ((pcm, "pcm_s16le", False), (alaw, "aac", True)):
+        out = tmp_path / f"{src.stem}_{src.suffix[1:]}.mp4"
+        res = run_cli(src, "-o", out, "--mode", "blur", "--report", tmp_path / "r.json")
+        assert res.returncode == 0, res.stderr
+        assert ("note: audio re-encoded to AAC: mp4 cannot hold pcm_alaw" in res.stderr) == note, res.stderr
+        with av.open(str(src)) as c:
+            samples_in = sum(f.samples for f in c.decode(audio=0))
+        with av.open(str(out)) as c:
+            a = c.streams.audio[0]
+            assert a.codec_context.name == codec and a.language == ("fra" if src is alaw else "und")
+            samples = sum(f.samples for f in c.decode(audio=0))
+        assert abs(samples - samples_in) <= 1024, "the whole track, within one AAC frame"
+
+
+def test_a_damaged_transport_stream_packet_is_counted(synthetic, tmp_path):
+    """A picture lost in transport leaves no error, only a hole in the timestamps: counted
+    (decode_errors said 0)."""
+    import subprocess
+
+    from pipeline.io.video_reader import VideoReader
+
+    ts = tmp_path / "cam.ts"
+    subprocess.run([_ffmpeg(), "-v", "error", "-i", synthetic.path, "-an", "-c", "copy", str(ts)], check=True)
+    with av.open(str(ts)) as c:
+        pos, size = [(p.pos, p.size) for p in c.demux(video=0) if p.size][20]
+    data = bytearray(ts.read_bytes())
+    data[pos : pos + size] = bytes(size)
+    ts.write_bytes(data)
+    with VideoReader(str(ts)) as reader:
+        n = sum(1 for _ in reader.frames())
+    assert n < synthetic.frames and reader.decode_errors >= synthetic.frames - n
+
+
+def test_the_main_video_stream_is_chosen_and_its_pixel_shape_and_colour_tags_kept(synthetic, tmp_path):
+    """A camera file whose first video stream is a 160x90 preview and whose second (the
+    default) is the recording, 480x360 of 4:3 pixels, BT.709, full range: the recording is
+    read, as FFmpeg would choose, and said; the output keeps its SAR and colour tags (both
+    were dropped: a 4:3 clip came out 16:9-ish wide, a full-range one washed out)."""
+    import subprocess
+
+    src = tmp_path / "camera.mkv"
+    subprocess.run([_ffmpeg(), "-v", "error", "-i", synthetic.path, "-i", synthetic.path, "-map", "1:v", "-map", "0:v", "-map", "0:a",
+                    "-filter:v:0", "scale=160:90", "-filter:v:1", "scale=480:360:out_color_matrix=bt709:out_range=full,setsar=4/3",
+                    "-c:v", "libx264", "-preset", "ultrafast", "-colorspace:v:1", "bt709", "-color_primaries:v:1", "bt709",
+                    "-color_trc:v:1", "bt709", "-color_range:v:1", "pc", "-disposition:v:0", "0", "-disposition:v:1", "default",
+                    "-c:a", "copy", str(src)], check=True)
+    out = tmp_path / "o.mp4"
+    res = run_cli(src, "-o", out, "--mode", "blur", "--max-frames", 5)
+    assert res.returncode == 0, res.stderr
+    assert "note: video stream #1 (h264 480x360) chosen of 2 video streams" in res.stderr, res.stderr
+    tags = lambda cc: (cc.width, cc.height, cc.sample_aspect_ratio, cc.colorspace, cc.color_range)  # noqa: E731
+    with av.open(str(src)) as c:
+        want = tags(c.streams.video[1].codec_context)
+        first_in = next(c.decode(video=1))
+    with av.open(str(out)) as c:
+        got = tags(c.streams.video[0].codec_context)
+        first_out = next(c.decode(video=0))
+    assert want == (480, 360, Fraction(4, 3), 1, 2) and got == want
+    # The colours round-trip: decoded as a viewer does (tags honoured), the background matches.
+    a, b = (f.reformat(format="rgb24", src_color_range=f.color_range).to_ndarray()[250:].astype(int) for f in (first_in, first_out))
+    assert np.abs(a - b).mean() < 2.0

@@ -267,10 +267,63 @@ def test_gallery_build_rejects_bad_labels_with_exit_2(tmp_path, content, message
     assert not (tmp_path / "g.npz").exists()
 
 
-def test_a_file_that_is_not_a_gallery_is_refused(tmp_path, synthetic):
-    (tmp_path / "g.npz").write_bytes(b"not a zip")
-    res = run_cli(synthetic.path, "-o", tmp_path / "o.mp4", "--gallery", tmp_path / "g.npz")
-    assert res.returncode == 2 and "not an anonswap gallery" in res.stderr and not (tmp_path / "o.mp4").exists()
+def test_a_video_given_as_the_gallery_is_refused_in_one_line(tmp_path, synthetic):
+    res = run_cli(synthetic.path, "-o", tmp_path / "o.mp4", "--mode", "blur", "--gallery", synthetic.path)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert "not an anonswap gallery file (not an .npz archive" in res.stderr and "pickle" not in res.stderr
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def _rewrite(src, dst, edit):
+    """The npz at `src` with its header and arrays changed by `edit(meta, arrays)`."""
+    with np.load(src, allow_pickle=False) as z:
+        meta, arrays = json.loads(bytes(z["meta"]).decode()), {k: z[k] for k in z.files if k != "meta"}
+    meta = edit(meta, arrays)
+    np.savez(dst, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+    return dst
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m, a: [m], "a JSON list header"),
+    (lambda m, a: {k: v for k, v in m.items() if k != "identities"}, "'identities' is missing"),
+    (lambda m, a: (a.pop("crops"), m)[1], "array 'crops' is missing"),
+    (lambda m, a: a.update(emb_dlib=a["emb_dlib"][:, :64]) or m, "dlib vectors have 64 values, the dlib embedder gives 128"),
+    (lambda m, a: a.update(emb_dlib=a["emb_dlib"][:2]) or m, "array 'emb_dlib' is float32 2×128, expected float 4×N"),
+    (lambda m, a: {**m, "identities": [{**i, "gender": "robot"} for i in m["identities"]]}, "has gender 'robot'"),
+    (lambda m, a: a.update(emb_dlib=a["emb_dlib"] * np.nan) or m, "NaN"),
+])
+def test_a_gallery_with_the_right_header_and_bad_content_is_refused_on_open(tmp_path, gallery4, edit, message):
+    """Checked whole on open: these were an AttributeError/KeyError, or a stage error mid-run."""
+    from engines.embedders.base import FaceEmbedder
+    from pipeline.core.errors import InvalidInputError
+
+    class Dlib128(FaceEmbedder):  # the dlib embedder's name and size, without loading dlib
+        name, dim = "dlib", 128
+
+        def embed(self, image, landmarks):
+            raise AssertionError("never called")
+
+    bad = _rewrite(gallery4, tmp_path / "bad.npz", edit)
+    with pytest.raises(InvalidInputError, match=message.replace("(", r"\(")):
+        SourceGallery.open(str(bad), None, [Dlib128()])
+
+
+def test_a_damaged_person_registry_is_refused_and_no_lock_file_is_left(tmp_path):
+    from pipeline.core.errors import InvalidInputError
+
+    path = str(tmp_path / "r.npz")
+    reg = PersonRegistry("dlib", 0.9)
+    p = reg.new(0)
+    p.add(_unit(np.ones(128)), 1.0)
+    p.source_id = "src_a"
+    reg.save(path, "fp")
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["r.npz"], "the merge lock is removed"
+    assert len(PersonRegistry.load(path, "dlib", 0.9, "fp", dim=128).persons) == 1
+    with pytest.raises(InvalidInputError, match="its vectors have 128 values, the dlib embedder gives 512"):
+        PersonRegistry.load(path, "dlib", 0.9, "fp", dim=512)
+    _rewrite(path, path, lambda m, a: {**m, "persons": [{**q, "weight": "heavy"} for q in m["persons"]]})
+    with pytest.raises(InvalidInputError, match=r"persons\[0\].'weight' is str"):
+        PersonRegistry.load(path, "dlib", 0.9, "fp")
 
 
 def test_concurrent_fleet_runs_merge_into_the_registry(tmp_path):

@@ -150,6 +150,12 @@ class VideoInfo:
     rotation: int = 0
     mirror: bool = False
     display_matrix: tuple[int, ...] | None = None
+    # Written back unchanged: pixel shape (anamorphic DV/broadcast, 4:3 stored as 480x360 of
+    # non-square pixels) and the colour tags, as FFmpeg's numbers (primaries, transfer,
+    # matrix, range; 2/2/2/0 = unspecified). The RGB frames are decoded with the input's
+    # matrix and range and encoded back with them, so the colours round-trip.
+    sample_aspect_ratio: Fraction | None = None
+    color: tuple[int, int, int, int] = (2, 2, 2, 0)
 
     @property
     def turns(self) -> int:

@@ -50,7 +50,7 @@ from engines.embedders.base import normalize
 
 from pipeline.core.alignment import align
 from pipeline.core.errors import InputNotFoundError, InvalidInputError
-from pipeline.io.npz_file import read_npz, write_npz
+from pipeline.io.npz_file import Checker, read_npz, write_npz
 
 log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -265,11 +265,7 @@ class SourceGallery:
         if not os.path.isfile(path):
             raise InputNotFoundError(f"gallery file not found: {path}")
         meta, arrays = read_npz(path, FORMAT, VERSION, "anonswap gallery")
-        n, n_ref = len(meta["identities"]), len(meta.get("references", []))
-        for key, arr in arrays.items():
-            rows, what = (n_ref, "references") if key.startswith("ref_") else (n, "identities")
-            if len(arr) != rows:
-                raise InvalidInputError(f"gallery {path}: {key} has {len(arr)} rows for {rows} {what}")
+        _check(Checker(path, "gallery", meta, arrays))
         sources = []
         for i, m in enumerate(meta["identities"]):
             embs = {name: arrays[f"emb_{name}"][i] for name in meta["embedders"]}
@@ -289,7 +285,39 @@ class SourceGallery:
         if os.path.isdir(path):
             labels = os.path.join(path, "sources.csv")
             return cls.build(path, detector, embedders, labels=labels if os.path.isfile(labels) else None)
-        return cls.load(path)
+        gallery = cls.load(path)
+        for e in embedders:  # vectors of another size (another model under the same name) never reach a run
+            dims = {len(p.embeddings[e.name]) for p in gallery.sources + gallery.references if e.name in p.embeddings}
+            if dims - {e.dim}:
+                raise InvalidInputError(f"gallery {path}: its {e.name} vectors have {dims.pop()} values, the "
+                                        f"{e.name} embedder gives {e.dim}; rebuild it with this model")
+        return gallery
+
+
+def _check(c: Checker) -> None:
+    """The whole file, before anything reads it (the format is in the module docstring)."""
+    label = (str, type(None))
+    ids = c.records("identities", {"id": str, "gender": label, "age_group": label})
+    refs = c.records("references", {"id": str, "gender": label, "age_group": label}, optional=True)
+    if not ids:
+        c.fail("it has no identities")
+    for rows, what in ((ids, "identities"), (refs, "references")):
+        for m in rows:
+            if m["gender"] not in (None, *GENDERS) or m["age_group"] not in (None, *AGE_GROUPS):
+                c.fail(f"{what} {m['id']!r} has gender {m['gender']!r}, age_group {m['age_group']!r}")
+    for name in c.field("embedders", list):
+        if not isinstance(name, str):
+            c.fail(f"embedder name {name!r} is not a string")
+        c.array(f"emb_{name}", (len(ids), None), "f")
+    c.field("latent", label, optional=True)
+    c.field("latent_512", label, optional=True)
+    c.array("crops", (len(ids), 224, 224, 3), "u")
+    c.array("crops_512", (len(ids), 512, 512, 3), "u", optional=True)
+    for key in ("latent", "latent_512"):
+        c.array(key, (len(ids), 512), "f", optional=True)
+    for key in c.arrays:
+        if key.startswith("ref_emb_"):
+            c.array(key, (len(refs), None), "f")
 
 
 def read_labels(path: str, folder: str) -> list[dict]:

@@ -26,7 +26,7 @@ import numpy as np
 from engines.embedders.base import normalize
 
 from pipeline.core.errors import InvalidInputError
-from pipeline.io.npz_file import read_npz, write_npz
+from pipeline.io.npz_file import Checker, read_npz, write_npz
 
 FORMAT = "anonswap-person-registry"
 VERSION = 1
@@ -142,14 +142,19 @@ class PersonRegistry:
         write_npz(path, FORMAT, VERSION, meta, {"embeddings": emb})
 
     @classmethod
-    def load(cls, path: str, embedder: str, same_person: float, gallery_fingerprint: str) -> "PersonRegistry":
+    def load(cls, path: str, embedder: str, same_person: float, gallery_fingerprint: str, dim: int | None = None) -> "PersonRegistry":
+        """`dim`: the embedder's vector size, checked against the file's."""
         reg = cls(embedder, same_person)
         if not os.path.exists(path):
             return reg  # the first video of a fleet starts it
         meta, arrays = read_npz(path, FORMAT, VERSION, "anonswap person registry")
-        if "embeddings" not in arrays:
-            raise InvalidInputError(f"anonswap person registry {path} has no embeddings array")
-        emb = arrays["embeddings"]
+        c = Checker(path, "person registry", meta, arrays)
+        c.field("embedder", str)
+        c.field("gallery", str)
+        rows = c.records("persons", {"id": int, "source_id": str, "group": (str, type(None)), "weight": (int, float)})
+        emb = c.array("embeddings", (len(rows), None), "f")
+        if rows and dim is not None and emb.shape[1] != dim:
+            c.fail(f"its vectors have {emb.shape[1]} values, the {embedder} embedder gives {dim}")
         if meta["embedder"] != embedder:
             raise InvalidInputError(f"person registry {path} was made with embedder {meta['embedder']!r}, not {embedder!r}; use the same --embedder or a new registry file")
         if meta["gallery"] != gallery_fingerprint:
@@ -163,10 +168,21 @@ class PersonRegistry:
 
 @contextlib.contextmanager
 def _locked(path: str):
-    """An exclusive advisory lock (flock) on a file beside the registry, held while merging."""
-    with open(path, "a") as fh:
+    """An exclusive advisory lock (flock) on a file beside the registry, held while merging,
+    and removed after: the holder unlinks it before unlocking, so a process that locked the
+    old file checks that its file is still the one at `path` and otherwise tries again."""
+    while True:
+        fh = open(path, "a")
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            if os.stat(path).st_ino == os.fstat(fh.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        fh.close()
+    try:
+        yield
+    finally:
+        os.unlink(path)
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()

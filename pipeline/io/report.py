@@ -134,6 +134,7 @@ class ReportBuilder:
             "frames_in": reader.frames_read,
             "frames_out": writer.frames_written,
             "audio_packets": writer.audio_packets,
+            "audio_reencoded": getattr(writer, "reencoded", []),
             "decode_errors": reader.decode_errors,
             "timestamp_fixes": reader.timestamp_fixes,
             "rotation": reader.rotation,
@@ -165,6 +166,7 @@ class ReportBuilder:
                 "codec_in": info.codec,
                 "audio_streams": info.audio_streams,
                 "audio_packets_copied": d["audio_packets"],
+                "audio_reencoded": d["audio_reencoded"],  # codecs the output container cannot hold, re-encoded to AAC
                 "rotation": d["rotation"],
                 "mirror": info.mirror,  # the display matrix also flips the picture left-right
                 "other_streams_dropped": d["other_streams"],

@@ -39,13 +39,14 @@ class VideoReader:
         self.max_frames = max_frames
         self.hwaccel = hwaccel
         self.hwaccel_fallback: str | None = None  # why the hardware decoder asked for was not used
-        self.decode_errors = 0  # packets the decoder rejected (skipped)
+        self.decode_errors = 0  # damaged packets: flagged by the demuxer, rejected or swallowed by the decoder
         self.timestamp_fixes = 0  # frames whose PTS was missing or not increasing
         self.trailing_audio: list = []  # audio packets demuxed after the last video frame
         self.truncated = False
         self.frames_read = 0
         self.other_streams = 0  # subtitle/data/attachment streams, not carried to the output
         self.dropped_streams: list[str] = []
+        self.stream_note: str | None = None  # which video stream was read, when there was a choice
         self._pending_audio: list = []
         self.container = None
         self.info: VideoInfo | None = None
@@ -102,7 +103,11 @@ class VideoReader:
             kinds = sorted({s.type for s in self.container.streams}) or ["none"]
             self.close()
             raise InvalidInputError(f"input has no video stream (streams: {', '.join(kinds)}): {self.path}")
-        vs = videos[0]
+        vs = _choose_video(videos)
+        self.stream_note = (  # a camera's thumbnail track or an editor's second angle: say which was taken
+            f"note: video stream #{vs.index} ({_stream_kind(vs)} {vs.codec_context.width}x{vs.codec_context.height}) "
+            f"chosen of {len(videos)} video streams" if len(videos) > 1 else None
+        )
         vs.thread_type = "AUTO"  # frame + slice threads; decode is rarely the bottleneck then
         self.audio_streams = list(self.container.streams.audio)
         others = [s for s in self.container.streams if s is not vs and s.type != "audio"]
@@ -128,6 +133,7 @@ class VideoReader:
             pix_fmt=vs.codec_context.pix_fmt,
             audio_streams=len(self.audio_streams),
             format_name=self.container.format.name,
+            sample_aspect_ratio=vs.codec_context.sample_aspect_ratio or vs.sample_aspect_ratio or None,
         )
         self._video_stream = vs
         self._frames_iter = self._decode()
@@ -186,13 +192,19 @@ class VideoReader:
         tb = self.info.time_base
         step = _frame_step(self.info.average_rate, tb)
         last_pts: int | None = None
+        # MPEG-TS has no index: a packet lost in transport vanishes without an error and leaves
+        # only a hole in the timestamps (camera and broadcast TS run at a constant rate).
+        gaps = 0 if self.info.format_name == "mpegts" and step > 1 else None
         for index, av_frame in enumerate(self._av_frames()):
             if index == 0:
                 # The first picture decides the stored size (the codec context may not know
                 # it yet) and the orientation, both fixed for the whole video.
                 self.info.width, self.info.height = av_frame.width, av_frame.height
                 self.info.rotation, self.info.mirror, self.info.display_matrix = read_orientation(av_frame, self.path)
+                self.info.color = frame_color(av_frame)
             pts = av_frame.pts
+            if gaps is not None and pts is not None and last_pts is not None and pts - last_pts > 1.5 * step:
+                gaps += round((pts - last_pts) / step) - 1
             if pts is None or (last_pts is not None and pts <= last_pts):
                 # The encoder needs strictly increasing PTS; repair rather than drop the frame.
                 pts = (last_pts + step) if last_pts is not None else 0
@@ -206,6 +218,7 @@ class VideoReader:
             image = to_display(rgb24(av_frame, size), self.info.turns, self.info.mirror)
             yield Frame(index, pts, tb, image, audio)
         self.trailing_audio, self._pending_audio = self._pending_audio, []
+        self.decode_errors = max(self.decode_errors, gaps or 0)
         if last_pts is not None and self._ends_early(last_pts * tb + Fraction(step) * tb):
             self.truncated = True
 
@@ -241,6 +254,7 @@ class VideoReader:
         vs = self._video_stream
         audio_ids = {s.index for s in self.audio_streams}
         self._pending_audio = []
+        sent = made = 0  # video packets given to the decoder, pictures it gave back
         demux = self.container.demux([vs, *self.audio_streams])
         while True:
             try:
@@ -262,6 +276,11 @@ class VideoReader:
                 continue
             if not packet.size:
                 continue  # demuxer's end-of-stream marker; the decoder is flushed below
+            if packet.is_corrupt:
+                # MPEG-TS flags a packet whose transport packets went missing; the decoder
+                # may still return a picture (concealed) or none, without an error.
+                self.decode_errors += 1
+            sent += 1
             try:
                 with self._libav:
                     if self.container is None or self._closing:
@@ -270,6 +289,7 @@ class VideoReader:
             except _AV_ERRORS:
                 self.decode_errors += 1
                 continue
+            made += len(decoded)
             yield from decoded
         try:
             with self._libav:
@@ -279,7 +299,23 @@ class VideoReader:
         except _AV_ERRORS:
             self.decode_errors += 1
             return
+        made += len(decoded)
+        # A frame-threaded decoder drops a picture it cannot decode without raising: one
+        # packet, one picture (for the codecs we read), so the shortfall is lost frames.
+        self.decode_errors = max(self.decode_errors, sent - made)
         yield from decoded
+
+
+def _choose_video(videos: list):
+    """FFmpeg's own choice (its CLI's automatic mapping): the default-disposition stream, else
+    the largest picture; ties to the first. A stream of one frame (a thumbnail, a poster JPEG
+    that is not flagged as cover art) only when there is nothing else."""
+    def score(s):
+        one_frame = s.frames == 1
+        default = bool(s.disposition & av.stream.Disposition.default)
+        return (not one_frame, default, s.codec_context.width * s.codec_context.height, -s.index)
+
+    return max(videos, key=score)
 
 
 def _stream_kind(stream) -> str:
@@ -315,11 +351,18 @@ _PLANAR = {"nv12": "yuv420p", "p010le": "yuv420p10le", "p016le": "yuv420p16le"}
 
 
 def rgb24(av_frame, size: dict | None = None):
-    """The frame as (H, W, 3) uint8 RGB, the same pixels whichever decoder produced it."""
+    """The frame as (H, W, 3) uint8 RGB, the same pixels whichever decoder produced it, with
+    the frame's own matrix and range (swscale's default is limited range: a full-range
+    phone clip came out washed out)."""
     planar = _PLANAR.get(av_frame.format.name)
     if planar:
         av_frame = av_frame.reformat(format=planar)
-    return av_frame.to_ndarray(format="rgb24", **(size or {}))
+    return av_frame.reformat(format="rgb24", src_color_range=av_frame.color_range, **(size or {})).to_ndarray()
+
+
+def frame_color(av_frame) -> tuple[int, int, int, int]:
+    """The picture's colour tags as `VideoInfo.color` keeps them."""
+    return av_frame.color_primaries, av_frame.color_trc, av_frame.colorspace, av_frame.color_range
 
 
 def _chain(first, rest):

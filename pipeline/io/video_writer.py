@@ -2,7 +2,8 @@
 
 Same size (no padding: odd sizes switch to 4:4:4 chroma, which x264 accepts at any size),
 same timestamps (the input's time base and every frame's PTS are kept, so VFR survives),
-audio copied packet for packet, rotation kept, container metadata (GPS, device, creation
+audio copied packet for packet (re-encoded to AAC, with a note, only where the container
+cannot hold its codec: A-law from a security camera into .mp4), rotation kept, container metadata (GPS, device, creation
 time) dropped unless asked to keep it.
 
 Rotation: frames arrive as a viewer sees them (the reader applied the input's display
@@ -13,6 +14,7 @@ and the same display matrix is written, so the output is stored and displayed as
 from __future__ import annotations
 
 import os
+from fractions import Fraction
 
 import av
 import numpy as np
@@ -32,6 +34,9 @@ _SAFE_STREAM_TAGS = ("language",)
 # moved the video by +21 ms. Kept as the input has it.
 MUXER_OPTIONS = {"matroska": {"avoid_negative_ts": "disabled"}}
 _TS_AUDIO = {"aac", "aac_latm", "mp2", "mp3", "ac3", "eac3", "dts", "truehd", "opus", "s302m"}
+# FFmpeg's own default layout per channel count (`av_channel_layout_default`), which its CLI
+# guesses for a stream that declares only a count (PCM in AVI): mp4/mov's PCM box needs one.
+_DEFAULT_LAYOUT = {1: "mono", 2: "stereo", 3: "2.1", 4: "4.0", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 
 
 def encoder_threads() -> int:
@@ -84,6 +89,10 @@ class VideoWriter:
             raise OutputError(f"video encoder {codec!r} is not available in this FFmpeg build ({e})") from e
         vs.width, vs.height = info.width, info.height  # stored size: frames are turned back in write()
         vs.pix_fmt = "yuv444p" if odd else "yuv420p"
+        cc = vs.codec_context
+        cc.color_primaries, cc.color_trc, cc.colorspace, cc.color_range = info.color
+        if info.sample_aspect_ratio:
+            cc.sample_aspect_ratio = info.sample_aspect_ratio
         vs.time_base = info.time_base
         vs.codec_context.time_base = info.time_base
         if info.display_matrix is not None:
@@ -92,22 +101,35 @@ class VideoWriter:
             vs.set_display_rotation(info.rotation)
         self.video_stream = vs
         self._audio_map = {}
+        self._reencode: dict[int, object] = {}  # input stream index -> its AAC output stream
+        self.reencoded: list[str] = []  # the codecs re-encoded to AAC, for the report and the note
         # MPEG-TS has no codec table for libavformat to query (its supported_codecs is empty),
         # so its audio codecs (ISO 13818-1 stream types FFmpeg maps) are listed here.
-        supported = _TS_AUDIO if self.container.format.name == "mpegts" else self.container.supported_codecs
+        fmt = self.container.format.name
+        supported = _TS_AUDIO if fmt == "mpegts" else self.container.supported_codecs
         for src in audio_streams:
-            name = src.codec_context.name if src.codec_context is not None else "unknown"
-            if name not in supported:
-                # Checked up front: some muxers (MPEG-TS) would write an undecodable stream.
-                raise OutputError(
-                    f"{self.container.format.name} output cannot hold the input's {name} audio without "
-                    f"re-encoding; use .mkv, which holds almost any codec"
-                )
-            out = self.container.add_stream_from_template(src)
+            ctx = src.codec_context
+            name = ctx.name if ctx is not None else "unknown"
+            layout = _DEFAULT_LAYOUT.get(ctx.channels, ctx.layout) if ctx is not None and ctx.layout.name.endswith(" channels") else None
+            if name in supported:
+                out = self.container.add_stream_from_template(src)
+                if layout:
+                    out.codec_context.layout = layout  # else movenc refuses PCM at the trailer, after all the work
+            elif ctx is not None and ctx.sample_rate:
+                # Checked up front (some muxers, MPEG-TS, would write an undecodable stream):
+                # what the container cannot hold is re-encoded, never dropped or refused.
+                out = self.container.add_stream("aac", rate=ctx.sample_rate, layout=layout or ctx.layout)
+                out.time_base = Fraction(1, ctx.sample_rate)
+                self._reencode[src.index] = out
+                self.reencoded.append(name)
+            else:
+                raise OutputError(f"{fmt} output cannot hold the input's {name} audio, which cannot be decoded to re-encode it; use .mkv")
             if not keep_metadata:
                 for k in list(out.metadata):
                     if k not in _SAFE_STREAM_TAGS:
                         del out.metadata[k]
+            if src.language:
+                out.metadata["language"] = src.language
             self._audio_map[src.index] = out
         if keep_metadata:
             self.container.metadata.update(metadata)
@@ -140,6 +162,10 @@ class VideoWriter:
             self.write_audio(packet)
         image = to_stored(frame.image, info.turns, info.mirror)
         vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        # back to YUV with the matrix and range the reader decoded with (and the stream is tagged with)
+        primaries, trc, matrix, color_range = info.color
+        vf = vf.reformat(format=self.video_stream.pix_fmt, dst_colorspace=matrix if matrix != 2 else None,
+                         dst_color_range=color_range or None, dst_color_trc=trc, dst_color_primaries=primaries)
         vf.pts = frame.pts
         vf.time_base = frame.time_base
         with writing(self._file.final_path):
@@ -152,10 +178,20 @@ class VideoWriter:
             return
         if packet.dts is None:
             return  # a packet without timing cannot be interleaved; the muxer would refuse it
+        if packet.stream.index in self._reencode:
+            with writing(self._file.final_path):
+                for frame in packet.decode():
+                    self._mux_audio(out.encode(frame))
+            return
         packet.stream = out
         with writing(self._file.final_path):
             self.container.mux(packet)
         self.audio_packets += 1
+
+    def _mux_audio(self, packets) -> None:
+        for packet in packets:
+            self.container.mux(packet)
+            self.audio_packets += 1
 
     def finish(self) -> None:
         """Flushes the encoder and finalizes the container, still under its temp name: what
@@ -163,11 +199,21 @@ class VideoWriter:
         try:
             with writing(self._file.final_path):
                 self.container.mux(self.video_stream.encode(None))
+                for out in self._reencode.values():
+                    self._mux_audio(out.encode(None))
                 self.container.close()
             self.container = None
         except BaseException:
             self.abort()
             raise
+
+    @property
+    def note(self) -> str | None:
+        """One line for the console when some audio could not be copied."""
+        if not self.reencoded:
+            return None
+        names = ", ".join(self.reencoded)
+        return f"note: audio re-encoded to AAC: {self.container.format.name} cannot hold {names} (.mkv keeps it as it is)"
 
     @property
     def final_path(self) -> str:

@@ -27,7 +27,7 @@ import av
 from pipeline.core.errors import InvalidInputError, reason
 from pipeline.core.records import Frame, VideoInfo
 from pipeline.io.orientation import read_orientation, to_display
-from pipeline.io.video_reader import rgb24
+from pipeline.io.video_reader import frame_color, rgb24
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,8 @@ class LiveSource:
         self.info = VideoInfo(path=self.url, width=w, height=h, time_base=TIME_BASE, average_rate=rate, frames_hint=0,
                               duration_s=None, codec=vs.codec_context.name, pix_fmt=vs.codec_context.pix_fmt,
                               audio_streams=0, format_name=self._container.format.name,
-                              rotation=rotation, mirror=mirror, display_matrix=matrix)
+                              rotation=rotation, mirror=mirror, display_matrix=matrix, color=frame_color(self._first_frame),
+                              sample_aspect_ratio=vs.codec_context.sample_aspect_ratio or None)
         self._thread = threading.Thread(target=self._capture, name="anonswap-capture", daemon=True)
         self._thread.start()
         return self

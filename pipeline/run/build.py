@@ -167,7 +167,7 @@ def build_identity(config: RunConfig, detector: FaceDetector, arc=None, cache: M
     assigner = SourceAssigner(gallery, config.embedder, AssignConfig(margin=margin, seed=config.identity.seed,
                                                                      attributes=AttributeConfig(**attribute_settings(config.embedder))))
     if config.identity.scope == "fleet":
-        registry = PersonRegistry.load(config.person_registry, config.embedder, same_person, gallery.fingerprint())
+        registry = PersonRegistry.load(config.person_registry, config.embedder, same_person, gallery.fingerprint(), embedder.dim)
     else:
         registry = PersonRegistry(config.embedder, same_person)
     return IdentityStage(embedder, registry, assigner, config.identity, latent_fn=latent_fn, gallery_fingerprint=gallery.fingerprint(),

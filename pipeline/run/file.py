@@ -50,6 +50,8 @@ def anonymize_video(
         check_detect_size(config.detect_size, reader.info.height, reader.info.width)
         if note:  # only once the input and outputs are known to be good: errors stay one line
             log(note)
+        if reader.stream_note:
+            log(reader.stream_note)
         if reader.dropped_streams:
             # Subtitles can name or quote the people whose faces are removed: never carried,
             # and said here rather than only in the report.
@@ -91,6 +93,8 @@ def anonymize_video(
                 crf=config.crf,
                 preset=config.preset,
             )
+            if writer.note:
+                log(writer.note)
             boxes = outs.boxes = BoxesWriter(boxes_path) if boxes_path else None
             _run(reader, st, writer, boxes, report, config, progress, on_frame)
             if reader.truncated:
