@@ -165,15 +165,9 @@ def load_backbone(model: IResNet, path: str | os.PathLike) -> IResNet:
     """
     path = os.fspath(path)
     name = path
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (FileNotFoundError, IsADirectoryError):
-        raise
-    except Exception as e:  # pickled code is refused here; a torn file fails here too
-        raise ValueError(
-            f"{name} is not a plain tensor state_dict ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-            "give arcface_torch's backbone.pth (or a state_dict saved with torch.save(model.state_dict(), ...))"
-        ) from e
+    from engines.simswap.checkpoint import read_state_dict
+
+    state = read_state_dict(path, "give arcface_torch's backbone.pth (or a state_dict saved with torch.save(model.state_dict(), ...))")
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

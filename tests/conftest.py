@@ -76,7 +76,7 @@ def _run_in_process(argv: list[str], timeout: float, env_extra: dict) -> subproc
     import tempfile
 
     from pipeline.cli import args as cli_args
-    from pipeline.cli.main import main
+    from pipeline.cli import main
 
     root = logging.getLogger()
     saved_logging = (root.handlers[:], root.level)

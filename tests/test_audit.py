@@ -269,6 +269,29 @@ def test_bad_audit_inputs_are_one_line_errors(synthetic, blurred, tmp_path):
     assert r.returncode == 2 and r.stderr.startswith("error:")
 
 
+def test_an_unrelated_pair_or_another_video_s_boxes_are_refused_unless_allowed(synthetic, blurred, tmp_path):
+    """Same size and length, so the headers cannot tell: the pair passed with re-ID 0 % and
+    no leak, and another video's boxes were taken as this run's claims."""
+    out, boxes = blurred
+    mirrored = tmp_path / "mirrored.mp4"
+    _rewrite(str(out), str(mirrored), [f[:, ::-1] for f in _frames(out)])  # another video: the blur output, mirrored
+    rows = [json.loads(x) for x in Path(boxes).read_text().splitlines()]
+    for row in rows:  # the boxes the mirrored video's run would have written
+        for f in row["faces"]:
+            for key in ("box", "cover"):
+                x0, y0, x1, y1 = f[key]
+                f[key] = [synthetic.width - x1, y0, synthetic.width - x0, y1]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    common = ("-o", tmp_path / "a.json", "-q", "--max-frames", "12", "--every", "12")  # the run's own pair: every test above
+    for anon, extra, msg in ((mirrored, (), "the anonymized video is not a copy of the original"),
+                             (out, ("--boxes", tmp_path / "m.jsonl"), "the boxes file is not this video's")):
+        r = run_cli("audit", synthetic.path, anon, *extra, *common)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and msg in r.stderr and "--allow-unrelated" in r.stderr, r.stderr
+        assert not (tmp_path / "a.json").exists()
+    r = run_cli("audit", synthetic.path, mirrored, *common, "--allow-unrelated")
+    assert r.returncode == 0, r.stderr
+
+
 @pytest.mark.skipif(not IDENTITIES.exists(), reason=f"needs ../shared test data ({IDENTITIES} not found)")
 def test_threshold_from_known_different_people(synthetic, blurred, tmp_path):
     out, boxes = blurred

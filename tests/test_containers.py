@@ -6,6 +6,7 @@ Every file is made here with PyAV (scikit-image's astronaut via pipeline/synthet
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from fractions import Fraction
@@ -282,3 +283,62 @@ def test_the_main_video_stream_is_chosen_and_its_pixel_shape_and_colour_tags_kep
     # The colours round-trip: decoded as a viewer does (tags honoured), the background matches.
     a, b = (f.reformat(format="rgb24", src_color_range=f.color_range).to_ndarray()[250:].astype(int) for f in (first_in, first_out))
     assert np.abs(a - b).mean() < 2.0
+
+
+@pytest.fixture
+def http_folder(tmp_path):
+    """A real HTTP server on loopback serving `tmp_path`, with byte ranges (as nginx or S3
+    serve files: an mp4's index may sit at its end)."""
+    import functools
+    import http.server
+    import re
+    import threading
+
+    class Ranges(http.server.SimpleHTTPRequestHandler):
+        def send_head(self):
+            path = self.translate_path(self.path)
+            m = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+            if not os.path.isfile(path) or not m:
+                return super().send_head()
+            size = os.path.getsize(path)
+            start, end = int(m[1]), int(m[2] or size - 1)
+            f = open(path, "rb")
+            f.seek(start)
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+            self.send_header("Content-Length", str(end - start + 1))
+            self.end_headers()
+            return f
+
+        def copyfile(self, src, dst):
+            try:
+                super().copyfile(src, dst)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # FFmpeg closes a ranged read once it has what it needs
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Ranges, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_finite_http_file_is_read_as_a_file(synthetic, tmp_path, http_folder):
+    """It was taken for a live stream: its end was a drop to reconnect to, and the clip
+    repeated forever without its audio."""
+    import shutil
+
+    from pipeline.live import is_stream_url
+
+    shutil.copy(synthetic.path, tmp_path / "clip.mp4")
+    url = f"{http_folder}/clip.mp4"
+    assert not is_stream_url(url) and is_stream_url("rtsp://127.0.0.1:9/cam")
+    out = tmp_path / "o.mp4"
+    res = run_cli(url, "-o", out, "--mode", "blur", "-q", "--report", tmp_path / "r.json", timeout=120)
+    assert res.returncode == 0, res.stderr
+    got = read_video(out)
+    assert len(got["frames"]) == synthetic.frames and got["audio_packets"] > 0
+    assert json.loads((tmp_path / "r.json").read_text())["input"] == url

@@ -234,7 +234,7 @@ def test_a_cpu_only_blur_run_does_not_pay_for_importing_torch(synthetic, tmp_pat
     if not sys.platform.startswith("linux") or glob.glob("/dev/nvidia*"):
         pytest.skip("a machine with NVIDIA's device files asks torch")
     out = tmp_path / "o.mp4"
-    code = ("import sys; from pipeline.cli.main import main; "
+    code = ("import sys; from pipeline.cli import main; "
             f"sys.argv = ['anonswap', {str(synthetic.path)!r}, '-o', {str(out)!r}, '--mode', 'blur', '-q']; "
             "rc = main(); print('torch' in sys.modules); sys.exit(rc)")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)

@@ -92,9 +92,9 @@ def cli_words(line: str) -> list[str]:
 
 
 def parse(words: list[str]):
-    """The argparse parser that `pipeline.cli.main` would hand these words to; a usage error
+    """The argparse parser that `pipeline.cli.command` would hand these words to; a usage error
     (renamed flag, unknown choice) fails the test with argparse's message."""
-    from pipeline.cli.main import SUBCOMMANDS, build_parser
+    from pipeline.cli.command import SUBCOMMANDS, build_parser
 
     if words and words[0] in SUBCOMMANDS:
         import importlib
@@ -234,7 +234,7 @@ def _all_options() -> set[str]:
     import argparse
     import importlib
 
-    from pipeline.cli.main import SUBCOMMANDS, build_parser
+    from pipeline.cli.command import SUBCOMMANDS, build_parser
 
     def options(p):
         found = set()

@@ -151,7 +151,7 @@ def _parsers():
     import argparse
     import importlib
 
-    cli = importlib.import_module("pipeline.cli.main")
+    cli = importlib.import_module("pipeline.cli.command")
 
     def walk(name, p):
         subs = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
@@ -229,7 +229,7 @@ def test_no_command_writes_over_an_input(kit, case, capsys, monkeypatch):
     """In-process (the check comes before any model loads): exit 2, one line, the input intact."""
     import signal
 
-    from pipeline.cli.main import main
+    from pipeline.cli import main
 
     monkeypatch.setattr(signal, "signal", lambda s, h: None)  # the commands' own handlers stay out of pytest
     argv, victim, message = CASES[case](kit)
@@ -243,7 +243,7 @@ def test_no_command_writes_over_an_input(kit, case, capsys, monkeypatch):
 
 def test_no_command_takes_an_abbreviated_flag(synthetic, tmp_path, capsys):
     """argparse would read `--keep` as `--keep-metadata` (GPS kept)."""
-    from pipeline.cli.main import main
+    from pipeline.cli import main
 
     assert all(p.allow_abbrev is False for _, p in _parsers())
     with pytest.raises(SystemExit) as e:
@@ -258,7 +258,7 @@ def test_an_interrupt_during_the_audit_says_what_was_kept(synthetic, tmp_path, c
     import signal
 
     import pipeline.audit.cli as audit_cli
-    from pipeline.cli.main import main
+    from pipeline.cli import main
 
     monkeypatch.setattr(signal, "signal", lambda s, h: None)
 
@@ -279,7 +279,7 @@ def test_a_fleet_rerun_into_a_folder_inside_its_input_is_not_refused(synthetic, 
     import signal
 
     import pipeline.fleet.cli as fleet_cli
-    from pipeline.cli.main import main
+    from pipeline.cli import main
 
     monkeypatch.setattr(signal, "signal", lambda s, h: None)
     videos = tmp_path / "videos"

@@ -218,6 +218,25 @@ def test_writer_turns_frames_back_to_the_stored_orientation(clips, tmp_path, rot
     assert max(np.abs(a.astype(int) - b).mean() for a, b in zip(src["frames"], dst["frames"])) < 2
 
 
+def test_mpeg_ts_which_has_no_display_matrix_gets_the_picture_upright(clips, tmp_path):
+    """The matrix was dropped silently and the TS output played sideways; now the frames are
+    stored as viewed, with a note, and B-frames' start shift is said too."""
+    clip = clips[90]
+    out = str(tmp_path / "copy.ts")
+    with VideoReader(clip.path) as r:
+        viewed, stored = [], (r.info.width, r.info.height)
+        writer = VideoWriter(out, r.info, crf=12, preset="veryfast")  # lossy: B-frames
+        assert any("written upright" in n for n in writer.notes)
+        for f in r.frames():
+            viewed.append(f.image)
+            writer.write(f)
+        writer.close()
+    assert any("ms later than in the input, in sync" in n for n in writer.notes), writer.notes
+    dst = read_video(out)
+    assert dst["rotation"] == 0 and dst["size"] == (viewed[0].shape[1], viewed[0].shape[0]) != stored
+    assert max(np.abs(a.astype(int) - b).mean() for a, b in zip(viewed, dst["frames"])) < 3
+
+
 def test_rotation_that_is_not_a_quarter_turn_is_rounded_with_a_warning(clips, tmp_path, caplog):
     clip = make_video(str(tmp_path / "odd.mp4"), frames=FRAMES, face_height=FACE, rotation=100, audio=False)
     with VideoReader(clip.path) as r:

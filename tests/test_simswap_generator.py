@@ -92,9 +92,11 @@ def test_checkpoint_problems_are_named(tmp_path):
             return (open, (str(marker), "w"))
 
     torch.save({"x": Payload()}, tmp_path / "evil.pth")
-    with pytest.raises(ValueError, match="not a plain tensor state_dict"):
+    with pytest.raises(ValueError, match="not a plain tensor state_dict") as refused:
         load_generator(str(tmp_path / "evil.pth"), "224")
     assert not marker.exists()
+    # torch's own message advises loading with weights_only=False, which would run the payload
+    assert "weights_only" not in str(refused.value) and "pickled Python objects" in str(refused.value)
 
 
 def test_onnx_export_runs_in_onnxruntime_with_any_batch(tmp_path):

@@ -156,15 +156,11 @@ class BiSeNet(nn.Module):
 
 def load_parser(path: str) -> BiSeNet:
     """`79999_iter.pth` (a plain BiSeNet state_dict, read without running pickled code), strictly."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (FileNotFoundError, IsADirectoryError):
-        raise
-    except Exception as e:  # weights_only refuses pickled code; a torn or HTML file fails here too
-        raise ValueError(f"{path} is not a plain tensor state_dict ({type(e).__name__}: {str(e).splitlines()[0]})") from e
+    from engines.simswap.checkpoint import read_state_dict, state_dict_problems
+
+    state = read_state_dict(path)
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds a {type(state).__name__}, not a state_dict")
-    from engines.simswap.checkpoint import state_dict_problems
 
     model = BiSeNet()
     problems = state_dict_problems(model, state, limit=4)

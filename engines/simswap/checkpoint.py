@@ -7,6 +7,8 @@ whole model and needs the restricted unpickler of the identity-latent work; not 
 
 from __future__ import annotations
 
+import pickle
+
 
 import torch
 
@@ -36,14 +38,25 @@ def check_state_dict(model: torch.nn.Module, state: dict, source: str) -> None:
         raise ValueError(f"{source} is not a SimSwap {getattr(model, 'variant', '')} generator checkpoint ({'; '.join(parts)})")
 
 
-def load_generator(path: str, variant: str) -> SimSwapGenerator:
-    """Loads an official (or compatible) generator state_dict, strictly, in eval mode."""
+def read_state_dict(path: str, hint: str = "") -> object:
+    """`torch.load(weights_only=True)`: tensors and containers only, no pickled code run. Its
+    refusal carries torch's advice to load with `weights_only=False`, which would run the
+    file's code: never shown; said instead is what the file holds. `hint`: what to give."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except (FileNotFoundError, IsADirectoryError):
         raise
-    except Exception as e:  # weights_only refuses pickled code; a torn file fails here too
-        raise ValueError(f"{path} is not a plain tensor state_dict ({type(e).__name__}: {str(e).splitlines()[0]})") from e
+    except pickle.UnpicklingError as e:
+        why = "it holds pickled Python objects, not only tensors, and anonswap never runs a checkpoint's code"
+        raise ValueError(f"{path} is not a plain tensor state_dict ({why}){'; ' + hint if hint else ''}") from e
+    except Exception as e:  # a torn, HTML or junk file
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise ValueError(f"{path} is not a plain tensor state_dict ({type(e).__name__}: {first}){'; ' + hint if hint else ''}") from e
+
+
+def load_generator(path: str, variant: str) -> SimSwapGenerator:
+    """Loads an official (or compatible) generator state_dict, strictly, in eval mode."""
+    state = read_state_dict(path)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

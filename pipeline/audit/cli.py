@@ -40,7 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def config_from(args, **extra) -> AuditConfig:
     return AuditConfig(far=args.far, recognizer=args.recognizer, recognizer_model=args.recognizer_model, impostors=args.impostors,
                        impostor_labels=args.impostor_labels, every=args.every, change_threshold=args.change_threshold,
-                       leak_detector=args.leak_detector, leak_every=args.leak_every, allow_dependent=args.allow_dependent_leak_detector, **extra)
+                       leak_detector=args.leak_detector, leak_every=args.leak_every, allow_dependent=args.allow_dependent_leak_detector,
+                       allow_unrelated=args.allow_unrelated, **extra)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--html", metavar="REPORT.html", help="one self-contained page with the pictures (contains original faces)")
     p.add_argument("--max-frames", type=positive_int, metavar="N", help="audit the first N frames only")
     p.add_argument("--fail-on-leak", action="store_true", help="exit 1 when a leak is found, a face is re-identified or a claimed face is unchanged (suspect)")
+    p.add_argument("--allow-unrelated", action="store_true",
+                   help="audit even when the anonymized video does not look like a copy of the original, or the boxes not like its run's")
     p.add_argument("-q", "--quiet", action="store_true")
     add_arguments(p)
     return p

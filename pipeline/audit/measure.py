@@ -33,6 +33,7 @@ from pipeline.track.shot_cuts import ShotCutDetector
 from pipeline.io.video_reader import VideoReader
 from pipeline.audit import metrics
 from pipeline.audit.boxes_file import ClaimedFace, read_boxes
+from pipeline.audit.derivation import Derivation
 from pipeline.audit.leak_detector import LEAK_DETECTORS, build as build_leak_detector, check_independent, default_every
 from pipeline.audit.leak_detector import choose as choose_leak_detector
 from pipeline.audit.leaks import CHANGE_THRESHOLD, check_frame
@@ -58,6 +59,7 @@ class AuditConfig:
     leak_every: int | None = None  # leak checks on every N-th frame; None: the detector's default (dlib: 5)
     run_detectors: tuple | None = None  # the detectors (model names) the run used; None: unknown
     allow_dependent: bool = False  # audit with a detector the run used (the report says so)
+    allow_unrelated: bool = False  # audit a pair (or boxes) that do not look derived (pipeline.audit.derivation)
     impostors: str | None = None
     impostor_labels: str | None = None
     max_frames: int | None = None
@@ -211,6 +213,7 @@ def audit_videos(original: str, anonymized: str, *, boxes: str | None = None, co
                     break
                 state.frame(fo, fa)
                 bar.update(1)
+        state.derivation.decide()  # a video shorter than the frames it looks at
     finally:
         reader_o.close()
         reader_a.close()
@@ -252,12 +255,14 @@ class _Pass:
         self.leak_frames = 0  # frames it looked at
         self.thumbs = TrackThumbnails(config.columns)
         self.leak_thumbs: list[tuple[int, np.ndarray]] = []
+        self.derivation = Derivation(config.allow_unrelated)
 
     def frame(self, fo, fa) -> None:
         self.frames += 1
         orig, out = fo.image, fa.image
         faces, raw = self.source.faces(orig)
         covers = self.claims.covers(fo.index) if self.claims else None
+        self.derivation.add(orig, out, np.array([f.box for f in faces], np.float32).reshape(-1, 4), covers)
         usable = [f for f in faces if not f.predicted and f.box[2] - f.box[0] >= self.config.min_face]
         if usable and fo.index % self.config.every == 0:
             self._identity(fo.index, orig, out, usable, raw)

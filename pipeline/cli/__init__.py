@@ -12,7 +12,7 @@ def main(argv: list[str] | None = None) -> int:
     Ctrl-C while a command is still starting is one line too, not an import traceback."""
     stop_on_signals()
     try:
-        from pipeline.cli.main import main as command
+        from pipeline.cli.command import main as command
 
         return command(argv)
     except KeyboardInterrupt as e:  # each command says what it kept; this is before any began

@@ -60,5 +60,5 @@ def fleet_main(args, config: RunConfig, log) -> int:
         return interrupted_status(e)
     f = result["fleet"]
     log(f"fleet: {f['complete']} complete, {f['skipped']} skipped, {f['failed']} failed of {f['videos']} videos; "
-        f"{f['frames']} frames, {f['faces']} faces, {f['fps']} fps; report {report_path}")
+        f"{f['frames']} frames, {f['faces']} faces" + (f", {f['fps']} fps" if f["fps"] is not None else "") + f"; report {report_path}")
     return 1 if f["failed"] else 0

@@ -134,7 +134,8 @@ class ReportBuilder:
             "frames_in": reader.frames_read,
             "frames_out": writer.frames_written,
             "audio_packets": writer.audio_packets,
-            "audio_reencoded": getattr(writer, "reencoded", []),
+            "audio_reencoded": getattr(writer, "reencoded", []),  # (live sinks carry no audio)
+            "start_shift_ms": round(getattr(writer, "ts_shift_s", 0.0) * 1000, 1),
             "decode_errors": reader.decode_errors,
             "timestamp_fixes": reader.timestamp_fixes,
             "rotation": reader.rotation,
@@ -167,6 +168,7 @@ class ReportBuilder:
                 "audio_streams": info.audio_streams,
                 "audio_packets_copied": d["audio_packets"],
                 "audio_reencoded": d["audio_reencoded"],  # codecs the output container cannot hold, re-encoded to AAC
+                "start_shift_ms": d["start_shift_ms"],  # MPEG-TS output only: how much later every stream starts
                 "rotation": d["rotation"],
                 "mirror": info.mirror,  # the display matrix also flips the picture left-right
                 "other_streams_dropped": d["other_streams"],

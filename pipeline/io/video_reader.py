@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import threading
 from fractions import Fraction
 from typing import Iterator
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 # One PyAV exception base is enough: every libav error surfaces as av.FFmpegError.
 _AV_ERRORS = (av.FFmpegError,)
+NETWORK_TIMEOUT_S = 30.0  # a URL read as a file: a server silent this long is an error, not a hang
 CLOSE_WAIT_S = 5.0  # how long close() waits for a demux/decode call in flight on another thread
 
 
@@ -66,10 +68,11 @@ class VideoReader:
         produce its first frame (no device, a codec NVDEC lacks, a driver error), the file is
         opened again in software and `hwaccel_fallback` says why: a decoder is never a reason
         to refuse a readable video."""
-        if not os.path.exists(self.path):
-            raise InputNotFoundError(f"input not found: {self.path}")
-        if os.path.isdir(self.path):
-            raise InvalidInputError(f"input is a directory, not a video file: {self.path}")
+        if "://" not in self.path:  # a URL (a finite http(s) file) is FFmpeg's to open
+            if not os.path.exists(self.path):
+                raise InputNotFoundError(f"input not found: {self.path}")
+            if os.path.isdir(self.path):
+                raise InvalidInputError(f"input is a directory, not a video file: {self.path}")
         if not self.hwaccel:
             return self._open(None)
         try:
@@ -92,7 +95,8 @@ class VideoReader:
                 from av.codec.hwaccel import HWAccel
 
                 hw = {"hwaccel": HWAccel(hwaccel, allow_software_fallback=True)}
-            self.container = av.open(self.path, mode="r", metadata_errors="ignore", **hw)
+            network = {"options": {"rw_timeout": str(int(NETWORK_TIMEOUT_S * 1e6))}, "timeout": NETWORK_TIMEOUT_S} if "://" in self.path else {}
+            self.container = av.open(self.path, mode="r", metadata_errors="ignore", **hw, **network)
         except PermissionError as e:
             raise InvalidInputError(f"input is not readable (permission denied): {self.path}") from e
         except _AV_ERRORS as e:
@@ -142,10 +146,14 @@ class VideoReader:
         try:
             self._first = next(self._frames_iter)
         except StopIteration:
+            fmt = self.container.format.name
             self.close()
-            raise InvalidInputError(
-                f"input has a video stream but no decodable frame ({self.decode_errors} corrupt packets): {self.path}"
-            ) from None
+            if "mp4" in fmt.split(",") and _is_pipe(self.path):
+                raise InvalidInputError(
+                    f"input is a pipe, and this mp4/mov keeps its index after the media, which a pipe cannot seek back to: "
+                    f"give the file itself, or write it with -movflags +faststart (or as .mkv or .ts): {self.path}") from None
+            why = f"{self.decode_errors} corrupt packets" if self.decode_errors else "no packet of it could be read"
+            raise InvalidInputError(f"input has a video stream but no decodable frame ({why}): {self.path}") from None
         return self
 
     @property
@@ -267,7 +275,8 @@ class VideoReader:
             except _AV_ERRORS as e:
                 # The demuxer itself gave up before the end: the container is truncated or
                 # broken past repair. Stop here; the caller decides whether that is fatal.
-                log.warning("demux stopped early: %s", reason(e))
+                if self.frames_read:  # before the first picture, open() refuses the input in its own one line
+                    log.warning("demux stopped early: %s", reason(e))
                 self.truncated = True
                 break
             if packet.stream.index in audio_ids:
@@ -363,6 +372,15 @@ def rgb24(av_frame, size: dict | None = None):
 def frame_color(av_frame) -> tuple[int, int, int, int]:
     """The picture's colour tags as `VideoInfo.color` keeps them."""
     return av_frame.color_primaries, av_frame.color_trc, av_frame.colorspace, av_frame.color_range
+
+
+def _is_pipe(path: str) -> bool:
+    """A FIFO or socket (`cat clip | run_pipeline.py /dev/stdin`): read once, no seeking."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
 def _chain(first, rest):

@@ -14,6 +14,7 @@ and the same display matrix is written, so the output is stored and displayed as
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from fractions import Fraction
 
 import av
@@ -60,12 +61,20 @@ class VideoWriter:
         preset: str = "veryfast",
         tune: str | None = None,
     ):
+        self.format_name = fmt = FORMATS[os.path.splitext(output)[1].lower()]
+        # MPEG-TS has no display matrix: a phone clip's picture is written upright instead
+        # (as viewed), so the output still displays as the input did.
+        self.upright = fmt == "mpegts" and bool(info.turns or info.mirror)
+        if self.upright:
+            sar = info.sample_aspect_ratio
+            info = replace(info, width=info.display_width, height=info.display_height, rotation=0, mirror=False,
+                           display_matrix=None, sample_aspect_ratio=1 / sar if sar and info.turns % 2 else sar)
         self.info = info
+        self._ts_start: Fraction | None = None  # MPEG-TS: the earliest timestamp given to the muxer
         self.frames_written = 0
         self.audio_packets = 0
         self._file = AtomicFile(output)
         self.container = None
-        fmt = FORMATS[os.path.splitext(output)[1].lower()]
         try:  # from here on, any exception (Ctrl-C and SIGTERM too) removes the temp file
             try:
                 self.container = av.open(self._file.path, mode="w", format=fmt, options=MUXER_OPTIONS.get(fmt, {}))
@@ -169,7 +178,7 @@ class VideoWriter:
         vf.pts = frame.pts
         vf.time_base = frame.time_base
         with writing(self._file.final_path):
-            self.container.mux(self.video_stream.encode(vf))
+            self._mux(self.video_stream.encode(vf))
         self.frames_written += 1
 
     def write_audio(self, packet) -> None:
@@ -185,20 +194,27 @@ class VideoWriter:
             return
         packet.stream = out
         with writing(self._file.final_path):
-            self.container.mux(packet)
+            self._mux([packet])
         self.audio_packets += 1
 
     def _mux_audio(self, packets) -> None:
-        for packet in packets:
-            self.container.mux(packet)
-            self.audio_packets += 1
+        self.audio_packets += self._mux(packets)
+
+    def _mux(self, packets) -> int:
+        if self.format_name == "mpegts":
+            for p in packets:
+                if p.dts is not None:
+                    t = p.dts * p.time_base
+                    self._ts_start = t if self._ts_start is None else min(self._ts_start, t)
+        self.container.mux(packets)
+        return len(packets)
 
     def finish(self) -> None:
         """Flushes the encoder and finalizes the container, still under its temp name: what
         can fail (a full disk at the trailer) fails before any output is renamed."""
         try:
             with writing(self._file.final_path):
-                self.container.mux(self.video_stream.encode(None))
+                self._mux(self.video_stream.encode(None))
                 for out in self._reencode.values():
                     self._mux_audio(out.encode(None))
                 self.container.close()
@@ -208,12 +224,25 @@ class VideoWriter:
             raise
 
     @property
-    def note(self) -> str | None:
-        """One line for the console when some audio could not be copied."""
-        if not self.reencoded:
-            return None
-        names = ", ".join(self.reencoded)
-        return f"note: audio re-encoded to AAC: {self.container.format.name} cannot hold {names} (.mkv keeps it as it is)"
+    def notes(self) -> list[str]:
+        """What the output could not keep as the input had it, one line each, for the console;
+        the MPEG-TS shift only once `finish` has run."""
+        notes = []
+        if self.reencoded:
+            names = ", ".join(self.reencoded)
+            notes.append(f"note: audio re-encoded to AAC: {self.format_name} cannot hold {names} as it is (.mkv can)")
+        if self.upright:
+            notes.append("note: MPEG-TS has no display matrix: the picture is written upright, as viewed (.mp4/.mov/.mkv keep the matrix)")
+        if self.ts_shift_s and self.container is None:
+            notes.append(f"note: MPEG-TS holds no timestamp before 0: every stream starts {self.ts_shift_s * 1000:.0f} ms later "
+                         f"than in the input, in sync (.mp4/.mov/.mkv keep the timestamps)")
+        return notes
+
+    @property
+    def ts_shift_s(self) -> float:
+        """How much later MPEG-TS starts every stream: the muxer moves the earliest decode
+        time (B-frames' reordering delay, AAC's priming packet) to 0."""
+        return float(-self._ts_start) if self._ts_start is not None and self._ts_start < 0 else 0.0
 
     @property
     def final_path(self) -> str:

@@ -53,8 +53,25 @@ class StopEvent(threading.Event):
 
 
 def is_stream_url(path: str) -> bool:
+    """A live source. An http(s) URL is one only when it does not serve a finite file: a
+    file's end is not a dropped stream to reconnect to (the clip looped forever, without its
+    audio), and the live flags (`nobuffer`) broke a file with a single keyframe."""
     scheme, sep, _ = str(path).partition("://")
-    return bool(sep) and scheme.lower() in LIVE_SCHEMES
+    if not sep or scheme.lower() not in LIVE_SCHEMES:
+        return False
+    return not (scheme.lower() in ("http", "https") and is_finite_url(str(path)))
+
+
+def is_finite_url(url: str, timeout_s: float = IO_TIMEOUT_S) -> bool:
+    """True when the URL serves a file with a known duration (mp4, mkv, an HLS playlist with
+    its end): it is read as a file is. A live feed (MJPEG, TS or FLV over HTTP, live HLS)
+    declares none; a URL that cannot be opened is left to the live path, which retries it."""
+    us = str(int(timeout_s * 1e6))
+    try:
+        with av.open(url, options={"rw_timeout": us}, timeout=(timeout_s, timeout_s)) as c:
+            return c.duration is not None and c.duration > 0
+    except (av.FFmpegError, OSError):
+        return False
 
 
 def open_options(url: str, transport: str = "tcp", timeout_s: float = IO_TIMEOUT_S) -> dict:

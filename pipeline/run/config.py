@@ -157,6 +157,15 @@ def resolve_mode(config: RunConfig) -> tuple[str, str | None]:
     return "blur", f"mode auto: blur (swap needs {', '.join(missing)}; see: python run_pipeline.py models list)"
 
 
+def engine_notes(config: RunConfig, engines: "EngineChoice") -> list[str]:
+    """Engine flags the host path (OpenCV + ONNX Runtime) has no use for, one note each."""
+    if not engines.device.host:
+        return []
+    unused = [f"--precision {config.precision}"] * (config.precision != "auto") + ["--compile"] * config.compile
+    return [f"note: {flag} applies to the torch data path (--device cpu or a GPU); this run is on the host path "
+            f"(ONNX Runtime, float32), so it does nothing" for flag in unused]
+
+
 @dataclass(frozen=True)
 class EngineChoice:
     """How the models run in this run: resolved once from `device`, `backend`, `precision`."""

@@ -23,7 +23,7 @@ from pipeline.io.report import BoxesWriter, ReportBuilder
 from pipeline.io.video_reader import VideoReader, hw_decoder
 from pipeline.io.video_writer import VideoWriter
 from pipeline.run.build import ModelCache, Stages, build_stages, finish_identity
-from pipeline.run.config import RunConfig, check_detect_size, engine_choice, input_files, resolve_mode
+from pipeline.run.config import RunConfig, check_detect_size, engine_choice, engine_notes, input_files, resolve_mode
 
 
 def anonymize_video(
@@ -50,6 +50,8 @@ def anonymize_video(
         check_detect_size(config.detect_size, reader.info.height, reader.info.width)
         if note:  # only once the input and outputs are known to be good: errors stay one line
             log(note)
+        for line in engine_notes(config, engines):
+            log(line)
         if reader.stream_note:
             log(reader.stream_note)
         if reader.dropped_streams:
@@ -93,8 +95,9 @@ def anonymize_video(
                 crf=config.crf,
                 preset=config.preset,
             )
-            if writer.note:
-                log(writer.note)
+            notes = writer.notes
+            for line in notes:
+                log(line)
             boxes = outs.boxes = BoxesWriter(boxes_path) if boxes_path else None
             _run(reader, st, writer, boxes, report, config, progress, on_frame)
             if reader.truncated:
@@ -103,6 +106,8 @@ def anonymize_video(
                     f"less than the container declares: {input_path}"
                 )
             outs.finish()
+            for line in writer.notes[len(notes):]:  # the MPEG-TS shift, known now
+                log(line)
             finish_identity(st.identity, report, config)
             report.finish(reader, writer, time.perf_counter() - started)
             result = report.to_dict()

@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in SUBCOMMANDS:
         return importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING, format="%(levelname)s: %(message)s")
     if args.detect_size is not None and args.detect_size < 32:
         print(f"error: --detect-size must be at least 32, got {args.detect_size}", file=sys.stderr)
@@ -143,15 +144,36 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
-    if is_stream_url(args.input):
+    kind = "live" if is_stream_url(args.input) else "fleet" if is_fleet_input(args.input) else "file"
+    unused = unused_flags(parser, args, kind)
+    if kind == "live":
         from pipeline.live.cli import live_main
 
+        for line in unused:
+            log(line)
         return live_main(args, config, log)
-    if is_fleet_input(args.input):
+    if kind == "fleet":
         from pipeline.fleet.cli import fleet_main
 
+        for line in unused:
+            log(line)
         return fleet_main(args, config, log)
-    return _run_video(args, config, audit, log)
+    return _run_video(args, config, audit, log, unused)
+
+
+def unused_flags(parser: argparse.ArgumentParser, args, kind: str) -> list[str]:
+    """A flag of the fleet or live group given for another kind of input does nothing: one
+    note each, so that `--segment-seconds 60` on a file does not pass for a setting."""
+    notes = []
+    for group in parser._action_groups:
+        applies = group.title.split(" ", 1)[0]
+        if applies not in ("fleet", "live") or applies == kind:
+            continue
+        for action in group._group_actions:
+            if getattr(args, action.dest) != action.default:
+                notes.append(f"note: {action.option_strings[0]} applies to {applies} runs only (INPUT is a "
+                             f"{'file' if kind == 'file' else kind + ' input'}); it does nothing here")
+    return notes
 
 
 def _config(args) -> RunConfig:
@@ -209,7 +231,7 @@ def _audit_setup(args, config: RunConfig):
     return cfg, json_path, html_path
 
 
-def _run_video(args, config: RunConfig, audit, log) -> int:
+def _run_video(args, config: RunConfig, audit, log, notes: list[str] = ()) -> int:
     # SIGTERM and SIGHUP unwind like Ctrl-C, so the temp output is removed instead of left behind.
     stop_on_signals()
     scratch, report = None, None
@@ -222,6 +244,8 @@ def _run_video(args, config: RunConfig, audit, log) -> int:
         check_outputs([args.input, *input_files(config), *((audit[0].impostors, audit[0].impostor_labels) if audit else ())],
                       {"-o": args.output, "--report": args.report, "--boxes": args.boxes, "--person-registry": config.person_registry,
                        "--audit": audit[1] if audit else None, "--audit html": audit[2] if audit else None}, video="-o")
+        for line in notes:  # after the outputs are known good: an error stays one line
+            log(line)
         report = anonymize_video(
             args.input, args.output, config, report_path=args.report, boxes_path=boxes, progress=not args.quiet, log=log
         )
