@@ -293,3 +293,29 @@ def test_constants_are_uploaded_once_and_detected_frames_are_not_kept_alive():
     del frames
     gc.collect()
     assert alive() is None
+
+
+def test_every_builder_the_run_hands_placement_options_to_takes_them():
+    """`--device cpu --compile --detector centerface` ended in a TypeError: CenterFace's torch
+    builder did not take `compile`. Every model the run builds with the placement's options
+    (detectors, embedders, generators) must accept all of them, on each device backend."""
+    import importlib
+    import inspect
+
+    from engines.models import MODELS
+    from pipeline.run.config import RunConfig, engine_choice
+
+    engines = engine_choice(RunConfig(device="cpu", compile=True))
+    placed = [n for n, e in MODELS.items() if e.task in ("face-detection", "face-embedding", "swap-generator")]
+    checked = []
+    for name in placed:
+        for backend, target in MODELS[name].backends.items():
+            options = engines.options(backend)
+            if not options:
+                continue  # host runtimes take none
+            module, _, attr = target.partition(":")
+            builder = getattr(importlib.import_module(module), attr)
+            inspect.signature(builder).bind(MODELS[name], {}, **options)  # a TypeError names the builder
+            checked.append((name, backend))
+    assert ("centerface", "torch") in checked and ("retinaface-mnet025", "torch") in checked and ("simswap-224", "torch") in checked
+    assert "compile" in engines.options("torch")

@@ -112,10 +112,16 @@ def test_reconnect_keeps_output_valid_and_reports_the_gap(camera_file, tmp_path)
 
 @needs_rtsp
 def test_sigterm_finalizes_segments(camera_file, tmp_path):
+    """Segments of a CenterFace run: each whole, and the report names the detector, so the
+    audit refuses CenterFace as its independent leak detector, as for a file run (the live
+    report had no `detector` key and the audit took RetinaFace for the run's)."""
+    from pipeline.audit.leak_detector import DependentDetectorError, check_independent, run_detectors_from_report
+
     out = tmp_path / "seg.mp4"
     rep = tmp_path / "seg.json"
     with RtspServer(camera_file, loop=True) as cam:
-        proc = subprocess.Popen(_live(cam.url, out, "--segment-seconds", 1, "--report", rep), stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(_live(cam.url, out, "--segment-seconds", 1, "--report", rep, "--detector", "centerface"),
+                                stderr=subprocess.PIPE, text=True)
         _wait_for(lambda: (tmp_path / "seg_00002.mp4").exists(), 60)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
@@ -131,6 +137,10 @@ def test_sigterm_finalizes_segments(camera_file, tmp_path):
         t = read_video(s)["times"]
         assert float(t[0]) == 0 and 0.8 <= float(t[-1]) <= 1.5  # about a second each, from 0
     assert not no_leftovers(tmp_path)
+    with pytest.raises(DependentDetectorError):
+        check_independent("centerface", run_detectors_from_report(str(rep)), allow_dependent=False)
+    settings = json.loads(rep.read_text())["settings"]
+    assert {"detector", "recall", "region_scale", "keep_metadata", "swap", "identity", "live"} <= set(settings)
 
 
 @needs_rtsp

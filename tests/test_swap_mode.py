@@ -61,13 +61,18 @@ def test_every_face_is_swapped_or_blurred_with_a_reason(synthetic, swapped):
             assert diff > 15, f"frame {i}: swapped face barely differs from the original ({diff:.1f})"
 
 
-def test_broken_generator_falls_back_to_blur(synthetic, tmp_path):
+def test_broken_generator_falls_back_to_blur_and_says_so_even_when_quiet(synthetic, tmp_path):
+    """Every face blurred, nothing said under -q, exit 0: a broken model looked like a success."""
     gen, arc, gallery = make_swap_kit(tmp_path, broken_generator=True)
-    cfg = RunConfig(mode="swap", generator=str(gen), arcface=str(arc), gallery=str(gallery), max_frames=8)
-    report = anonymize_video(synthetic.path, str(tmp_path / "o.mp4"), cfg, progress=False, log=lambda m: None)
+    res = run_cli(synthetic.path, "-o", tmp_path / "o.mp4", "--mode", "swap", "--generator", gen, "--arcface", arc,
+                  "--gallery", gallery, "--max-frames", 8, "--report", tmp_path / "r.json", "-q")
+    assert res.returncode == 1 and res.stderr.count("\n") == 1, res.stderr
+    assert res.stderr.startswith("error: swap failed on ") and "blurred instead" in res.stderr and "o.mp4 is blurred, not swapped" in res.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
     f = report["faces"]
     assert f["swapped"] == 0 and f["fallback"].get("engine_error", 0) >= 1
     assert sum(f["fallback"].values()) == f["anonymized"] == 8
+    assert sum(f["swap_errors"].values()) == f["fallback"]["engine_error"] and all(":" in k for k in f["swap_errors"])
     src, dst = read_video(synthetic.path)["frames"], read_video(tmp_path / "o.mp4")["frames"]
     x1, y1, x2, y2 = synthetic.face_boxes[7].astype(int)
     assert np.abs(src[7][y1 + 5 : y2 - 5, x1 + 5 : x2 - 5].astype(int) - dst[7][y1 + 5 : y2 - 5, x1 + 5 : x2 - 5]).mean() > 15

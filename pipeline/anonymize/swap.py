@@ -12,6 +12,10 @@ recorded in `face.outcome` ("blur:<reason>"), which the report counts:
 - engine_error: the generator raised or returned non-finite values for the batch;
 - swap_error: anything else in the swap path failed (e.g. degenerate landmarks).
 
+The last two are failures, not choices: `face.data["swap_error"]` keeps what went wrong, the
+report counts it (`faces.swap_errors`), and the command line says it even under `-q`, exiting
+1 when no face attempted was swapped (the blurred output is kept).
+
 `SwapConfig.defense_noise` > 0 adds bounded uniform noise to the swapped faces only
 (pipeline.anonymize.noise_defense): blurred fallbacks and the rest of the frame are untouched.
 
@@ -113,7 +117,7 @@ class FaceSwapper:
                 log.warning("swap failed on a batch, blurring its faces: %s", e)
                 for _, face in todo:
                     if face.outcome is None:
-                        face.outcome = "blur:swap_error"
+                        _failed(face, "blur:swap_error", e)
         failed = [(fi, face.cover) for fi, tf in enumerate(frames) for face in tf.faces if face.outcome != "swap"]
         self.ops.cover(pixels, failed, self.fallback)
         self.ops.store(pixels, [tf.frame for tf in frames])
@@ -128,7 +132,7 @@ class FaceSwapper:
         keep = []
         for k, (fi, face) in enumerate(todo):
             if not fits.ok[k]:
-                face.outcome = "blur:swap_error"
+                _failed(face, "blur:swap_error", "no similarity fits its landmarks")
             elif fits.pose[k] in PROFILE_TEMPLATES and self.config.size == 224 and not self.config.swap_profiles:
                 face.outcome = "blur:profile"
             else:
@@ -146,7 +150,7 @@ class FaceSwapper:
         except Exception as e:  # any engine failure: these faces are blurred, never left as they are
             log.warning("swap engine failed on %d faces, blurring them: %s", len(keep), e)
             for k in keep:
-                todo[k][1].outcome = "blur:engine_error"
+                _failed(todo[k][1], "blur:engine_error", e)
             return
         if self.parser is not None:
             try:
@@ -159,3 +163,10 @@ class FaceSwapper:
         ops.paste(pixels, out, fits.frame_index[keep], fits.matrices[keep], noise=self.noise)
         for k in keep:
             todo[k][1].outcome = "swap"
+
+
+def _failed(face: Face, outcome: str, why) -> None:
+    """A face the swap attempted and could not do: blurred, and what went wrong kept for the
+    report and the run's summary line (an exception's type and first line)."""
+    face.outcome = outcome
+    face.data["swap_error"] = why if isinstance(why, str) else f"{type(why).__name__}: {(str(why).splitlines() or [''])[0][:200]}"

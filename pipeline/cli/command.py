@@ -26,6 +26,7 @@ from pipeline.core.errors import AnonswapError, fail
 from pipeline.identity.attributes import GivenAttributes
 from pipeline.identity.stage import SCOPES, IdentityConfig
 from pipeline.io.paths import check_outputs
+from pipeline.io.report import swap_failures
 from pipeline.run.config import BACKENDS, DEFAULT_DETECTOR, DETECTORS, MODES, PRECISIONS, RunConfig, check_extras, input_files
 from pipeline.run.file import anonymize_video
 from pipeline.anonymize.swap import SwapConfig
@@ -267,6 +268,9 @@ def _run_video(args, config: RunConfig, audit, log, notes: list[str] = ()) -> in
     finally:
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
+    line, never_swapped = swap_failures(report)
+    if line:
+        print(line, file=sys.stderr)  # even under -q: a swap run that blurred instead is not a success to hide
     if not args.quiet:
         v, f, t = report["video"], report["faces"], report["timing"]
         swapped = f" ({f['swapped']} swapped, {sum(f['fallback'].values())} blurred instead)" if report["mode"] == "swap" else ""
@@ -275,4 +279,4 @@ def _run_video(args, config: RunConfig, audit, log, notes: list[str] = ()) -> in
             f"({f['predicted']} predicted), {len(report['tracks'])} tracks"
             + (f", {len(report['persons'])} persons" if report["persons"] is not None else "") + f", {t['fps']} fps"
         )
-    return 0
+    return 1 if never_swapped else 0

@@ -97,6 +97,7 @@ class ReportBuilder:
         self.unconfirmed = 0
         self.frames_with_faces = 0
         self.outcomes: Counter[str] = Counter()
+        self.swap_errors: Counter[str] = Counter()  # what made an attempted swap fail, per face
         self.repairs: Counter[str] = Counter()
         self.parsing: Counter[str] = Counter()  # --parsing-mask: per swapped face, mask used or why not
         self.stage_ms: dict[str, float] = {}
@@ -115,6 +116,8 @@ class ReportBuilder:
         for face in tf.faces:
             self.predicted += face.predicted
             self.outcomes[face.outcome or "unknown"] += 1
+            if "swap_error" in face.data:
+                self.swap_errors[face.data["swap_error"]] += 1
             if "parsing_mask" in face.data:
                 self.parsing[face.data["parsing_mask"]] += 1
             if face.track_id is None:
@@ -183,6 +186,7 @@ class ReportBuilder:
                 "swapped": self.outcomes.get("swap", 0),
                 "fallback": {k.split(":", 1)[1]: v for k, v in sorted(self.outcomes.items()) if k.startswith("blur:")},
                 "by_outcome": dict(sorted(self.outcomes.items())),
+                "swap_errors": dict(self.swap_errors.most_common()),
                 "repaired": dict(sorted(self.repairs.items())),
                 "parsing_mask": dict(sorted(self.parsing.items())),
             },
@@ -209,3 +213,18 @@ class ReportBuilder:
             "timestamp_fixes": d["timestamp_fixes"],
             "settings": self.settings,
         }
+
+
+def swap_failures(report: dict) -> tuple[str | None, bool]:
+    """(one line for stderr, whether the swap never worked) from a run's report: faces the
+    swap attempted and could not do were blurred; a run must say so even when quiet, and
+    fail when no attempt succeeded (a broken model blurs everything otherwise, exit 0)."""
+    f = report["faces"]
+    failed = f["fallback"].get("engine_error", 0) + f["fallback"].get("swap_error", 0)
+    if report["mode"] != "swap" or not failed:
+        return None, False
+    why = "; ".join(f"{reason} ({n})" for reason, n in list(f["swap_errors"].items())[:2])
+    none = f["swapped"] == 0
+    line = (f"{'error' if none else 'warning'}: swap failed on {failed} of {failed + f['swapped']} faces it attempted "
+            f"({why}): blurred instead" + (f"; {report['output']} is blurred, not swapped" if none else ""))
+    return line, none

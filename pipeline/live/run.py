@@ -24,7 +24,7 @@ from pipeline.core.errors import AnonswapError
 from pipeline.io.report import BoxesWriter, ReportBuilder
 from pipeline.io.outputs import RunOutputs
 from pipeline.io.paths import check_outputs
-from pipeline.run.build import Stages, build_stages, finish_identity
+from pipeline.run.build import Stages, build_stages, finish_identity, report_settings
 from pipeline.run.config import RunConfig, check_detect_size, engine_choice, input_files, resolve_mode
 from pipeline.core.stages import StagePipeline
 from pipeline.live.sinks import check_live_output, is_publish_url, open_sink, segment_path
@@ -105,11 +105,8 @@ def anonymize_live(
         if note:
             log(note)
         st = build_stages(mode, config)
-        detector = st.detector
         report = ReportBuilder(url, output if is_publish_url(output) else out_abs, mode, source.info, requested_mode=config.mode)
-        report.settings = {"detect_size": detector.long_side(source.info.height, source.info.width), "threshold": detector.threshold,
-                           "batch_size": 1, "crf": config.crf, "preset": config.preset, "tracker": asdict(config.tracker),
-                           "engines": st.engines.describe(), "live": asdict(opts)}
+        report.settings = {**report_settings(config, st, source.info, mode, batch_size=1), "live": asdict(opts)}
         with RunOutputs(report_path) as outs:
             sink = outs.video = open_sink(output, source.info, segment_seconds=opts.segment_seconds, crf=config.crf, preset=config.preset,
                                           inputs=tuple(input_files(config)), written=(report_path, boxes_path, config.person_registry))

@@ -7,7 +7,7 @@ per-video state (tracker, persons, source draws) is always built fresh.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 from pipeline.anonymize.cover import Anonymizer
@@ -235,6 +235,33 @@ def build_stages(mode: str, config: RunConfig, detector: FaceDetector | None = N
                          lambda: load_face_parser(config, engines))
     identity = build_identity(config, detector, arc, models, engines)
     return Stages(detector, identity, build_tracker(config, identity), build_anonymizer(mode, config, engine, ops, parser), detect, engines)
+
+
+def report_settings(config: RunConfig, st: "Stages", info, mode: str, *, batch_size: int | None = None) -> dict:
+    """The report's `settings`, one function for file, live and fleet runs: the audit reads
+    the detectors from here, and a live report without them let it take CenterFace for
+    independent of a CenterFace run. `batch_size`: what the run loop really batches (live: 1)."""
+    detector = st.detector
+    return {
+        "detect_size": detector.long_side(info.height, info.width),
+        "threshold": detector.threshold,
+        "detector": config.detector,
+        "recall": config.recall,
+        "batch_size": config.batch_size if batch_size is None else batch_size,
+        "region_scale": config.region_scale,
+        "crf": config.crf,
+        "preset": config.preset,
+        "keep_metadata": config.keep_metadata,
+        "tracker": asdict(config.tracker),
+        "engines": st.engines.describe(),
+        "swap": {**asdict(config.swap), "backend": st.engines.generator_backend, "generator": config.generator, "arcface": config.arcface,
+                 "gallery": config.gallery, "parsing_mask": config.parsing_model if config.parsing_mask else None}
+        if mode == "swap" else None,
+        "identity": {**asdict(config.identity), "seed": None if config.identity.scope == "random" else config.identity.seed,
+                     "embedder": config.embedder, "embedder_backend": st.engines.embedder_backend(config.embedder),
+                     "gallery": config.gallery, "person_registry": config.person_registry}
+        if st.identity else None,
+    }
 
 
 def finish_identity(identity: IdentityStage | None, report: ReportBuilder, config: RunConfig) -> None:

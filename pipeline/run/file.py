@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict
 from typing import Callable
 
 from tqdm import tqdm
@@ -22,7 +21,7 @@ from pipeline.io.paths import check_outputs
 from pipeline.io.report import BoxesWriter, ReportBuilder
 from pipeline.io.video_reader import VideoReader, hw_decoder
 from pipeline.io.video_writer import VideoWriter
-from pipeline.run.build import ModelCache, Stages, build_stages, finish_identity
+from pipeline.run.build import ModelCache, Stages, build_stages, finish_identity, report_settings
 from pipeline.run.config import RunConfig, check_detect_size, engine_choice, engine_notes, input_files, resolve_mode
 
 
@@ -63,28 +62,9 @@ def anonymize_video(
         if mode != "swap" and config.swap.defense_noise:
             log(f"note: --defense-noise applies to swapped faces only; mode is {mode}, so it does nothing")
         st = build_stages(mode, config, detector, models)
-        detector = st.detector
         report = ReportBuilder(input_path, out, mode, reader.info, requested_mode=config.mode)
-        report.settings = {
-            "detect_size": detector.long_side(reader.info.height, reader.info.width),
-            "threshold": detector.threshold,
-            "detector": config.detector,
-            "recall": config.recall,
-            "batch_size": config.batch_size,
-            "region_scale": config.region_scale,
-            "crf": config.crf,
-            "preset": config.preset,
-            "keep_metadata": config.keep_metadata,
-            "tracker": asdict(config.tracker),
-            "engines": {**st.engines.describe(), "hwaccel": reader.hwaccel, "hwaccel_fallback": reader.hwaccel_fallback},
-            "swap": {**asdict(config.swap), "backend": st.engines.generator_backend, "generator": config.generator, "arcface": config.arcface, "gallery": config.gallery,
-                     "parsing_mask": config.parsing_model if config.parsing_mask else None}
-            if mode == "swap" else None,
-            "identity": {**asdict(config.identity), "seed": None if config.identity.scope == "random" else config.identity.seed,
-                         "embedder": config.embedder, "embedder_backend": st.engines.embedder_backend(config.embedder),
-                         "gallery": config.gallery, "person_registry": config.person_registry}
-            if st.identity else None,
-        }
+        report.settings = report_settings(config, st, reader.info, mode)
+        report.settings["engines"].update(hwaccel=reader.hwaccel, hwaccel_fallback=reader.hwaccel_fallback)
         with RunOutputs(report_path) as outs:  # opened inside: an interrupt at any point leaves no temp file behind
             writer = outs.video = VideoWriter(
                 out,
