@@ -59,6 +59,11 @@ def fleet_main(args, config: RunConfig, log) -> int:
         print("error: interrupted; finished videos are kept, the rest were not written (rerun to resume)", file=sys.stderr)
         return interrupted_status(e)
     f = result["fleet"]
+    never_swapped = False
+    for v in result["videos"]:
+        if v.get("swap_failure"):  # even under -q, as for one video
+            print(f"{v['input']}: {v['swap_failure']}", file=sys.stderr)
+            never_swapped |= bool(v.get("never_swapped"))
     log(f"fleet: {f['complete']} complete, {f['skipped']} skipped, {f['failed']} failed of {f['videos']} videos; "
         f"{f['frames']} frames, {f['faces']} faces" + (f", {f['fps']} fps" if f["fps"] is not None else "") + f"; report {report_path}")
-    return 1 if f["failed"] else 0
+    return 1 if f["failed"] or never_swapped else 0

@@ -18,6 +18,7 @@ from engines.base import THREADS_ENV
 
 from pipeline.core.errors import AnonswapError, InputNotFoundError
 from pipeline.io.atomic import write_json_atomic
+from pipeline.io.report import swap_failures
 from pipeline.run.build import ModelCache
 from pipeline.run.config import RunConfig
 from pipeline.run.file import anonymize_video
@@ -83,9 +84,12 @@ class PipelineWorker:
         with self._count:
             self.videos += 1
         faces = report["faces"]
+        swap_failure, never_swapped = swap_failures(report)
         return {
             **row,
             "status": "complete",
+            "swap_failure": swap_failure,  # said by the driver even under -q
+            "never_swapped": never_swapped,
             "frames": report["video"]["frames_out"],
             "faces": faces["anonymized"],
             "swapped": faces["swapped"],

@@ -13,6 +13,7 @@ import sys
 
 from pipeline.core.errors import AnonswapError, fail
 from pipeline.run.config import RunConfig
+from pipeline.io.report import swap_failures
 from pipeline.live.run import LiveOptions, anonymize_live
 from pipeline.live.source import StopEvent
 
@@ -50,8 +51,11 @@ def live_main(args, config: RunConfig, log) -> int:
     log(f"wrote {outs[0] if len(outs) == 1 else f'{len(outs)} segments'}: {lv['frames_out']} frames, "
         f"{report['faces']['anonymized']} faces anonymized; latency p50 {lat['p50']} ms, p95 {lat['p95']} ms; "
         f"dropped {lv['dropped']['total']}, reconnects {lv['reconnects']}; stopped by {lv['stopped_by']}")
+    line, never_swapped = swap_failures(report)
+    if line:
+        print(line, file=sys.stderr)  # even under -q
     if lv["stopped_by"] == "source_lost":
         print(f"error: stream lost for more than {opts.reconnect_timeout_s:g} s ({lv['gaps'][-1]['reason']}); "
               f"the output up to then is complete", file=sys.stderr)
         return 1
-    return 0
+    return 1 if never_swapped else 0
