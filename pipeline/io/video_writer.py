@@ -34,6 +34,9 @@ _SAFE_STREAM_TAGS = ("language",)
 # sits at -21 ms); libavformat's default shifts every stream later instead, so mp4 → mkv
 # moved the video by +21 ms. Kept as the input has it.
 MUXER_OPTIONS = {"matroska": {"avoid_negative_ts": "disabled"}}
+# x264's settings unless the run says otherwise (RunConfig and the command line take these).
+DEFAULT_CRF = 20
+DEFAULT_PRESET = "veryfast"
 _TS_AUDIO = {"aac", "aac_latm", "mp2", "mp3", "ac3", "eac3", "dts", "truehd", "opus", "s302m"}
 # FFmpeg's own default layout per channel count (`av_channel_layout_default`), which its CLI
 # guesses for a stream that declares only a count (PCM in AVI): mp4/mov's PCM box needs one.
@@ -57,8 +60,8 @@ class VideoWriter:
         metadata: dict | None = None,
         keep_metadata: bool = False,
         codec: str = "libx264",
-        crf: int = 20,
-        preset: str = "veryfast",
+        crf: int = DEFAULT_CRF,
+        preset: str = DEFAULT_PRESET,
         tune: str | None = None,
     ):
         self.format_name = fmt = FORMATS[os.path.splitext(output)[1].lower()]

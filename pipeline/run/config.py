@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from pipeline.anonymize.cover import REGION_SCALE
 from pipeline.anonymize.swap import SwapConfig
 from pipeline.core.errors import InvalidInputError
 from pipeline.detect.recall import DEFAULT_SETTING, SETTINGS
 from pipeline.detect.retinaface import DEFAULT_DETECT_SIZE
 from pipeline.identity.stage import IdentityConfig
+from pipeline.io.video_writer import DEFAULT_CRF, DEFAULT_PRESET
 from trackers import TrackerConfig
 
 MODES = ("auto", "swap", "blur", "pixelate", "mask")
@@ -29,10 +31,10 @@ class RunConfig:
     batch_size: int = 4
     max_frames: int | None = None
     keep_metadata: bool = False
-    crf: int = 20
-    preset: str = "veryfast"
+    crf: int = DEFAULT_CRF
+    preset: str = DEFAULT_PRESET
     queue_size: int = 8
-    region_scale: float = 1.3
+    region_scale: float = REGION_SCALE
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     # Swap mode: SimSwap generator checkpoint, SimSwap ArcFace (arcface_checkpoint.tar), gallery
     # (a file from `gallery build`, or a folder of photos built in memory).
