@@ -234,7 +234,7 @@ def _audit_setup(args, config: RunConfig):
     return cfg, json_path, html_path
 
 
-def _run_video(args, config: RunConfig, audit, log, notes: list[str] = ()) -> int:
+def _run_video(args, config: RunConfig, audit, log, notes: tuple[str, ...] | list[str] = ()) -> int:
     # SIGTERM and SIGHUP unwind like Ctrl-C, so the temp output is removed instead of left behind.
     stop_on_signals()
     scratch, report = None, None
