@@ -222,7 +222,7 @@ class FaceTracker:
             else:
                 missed = self._frame - shot.last_hit.get(key, self._frame)
                 grow = min(self.config.max_grow, self.config.grow_per_miss * missed)
-                faces.append(Face(smooth_box, est[2:7].astype(np.float32), 0.0, tid, True, _grow(smooth_box, grow),
+                faces.append(Face(smooth_box, est[2:7].astype(np.float32), 0.0, tid, True, grow_box(smooth_box, grow),
                                   missed_frames=missed, candidate_id=cand))
         shot.last_hit = {k: v for k, v in shot.last_hit.items() if k in alive}
         return faces, emitted
@@ -244,7 +244,8 @@ class FaceTracker:
         return out
 
 
-def _grow(box: np.ndarray, frac: float) -> np.ndarray:
+def grow_box(box: np.ndarray, frac: float) -> np.ndarray:
+    """`box` made `frac` wider and taller about its centre."""
     cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
     hw, hh = (box[2] - box[0]) * (1 + frac) / 2, (box[3] - box[1]) * (1 + frac) / 2
     return np.array([cx - hw, cy - hh, cx + hw, cy + hh], np.float32)

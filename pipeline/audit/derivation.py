@@ -13,6 +13,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from trackers.norfair_tracker import grow_box
+
+from pipeline.audit.leaks import COVER_FRACTION, covered_fraction
 from pipeline.core.errors import InvalidInputError
 
 OVERRIDE = "--allow-unrelated"
@@ -46,7 +49,7 @@ class Derivation:
                 .astype(np.float32) for x in (orig, out))
         keep = np.ones(a.shape, bool)
         for box in [*faces, *(covers if covers is not None else ())]:
-            x0, y0, x1, y1 = _grow(box, 1.5) * scale
+            x0, y0, x1, y1 = grow_box(box, 0.5) * scale
             keep[max(0, int(y0)): int(np.ceil(y1)) + 1, max(0, int(x0)): int(np.ceil(x1)) + 1] = False
         if keep.sum() >= keep.size // 4:  # a frame that is mostly face says nothing about the rest
             da, db = a[keep], b[keep]
@@ -55,7 +58,8 @@ class Derivation:
             self.correlations.append(float(((da - da.mean()) * (db - db.mean())).mean() / (sa * sb)) if sa > 2 and sb > 2 else 1.0)
         if covers is not None:
             self.faces += len(faces)
-            self.claimed += sum(bool(len(covers)) and _covered(box, covers) for box in faces)
+            # covered as the leak check counts it: half the face inside one claimed cover
+            self.claimed += sum(covered_fraction(box, covers) >= COVER_FRACTION for box in faces)
         if len(self.differences) >= FRAMES:
             self.decide()
 
@@ -78,14 +82,3 @@ class Derivation:
                 f"the boxes file is not this video's: it claims {self.claimed} of the {self.faces} faces found on the "
                 f"original's first frames; give the boxes the run wrote for it, or pass {OVERRIDE}")
 
-
-def _grow(box: np.ndarray, factor: float) -> np.ndarray:
-    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-    hw, hh = (box[2] - box[0]) * factor / 2, (box[3] - box[1]) * factor / 2
-    return np.array([cx - hw, cy - hh, cx + hw, cy + hh], np.float32)
-
-
-def _covered(box: np.ndarray, covers: np.ndarray) -> bool:
-    """The face's centre lies inside a claimed cover."""
-    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-    return bool(((covers[:, 0] <= cx) & (cx <= covers[:, 2]) & (covers[:, 1] <= cy) & (cy <= covers[:, 3])).any())

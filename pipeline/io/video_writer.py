@@ -117,7 +117,7 @@ class VideoWriter:
         self.reencoded: list[str] = []  # the codecs re-encoded to AAC, for the report and the note
         # MPEG-TS has no codec table for libavformat to query (its supported_codecs is empty),
         # so its audio codecs (ISO 13818-1 stream types FFmpeg maps) are listed here.
-        fmt = self.container.format.name
+        fmt = self.format_name
         supported = _TS_AUDIO if fmt == "mpegts" else self.container.supported_codecs
         for src in audio_streams:
             ctx = src.codec_context
@@ -197,8 +197,7 @@ class VideoWriter:
             return
         packet.stream = out
         with writing(self._file.final_path):
-            self._mux([packet])
-        self.audio_packets += 1
+            self._mux_audio([packet])
 
     def _mux_audio(self, packets) -> None:
         self.audio_packets += self._mux(packets)
