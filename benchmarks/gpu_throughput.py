@@ -88,11 +88,12 @@ def generator_table(rows: list, device: str, batches, precisions, repeat: int, c
     import torch
 
     from engines import load
+    from engines.placement import Placement
     from pipeline.device.buckets import BucketedEngine
 
     for prec in precisions:
-        dtype = PRECISIONS[prec]
-        base = load("simswap-224", "torch", path=ckpt, device=device, dtype=dtype, channels_last=torch.device(device).type == "cuda")
+        placement = Placement(device, PRECISIONS[prec], channels_last=torch.device(device).type == "cuda")
+        base = load("simswap-224", "torch", path=ckpt, placement=placement)
         for graphs in graph_modes(device):
             engine = BucketedEngine(base, graphs=graphs)
             for b in batches:
@@ -113,13 +114,14 @@ def detector_table(rows: list, device: str, batches, repeat: int) -> None:
     import torch
 
     from engines import load
+    from engines.placement import Placement
     from pipeline.detect.retinaface import FaceDetector
     from pipeline.device.buckets import BucketedEngine
 
     cuda = torch.device(device).type == "cuda"
     for graphs in graph_modes(device):
-        engine = BucketedEngine(load("retinaface-mnet025", "torch", device=device, dtype="float16" if cuda else "float32",
-                                     channels_last=cuda), graphs=graphs)
+        placement = Placement(device, "float16" if cuda else "float32", channels_last=cuda)
+        engine = BucketedEngine(load("retinaface-mnet025", "torch", placement=placement), graphs=graphs)
         det = FaceDetector(engine, detect_size=1280)
         for b in batches:
             frames = torch.randint(0, 255, (b, 1080, 1920, 3), dtype=torch.uint8, device=device)
@@ -193,7 +195,7 @@ class EndToEnd:
             ops = HostFaceOps()
         self.anonymizer = Anonymizer("blur", ops=ops) if naive else st.anonymizer
         if mode == "swap":
-            engine = load("simswap-224", "torch", path=ckpt, **st.engines.options("torch"))
+            engine = load("simswap-224", "torch", path=ckpt, placement=st.engines.placement)
             engine = OneFaceAtATime(engine) if naive else BucketedEngine(engine, graphs=st.engines.cuda_graphs)
             self.anonymizer = FaceSwapper(engine, fallback=Anonymizer("blur", ops=ops), ops=ops)
 

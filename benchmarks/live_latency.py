@@ -43,7 +43,7 @@ def _clip(arg, work: Path) -> Path:
 
 
 def passthrough(url: str, out: Path, frames: int) -> dict:
-    from pipeline.live.run import LatencyStats
+    from pipeline.run.loop import LatencyStats
     from pipeline.live.sinks import FileSink
     from pipeline.live.source import LiveSource
 

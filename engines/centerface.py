@@ -22,6 +22,7 @@ from pipeline.core.records import Detections
 
 from .models import get_model
 from .onnxruntime_engine import OnnxRuntimeEngine
+from .placement import HOST, Placement
 
 
 @lru_cache(maxsize=2)
@@ -56,8 +57,9 @@ def _dynamic_model(path: str, input_name: str, outputs: tuple) -> bytes:
     return model.SerializeToString()
 
 
-def build_onnxruntime(entry, files: dict, *, threads: int | None = None) -> OnnxRuntimeEngine:
-    """The model table's builder: ONNX Runtime on the graph made size-agnostic."""
+def build_onnxruntime(entry, files: dict, *, placement: Placement = HOST, threads: int | None = None) -> OnnxRuntimeEngine:
+    """The model table's builder: ONNX Runtime on the graph made size-agnostic (the host's
+    CPU, whatever the placement)."""
     s = entry.settings
     engine = OnnxRuntimeEngine(_dynamic_model(files["weights"], s["input"], tuple(s["outputs"].values())), threads=threads)
     engine.check_names(entry.name, [s["input"]], list(s["outputs"].values()))

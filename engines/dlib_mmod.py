@@ -29,14 +29,18 @@ import numpy as np
 
 from pipeline.core.records import Detections
 
+from .placement import HOST, Placement
+
 # The ArcFace 112x112 template as fractions of a square box: right eye, left eye, nose, mouth
 # right, mouth left (the order of every detector's landmarks here). An estimate, not a measurement.
 LANDMARKS_IN_BOX = np.array([[38.29, 51.70], [73.53, 51.50], [56.03, 71.74], [41.55, 92.37], [70.73, 92.20]], np.float32) / 112.0
 
 
-def build(entry, files: dict, **options) -> "DlibMMOD":
-    """The model table's builder for `dlib-mmod`: dlib's CNN on the mmod weights file."""
-    return DlibMMOD(entry, files["weights"], **options)
+def build(entry, files: dict, *, placement: Placement = HOST, threshold: float | None = None,
+          detect_size: int | None = None) -> "DlibMMOD":
+    """The model table's builder for `dlib-mmod`: dlib's CNN on the mmod weights file, on the
+    host whatever the placement."""
+    return DlibMMOD(entry, files["weights"], threshold=threshold, detect_size=detect_size)
 
 
 class DlibMMOD:

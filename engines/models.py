@@ -154,8 +154,9 @@ class ModelEntry:
     licence: str
     files: tuple
     settings: Mapping = field(default_factory=dict)
-    # backend → "module:builder"; the builder takes (entry, file, **options) and returns what
-    # runs the model (an Engine, an embedder, a torch module). The first backend is the default.
+    # backend → "module:builder"; the builder takes (entry, files, *, placement, **extra) and
+    # returns what runs the model (an Engine, an embedder, a torch module). The first backend
+    # is the default. `placement`: engines.placement; host runtimes ignore what is not theirs.
     backends: Mapping = field(default_factory=dict)
     # "module:function(entry, path)" raising ValueError when a file is not this model.
     verify: str = "engines.registry:verify_by_loading"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import Engine, TensorSpec, cpu_budget
+from .placement import HOST, Placement
 
 
 def _default_threads() -> int:
@@ -44,8 +45,9 @@ class OnnxRuntimeEngine(Engine):
         return dict(zip(self._output_names, results))
 
 
-def build(entry, files: dict, **options) -> OnnxRuntimeEngine:
-    """The model table's onnxruntime builder: the graph must have the entry's input and outputs."""
-    engine = OnnxRuntimeEngine(files["weights"], **options)
+def build(entry, files: dict, *, placement: Placement = HOST, threads: int | None = None) -> OnnxRuntimeEngine:
+    """The model table's onnxruntime builder: the graph must have the entry's input and
+    outputs. The host's CPU, whatever the placement."""
+    engine = OnnxRuntimeEngine(files["weights"], threads=threads)
     engine.check_names(entry.name, [entry.settings["input"]], list(entry.settings["outputs"].values()))
     return engine

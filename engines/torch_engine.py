@@ -12,8 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import Engine, TensorSpec
-
-DTYPES = ("float32", "float16", "bfloat16")
+from .placement import DTYPES, Placement
 # Compiled shapes one module may need: 9 batch buckets × a few input sizes (the detector's
 # recall passes). torch's default limit, 8, would silently leave the rest eager.
 RECOMPILE_LIMIT = 64
@@ -59,6 +58,7 @@ class TorchEngine(Engine):
         self.device = torch.device(device)
         self.dtype = getattr(torch, dtype)
         self.channels_last = channels_last
+        self.compiled = compile
         module = module.eval().to(self.device, dtype=self.dtype)
         self.module = module.to(memory_format=torch.channels_last) if channels_last else module
         if compile:
@@ -69,6 +69,13 @@ class TorchEngine(Engine):
             self.module = torch.compile(self.module, dynamic=False)
         self.inputs = tuple(TensorSpec(n, (), "float32") for n in input_names)
         self.outputs = tuple(TensorSpec(n, (), "float32") for n in output_names)
+
+    @classmethod
+    def placed(cls, module, input_names: tuple[str, ...], output_names: tuple[str, ...], placement: Placement) -> "TorchEngine":
+        """The model table's torch builders' engine: device, precision, layout and compile
+        all from the run's placement."""
+        return cls(module, input_names, output_names, device=placement.torch_device, dtype=placement.dtype,
+                   channels_last=placement.channels_last, compile=placement.compile)
 
     def _check(self, feeds: dict) -> list[str]:
         names = [i.name for i in self.inputs]

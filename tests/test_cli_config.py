@@ -40,6 +40,20 @@ FLAGS = [
     (["--no-hwdec"], "hwdec", False),
 ]
 
+# the live and fleet groups' flags → their options' fields (pipeline.live.run.LiveOptions, pipeline.fleet.runner.FleetOptions)
+OPTIONS = [
+    (["--segment-seconds", "5"], "live", "segment_seconds", 5.0),
+    (["--max-latency-ms", "250"], "live", "max_latency_ms", 250.0),
+    (["--reconnect-timeout", "0"], "live", "reconnect_timeout_s", 0.0),
+    (["--rtsp-transport", "udp"], "live", "transport", "udp"),
+    (["--workers", "3"], "fleet", "workers", 3),
+    (["--worker-cpus", "4"], "fleet", "worker_cpus", 4),
+    (["--videos-per-worker", "2"], "fleet", "videos_per_worker", 2),
+    (["--ray-address", "auto"], "fleet", "ray_address", "auto"),
+    (["--retries", "0"], "fleet", "retries", 0),
+    (["--force"], "fleet", "force", True),
+]
+
 
 def _get(obj, path: str):
     for part in path.split("."):
@@ -69,3 +83,30 @@ def test_a_run_reports_the_settings_its_flags_gave(synthetic, tmp_path):
     assert report["mode"] == "pixelate"
     assert (s["detector"], s["recall"], s["batch_size"], s["crf"], s["preset"], s["threshold"], s["detect_size"], s["keep_metadata"]) == \
         ("centerface", "plain", 2, 31, "ultrafast", 0.6, 320, True)
+
+
+@pytest.mark.parametrize("words, kind, field, value", OPTIONS, ids=[f"{w[0]}->{k}.{f}" for w, k, f, _ in OPTIONS])
+def test_a_live_or_fleet_flag_sets_its_option(words, kind, field, value):
+    from pipeline.cli.args import collect
+    from pipeline.cli.command import build_parser
+    from pipeline.fleet.runner import FleetOptions
+    from pipeline.live.run import LiveOptions
+
+    cls = {"live": LiveOptions, "fleet": FleetOptions}[kind]
+    options = collect(build_parser().parse_args(["in", "-o", "out", *words]), kind, cls)
+    assert getattr(options, field) == value and getattr(cls(), field) != value
+
+
+def test_help_shows_each_default_from_the_configuration():
+    """Defaults are the dataclasses' (written once there); the help text shows them."""
+    from pipeline.cli.command import build_parser
+    from pipeline.fleet.runner import FleetOptions
+    from pipeline.live.run import LiveOptions
+    from pipeline.run.config import RunConfig
+
+    text = " ".join(build_parser().format_help().split())
+    c, live, fleet = RunConfig(), LiveOptions(), FleetOptions()
+    for shown in (f"frames per detector batch (default {c.batch_size})", f"constant rate factor, 0-51 (default {c.crf};",
+                  f"generator crop size (default {c.swap.size})", f"older than this (default {live.max_latency_ms:g})",
+                  f"(default {fleet.retries}; bad input"):
+        assert shown in text

@@ -73,16 +73,20 @@ def test_transfer_round_trip_on_the_cpu():
 
 
 def test_engine_choice_follows_the_device():
+    from engines.placement import HOST, Placement
     from pipeline.run.config import RunConfig, engine_choice
 
     host = engine_choice(RunConfig())
     if host.device.is_cuda:
         pytest.skip("this machine has a GPU: auto picks it")
     assert host.device.host and (host.detector_backend, host.generator_backend) == ("onnxruntime", "onnxruntime")
-    assert host.options("onnxruntime") == {}
+    assert host.placement == HOST and host.placement.host and host.placement.torch_device == "cpu"
     dev = engine_choice(RunConfig(device="cpu"))
     assert (dev.device.torch_device, dev.detector_backend, dev.dtype, dev.cuda_graphs) == ("cpu", "torch", "float32", False)
-    assert dev.options("torch") == {"device": "cpu", "dtype": "float32", "channels_last": False}
+    assert dev.placement == Placement("cpu", "float32", channels_last=False, compile=False, cuda_graphs=False)
+    assert not dev.placement.host and not dev.placement.is_cuda
+    with pytest.raises(ValueError, match="unknown dtype"):
+        Placement("cpu", "float8")
     mixed = engine_choice(RunConfig(swap_backend="torch"))
     assert (mixed.detector_backend, mixed.generator_backend) == ("onnxruntime", "torch")
     assert engine_choice(RunConfig(device="cpu", precision="bf16")).dtype == "bfloat16"
@@ -207,9 +211,8 @@ def test_compile_is_opt_in_reaches_only_torch_builders_and_keeps_the_results():
     from pipeline.run.config import RunConfig, engine_choice
 
     plain, compiled = engine_choice(RunConfig(device="cpu")), engine_choice(RunConfig(device="cpu", compile=True))
-    assert "compile" not in plain.options("torch") and compiled.options("torch")["compile"] is True
-    assert "compile" not in compiled.options("tensorrt") and compiled.options("onnxruntime") == {}
-    assert engine_choice(RunConfig(compile=True, device="auto")).compile is bool(torch.cuda.is_available()), \
+    assert not plain.placement.compile and compiled.placement.compile
+    assert engine_choice(RunConfig(compile=True, device="auto")).placement.compile is bool(torch.cuda.is_available()), \
         "the host path has no torch models to compile"
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1))
@@ -247,17 +250,23 @@ def test_tensorrt_profiles_reach_the_largest_bucket_and_a_refused_shape_is_an_er
     builders declare them, and the execution context is a stand-in answering as TensorRT's
     does (set_input_shape returns False outside the profile, it does not raise)."""
     from engines import get_model
+    from engines.placement import Placement
     from engines.simswap import engine as simswap_engine
     from engines.tensorrt_engine import MAX_BATCH, TensorRTEngine, build_retinaface
     from pipeline.device.buckets import BUCKETS
 
     assert MAX_BATCH == BUCKETS[-1]
     declared = []
-    monkeypatch.setattr(TensorRTEngine, "from_onnx", classmethod(lambda cls, onnx, entry, shapes, **o: declared.append(shapes)))
+    gpu = Placement("cuda:0", "float16", channels_last=True)
+    monkeypatch.setattr(TensorRTEngine, "from_onnx", classmethod(lambda cls, onnx, entry, shapes, placement: declared.append((shapes, placement))))
     monkeypatch.setattr(simswap_engine, "cached_onnx", lambda entry, files: b"")
-    build_retinaface(get_model("retinaface-mnet025"), {"weights": b""})
-    simswap_engine.build_tensorrt(get_model("simswap-224"), {})
-    assert [hi[0] for shapes in declared for _, _, hi in shapes.values()] == [MAX_BATCH] * 3
+    build_retinaface(get_model("retinaface-mnet025"), {"weights": b""}, placement=gpu)
+    simswap_engine.build_tensorrt(get_model("simswap-224"), {}, placement=gpu)
+    assert [hi[0] for shapes, _ in declared for _, _, hi in shapes.values()] == [MAX_BATCH] * 3
+    assert [p for _, p in declared] == [gpu, gpu], "the placement reaches TensorRT (its device and precision)"
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="TensorRT runs on a CUDA device, not cpu"):
+        build_retinaface(get_model("retinaface-mnet025"), {"weights": b""}, placement=Placement("cpu"))
 
     class Context:
         def set_input_shape(self, name, shape):
@@ -285,8 +294,9 @@ def test_constants_are_uploaded_once_and_detected_frames_are_not_kept_alive():
     assert constant(("test-constant", 3), "cpu", lambda: made.append(1) or np.arange(3)) is first and made == [1]
     assert torch.equal(to_device([[1, 2]], "cpu", torch.float32), torch.tensor([[1.0, 2.0]]))
     from engines import load
+    from engines.placement import Placement
 
-    det = FaceDetector(engine=load("retinaface-mnet025", "torch", device="cpu"))
+    det = FaceDetector(engine=load("retinaface-mnet025", "torch", placement=Placement("cpu")))
     frames = torch.zeros((2, 96, 128, 3), dtype=torch.uint8)
     alive = weakref.ref(frames)
     det.detect_tensor(frames)
@@ -295,27 +305,77 @@ def test_constants_are_uploaded_once_and_detected_frames_are_not_kept_alive():
     assert alive() is None
 
 
-def test_every_builder_the_run_hands_placement_options_to_takes_them():
-    """`--device cpu --compile --detector centerface` ended in a TypeError: CenterFace's torch
-    builder did not take `compile`. Every model the run builds with the placement's options
-    (detectors, embedders, generators) must accept all of them, on each device backend."""
-    import importlib
+def test_every_builder_in_the_model_table_takes_a_placement():
+    """`--device cpu --compile --detector centerface` once ended in a TypeError: CenterFace's
+    torch builder did not take `compile`. Every builder of every model, on each backend, takes
+    the run's placement (host runtimes ignore what is not theirs), the host path by default."""
     import inspect
 
-    from engines.models import MODELS
-    from pipeline.run.config import RunConfig, engine_choice
+    from engines.models import MODELS, resolve
+    from engines.placement import HOST, Placement
 
-    engines = engine_choice(RunConfig(device="cpu", compile=True))
-    placed = [n for n, e in MODELS.items() if e.task in ("face-detection", "face-embedding", "swap-generator")]
-    checked = []
-    for name in placed:
-        for backend, target in MODELS[name].backends.items():
-            options = engines.options(backend)
-            if not options:
-                continue  # host runtimes take none
-            module, _, attr = target.partition(":")
-            builder = getattr(importlib.import_module(module), attr)
-            inspect.signature(builder).bind(MODELS[name], {}, **options)  # a TypeError names the builder
-            checked.append((name, backend))
-    assert ("centerface", "torch") in checked and ("retinaface-mnet025", "torch") in checked and ("simswap-224", "torch") in checked
-    assert "compile" in engines.options("torch")
+    placement = Placement("cpu", "float16", channels_last=True, compile=True, cuda_graphs=True)
+    for name, entry in MODELS.items():
+        for backend, target in entry.backends.items():
+            signature = inspect.signature(resolve(target))
+            signature.bind(entry, {}, placement=placement)  # a TypeError names the builder
+            assert signature.parameters["placement"].default is HOST, (name, backend)
+
+
+def test_compile_reaches_every_torch_model_the_run_builds(tmp_path, perface_onnx):
+    """`--device cpu --compile`: both detectors, the ArcFace-family embedders and the SimSwap
+    generator are built by the run's own loaders as compiled TorchEngines. torch.compile wraps
+    the module at build time; no forward pass (compiling RetinaFace on a CPU takes ~30 s; the
+    compiled results are checked on a small net above)."""
+    from torch._dynamo.eval_frame import OptimizedModule
+
+    from engines import load
+    from engines.torch_engine import TorchEngine
+    from pipeline.run.build import load_detector, load_embedder, load_swap_models
+    from pipeline.run.config import RunConfig, engine_choice
+    from simswap_kit import make_swap_kit
+
+    def compiled(engine) -> bool:
+        engine = getattr(engine, "engine", engine)  # inside the device path's BucketedEngine
+        return isinstance(engine, TorchEngine) and engine.compiled and isinstance(engine.module, OptimizedModule)
+
+    gen, arc, _ = make_swap_kit(tmp_path)
+    cfg = RunConfig(device="cpu", compile=True, detector="ensemble", generator=str(gen), arcface=str(arc),
+                    embedder="perface", embedder_model=str(perface_onnx))
+    engines = engine_choice(cfg)
+    detectors = load_detector(cfg, engines).detectors
+    assert [type(d).__name__ for d in detectors] == ["FaceDetector", "CenterFaceDetector"]
+    assert all(compiled(d.engine) for d in detectors)
+    assert compiled(load_embedder(cfg, engines).engine)
+    assert compiled(load("arcface-r50", "torch", path=perface_onnx, placement=engines.placement).engine)
+    generator, _ = load_swap_models(cfg, engines)
+    assert compiled(generator)
+    plain = RunConfig(device="cpu", detector="centerface")
+    assert not load_detector(plain, engine_choice(plain)).detectors[0].engine.engine.compiled
+
+
+def test_model_cache_keys_come_from_the_table_entry_and_the_placement():
+    """A fleet worker reuses a model for the next video only when the entry, backend,
+    placement, file and wrapper settings all match."""
+    from engines.placement import HOST, Placement
+    from pipeline.run.build import ModelCache, build_stages, model_key
+    from pipeline.run.config import RunConfig
+
+    cpu = Placement("cpu")
+    key = model_key("retinaface-mnet025", "torch", cpu)
+    assert key == model_key("retinaface-mnet025", "torch", Placement("cpu")) and hash(key) == hash(model_key("retinaface-mnet025", "torch", Placement("cpu")))
+    assert key != model_key("retinaface-mnet025", "torch", Placement("cpu", compile=True))
+    assert key != model_key("retinaface-mnet025", "torch", Placement("cpu", "float16"))
+    assert key != model_key("retinaface-mnet025", "onnxruntime", cpu)
+    assert model_key("retinaface-mnet025", None, HOST) == model_key("retinaface-mnet025", "onnxruntime", HOST), "None: the entry's default"
+    assert model_key("perface", "torch", cpu, "a.onnx") != model_key("perface", "torch", cpu, "b.onnx")
+    assert model_key("centerface", "torch", cpu, threshold=0.5) != model_key("centerface", "torch", cpu, threshold=0.6)
+    with pytest.raises(ValueError, match="unknown model"):
+        model_key("nope", None, HOST)
+
+    models = ModelCache()
+    first = build_stages("blur", RunConfig(device="cpu"), models=models).detector
+    assert build_stages("blur", RunConfig(device="cpu"), models=models).detector is first, "the same config: reused"
+    assert build_stages("blur", RunConfig(device="cpu", compile=True), models=models).detector is not first
+    assert build_stages("blur", RunConfig(device="cpu", precision="bf16"), models=models).detector is not first
+    assert len(models) == 3

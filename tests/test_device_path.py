@@ -102,9 +102,10 @@ def test_the_embedder_runs_on_the_device_with_the_host_results(perface_onnx):
     from skimage import data
 
     from engines.embedders import load_embedder
+    from engines.placement import Placement
     from pipeline.detect.retinaface import FaceDetector
 
-    host, dev = load_embedder("perface", perface_onnx), load_embedder("perface", perface_onnx, "torch", device="cpu")
+    host, dev = load_embedder("perface", perface_onnx), load_embedder("perface", perface_onnx, "torch", placement=Placement("cpu"))
     crops = np.random.default_rng(1).integers(0, 256, (3, 112, 112, 3), dtype=np.uint8)
     assert np.abs(host.embed_crops(crops) - dev.embed_crops(crops)).max() <= 1e-4
     image = np.ascontiguousarray(np.tile(data.astronaut(), (1, 2, 1)))

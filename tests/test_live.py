@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import cli_argv, no_leftovers, read_video, run_cli
-from pipeline.live.run import LatencyStats
+from pipeline.run.loop import LatencyStats
 from pipeline.live.sinks import segment_path
 from pipeline.live.source import LatestBuffer, is_stream_url
 from rtsp_harness import RtspServer, free_port, unavailable_reason
@@ -141,8 +141,15 @@ def test_sigterm_finalizes_segments(camera_file, tmp_path):
     assert not no_leftovers(tmp_path)
     with pytest.raises(DependentDetectorError):
         check_independent("centerface", run_detectors_from_report(str(rep)), allow_dependent=False)
+    # One settings function for every kind of run: the same keys as a file run's report.
     settings = json.loads(rep.read_text())["settings"]
-    assert {"detector", "recall", "region_scale", "keep_metadata", "swap", "identity", "live"} <= set(settings)
+    from pipeline import RunConfig, anonymize_video
+
+    file_run = anonymize_video(str(camera_file), str(tmp_path / "file.mp4"), RunConfig(mode="blur", detector="centerface", max_frames=2),
+                               progress=False, log=lambda m: None)["settings"]
+    assert set(settings) == set(file_run) and set(settings["engines"]) == set(file_run["engines"])
+    assert settings["detector"] == file_run["detector"] == "centerface" and settings["live"]["segment_seconds"] == 1
+    assert file_run["live"] is None and settings["batch_size"] == 1
 
 
 @needs_rtsp

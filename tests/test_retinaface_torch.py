@@ -12,6 +12,7 @@ onnx = pytest.importorskip("onnx", reason="loading RetinaFace into torch reads t
 
 from conftest import model_bytes  # noqa: E402
 from engines import get_model, load  # noqa: E402
+from engines.placement import Placement  # noqa: E402
 from engines.retinaface import load_retinaface  # noqa: E402
 from engines.torch_engine import TorchEngine  # noqa: E402
 from pipeline.anonymize.torch_faces import upload  # noqa: E402
@@ -257,14 +258,14 @@ def test_detect_tensor_checks_its_input(torch_engine):
     assert det.detect_tensor(torch.zeros((0, 64, 64, 3), dtype=torch.uint8)) == []
 
 
-@pytest.mark.parametrize("options,atol", [({"channels_last": True}, 1e-3), ({"dtype": "float16"}, 0.25)])
-def test_gpu_settings_keep_the_faces(options, atol, ort):
+@pytest.mark.parametrize("placement,atol", [(Placement("cpu", channels_last=True), 1e-3), (Placement("cpu", "float16"), 0.25)])
+def test_gpu_settings_keep_the_faces(placement, atol, ort):
     """channels_last and float16 are what a GPU would run; on CPU they must change only rounding.
     (bfloat16 moves boxes of 100+ px faces by 1-5 px: fine for a tracker, not a parity check.)
     Small frames: float16 convolutions are slow on a CPU."""
     frames = [cv2.resize(TILED, (384, 384), interpolation=cv2.INTER_AREA)]
     host = FaceDetector(ort, detect_size=384).detect(frames)
-    engine = load("retinaface-mnet025", "torch", **options)
+    engine = load("retinaface-mnet025", "torch", placement=placement)
     ours = FaceDetector(engine, detect_size=384).detect_tensor(upload(frames, engine.device))
     by_position = lambda d: np.lexsort(d.boxes.T[::-1])  # noqa: E731 (equal faces may swap score order)
     for h, o in zip(host, ours):

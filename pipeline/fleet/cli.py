@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-from pipeline.cli.args import interrupted_status, stop_on_signals
+from pipeline.cli.args import collect, interrupted_status, stop_on_signals
 from pipeline.core.errors import AnonswapError, OutputError, fail
 from pipeline.fleet.jobs import discover, prepare_outdir
 from pipeline.fleet.runner import FleetOptions, run_fleet
@@ -24,7 +24,7 @@ DEFAULT_REPORT = "fleet_report.json"
 def fleet_main(args, config: RunConfig, log) -> int:
     # --person-attributes names persons by a video's own ids
     unsupported = [flag for flag, on in (("--boxes", args.boxes), ("--audit", args.audit is not None),
-                                         ("--person-attributes", args.person_attributes)) if on]
+                                         ("--person-attributes", config.person_attributes)) if on]
     if unsupported:
         print(f"error: {', '.join(unsupported)} work on one video at a time, not on a fleet", file=sys.stderr)
         return 2
@@ -47,9 +47,7 @@ def fleet_main(args, config: RunConfig, log) -> int:
         manifest = None if os.path.isdir(args.input) else args.input
         check_outputs([manifest, *(j.input for j in jobs), *input_files(config)], {"--report": report_path},
                       written=[p for j in jobs for p in (j.output, j.report)])
-        opts = FleetOptions(workers=args.workers, worker_cpus=args.worker_cpus, videos_per_worker=args.videos_per_worker,
-                            ray_address=args.ray_address,
-                            retries=args.retries, force=args.force, progress=not args.quiet)
+        opts = collect(args, "fleet", FleetOptions, progress=not args.quiet)
         result = run_fleet(jobs, config, opts, source=args.input, outdir=outdir, report_path=report_path, log=log)
     except AnonswapError as e:
         if created and not os.listdir(outdir):

@@ -137,8 +137,8 @@ class ReportBuilder:
             "frames_in": reader.frames_read,
             "frames_out": writer.frames_written,
             "audio_packets": writer.audio_packets,
-            "audio_reencoded": getattr(writer, "reencoded", []),  # (live sinks carry no audio)
-            "start_shift_ms": round(getattr(writer, "ts_shift_s", 0.0) * 1000, 1),
+            "audio_reencoded": list(writer.reencoded),
+            "start_shift_ms": round(writer.ts_shift_s * 1000, 1),
             "decode_errors": reader.decode_errors,
             "timestamp_fixes": reader.timestamp_fixes,
             "rotation": reader.rotation,

@@ -38,6 +38,7 @@ class VideoReader:
         """`hwaccel`: an FFmpeg hardware device type ("cuda": NVDEC) to decode on, falling back
         to software decoding when that device cannot take the stream (`hw_decoder` decides)."""
         self.path = str(path)
+        self.url = "://" in self.path  # a finite http(s) file: FFmpeg's to open, with a network timeout
         self.max_frames = max_frames
         self.hwaccel = hwaccel
         self.hwaccel_fallback: str | None = None  # why the hardware decoder asked for was not used
@@ -68,7 +69,7 @@ class VideoReader:
         produce its first frame (no device, a codec NVDEC lacks, a driver error), the file is
         opened again in software and `hwaccel_fallback` says why: a decoder is never a reason
         to refuse a readable video."""
-        if "://" not in self.path:  # a URL (a finite http(s) file) is FFmpeg's to open
+        if not self.url:
             if not os.path.exists(self.path):
                 raise InputNotFoundError(f"input not found: {self.path}")
             if os.path.isdir(self.path):
@@ -95,7 +96,7 @@ class VideoReader:
                 from av.codec.hwaccel import HWAccel
 
                 hw = {"hwaccel": HWAccel(hwaccel, allow_software_fallback=True)}
-            network = {"options": {"rw_timeout": str(int(NETWORK_TIMEOUT_S * 1e6))}, "timeout": NETWORK_TIMEOUT_S} if "://" in self.path else {}
+            network = {"options": {"rw_timeout": str(int(NETWORK_TIMEOUT_S * 1e6))}, "timeout": NETWORK_TIMEOUT_S} if self.url else {}
             self.container = av.open(self.path, mode="r", metadata_errors="ignore", **hw, **network)
         except PermissionError as e:
             raise InvalidInputError(f"input is not readable (permission denied): {self.path}") from e
@@ -155,6 +156,18 @@ class VideoReader:
             why = f"{self.decode_errors} corrupt packets" if self.decode_errors else "no packet of it could be read"
             raise InvalidInputError(f"input has a video stream but no decodable frame ({why}): {self.path}") from None
         return self
+
+    @property
+    def notes(self) -> list[str]:
+        """What the run should say about how it read this input, one line each."""
+        notes = [self.stream_note] if self.stream_note else []
+        if self.dropped_streams:
+            # Subtitles can name or quote the people whose faces are removed: never carried,
+            # and said on the console rather than only in the report.
+            notes.append(f"note: not carried to the output: {', '.join(self.dropped_streams)} (video and audio only)")
+        if self.hwaccel_fallback:
+            notes.append(f"note: {self.hwaccel_fallback}")
+        return notes
 
     @property
     def rotation(self) -> int:

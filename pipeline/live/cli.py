@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 import sys
 
+from pipeline.cli.args import collect
 from pipeline.core.errors import AnonswapError, fail
 from pipeline.run.config import RunConfig
 from pipeline.io.report import swap_failures
@@ -23,8 +24,7 @@ def live_main(args, config: RunConfig, log) -> int:
         print("error: --audit needs the original as a file; record the stream first, or audit a segment", file=sys.stderr)
         return 2
     try:
-        opts = LiveOptions(segment_seconds=args.segment_seconds, max_latency_ms=args.max_latency_ms,
-                           reconnect_timeout_s=args.reconnect_timeout, transport=args.rtsp_transport)
+        opts = collect(args, "live", LiveOptions)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

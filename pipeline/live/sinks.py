@@ -57,12 +57,24 @@ def segment_path(output: str, n: int) -> str:
     return f"{stem}_{n:05d}{ext}"
 
 
-class FileSink:
+class LiveSink:
+    """What the run loop and the report read of every sink; a live run carries no audio."""
+
+    frames_written = 0
+    audio_packets = 0
+    reencoded = ()
+    ts_shift_s = 0.0
+    notes = ()
+
+
+class FileSink(LiveSink):
     def __init__(self, output: str, info: VideoInfo, *, crf: int, preset: str):
         self.outputs: list[dict] = []
         self._writer = VideoWriter(output, info, crf=crf, preset=preset, tune=LIVE_TUNE)
-        self.frames_written = 0
-        self.audio_packets = 0
+
+    @property
+    def notes(self) -> list[str]:
+        return self._writer.notes
 
     def write(self, frame: Frame) -> None:
         self._writer.write(frame)
@@ -79,7 +91,7 @@ class FileSink:
         self._writer.abort()
 
 
-class SegmentSink:
+class SegmentSink(LiveSink):
     """Consecutive files of about `seconds` each (cut at the first frame past the length).
 
     Each file starts at PTS 0 and with a keyframe (a new encoder), so it plays on its own.
@@ -91,8 +103,6 @@ class SegmentSink:
         self.inputs, self.written = inputs, written
         self.crf, self.preset = crf, preset
         self.outputs: list[dict] = []
-        self.frames_written = 0
-        self.audio_packets = 0
         self._writer: VideoWriter | None = None
         self._base_pts = 0
         self._frames = 0
@@ -131,7 +141,7 @@ class SegmentSink:
             self._writer = None
 
 
-class PublishSink:
+class PublishSink(LiveSink):
     """H.264 pushed to a server (RTSP ANNOUNCE/RECORD, RTMP/FLV, SRT or UDP MPEG-TS).
 
     Sent upright, as displayed (`info.display_width`×`display_height`), with no display
@@ -144,8 +154,6 @@ class PublishSink:
         fmt = PUBLISH_FORMATS[scheme]
         options = {"rtsp_transport": "tcp"} if fmt == "rtsp" else {}
         self.outputs = [{"path": url}]
-        self.frames_written = 0
-        self.audio_packets = 0
         try:
             self.container = av.open(url, mode="w", format=fmt, options=options, timeout=(timeout_s, timeout_s))
         except (av.FFmpegError, OSError) as e:

@@ -187,6 +187,9 @@ class LiveSource:
     rotation = property(lambda self: self.info.rotation if self.info is not None else 0)
     other_streams = 0
     truncated = False
+    trailing_audio = ()  # a live run carries no audio
+    hwaccel = hwaccel_fallback = None  # decoded in software
+    notes = ()
 
     def open(self) -> "LiveSource":
         first_error = self._connect_with_retry(

@@ -6,10 +6,13 @@ per-video state (tracker, persons, source draws) is always built fresh.
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
+from engines import get_model
+from engines.placement import HOST, Placement
 from pipeline.anonymize.cover import Anonymizer
 from pipeline.anonymize.face_ops import HostFaceOps, TorchFaceOps
 from pipeline.anonymize.swap import FaceSwapper
@@ -27,40 +30,58 @@ from pipeline.run.config import EngineChoice, RunConfig, engine_choice
 from pipeline.track.stage import track_stage
 from trackers import FaceTracker
 
+
+def model_key(name: str, backend: str | None, placement: Placement, path=None, **settings) -> tuple:
+    """A loaded model's ModelCache key: its model table entry and backend (None: the entry's
+    default), its placement, the file it loads (None: the entry's own) and the `settings` of
+    the wrapper built around it. Equal keys are the same model, so a fleet worker reuses it."""
+    entry = get_model(name)
+    return (entry.name, backend or entry.default_backend, placement, None if path is None else os.fspath(path),
+            *sorted(settings.items()))
+
+
+def _bucketed(engine, placement: Placement):
+    """The device path's batch buckets (and CUDA graphs) around an engine; the host's as is."""
+    return engine if placement.host else BucketedEngine(engine, graphs=placement.cuda_graphs)
+
+
 def load_swap_models(config: RunConfig, engines: EngineChoice):
     """The generator engine and SimSwap's ArcFace, loaded once; bad files are input errors."""
     from engines import load
 
-    backend = engines.generator_backend
     try:
-        engine = load(f"simswap-{config.swap.size}", backend, path=config.generator, **engines.options(backend))
+        engine = load(f"simswap-{config.swap.size}", engines.generator_backend, path=config.generator, placement=engines.placement)
     except (ValueError, OSError) as e:
         raise InvalidInputError(f"generator checkpoint unusable: {e}") from e
-    if not engines.device.host:
-        engine = BucketedEngine(engine, graphs=engines.cuda_graphs)
-    return engine, load_simswap_arcface(config.arcface)
+    return _bucketed(engine, engines.placement), load_simswap_arcface(config.arcface)
+
+
+def detector_models(config: RunConfig, engines: EngineChoice) -> list[tuple[str, str]]:
+    """(model, backend) of each network `--detector` runs; CenterFace has no TensorRT
+    backend, so it runs on torch there."""
+    models = []
+    if config.detector in ("retinaface", "ensemble"):
+        models.append(("retinaface-mnet025", engines.detector_backend))
+    if config.detector in ("centerface", "ensemble"):
+        backends = get_model("centerface").backends
+        models.append(("centerface", engines.detector_backend if engines.detector_backend in backends else "torch"))
+    return models
 
 
 def load_detector(config: RunConfig, engines: EngineChoice) -> MultiPassDetector:
     """`--detector` (one network or both, fused) with the `--recall` setting's extra passes."""
-    from engines import get_model, load
+    from engines import load
 
     from pipeline.detect.centerface import CenterFaceDetector
 
-    detectors = []
-    if config.detector in ("retinaface", "ensemble"):
-        backend = engines.detector_backend
-        engine = load("retinaface-mnet025", backend, **engines.options(backend))
-        if not engines.device.host:
-            engine = BucketedEngine(engine, graphs=engines.cuda_graphs)
-        threshold = config.threshold or get_model("retinaface-mnet025").settings["threshold"]
-        detectors.append(FaceDetector(engine, detect_size=config.detect_size, threshold=threshold))
-    if config.detector in ("centerface", "ensemble"):
-        backend = engines.detector_backend if engines.detector_backend in get_model("centerface").backends else "torch"
-        engine = load("centerface", backend, **engines.options(backend))
-        if not engines.device.host:
-            engine = BucketedEngine(engine, graphs=engines.cuda_graphs)
-        detectors.append(CenterFaceDetector(engine, threshold=config.threshold, detect_size=config.detect_size))
+    placement, detectors = engines.placement, []
+    for name, backend in detector_models(config, engines):
+        engine = _bucketed(load(name, backend, placement=placement), placement)
+        if name == "centerface":
+            detectors.append(CenterFaceDetector(engine, threshold=config.threshold, detect_size=config.detect_size))
+        else:
+            threshold = config.threshold or get_model(name).settings["threshold"]
+            detectors.append(FaceDetector(engine, detect_size=config.detect_size, threshold=threshold))
     return MultiPassDetector(detectors, SETTINGS[config.recall], name=config.detector)
 
 
@@ -69,32 +90,40 @@ def load_face_parser(config: RunConfig, engines: EngineChoice):
     on the run's device, always in float32, as SimSwap runs it (TF32 alone already breaks its golden contract)."""
     if not config.parsing_mask:
         return None
-    from engines import get_model, load
+    from engines import load
     from pipeline.anonymize.parsing import FaceParser
 
     try:
-        return FaceParser(load("face-parsing", path=config.parsing_model, device=engines.device.torch_device or "cpu"), get_model("face-parsing").settings)
+        return FaceParser(load("face-parsing", path=config.parsing_model, placement=engines.placement), get_model("face-parsing").settings)
     except (ValueError, OSError) as e:
         raise InvalidInputError(f"face parser unusable: {e}") from e
 
 
 def load_simswap_arcface(path: str):
-    """SimSwap's ArcFace through the restricted unpickler; an unusable file is an input error."""
-    from engines.simswap import UnsafeCheckpointError, load_arcface_checkpoint
+    """SimSwap's ArcFace through the restricted unpickler, on the host (its latents are made
+    once per gallery source); an unusable file is an input error."""
+    from engines import load
 
     try:
-        return load_arcface_checkpoint(path)
-    except (UnsafeCheckpointError, ValueError, OSError) as e:
+        return load("simswap-arcface", path=path)
+    except (ValueError, OSError) as e:  # UnsafeCheckpointError is a ValueError
         raise InvalidInputError(f"ArcFace checkpoint unusable: {e}") from e
+
+
+def embedder_model(config: RunConfig, engines: EngineChoice | None) -> tuple[str, str | None, Placement]:
+    """(name, backend, placement) of the identity embedder: the entry's default backend on
+    the host when no engine choice is given (library callers)."""
+    if engines is None:
+        return config.embedder, None, HOST
+    return config.embedder, engines.embedder_backend(config.embedder), engines.placement
 
 
 def load_embedder(config: RunConfig, engines: EngineChoice | None = None):
     from engines.embedders import load_embedder as load
 
-    backend = engines.embedder_backend(config.embedder) if engines is not None else None
-    options = engines.options(backend) if backend is not None else {}
+    name, backend, placement = embedder_model(config, engines)
     try:
-        return load(config.embedder, config.embedder_model, backend, **options)
+        return load(name, config.embedder_model, backend, placement=placement)
     except (ValueError, OSError) as e:
         raise InvalidInputError(f"embedder {config.embedder!r} unusable: {e}") from e
 
@@ -148,16 +177,16 @@ def build_identity(config: RunConfig, detector: FaceDetector, arc=None, cache: M
 
     from pipeline.identity.attributes import AttributeConfig, GivenAttributes
 
-    backend = engines.embedder_backend(config.embedder) if engines is not None else None
-    embedder = _cached(cache, ("embedder", config.embedder, config.embedder_model, backend, *(engines.options(backend).values() if backend else ())),
-                       lambda: load_embedder(config, engines))
+    name, backend, placement = embedder_model(config, engines)
+    embedder_key = model_key(name, backend, placement, config.embedder_model)
+    embedder = _cached(cache, embedder_key, lambda: load_embedder(config, engines))
     # the device path cuts and embeds the samples where the frame already is
     embed = None
     if backend == "torch":
         def embed(frame, lm):
             return embedder.embed(frame.image, lm) if frame.tensor is None else embedder.embed_frame_tensor(frame.tensor, lm)
     size = config.swap.size  # the generator's crop: the source latents come from crops aligned like it
-    gallery = _cached(cache, ("gallery", config.gallery, config.embedder, id(detector), id(arc), size),
+    gallery = _cached(cache, ("gallery", config.gallery, embedder_key, id(detector), id(arc), size),
                       lambda: SourceGallery.open(config.gallery, detector, [embedder]).use_size(size))
     latent_fn = (lambda crops: latent_from_crops(arc, crops)) if arc is not None else None
     if latent_fn is not None and not gallery.has_latents:
@@ -203,9 +232,8 @@ class Stages:
     engines: EngineChoice
 
     def chain(self, source: tuple[str, Callable], detect: Callable, anonymize: Callable) -> list[tuple[str, Callable]]:
-        """The stage list a run hands to StagePipeline: its own source, detection and
-        anonymize steps (file and live runs batch differently) around the shared tracking
-        and, when a gallery is given, identity stages."""
+        """The stage list handed to StagePipeline: a source, detection and anonymize steps
+        (the run loop's, or a benchmark's) around tracking and, with a gallery, identity."""
         stages = [source, ("detect", detect), ("track", track_stage(self.tracker))]
         if self.identity is not None:
             stages.append(("identity", self.identity))
@@ -217,9 +245,10 @@ def build_stages(mode: str, config: RunConfig, detector: FaceDetector | None = N
     or the device path (frames uploaded once at detection, every pixel step on the device,
     one download for the encoder). The stages never branch on it afterwards."""
     engines = engine_choice(config)
-    key = (engines.device.torch_device, engines.detector_backend, engines.dtype, engines.cuda_graphs)
-    detector = detector or _cached(models, ("detector", config.detector, config.recall, config.detect_size, config.threshold, *key),
-                                   lambda: load_detector(config, engines))
+    placement = engines.placement
+    detector_key = tuple(model_key(name, backend, placement, recall=config.recall, detect_size=config.detect_size, threshold=config.threshold)
+                         for name, backend in detector_models(config, engines))
+    detector = detector or _cached(models, detector_key, lambda: load_detector(config, engines))
     if engines.device.host:
         detect, ops = HostDetect(detector), HostFaceOps()
     else:
@@ -229,31 +258,34 @@ def build_stages(mode: str, config: RunConfig, detector: FaceDetector | None = N
         detect, ops = DeviceDetect(detector, transfer), TorchFaceOps(engines.device.torch_device, transfer)
     engine, arc, parser = (None, None, None)
     if mode == "swap":
-        engine, arc = _cached(models, ("swap", config.generator, config.arcface, config.swap.size, engines.generator_backend, *key),
-                              lambda: load_swap_models(config, engines))
-        parser = _cached(models, ("parser", config.parsing_mask, config.parsing_model, engines.device.torch_device),
-                         lambda: load_face_parser(config, engines))
+        swap_key = (model_key(f"simswap-{config.swap.size}", engines.generator_backend, placement, config.generator),
+                    model_key("simswap-arcface", None, HOST, config.arcface))
+        engine, arc = _cached(models, swap_key, lambda: load_swap_models(config, engines))
+        if config.parsing_mask:
+            parser = _cached(models, model_key("face-parsing", None, placement, config.parsing_model),
+                             lambda: load_face_parser(config, engines))
     identity = build_identity(config, detector, arc, models, engines)
     return Stages(detector, identity, build_tracker(config, identity), build_anonymizer(mode, config, engine, ops, parser), detect, engines)
 
 
-def report_settings(config: RunConfig, st: "Stages", info, mode: str, *, batch_size: int | None = None) -> dict:
+def report_settings(config: RunConfig, st: "Stages", source, mode: str, *, batch_size: int, live: dict | None = None) -> dict:
     """The report's `settings`, one function for file, live and fleet runs: the audit reads
     the detectors from here, and a live report without them let it take CenterFace for
-    independent of a CenterFace run. `batch_size`: what the run loop really batches (live: 1)."""
-    detector = st.detector
+    independent of a CenterFace run. `batch_size`: what the run loop really batches (live: 1);
+    `live`: the live options (None for a file)."""
+    detector, info = st.detector, source.info
     return {
         "detect_size": detector.long_side(info.height, info.width),
         "threshold": detector.threshold,
         "detector": config.detector,
         "recall": config.recall,
-        "batch_size": config.batch_size if batch_size is None else batch_size,
+        "batch_size": batch_size,
         "region_scale": config.region_scale,
         "crf": config.crf,
         "preset": config.preset,
         "keep_metadata": config.keep_metadata,
         "tracker": asdict(config.tracker),
-        "engines": st.engines.describe(),
+        "engines": {**st.engines.describe(), "hwaccel": source.hwaccel, "hwaccel_fallback": source.hwaccel_fallback},
         "swap": {**asdict(config.swap), "backend": st.engines.generator_backend, "generator": config.generator, "arcface": config.arcface,
                  "gallery": config.gallery, "parsing_mask": config.parsing_model if config.parsing_mask else None}
         if mode == "swap" else None,
@@ -261,6 +293,7 @@ def report_settings(config: RunConfig, st: "Stages", info, mode: str, *, batch_s
                      "embedder": config.embedder, "embedder_backend": st.engines.embedder_backend(config.embedder),
                      "gallery": config.gallery, "person_registry": config.person_registry}
         if st.identity else None,
+        "live": live,
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from engines.placement import Placement
 from pipeline.anonymize.cover import REGION_SCALE
 from pipeline.anonymize.swap import SwapConfig
 from pipeline.core.errors import InvalidInputError
@@ -194,13 +195,12 @@ class EngineChoice:
         entry = get_model(name)
         return "torch" if not self.device.host and "torch" in entry.backends else entry.default_backend
 
-    def options(self, backend: str) -> dict:
-        """The builder options of `backend` on this device (host runtimes, ONNX Runtime and
-        dlib, take none)."""
-        if backend not in ("torch", "tensorrt"):
-            return {}
-        options = {"device": self.device.torch_device or "cpu", "dtype": self.dtype, "channels_last": self.device.is_cuda}
-        return {**options, "compile": True} if backend == "torch" and self.compile else options
+    @property
+    def placement(self) -> Placement:
+        """Where and how this run's models run: every builder in the model table takes it
+        (host runtimes ignore what is not theirs), so each setting reaches every model."""
+        return Placement(self.device.torch_device, self.dtype, channels_last=self.device.is_cuda, compile=self.compile,
+                         cuda_graphs=self.cuda_graphs)
 
 
 def engine_choice(config: RunConfig) -> EngineChoice:
