@@ -62,7 +62,14 @@ def test_fleet_runs_isolates_bad_input_and_resumes(fleet_dir, tmp_path):
     # Outputs mirror the folder layout, are complete videos, and each has its report.
     a_out, b_out = out / "car1" / "day1" / "a.mp4", out / "car2" / "b.mov"
     assert len(read_video(a_out)["frames"]) == 30 and len(read_video(b_out)["frames"]) == 24
-    assert _report(out / "car1" / "day1" / "a.mp4.report.json")["fleet"]["status"] == "complete"
+    a_report = _report(out / "car1" / "day1" / "a.mp4.report.json")
+    assert a_report["fleet"]["status"] == "complete"
+    # the run loop's report: the same settings keys as a file run (tests/test_live.py: a live run's)
+    from pipeline import RunConfig, anonymize_video
+
+    file_run = anonymize_video(str(fleet_dir / "car2" / "b.mov"), str(tmp_path / "file.mp4"), RunConfig(max_frames=2),
+                               progress=False, log=lambda m: None)["settings"]
+    assert set(a_report["settings"]) == set(file_run) and set(a_report["settings"]["engines"]) == set(file_run["engines"])
     assert not (out / "car2" / "cut.mp4").exists()
     assert not no_leftovers(out / "car2") and not no_leftovers(out / "car1" / "day1")
 
