@@ -306,10 +306,10 @@ def _get(d, path):
 def measure(seeds: int = 20, clip: bool = True, workdir=None, embedder_name: str = "dlib") -> dict:
     from engines.embedders import attribute_settings, load_embedder
 
-    from pipeline.detect.retinaface import FaceDetector
+    from pipeline.detect.retinaface import RetinaFaceDetector
 
     embedder = load_embedder(embedder_name)
-    sources, photos = embed_photos(FaceDetector(), embedder)
+    sources, photos = embed_photos(RetinaFaceDetector(), embedder)
     result = {
         "embedder": embedder_name,
         "settings": attribute_settings(embedder_name),
@@ -326,7 +326,7 @@ def measure(seeds: int = 20, clip: bool = True, workdir=None, embedder_name: str
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(workdir or tmp)
             gpath = str(work / "shared_gallery.npz")
-            SourceGallery.build(str(FACES / "sources"), FaceDetector(), [embedder], labels=str(FACES / "sources" / "sources.csv")).save(gpath)
+            SourceGallery.build(str(FACES / "sources"), RetinaFaceDetector(), [embedder], labels=str(FACES / "sources" / "sources.csv")).save(gpath)
             result["astronaut_clip"] = astronaut_clip(gpath, work, seeds)
     return result
 

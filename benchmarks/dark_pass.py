@@ -49,9 +49,9 @@ def measure() -> list[dict]:
     """Per frame: luminance, CenterFace's faces, and RetinaFace's at score >= 0.3 per look."""
     from engines.centerface import CenterFace
     from pipeline.detect.recall import Passes, enhance, luma, unpad
-    from pipeline.detect.retinaface import FaceDetector
+    from pipeline.detect.retinaface import RetinaFaceDetector
 
-    rf, cf = FaceDetector(threshold=0.3), CenterFace(threshold=0.2)
+    rf, cf = RetinaFaceDetector(threshold=0.3), CenterFace(threshold=0.2)
     gamma = Passes(gamma=FAST.gamma)
     rows = []
     for i, img in viewed_frames(SHARED_CLIP):

@@ -18,7 +18,7 @@ import numpy as np
 
 from common import clips, ground_truth_path, machine, synthetic, viewed_frames, write
 
-from pipeline.detect.retinaface import FaceDetector
+from pipeline.detect.retinaface import RetinaFaceDetector
 from trackers.norfair_tracker import boxes_iou
 
 
@@ -50,7 +50,7 @@ def main() -> int:
         frames = [img for _, img in viewed_frames(clip)]
         per_size = {}
         for size in sizes:
-            det = FaceDetector(detect_size=size)
+            det = RetinaFaceDetector(detect_size=size)
             det.detect(frames[: args.batch])  # warm-up
             t = time.perf_counter()
             found = []

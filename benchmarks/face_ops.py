@@ -44,11 +44,11 @@ def frames_and_faces(height: int, n_frames: int, n_faces: int):
 
 
 def time_path(ops, frames, fits, covers, repeat: int) -> dict:
-    from pipeline.anonymize.cover import Anonymizer
+    from pipeline.anonymize.cover import FaceCover
     from pipeline.core.records import Frame
 
     keep = np.arange(len(fits.ok))
-    blur = Anonymizer("blur")
+    blur = FaceCover("blur")
     items = [(fi, box) for fi, per in enumerate(covers) for box in per]
     steps = {"upload": [], "crops": [], "paste": [], "blur": [], "download": []}
     for r in range(repeat + 1):  # the first round warms up (allocations, kernels) and is not counted

@@ -115,14 +115,14 @@ def detector_table(rows: list, device: str, batches, repeat: int) -> None:
 
     from engines import load
     from engines.placement import Placement
-    from pipeline.detect.retinaface import FaceDetector
+    from pipeline.detect.retinaface import RetinaFaceDetector
     from pipeline.device.buckets import BucketedEngine
 
     cuda = torch.device(device).type == "cuda"
     for graphs in graph_modes(device):
         placement = Placement(device, "float16" if cuda else "float32", channels_last=cuda)
         engine = BucketedEngine(load("retinaface-mnet025", "torch", placement=placement), graphs=graphs)
-        det = FaceDetector(engine, detect_size=1280)
+        det = RetinaFaceDetector(engine, detect_size=1280)
         for b in batches:
             frames = torch.randint(0, 255, (b, 1080, 1920, 3), dtype=torch.uint8, device=device)
             s = timed(lambda: det.detect_tensor(frames), device, repeat=repeat)
@@ -175,7 +175,7 @@ class EndToEnd:
 
     def __init__(self, device: str, mode: str, ckpt: str, *, batch: int, naive: bool = False):
         from engines import load
-        from pipeline.anonymize.cover import Anonymizer
+        from pipeline.anonymize.cover import FaceCover
         from pipeline.anonymize.face_ops import HostFaceOps
         from pipeline.anonymize.swap import FaceSwapper
         from pipeline.device.buckets import BucketedEngine
@@ -193,11 +193,11 @@ class EndToEnd:
         if naive:
             self.detect = NaiveDetect(st.detector, st.engines.device.torch_device)
             ops = HostFaceOps()
-        self.anonymizer = Anonymizer("blur", ops=ops) if naive else st.anonymizer
+        self.anonymizer = FaceCover("blur", ops=ops) if naive else st.anonymizer
         if mode == "swap":
             engine = load("simswap-224", "torch", path=ckpt, placement=st.engines.placement)
             engine = OneFaceAtATime(engine) if naive else BucketedEngine(engine, graphs=st.engines.cuda_graphs)
-            self.anonymizer = FaceSwapper(engine, fallback=Anonymizer("blur", ops=ops), ops=ops)
+            self.anonymizer = FaceSwapper(engine, fallback=FaceCover("blur", ops=ops), ops=ops)
 
     def run(self, clip: str, *, encode: bool, max_frames: int | None = None) -> dict:
         import torch

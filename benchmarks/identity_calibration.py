@@ -52,9 +52,9 @@ def main(argv=None) -> int:
         print(f"needs {FACES} (the shared test data)", file=sys.stderr)
         return 2
     from engines.embedders import calibration, load_embedder
-    from pipeline.detect.retinaface import FaceDetector
+    from pipeline.detect.retinaface import RetinaFaceDetector
 
-    items = load_faces(load_embedder(args.embedder, args.model), FaceDetector())
+    items = load_faces(load_embedder(args.embedder, args.model), RetinaFaceDetector())
     same, diff, hardest = [], [], []
     for (fa, la, va), (fb, lb, vb) in itertools.combinations(items, 2):
         s = float(va @ vb)

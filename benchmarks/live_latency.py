@@ -53,7 +53,7 @@ def passthrough(url: str, out: Path, frames: int) -> dict:
     try:
         for frame in src.frames():
             sink.write(frame)
-            lat.add((time.monotonic() - frame.captured) * 1000)
+            lat.add((time.monotonic() - frame.data["captured"]) * 1000)
             if sink.frames_written >= frames:
                 break
         sink.close()

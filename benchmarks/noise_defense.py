@@ -60,7 +60,7 @@ def main(argv=None) -> int:
 
     from engines.embedders import calibration, load_embedder
     from pipeline.core.alignment import align
-    from pipeline.detect.retinaface import FaceDetector
+    from pipeline.detect.retinaface import RetinaFaceDetector
     from pipeline.anonymize.noise_defense import UniformNoise
     from pipeline.anonymize.paste_back import paste_back
 
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
             video = Path(tmp) / "synthetic.mp4"
             make_video(str(video), width=640, height=360, frames=120)
         frames = read_frames(video, args.every)
-    detector, embedder = FaceDetector(), load_embedder("dlib")
+    detector, embedder = RetinaFaceDetector(), load_embedder("dlib")
     threshold = calibration("dlib")[0]
     rng = np.random.default_rng(args.seed)
     rows = {eps: {"psnr_roi": [], "psnr_pasted": [], "ssim_roi": [], "cos": [], "changed": [], "noise_ms": []} for eps in args.eps}

@@ -17,7 +17,7 @@ Everything is fixed so that the numbers repeat on the CI machine (2 CPU cores): 
 are made from fixed seeds and sizes (`pipeline.synthetic`) or are the shared clip; the
 recognizer is dlib, not `auto` (which would take ArcFace R50 from whoever's model cache); the
 leak detector is the audit's own choice for the run (`auto`: CenterFace, which sees dark and
-edge-cut faces, unless the run used it, then dlib's CNN; a change of the default detector
+edge-cut faces, unless the run used it, then MTCNN; a change of the default detector
 changes that choice, and the test of the baselines asks for a refresh); the
 model cache is a fresh temporary folder; swap mode uses the tests' random-weight SimSwap kit,
 so it measures what the swap path covers (its re-ID says nothing about real SimSwap).
@@ -164,7 +164,7 @@ def _swap_kit(folder: Path) -> dict:
     return dict(generator=str(gen), arcface=str(arc), gallery=str(gallery))
 
 
-LEAK_DETECTOR = "auto"  # the audit's rule: CenterFace unless the run used it, then dlib's CNN
+LEAK_DETECTOR = "auto"  # the audit's rule: CenterFace unless the run used it, then MTCNN
 
 
 def audit_config(c: Case, run_settings: dict | None = None):

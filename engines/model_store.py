@@ -30,6 +30,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+from .model_files import bundled, cache_dir, sha256_of
 from .models import MODELS, Bundled, Download, ModelEntry, PackageWheel, UserFile, get_model, resolve
 
 CHUNK = 1 << 20
@@ -37,13 +38,6 @@ CHUNK = 1 << 20
 
 class FetchError(RuntimeError):
     pass
-
-
-def cache_dir() -> Path:
-    if os.environ.get("ANONSWAP_HOME"):
-        return Path(os.environ["ANONSWAP_HOME"]) / "models"
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "anonswap" / "models"
 
 
 def lock_path() -> Path:
@@ -94,8 +88,6 @@ def _write_lock(lock: dict) -> None:
 
 
 def sha256(path: Path) -> str:
-    from .registry import sha256_of
-
     return sha256_of(str(path))
 
 
@@ -289,8 +281,6 @@ def status() -> list[dict]:
     """One row per model in the table: where its file is, whether it is there, whether its
     structure checks out, and whether its hash matches the pin (the table's for bundled files,
     the lock file's for downloads)."""
-    from .registry import bundled
-
     lock = read_lock()
     rows = []
     for name, entry in MODELS.items():

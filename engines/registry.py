@@ -8,43 +8,18 @@ never branches on the backend after that.
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 from pipeline.core.errors import AnonswapError
 
+from .model_files import bundled, cache_dir
 from .models import Bundled, Download, ModelEntry, PackageWheel, UserFile, get_model, resolve
 from .placement import HOST, Placement
-
-_CHECKED: set = set()  # bundled files whose hash was verified in this process
 
 
 class ModelFileMissing(AnonswapError, FileNotFoundError):
     """A model's file is not on this machine; the message says how to get it (the command
     line prints it on one line, exit status 2)."""
-
-
-def sha256_of(source: str | bytes) -> str:
-    if isinstance(source, bytes):
-        return hashlib.sha256(source).hexdigest()
-    h = hashlib.sha256()
-    with open(source, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def bundled(spec: Bundled) -> str | bytes:
-    """The bundled file (path or bytes) after its pinned hash is checked, once per process."""
-    source = spec.locate()
-    key = (spec.module, spec.path, spec.attribute, spec.sha256)
-    if key not in _CHECKED:
-        digest = sha256_of(source)
-        if digest != spec.sha256:
-            raise ValueError(f"{spec.where}: sha256 {digest} differs from the pinned {spec.sha256} "
-                             f"(another {spec.package} release? check it, then update engines/models.py)")
-        _CHECKED.add(key)
-    return source
 
 
 def local_file(entry: ModelEntry, spec) -> str | bytes:
@@ -59,8 +34,6 @@ def local_file(entry: ModelEntry, spec) -> str | bytes:
     if isinstance(spec, Bundled):
         return bundled(spec)
     if isinstance(spec, Download):
-        from .model_store import cache_dir
-
         path = cache_dir() / spec.file
         if not path.exists():
             raise ModelFileMissing(f"{entry.name} is not installed ({path}); get it with: python run_pipeline.py models fetch {entry.name}")

@@ -18,8 +18,8 @@ import os
 import re
 
 from .base import Engine, TensorSpec
+from .model_files import cache_dir, sha256_of
 from .placement import HOST, Placement
-from .registry import sha256_of
 
 PLAN_DIR = "tensorrt"
 MAX_BATCH = 256  # the largest batch bucket (pipeline.device.buckets.BUCKETS): every profile reaches it
@@ -85,8 +85,6 @@ class TensorRTEngine(Engine):
         if not placement.is_cuda:
             raise ValueError(f"TensorRT runs on a CUDA device, not {placement.torch_device}")
         trt = require()
-        from .model_store import cache_dir
-
         device = placement.device
         precision = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}[placement.dtype]
         folder = cache_dir() / PLAN_DIR

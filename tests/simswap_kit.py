@@ -164,6 +164,20 @@ def official_full_frame(image: np.ndarray, crops: list, matrices: list) -> tuple
     return img.astype(np.uint8), alphas
 
 
+def frame_alpha(matrix: np.ndarray, size: int, shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) float64 paste mask of one face over a whole frame of `shape`: the mask
+    pipeline.anonymize.paste_back blends with (official, or the small-face one), written into
+    a full frame for the tests to compare (the paste itself only builds it on the face's ROI)."""
+    from pipeline.anonymize.paste_back import paste_roi, roi_alpha
+
+    alpha = np.zeros(shape, np.float64)
+    roi = paste_roi(matrix, size, shape)
+    if roi is not None:
+        x0, y0, x1, y1 = roi
+        alpha[y0:y1, x0:x1] = roi_alpha(matrix, size, roi)
+    return alpha
+
+
 def face_at(size: int, footprint: float, angle_deg: float, centre) -> np.ndarray:
     """Frame→crop matrix of a crop `footprint` frame pixels wide, rotated, centred at `centre`."""
     k, a = size / footprint, np.deg2rad(angle_deg)

@@ -6,16 +6,16 @@ import pytest
 from skimage import data
 
 from conftest import assert_like_opencv
-from pipeline.core.alignment import FRONTAL, align, estimate, inverse, templates
-from pipeline.detect.retinaface import FaceDetector
-from pipeline.anonymize.paste_back import frame_alpha, official_covers_face, paste_back, soft_mask
-from simswap_kit import face_at, official_full_frame
+from pipeline.core.alignment import FRONTAL, align, estimate, templates
+from pipeline.detect.retinaface import RetinaFaceDetector
+from pipeline.anonymize.paste_back import official_covers_face, official_inverse, paste_back, soft_mask
+from simswap_kit import face_at, frame_alpha, official_full_frame
 
 
 @pytest.fixture(scope="module")
 def astronaut():
     img = data.astronaut()
-    return img, FaceDetector().detect([img])[0].landmarks
+    return img, RetinaFaceDetector().detect([img])[0].landmarks
 
 
 def test_known_similarity_is_recovered():
@@ -35,7 +35,7 @@ def test_aligned_crop_puts_the_face_where_the_template_says(astronaut, size):
     batch = align([img, img[:, ::-1].copy()], [lms, lms * [-1, 1] + [img.shape[1] - 1, 0]], size)
     assert batch.crops.shape == (2, size, size, 3) and list(batch.frame_index) == [0, 1]
     # The detector, run on the aligned crop, finds the landmarks near the template points.
-    again = FaceDetector(detect_size=size).detect([batch.crops[0]])[0]
+    again = RetinaFaceDetector(detect_size=size).detect([batch.crops[0]])[0]
     assert len(again) >= 1
     tpl = templates(size)[batch.pose[0]]
     assert np.abs(again.landmarks[0] - tpl).max() < 0.08 * size
@@ -53,7 +53,7 @@ def test_warp_then_inverse_warp_moves_landmarks_less_than_a_pixel(astronaut, siz
     img, lms = astronaut
     m = align([img], [lms], size).matrices[0]
     in_crop = lms[0] @ m[:, :2].T + m[:, 2]
-    inv = inverse(m)
+    inv = official_inverse(m)  # the crop→frame matrix the paste-back warps with
     back = in_crop @ inv[:, :2].T + inv[:, 2]
     assert np.abs(back - lms[0]).max() < 1.0
 

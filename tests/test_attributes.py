@@ -63,9 +63,9 @@ ROSE = [("identities", "rose_leslie1.jpg", "rose_leslie", "female", "young"),
 @pytest.fixture(scope="module")
 def dlib_models():
     from engines.embedders import load_embedder
-    from pipeline.detect.retinaface import FaceDetector
+    from pipeline.detect.retinaface import RetinaFaceDetector
 
-    return FaceDetector(), load_embedder("dlib")
+    return RetinaFaceDetector(), load_embedder("dlib")
 
 
 # ---- the rules, on controlled vectors ---------------------------------------------------------

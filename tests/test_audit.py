@@ -141,7 +141,8 @@ def blurred(synthetic, tmp_path_factory):
 
 
 # The leak logic is tested with CenterFace on every frame (independent of these RetinaFace
-# runs, and fast); dlib's CNN, the default, samples every 5th frame (test_audit_detector.py).
+# runs, and fast; also what `auto` picks for them); MTCNN, `auto`'s choice for CenterFace
+# runs, and dlib's CNN, every 5th frame: test_audit_detector.py.
 EVERY_FRAME = ("--leak-detector", "centerface")
 
 

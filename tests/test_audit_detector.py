@@ -13,7 +13,7 @@ from pipeline.audit.leak_detector import (DependentDetectorError, check_independ
                                           run_detectors_from_report, run_detectors_of)
 from pipeline.audit.leaks import COVER_FRACTION, covered_fraction
 from pipeline.audit.measure import AuditConfig
-from pipeline.detect.retinaface import FaceDetector
+from pipeline.detect.retinaface import RetinaFaceDetector
 
 
 def test_run_detectors_from_report_settings(tmp_path):
@@ -108,7 +108,7 @@ def test_dlib_boxes_lie_inside_the_runs_covers():
 
     image = data.astronaut()
     (found,) = load("dlib-mmod").detect([image])
-    (face,) = FaceDetector().detect([image])
+    (face,) = RetinaFaceDetector().detect([image])
     assert len(found) == len(face) == 1 and found.scores[0] > 0.9
     box, ref = found.boxes[0], face.boxes[0]
     assert 1.0 < (box[2] - box[0]) / (ref[2] - ref[0]) < 1.3 and 0.6 < (box[3] - box[1]) / (ref[3] - ref[1]) < 0.95

@@ -152,10 +152,10 @@ def test_unwritable_output_folder(tmp_path, synthetic):
 def test_failure_mid_run_leaves_no_output(tmp_path, synthetic):
     """A stage that fails half-way (here: the detector) removes the temp file; nothing is renamed."""
     from pipeline import RunConfig, anonymize_video
-    from pipeline.detect.retinaface import FaceDetector
+    from pipeline.detect.retinaface import RetinaFaceDetector
     from pipeline.core.errors import StageError
 
-    class BreaksAtFrame20(FaceDetector):
+    class BreaksAtFrame20(RetinaFaceDetector):
         seen = 0
 
         def detect(self, images):

@@ -16,7 +16,7 @@ from engines import get_model, load  # noqa: E402
 from engines.centerface import CenterFace  # noqa: E402
 from engines.centerface_torch import load_centerface  # noqa: E402
 from engines.torch_engine import TorchEngine  # noqa: E402
-from pipeline.anonymize.torch_faces import upload  # noqa: E402
+from pipeline.device.transfer import Transfer  # noqa: E402
 from pipeline.detect.centerface import CenterFaceDetector  # noqa: E402
 
 ENTRY = get_model("centerface")
@@ -184,7 +184,7 @@ def test_detect_tensor_matches_detect(case, synthetic, ort, torch_engine):
     make, detect_size = DETECT_CASES[case]
     frames = make(synthetic)
     host = CenterFaceDetector(ort, detect_size=detect_size).detect(frames)
-    ours = CenterFaceDetector(torch_engine, detect_size=detect_size).detect_tensor(upload(frames, torch_engine.device))
+    ours = CenterFaceDetector(torch_engine, detect_size=detect_size).detect_tensor(Transfer(torch_engine.device).upload(frames))
     assert sum(len(d) for d in host) >= (0 if case == "none" else len(frames))
     if case.startswith("tiled"):
         assert all(len(d) == 4 for d in host)
@@ -196,7 +196,7 @@ def test_detect_tensor_matches_detect(case, synthetic, ort, torch_engine):
 def test_shared_clip_frames(shared_clip, ort, torch_engine):
     frames = _clip_frames(shared_clip, 25)  # stage, pianist, audience (up to 5 faces)
     host = CenterFaceDetector(ort).detect(frames)
-    ours = CenterFaceDetector(torch_engine).detect_tensor(upload(frames, torch_engine.device))
+    ours = CenterFaceDetector(torch_engine).detect_tensor(Transfer(torch_engine.device).upload(frames))
     assert sum(len(d) for d in host) >= 20
     _same_faces(host, ours, atol=0.01)  # native 640x360: no resize, only padding to 640x384
 

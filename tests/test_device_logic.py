@@ -286,7 +286,7 @@ def test_constants_are_uploaded_once_and_detected_frames_are_not_kept_alive():
     import gc
     import weakref
 
-    from pipeline.detect.retinaface import FaceDetector
+    from pipeline.detect.retinaface import RetinaFaceDetector
     from pipeline.device.transfer import constant, to_device
 
     made = []
@@ -296,7 +296,7 @@ def test_constants_are_uploaded_once_and_detected_frames_are_not_kept_alive():
     from engines import load
     from engines.placement import Placement
 
-    det = FaceDetector(engine=load("retinaface-mnet025", "torch", placement=Placement("cpu")))
+    det = RetinaFaceDetector(engine=load("retinaface-mnet025", "torch", placement=Placement("cpu")))
     frames = torch.zeros((2, 96, 128, 3), dtype=torch.uint8)
     alive = weakref.ref(frames)
     det.detect_tensor(frames)
@@ -344,7 +344,7 @@ def test_compile_reaches_every_torch_model_the_run_builds(tmp_path, perface_onnx
                     embedder="perface", embedder_model=str(perface_onnx))
     engines = engine_choice(cfg)
     detectors = load_detector(cfg, engines).detectors
-    assert [type(d).__name__ for d in detectors] == ["FaceDetector", "CenterFaceDetector"]
+    assert [type(d).__name__ for d in detectors] == ["RetinaFaceDetector", "CenterFaceDetector"]
     assert all(compiled(d.engine) for d in detectors)
     assert compiled(load_embedder(cfg, engines).engine)
     assert compiled(load("arcface-r50", "torch", path=perface_onnx, placement=engines.placement).engine)

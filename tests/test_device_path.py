@@ -103,19 +103,20 @@ def test_the_embedder_runs_on_the_device_with_the_host_results(perface_onnx):
 
     from engines.embedders import load_embedder
     from engines.placement import Placement
-    from pipeline.detect.retinaface import FaceDetector
+    from pipeline.detect.retinaface import RetinaFaceDetector
+    from pipeline.anonymize.torch_faces import embed_faces
 
     host, dev = load_embedder("perface", perface_onnx), load_embedder("perface", perface_onnx, "torch", placement=Placement("cpu"))
     crops = np.random.default_rng(1).integers(0, 256, (3, 112, 112, 3), dtype=np.uint8)
     assert np.abs(host.embed_crops(crops) - dev.embed_crops(crops)).max() <= 1e-4
     image = np.ascontiguousarray(np.tile(data.astronaut(), (1, 2, 1)))
-    lms = FaceDetector().detect([image])[0].landmarks
+    lms = RetinaFaceDetector().detect([image])[0].landmarks
     assert len(lms) == 2
     want = host.embed(image, lms)
-    got = dev.embed_frame_tensor(torch.from_numpy(image), lms)
+    got = embed_faces(dev, torch.from_numpy(image), lms)
     assert got.shape == want.shape == (2, 512)
     assert (got * want).sum(1).min() >= 0.999, (got * want).sum(1)
-    flipped = dev.embed_frame_tensor(torch.from_numpy(np.ascontiguousarray(image[:, ::-1])), lms)
+    flipped = embed_faces(dev, torch.from_numpy(np.ascontiguousarray(image[:, ::-1])), lms)
     assert (flipped * want).sum(1).min() < 0.99, "a wrong crop (here: the mirrored frame) must show"
 
 
@@ -124,13 +125,14 @@ def test_device_path_embeds_identity_samples_on_the_device(synthetic, tmp_path, 
     from simswap_kit import make_gallery_file
 
     on_device = []
-    real = ArcFaceEmbedder.embed_frame_tensor
+    real = ArcFaceEmbedder.embed_crop_tensors
 
-    def spy(self, frame, landmarks):  # records, then runs the real thing
-        on_device.append(len(landmarks))
-        return real(self, frame, landmarks)
+    def spy(self, crops):  # records, then runs the real thing
+        assert hasattr(crops, "device"), "crops cut on the device, as tensors"
+        on_device.append(len(crops))
+        return real(self, crops)
 
-    monkeypatch.setattr(ArcFaceEmbedder, "embed_frame_tensor", spy)
+    monkeypatch.setattr(ArcFaceEmbedder, "embed_crop_tensors", spy)
 
     gallery = tmp_path / "gallery.npz"
     make_gallery_file(gallery, n=6, dim=512, embedder="perface")

@@ -8,7 +8,7 @@ import pytest
 from conftest import read_video, run_cli
 from pipeline import RunConfig, anonymize_video
 from pipeline.anonymize.cover import face_region
-from pipeline.detect.retinaface import FaceDetector
+from pipeline.detect.retinaface import RetinaFaceDetector
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def _covers(cover, truth, tol=0.9):
     return inter >= tol * (truth[2] - truth[0]) * (truth[3] - truth[1])
 
 
-class MissingDetector(FaceDetector):
+class MissingDetector(RetinaFaceDetector):
     """The real detector, told to see nothing on some frames (a detector miss on demand)."""
 
     def __init__(self, miss: set[int], **kw):

@@ -220,12 +220,12 @@ def _astronaut_frames():
     from skimage import data
 
     from pipeline.core.records import Face, Frame, TrackedFrame
-    from pipeline.detect.retinaface import FaceDetector
+    from pipeline.detect.retinaface import RetinaFaceDetector
 
     img = data.astronaut()
     images = [img.copy(), np.ascontiguousarray(img[:, ::-1])]
     frames = []
-    for i, (im, det) in enumerate(zip(images, FaceDetector().detect(images))):
+    for i, (im, det) in enumerate(zip(images, RetinaFaceDetector().detect(images))):
         face = Face(det.boxes[0], det.landmarks[0], float(det.scores[0]), 1, False, det.boxes[0].copy())
         face.source_id, face.source_latent = "s", np.full(512, 512**-0.5, np.float32)
         frames.append(TrackedFrame(Frame(i, i, 1, im), [face], 1))

@@ -15,7 +15,7 @@ import pytest
 from engines.base import Engine
 from pipeline.anonymize.swap import FaceSwapper
 from pipeline.core.records import Detections, Frame
-from pipeline.detect.retinaface import FaceDetector
+from pipeline.detect.retinaface import RetinaFaceDetector
 from pipeline.io.video_reader import VideoReader
 from pipeline.synthetic import Actor, make_scene_video
 from pipeline.track.stage import track_stage
@@ -25,7 +25,7 @@ from trackers import FaceTracker
 
 @pytest.fixture(scope="module")
 def detector():
-    return FaceDetector()
+    return RetinaFaceDetector()
 
 
 def _frames(path) -> list[Frame]:
@@ -164,7 +164,7 @@ def test_non_finite_detections_never_end_the_run_nor_uncover_the_face(synthetic,
     from engines import load
     from pipeline import RunConfig, anonymize_video
 
-    detector = FaceDetector(engine=Poisoned(load("retinaface-mnet025")))
+    detector = RetinaFaceDetector(engine=Poisoned(load("retinaface-mnet025")))
     report = anonymize_video(synthetic.path, str(tmp_path / "o.mp4"), RunConfig(mode="blur", batch_size=4),
                              boxes_path=str(tmp_path / "b.jsonl"), detector=detector, progress=False, log=lambda m: None)
     repaired = report["faces"]["repaired"]

@@ -31,7 +31,7 @@ from conftest import read_video  # noqa: E402
 from engines import load  # noqa: E402
 from engines.placement import Placement  # noqa: E402
 from engines.torch_engine import set_tf32  # noqa: E402
-from pipeline.detect.retinaface import FaceDetector  # noqa: E402
+from pipeline.detect.retinaface import RetinaFaceDetector  # noqa: E402
 from pipeline.device.buckets import BucketedCall  # noqa: E402
 from pipeline.device.select import GRAPH_STANDIN_ENV  # noqa: E402
 from pipeline.device.transfer import Transfer  # noqa: E402
@@ -93,8 +93,8 @@ def test_graph_replay_equals_eager_across_buckets_and_input_sizes(ieee_fp32):
 
 @pytest.mark.parametrize("dtype, tol", [("float32", 0.05), ("float16", 1.5)])
 def test_torch_detector_on_the_device_finds_the_host_faces(dtype, tol, ieee_fp32):
-    host = FaceDetector()
-    dev = FaceDetector(engine=load("retinaface-mnet025", "torch", placement=Placement(str(DEVICE), dtype, channels_last=CUDA)))
+    host = RetinaFaceDetector()
+    dev = RetinaFaceDetector(engine=load("retinaface-mnet025", "torch", placement=Placement(str(DEVICE), dtype, channels_last=CUDA)))
     got = dev.detect_tensor(Transfer(DEVICE).upload([ASTRONAUT, ASTRONAUT]))
     want = host.detect([ASTRONAUT, ASTRONAUT])
     for g, w in zip(got, want):

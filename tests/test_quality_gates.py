@@ -79,7 +79,7 @@ def test_real_clip_threshold_comes_from_people_on_screen_together(shared_clip, q
     assert t["far_achieved"] <= 0.001
     assert a["reid"]["rate"] < 0.2 and a["negated_reid"]["rate"] == 0.0
     assert a["temporal_consistency"]["output"]["pairs"] > 10
-    # Leaks are faces dlib's CNN finds (every 5th frame) that no claimed region covers: no more than the checked-in baseline
+    # Leaks are faces the audit's leak detector finds (CenterFace, every frame) that no claimed region covers: no more than the checked-in baseline
     # (benchmarks/baselines.json, today's real misses; refreshed only when they fall).
     base = BASELINE["cases"]["shared_hamilton_blur"]
     assert a["leaks"]["count"] <= base["leaks"] and len(a["leaks"]["suspect"]) <= base["suspects"]

@@ -15,7 +15,7 @@ from pipeline import RunConfig, anonymize_video
 from pipeline.anonymize.cover import face_region
 from pipeline.core.records import Detections
 from pipeline.detect.recall import SETTINGS, MultiPassDetector, Passes, fuse, unflip, unpad
-from pipeline.detect.retinaface import FaceDetector
+from pipeline.detect.retinaface import RetinaFaceDetector
 from pipeline.synthetic import make_case_video
 
 
@@ -68,13 +68,13 @@ def test_faces_below_the_threshold_come_back_weak_only_when_asked():
     from skimage import data
 
     image = data.astronaut()
-    multi = MultiPassDetector([FaceDetector(threshold=0.99995)], Passes(track_score=0.3))
+    multi = MultiPassDetector([RetinaFaceDetector(threshold=0.99995)], Passes(track_score=0.3))
     assert multi.threshold == 0.99995 and multi.detectors[0].threshold == 0.3
     (plain,) = multi.detect([image])
     (marked,) = multi.detect([image], weak=True)
     assert len(plain) == 0 and plain.weak is None
     assert len(marked) == 1 and marked.weak.tolist() == [True] and 0.3 < marked.scores[0] < 0.99995
-    (strong,) = MultiPassDetector([FaceDetector()], Passes(track_score=0.3)).detect([image], weak=True)
+    (strong,) = MultiPassDetector([RetinaFaceDetector()], Passes(track_score=0.3)).detect([image], weak=True)
     assert len(strong) == 1 and strong.weak is None  # a face above the threshold is a detection
     with pytest.raises(ValueError, match="track_score must be in"):
         Passes(track_score=1.0)
@@ -86,9 +86,9 @@ def test_faces_below_the_threshold_come_back_weak_only_when_asked():
 def test_the_dark_pass_runs_at_its_own_scales():
     """The dark pass detects on the brightened frame at each of `dark_scales` of the plain
     pass's working size (`fast`: half, where dim blurred faces score higher)."""
-    multi = MultiPassDetector([FaceDetector()], SETTINGS["fast"])
+    multi = MultiPassDetector([RetinaFaceDetector()], SETTINGS["fast"])
     assert multi._dark_sizes(multi.detectors[0], 360, 640) == [320]
-    assert MultiPassDetector([FaceDetector()], SETTINGS["full"])._dark_sizes(FaceDetector(), 1080, 1920) == [1280, 640]
+    assert MultiPassDetector([RetinaFaceDetector()], SETTINGS["full"])._dark_sizes(RetinaFaceDetector(), 1080, 1920) == [1280, 640]
 
 
 def _anonymized_fraction(covers, truth, shape) -> float:

@@ -15,9 +15,10 @@ from engines import get_model, load  # noqa: E402
 from engines.placement import Placement  # noqa: E402
 from engines.retinaface import load_retinaface  # noqa: E402
 from engines.torch_engine import TorchEngine  # noqa: E402
-from pipeline.anonymize.torch_faces import upload  # noqa: E402
+from pipeline.device.transfer import Transfer  # noqa: E402
 from pipeline.detect import torch_detect  # noqa: E402
-from pipeline.detect.retinaface import FaceDetector, _anchors  # noqa: E402
+from pipeline.detect.priors import anchors  # noqa: E402
+from pipeline.detect.retinaface import RetinaFaceDetector  # noqa: E402
 from pipeline.device.resize import resize_area  # noqa: E402
 
 ENTRY = get_model("retinaface-mnet025")
@@ -58,7 +59,7 @@ NETWORK_CASES = {
 @pytest.mark.parametrize("case", list(NETWORK_CASES))
 def test_outputs_match_onnxruntime(case, ort, torch_engine):
     frames, detect_size = NETWORK_CASES[case]
-    batch = FaceDetector(ort, detect_size=detect_size).preprocess(frames)[0]
+    batch = RetinaFaceDetector(ort, detect_size=detect_size).preprocess(frames)[0]
     ref, ours = ort({"input": batch}), torch_engine({"input": batch})
     assert set(ours) == set(OUTPUTS)
     for name in OUTPUTS:
@@ -159,11 +160,11 @@ def test_a_file_that_is_not_onnx_is_refused(tmp_path):
 @pytest.mark.parametrize("threshold", [0.5, 0.05])
 def test_decode_and_nms_match_the_host_on_the_same_outputs(ort, threshold):
     frames = [TILED, np.full_like(TILED, 127), np.ascontiguousarray(TILED[::-1, ::-1])]
-    det = FaceDetector(ort, threshold=threshold)
+    det = RetinaFaceDetector(ort, threshold=threshold)
     batch, sx, sy = det.preprocess(frames)
     out = ort({"input": batch})
     loc, conf, landm = out["loc"], out["conf"], out["landmarks"]
-    priors = _anchors(batch.shape[2], batch.shape[3], ENTRY.settings["strides"], ENTRY.settings["anchor_sizes"])
+    priors = anchors(batch.shape[2], batch.shape[3], ENTRY.settings["strides"], ENTRY.settings["anchor_sizes"])
     host = [det._decode(loc[b], conf[b, :, 1], landm[b], priors, sx, sy, frames[b].shape) for b in range(len(frames))]
     t = torch.from_numpy
     ours = torch_detect.postprocess(t(loc), t(conf)[..., 1], t(landm), t(priors), variance=ENTRY.settings["variance"],
@@ -209,7 +210,7 @@ def test_resize_is_opencvs_inter_area(shape):
     (OpenCV's fixed-point path) at most one grey level on a few of them."""
     h, w = shape
     image = cv2.resize(TILED, (w, h), interpolation=cv2.INTER_CUBIC)
-    det = FaceDetector(engine=object())  # the working size only
+    det = RetinaFaceDetector(engine=object())  # the working size only
     for size in {det.working_size(h, w)[:2], (h // 2, w // 2), (round(h / 1.6), round(w / 1.6))} - {(h, w)}:
         ref = cv2.resize(image, size[::-1], interpolation=cv2.INTER_AREA).astype(np.float32)
         ours = resize_area(torch.from_numpy(image).permute(2, 0, 1)[None].float(), size)[0].permute(1, 2, 0).numpy()
@@ -238,8 +239,8 @@ DETECT_CASES = {
 def test_detect_tensor_matches_detect(case, synthetic, ort, torch_engine):
     make, detect_size = DETECT_CASES[case]
     frames = make(synthetic)
-    host = FaceDetector(ort, detect_size=detect_size).detect(frames)
-    ours = FaceDetector(torch_engine, detect_size=detect_size).detect_tensor(upload(frames, torch_engine.device))
+    host = RetinaFaceDetector(ort, detect_size=detect_size).detect(frames)
+    ours = RetinaFaceDetector(torch_engine, detect_size=detect_size).detect_tensor(Transfer(torch_engine.device).upload(frames))
     assert [len(d) for d in ours] == [len(d) for d in host]
     assert sum(len(d) for d in host) >= (0 if case == "none" else len(frames))
     for h, o in zip(host, ours):
@@ -250,7 +251,7 @@ def test_detect_tensor_matches_detect(case, synthetic, ort, torch_engine):
 
 
 def test_detect_tensor_checks_its_input(torch_engine):
-    det = FaceDetector(torch_engine)
+    det = RetinaFaceDetector(torch_engine)
     with pytest.raises(ValueError, match=r"expects \(F, H, W, 3\) uint8 RGB frames, got \(1, 3, 64, 64\) torch.uint8"):
         det.detect_tensor(torch.zeros((1, 3, 64, 64), dtype=torch.uint8))
     with pytest.raises(ValueError, match="got \\(1, 64, 64, 3\\) torch.float32"):
@@ -264,9 +265,9 @@ def test_gpu_settings_keep_the_faces(placement, atol, ort):
     (bfloat16 moves boxes of 100+ px faces by 1-5 px: fine for a tracker, not a parity check.)
     Small frames: float16 convolutions are slow on a CPU."""
     frames = [cv2.resize(TILED, (384, 384), interpolation=cv2.INTER_AREA)]
-    host = FaceDetector(ort, detect_size=384).detect(frames)
+    host = RetinaFaceDetector(ort, detect_size=384).detect(frames)
     engine = load("retinaface-mnet025", "torch", placement=placement)
-    ours = FaceDetector(engine, detect_size=384).detect_tensor(upload(frames, engine.device))
+    ours = RetinaFaceDetector(engine, detect_size=384).detect_tensor(Transfer(engine.device).upload(frames))
     by_position = lambda d: np.lexsort(d.boxes.T[::-1])  # noqa: E731 (equal faces may swap score order)
     for h, o in zip(host, ours):
         assert len(o) == len(h) == 4

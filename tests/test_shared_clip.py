@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import read_video, run_cli
-from pipeline.detect.retinaface import FaceDetector
+from pipeline.detect.retinaface import RetinaFaceDetector
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_no_original_identity_is_left_in_the_output(hamilton_run):
     """
     src_path, out, _ = hamilton_run
     ident = DlibIdentity()
-    detector = FaceDetector(threshold=0.3)  # more eager than the pipeline's default
+    detector = RetinaFaceDetector(threshold=0.3)  # more eager than the pipeline's default
     refs = _reference_gallery(ident, detector, src_path)
     assert {"lin_manuel_miranda", "alex_lacamoire", "barack_obama"} <= set(refs)
     src, dst = read_video(src_path)["frames"], read_video(out)["frames"]
@@ -164,7 +164,7 @@ def test_identity_photos_are_matched_to_their_person_and_no_other(shared_clip):
     from pipeline.identity.persons import PersonRegistry
 
     folder = shared_clip.parents[1] / "faces" / "identities"
-    emb, det = load_embedder("dlib"), FaceDetector()
+    emb, det = load_embedder("dlib"), RetinaFaceDetector()
     reg = PersonRegistry("dlib", calibration("dlib")[0])
     person_of = {}
     for frame, row in enumerate(csv.DictReader(open(folder / "identities.csv"))):

@@ -1,4 +1,4 @@
-"""Unit behaviour of each stage: detector, tracker, anonymizer, thread plumbing."""
+"""Unit behaviour of each stage: detector, tracker, face cover, thread plumbing."""
 
 import threading
 import time
@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from skimage import data
 
-from pipeline.anonymize.cover import Anonymizer, face_region
-from pipeline.detect.retinaface import FaceDetector
+from pipeline.anonymize.cover import FaceCover, face_region
+from pipeline.detect.retinaface import RetinaFaceDetector
 from pipeline.core.errors import StageError
-from pipeline.core.records import Detections, Face
+from pipeline.core.records import Detections, Face, Frame, TrackedFrame
 from pipeline.core.stages import StagePipeline
 from trackers import FaceTracker, TrackerConfig
 
@@ -19,7 +19,7 @@ ASTRONAUT_FACE = np.array([178, 59, 273, 178], np.float32)  # x1, y1, x2, y2 in 
 
 @pytest.fixture(scope="module")
 def detector():
-    return FaceDetector()
+    return RetinaFaceDetector()
 
 
 def _iou(a, b):
@@ -43,7 +43,7 @@ def test_detector_finds_the_astronaut_with_landmarks(detector):
 @pytest.mark.parametrize("detect_size", [320, 480, 800])
 def test_boxes_map_back_to_full_resolution_at_any_working_size(detect_size):
     big = np.kron(data.astronaut(), np.ones((2, 2, 1), np.uint8))  # 1024×1024
-    (d,) = FaceDetector(detect_size=detect_size).detect([big])
+    (d,) = RetinaFaceDetector(detect_size=detect_size).detect([big])
     assert len(d) == 1 and _iou(d.boxes[0], ASTRONAUT_FACE * 2) > 0.75
 
 
@@ -62,9 +62,9 @@ def test_batch_gives_the_same_answer_as_one_by_one(detector):
 
 def test_detector_settings_are_validated():
     with pytest.raises(ValueError, match="threshold must be in"):
-        FaceDetector(threshold=1.5)
+        RetinaFaceDetector(threshold=1.5)
     with pytest.raises(ValueError, match="unknown model 'nope'; known models: "):
-        FaceDetector(model="nope")
+        RetinaFaceDetector(model="nope")
 
 
 def _det(*boxes):
@@ -95,7 +95,7 @@ def _weak(*faces):
     """Detections from (box, weak) pairs: weak ones score 0.35, the others 0.9."""
     d = _det(*(b for b, _ in faces))
     weak = np.array([w for _, w in faces], bool)
-    return Detections(d.boxes, np.where(weak, 0.35, 0.9).astype(np.float32), d.landmarks, weak)
+    return Detections(d.boxes, np.where(weak, 0.35, 0.9).astype(np.float32), d.landmarks, {"weak": weak})
 
 
 def test_a_weak_face_continues_a_confirmed_track_and_nothing_else():
@@ -119,9 +119,9 @@ def test_a_weak_face_continues_a_confirmed_track_and_nothing_else():
 
 def test_weak_marks_must_match_the_faces():
     d = _det([0, 0, 10, 10], [20, 0, 30, 10])
-    with pytest.raises(ValueError, match="weak must be"):
-        Detections(d.boxes, d.scores, d.landmarks, np.zeros(3, bool))
-    s = Detections(d.boxes, d.scores, d.landmarks, np.array([True, False])).subset(np.array([False, True]))
+    with pytest.raises(ValueError, match=r"data\[.weak.\] must have one entry per face"):
+        Detections(d.boxes, d.scores, d.landmarks, {"weak": np.zeros(3, bool)})
+    s = Detections(d.boxes, d.scores, d.landmarks, {"weak": np.array([True, False])}).subset(np.array([False, True]))
     assert len(s) == 1 and s.boxes[0, 0] == 20 and s.weak.tolist() == [False]
 
 
@@ -147,12 +147,21 @@ def _face(box):
     return Face(b, np.zeros((5, 2), np.float32), 0.9, 1, False, b)
 
 
+def _cover(mode, img, boxes):
+    """The cover stage as the run calls it (apply_batch on a batch of TrackedFrames, host ops):
+    `img` is edited in place; returns the frame's faces."""
+    tf = TrackedFrame(Frame(0, 0, 1, img), [_face(b) for b in boxes], len(boxes))
+    FaceCover(mode).apply_batch([tf])
+    return tf.faces
+
+
 @pytest.mark.parametrize("mode", ["blur", "pixelate", "mask"])
-def test_anonymizer_changes_the_face_and_nothing_beyond_the_feather(mode):
+def test_cover_changes_the_face_and_nothing_beyond_the_feather(mode):
     img = data.astronaut().copy()
     original = img.copy()
     box = ASTRONAUT_FACE
-    Anonymizer(mode).apply(img, [_face(box)])
+    faces = _cover(mode, img, [box])
+    assert [f.outcome for f in faces] == [mode]
     x1, y1, x2, y2 = box.astype(int)
     inner = np.abs(img[y1 + 10 : y2 - 10, x1 + 10 : x2 - 10].astype(int) - original[y1 + 10 : y2 - 10, x1 + 10 : x2 - 10]).mean()
     assert inner > 20
@@ -163,15 +172,15 @@ def test_anonymizer_changes_the_face_and_nothing_beyond_the_feather(mode):
     assert r.alpha.max() == 1.0 and r.alpha.min() == 0.0  # full strength inside, feathered edge
 
 
-def test_anonymizer_handles_boxes_off_the_frame_edge():
+def test_cover_handles_boxes_off_the_frame_edge():
     img = np.full((100, 100, 3), 200, np.uint8)
-    Anonymizer("mask").apply(img, [_face([-30, -30, 20, 20]), _face([500, 500, 600, 600])])
+    _cover("mask", img, [[-30, -30, 20, 20], [500, 500, 600, 600]])
     assert img[0, 0].sum() == 0 and img[99, 99].sum() == 600
 
 
 def test_unknown_mode_lists_valid_ones():
     with pytest.raises(ValueError, match="valid modes: blur, pixelate, mask"):
-        Anonymizer("smudge")
+        FaceCover("smudge")
 
 
 def test_failing_stage_stops_the_pipeline_instead_of_hanging():
@@ -243,7 +252,8 @@ def test_a_stage_that_outlives_the_join_timeout_is_named(caplog):
     with caplog.at_level("WARNING", logger="pipeline.core.stages"):
         with StagePipeline([("source", source), ("pass", lambda items: items)], maxsize=1, join_timeout_s=0.2) as pipe:
             assert next(iter(pipe)) == 1
-    assert pipe.stuck == ["source"] and pipe.alive("source")
+    source_thread = next(s for s in pipe.stages if s.stage_name == "source")
+    assert pipe.stuck == ["source"] and source_thread.is_alive()
     assert "still running" in caplog.text and "source" in caplog.text
     release.set()
 

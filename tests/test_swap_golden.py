@@ -213,13 +213,13 @@ def test_mirror_generator_lands_on_the_detected_face(moving_clip, size, path):
     every swapped face the pasted core is the original face mirrored about the axis given by
     the detector's landmarks on that frame. A transposed or channel-swapped paste, or one aligned
     on the tracker's lagging estimate, leaves 15–60 levels of difference there."""
-    from pipeline.anonymize.paste_back import frame_alpha
     from pipeline.core.alignment import estimate
-    from pipeline.detect.retinaface import FaceDetector
+    from pipeline.detect.retinaface import RetinaFaceDetector
     from pipeline.track.stage import track_stage
+    from simswap_kit import frame_alpha
     from trackers import FaceTracker
 
-    detector = FaceDetector()
+    detector = RetinaFaceDetector()
     originals = [f.image.copy() for f in moving_clip]
     frames = [Frame(f.index, f.pts, f.time_base, f.image.copy()) for f in moving_clip]
     dets = [detector.detect([f.image])[0] for f in frames]

@@ -134,13 +134,13 @@ def test_degenerate_landmarks_fall_back_to_blur(kit):
     from skimage import data
 
     from engines import load
-    from pipeline.detect.retinaface import FaceDetector
+    from pipeline.detect.retinaface import RetinaFaceDetector
     from pipeline.core.records import Face, Frame, TrackedFrame
     from pipeline.anonymize.swap import FaceSwapper
 
     gen, _, _ = kit
     img = data.astronaut()
-    det = FaceDetector().detect([img])[0]
+    det = RetinaFaceDetector().detect([img])[0]
     good = Face(det.boxes[0], det.landmarks[0], 0.99, 1, False, det.boxes[0].copy())
     bad = Face(det.boxes[0], np.zeros((5, 2), np.float32), 0.99, 2, False, det.boxes[0].copy())
     z = np.random.default_rng(0).standard_normal(512).astype(np.float32)

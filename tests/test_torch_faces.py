@@ -16,12 +16,16 @@ from conftest import assert_like_opencv  # noqa: E402
 
 from pipeline.anonymize import torch_faces  # noqa: E402
 from pipeline.core.alignment import align, fit_all  # noqa: E402
-from pipeline.anonymize.cover import Anonymizer, face_region  # noqa: E402
+from pipeline.anonymize.cover import FaceCover, face_region  # noqa: E402
 from pipeline.anonymize.face_ops import HostFaceOps, TorchFaceOps  # noqa: E402
-from pipeline.anonymize.paste_back import frame_alpha, paste_back  # noqa: E402
+from pipeline.anonymize.paste_back import paste_back  # noqa: E402
 from pipeline.core.records import Face, Frame, TrackedFrame  # noqa: E402
+from pipeline.device.transfer import Transfer  # noqa: E402
+from simswap_kit import frame_alpha  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:Couldn't retrieve source code")
+
+transfer = Transfer("cpu")  # the run's host<->device copies (TorchFaceOps.load / store), on CPU tensors
 
 FRONTAL_112 = np.array([[39.73, 51.14], [72.27, 51.14], [56.0, 68.49], [42.46, 87.01], [69.54, 87.01]], np.float32)
 
@@ -46,7 +50,7 @@ def test_batched_crops_match_opencv_warps():
     frames = batch_frames()
     lms = [np.stack([landmarks(*p) for p in PLACES]) for _ in frames]
     host = align(frames, lms, 224)
-    dev = torch_faces.warp_crops(torch_faces.upload(frames, "cpu"), host.frame_index, host.matrices, 224)
+    dev = torch_faces.warp_crops(transfer.upload(frames), host.frame_index, host.matrices, 224)
     assert dev.shape == (12, 3, 224, 224)
     # OpenCV's positions, integer weights and rounding: the very bytes warpAffine gives
     assert_like_opencv(np.abs(dev.permute(0, 2, 3, 1).numpy() * 255 - host.crops.astype(np.float32)).round())
@@ -59,12 +63,12 @@ def test_crops_never_read_the_neighbouring_frame():
     # A face on the dark middle frame hanging far over its top and bottom edges.
     lms = [np.zeros((0, 5, 2)), landmarks(1.6, 30, -30, 0.0)[None], np.zeros((0, 5, 2))]
     fits = fit_all(lms, 224)
-    crops = torch_faces.warp_crops(torch_faces.upload(frames, "cpu"), fits.frame_index, fits.matrices, 224)
+    crops = torch_faces.warp_crops(transfer.upload(frames), fits.frame_index, fits.matrices, 224)
     assert crops.abs().max().item() == 0.0
     # And a bright frame next to dark ones gives a crop that is bright inside the frame, black outside it.
     lms = [np.zeros((0, 5, 2)), np.zeros((0, 5, 2)), landmarks(1.6, 30, -30, 0.0)[None]]
     fits = fit_all(lms, 224)
-    crops = torch_faces.warp_crops(torch_faces.upload([dark, dark, bright], "cpu"), fits.frame_index, fits.matrices, 224)
+    crops = torch_faces.warp_crops(transfer.upload([dark, dark, bright]), fits.frame_index, fits.matrices, 224)
     ref = align([dark, dark, bright], lms, 224).crops[0].astype(np.float32) / 255
     assert np.abs(crops[0].permute(1, 2, 0).numpy() - ref).max() < 0.03
     assert 0.1 < ref.mean() < 0.9  # the check above saw both sides of the border
@@ -78,10 +82,10 @@ def test_batched_paste_back_matches_opencv():
     host = [f.copy() for f in frames]
     for crop, fi, m in zip(generated, fits.frame_index, fits.matrices):
         paste_back(host[fi], crop, m)
-    dev = torch_faces.upload(frames, "cpu")
+    dev = transfer.upload(frames)
     torch_faces.paste_crops(dev, torch.from_numpy(generated).permute(0, 3, 1, 2).float() / 255, fits.frame_index, fits.matrices)
     out = [f.copy() for f in frames]
-    torch_faces.download(dev, out)
+    transfer.download(dev, out)
     diff = np.abs(np.stack(out).astype(int) - np.stack(host))
     changed = np.stack(host) != np.stack(frames)
     assert changed.mean() > 0.1  # the paste did something, on every frame
@@ -105,18 +109,18 @@ def test_batched_paste_is_the_official_full_frame_paste(size):
     crops = np.stack([np.roll(data.astronaut(), 37 * i, axis=1)[:size, :size] for i in range(len(mats))]).astype(np.float32) / 255
     for i, m in enumerate(mats):  # one face at a time: official composites in float64, we truncate per face
         ref, _ = official_full_frame(frame, [crops[i]], [m])
-        dev = torch_faces.upload([frame], "cpu")
+        dev = transfer.upload([frame])
         torch_faces.paste_crops(dev, torch.from_numpy(crops[i : i + 1]).permute(0, 3, 1, 2), [0], m[None])
         assert_like_opencv(np.abs(dev[0].numpy().astype(int) - ref), max_diff=1, frac=1e-4)
     # the batch: all faces in one call equals pasting them one by one on the host, in order
     host = frame.copy()
     for i, m in enumerate(mats):
         paste_back(host, crops[i], m)
-    dev = torch_faces.upload([frame], "cpu")
+    dev = transfer.upload([frame])
     torch_faces.paste_crops(dev, torch.from_numpy(crops).permute(0, 3, 1, 2), np.zeros(len(mats), int), mats)
     assert_like_opencv(np.abs(dev[0].numpy().astype(int) - host), max_diff=1, frac=1.0)
     small = face_at(size, 60, 10, (500, 100))
-    dev = torch_faces.upload([frame], "cpu")
+    dev = transfer.upload([frame])
     torch_faces.paste_crops(dev, torch.from_numpy(crops[:1]).permute(0, 3, 1, 2), [0], small[None])
     host = frame.copy()
     paste_back(host, crops[0], small)
@@ -130,7 +134,7 @@ def test_defense_noise_on_the_device_stays_inside_the_pasted_face():
     crops = torch.from_numpy(255 - fits.crops).permute(0, 3, 1, 2).float() / 255
 
     def pasted(eps, seed):
-        dev = torch_faces.upload(frames, "cpu")
+        dev = transfer.upload(frames)
         g = torch.Generator().manual_seed(seed)
         roi = torch_faces.paste_crops(dev, crops, fits.frame_index, fits.matrices, noise_eps=eps, generator=g)[0]
         return dev[0].numpy().astype(int), roi
@@ -148,18 +152,18 @@ def test_defense_noise_on_the_device_stays_inside_the_pasted_face():
 
 
 @pytest.mark.parametrize("mode", ["blur", "pixelate", "mask"])
-def test_cover_matches_the_host_anonymizer(mode):
+def test_cover_matches_the_host_cover(mode):
     frames = batch_frames()
     boxes = [np.array(b, np.float32) for b in ([170, 60, 300, 230], [400, 300, 500, 420], [-20, -30, 60, 80], [480, 470, 530, 540])]
     items = [(fi, b) for fi in range(len(frames)) for b in boxes]
-    an = Anonymizer(mode)
+    cover = FaceCover(mode)
     host = [f.copy() for f in frames]
     for fi, b in items:
-        an.cover(host[fi], b)
-    dev = torch_faces.upload(frames, "cpu")
+        cover.cover(host[fi], b)
+    dev = transfer.upload(frames)
     torch_faces.cover_faces(dev, items, mode)
     out = [f.copy() for f in frames]
-    torch_faces.download(dev, out)
+    transfer.download(dev, out)
     diff = np.abs(np.stack(out).astype(int) - np.stack(host))
     assert diff.mean() < 0.5 and np.percentile(diff, 99.9) <= 12, (diff.mean(), diff.max())
     # Whatever the small differences, the face itself is gone on the device path too.
@@ -169,11 +173,11 @@ def test_cover_matches_the_host_anonymizer(mode):
 
 
 def detected_frames():
-    from pipeline.detect.retinaface import FaceDetector
+    from pipeline.detect.retinaface import RetinaFaceDetector
 
     img = data.astronaut()
     images = [img.copy(), np.ascontiguousarray(img[:, ::-1]), np.ascontiguousarray(np.roll(img, (40, -60), axis=(0, 1)))]
-    dets = FaceDetector().detect(images)
+    dets = RetinaFaceDetector().detect(images)
     z = np.random.default_rng(0).standard_normal((3, 512)).astype(np.float32)
     frames = []
     for i, (im, det) in enumerate(zip(images, dets)):
@@ -256,12 +260,12 @@ def test_onnxruntime_engine_serves_the_device_path_through_host_memory(generator
     assert np.abs(np.stack([tf.frame.image for tf in a]).astype(int) - np.stack([tf.frame.image for tf in b])).max() <= 2
 
 
-def test_anonymizer_on_the_device_path():
+def test_face_cover_on_the_device_path():
     frames = detected_frames()
     before = [tf.frame.image.copy() for tf in frames]
-    Anonymizer("blur", ops=TorchFaceOps("cpu")).apply_batch(frames)
+    FaceCover("blur", ops=TorchFaceOps("cpu")).apply_batch(frames)
     host = detected_frames()
-    Anonymizer("blur").apply_batch(host)
+    FaceCover("blur").apply_batch(host)
     assert [f.outcome for tf in frames for f in tf.faces] == ["blur"] * 4
     a, b = np.stack([tf.frame.image for tf in frames]).astype(int), np.stack([tf.frame.image for tf in host]).astype(int)
     assert np.abs(a - b).mean() < 0.5

@@ -3,8 +3,9 @@
 Both take insightface's convention: a 112×112 crop aligned to `ARCFACE_TEMPLATE_112`, RGB,
 (x − 127.5) / 127.5, NCHW. The input name is read from the model, so insightface's files
 ("input.1") and ours ("input") both load. Two backends run the same file: ONNX Runtime (the
-host path) and torch (the device path: engines/onnx_torch.py runs the graph with torch ops, so
-the identity samples are cut from the frame already on the device and embedded there).
+host path) and torch (the device path: engines/onnx_torch.py runs the graph with torch ops; the
+pipeline cuts the identity samples from the frame already on the device, as `template` and
+`crop_size` say, and `embed_crop_tensors` embeds them there).
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ def build_torch(entry, files: dict, *, placement: Placement = HOST) -> "ArcFaceE
 
 
 class ArcFaceEmbedder(FaceEmbedder):
+    template = ARCFACE_TEMPLATE_112  # what the crops are aligned to (crop_size pixels square)
+
     def __init__(self, engine, entry, path: str):
         self.entry = entry
         s = entry.settings
@@ -64,8 +67,12 @@ class ArcFaceEmbedder(FaceEmbedder):
             raise ValueError(f"{path}: expected a {self.dim}-d embedding output for {entry.name}, found {out}")
         self.engine = engine
 
+    @property
+    def crop_size(self) -> int:
+        return self._size
+
     def embed(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-        crops = warp_to_template(image, landmarks, ARCFACE_TEMPLATE_112, self._size)
+        crops = warp_to_template(image, landmarks, self.template, self._size)
         return self.embed_crops(crops)
 
     def embed_crops(self, crops: np.ndarray) -> np.ndarray:
@@ -75,22 +82,15 @@ class ArcFaceEmbedder(FaceEmbedder):
         x = (crops.astype(np.float32).transpose(0, 3, 1, 2) - self._mean) / self._std
         return normalize(self.engine({self._input: np.ascontiguousarray(x)})[self._output])
 
-    def embed_frame_tensor(self, frame, landmarks: np.ndarray) -> np.ndarray:
-        """The device path's `embed`: `frame` is the (H, W, 3) uint8 tensor already on the
-        device; the crops are cut there (the same warp as the host's, torch_faces.warp_crops)
-        and only the (N, dim) vectors come back."""
+    def embed_crop_tensors(self, crops) -> np.ndarray:
+        """The device path's `embed_crops`: (N, 3, s, s) float32 crops in [0, 1], aligned to
+        `template` (`crop_size` pixels square), already on the engine's device (the pipeline
+        cuts them from the frame tensor: pipeline.anonymize.torch_faces.embed_faces); only the
+        (N, dim) vectors come back."""
         import torch
 
-        from pipeline.anonymize.torch_faces import warp_crops
-        from pipeline.core.alignment import template_matrices
-        from pipeline.device.transfer import to_device
-
-        lms = np.asarray(landmarks, np.float64).reshape(-1, 5, 2)
-        if not len(lms):
+        if not len(crops):
             return np.zeros((0, self.dim), np.float32)
-        matrices, ok = template_matrices(lms, ARCFACE_TEMPLATE_112)
-        crops = warp_crops(frame[None], np.zeros(len(lms), int), matrices, self._size)  # (N, 3, s, s) in [0, 1]
-        crops = crops * to_device(np.asarray(ok, np.float32), crops.device)[:, None, None, None]  # unfit: black, as the host
         x = (crops * 255.0 - self._mean) / self._std
         y = self.engine.run_tensors({self._input: x})[self._output]
         return torch.nn.functional.normalize(y.float(), dim=1).cpu().numpy()

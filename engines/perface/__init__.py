@@ -2,9 +2,10 @@
 
     from engines.iresnet import iresnet50, load_backbone
     from engines.perface import FaceCrops, load_triplets, train, triplet_accuracy
+    from pipeline.detect.retinaface import RetinaFaceDetector
 
     model = load_backbone(iresnet50(), "backbone.pth")         # insightface arcface_torch R50
-    faces = FaceCrops()                                         # detect → align to ArcFace 112, cached
+    faces = FaceCrops(RetinaFaceDetector())                           # detect → align to ArcFace 112, cached
     history = train(model, load_triplets("train.csv"), load_triplets("val.csv"), epochs=10, faces=faces)
 
 `triplets` reads and writes the annotation CSV (`reference,a,b,votes_a,votes_b`); `train` holds

@@ -8,11 +8,12 @@ SGD (lr 0.01, momentum 0.9, weight decay 5e-4), batch 32 triplets. Evaluation is
 accuracy, the share of triplets with cos(ref, pos) > cos(ref, neg) (paper, Table 1: ArcFace
 0.701 → PerFace 0.917).
 
-Each image goes through the project's detector; its biggest face is aligned to the ArcFace
-112 template and the crop is cached in memory (`FaceCrops`). Training crops get a light
+Each image goes through a face detector (the caller's: the command line gives the project's,
+pipeline.detect.retinaface.RetinaFaceDetector); its biggest face is aligned to the ArcFace 112
+template and the crop is cached in memory (`FaceCrops`). Training crops get a light
 augmentation (horizontal flip, small brightness/contrast jitter); evaluation crops none.
 
-    faces = FaceCrops()
+    faces = FaceCrops(RetinaFaceDetector())
     history = train(model, train_triplets, val_triplets, epochs=10, faces=faces, log=print)
     triplet_accuracy(model, val_triplets, faces)
 """
@@ -42,21 +43,15 @@ EmbedFn = Callable[[np.ndarray], np.ndarray]
 class FaceCrops:
     """Aligned 112×112 RGB crops of the biggest face in each image, cached in memory per path.
 
-    The detector is built on first use (or injected); an image without a face, or one that
-    cannot be read, raises ValueError naming the file.
+    `detector`: anything with `detect([rgb]) -> [Detections]` (pipeline.core.records), e.g.
+    pipeline.detect.retinaface.RetinaFaceDetector: the pipeline's, which this package does not import
+    (engines sit below the pipeline). An image without a face, or one that cannot be read,
+    raises ValueError naming the file.
     """
 
-    def __init__(self, detector=None):
-        self._detector = detector
+    def __init__(self, detector):
+        self.detector = detector
         self._cache: dict[str, np.ndarray] = {}
-
-    @property
-    def detector(self):
-        if self._detector is None:
-            from pipeline.detect.retinaface import FaceDetector
-
-            self._detector = FaceDetector()
-        return self._detector
 
     def __len__(self) -> int:
         return len(self._cache)
@@ -116,11 +111,10 @@ def _as_embedder(model_or_embed_fn) -> EmbedFn:
     return model_embedder(model_or_embed_fn) if isinstance(model_or_embed_fn, nn.Module) else model_or_embed_fn
 
 
-def evaluate(model_or_embed_fn, triplets: list[Triplet], faces: FaceCrops | None = None, margin: float = MARGIN) -> dict:
+def evaluate(model_or_embed_fn, triplets: list[Triplet], faces: FaceCrops, margin: float = MARGIN) -> dict:
     """{"accuracy", "loss"} of `triplets`: each image embedded once, no augmentation."""
     if not triplets:
         return {"accuracy": None, "loss": None}
-    faces = faces if faces is not None else FaceCrops()
     paths = sorted({p for t in triplets for p in (t.reference, t.positive, t.negative)})
     emb = np.asarray(_as_embedder(model_or_embed_fn)(faces.stack(paths)), np.float64)
     emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
@@ -134,7 +128,7 @@ def evaluate(model_or_embed_fn, triplets: list[Triplet], faces: FaceCrops | None
     }
 
 
-def triplet_accuracy(model_or_embed_fn, triplets: list[Triplet], faces: FaceCrops | None = None) -> float | None:
+def triplet_accuracy(model_or_embed_fn, triplets: list[Triplet], faces: FaceCrops) -> float | None:
     """Share of triplets with cos(ref, pos) > cos(ref, neg); a model or an embed function
     ((N, 112, 112, 3) uint8 RGB crops → (N, D)); None for no triplets."""
     return evaluate(model_or_embed_fn, triplets, faces)["accuracy"]
@@ -190,7 +184,7 @@ def train(
     seed: int = 0,
     train_last: int | None = None,
     augmentation: bool = True,
-    faces: FaceCrops | None = None,
+    faces: FaceCrops,
     log: Callable[[str], None] | None = None,
 ) -> list[dict]:
     """Fine-tunes `model` in place; returns the history, one row per epoch from epoch 0 (before training).
@@ -205,7 +199,6 @@ def train(
     if epochs < 0 or batch_size < 1:
         raise ValueError(f"epochs must be >= 0 and batch_size >= 1, got {epochs}, {batch_size}")
     log = log or (lambda message: None)
-    faces = faces if faces is not None else FaceCrops()
     for t in (*train_triplets, *val_triplets):  # align every face once, failing before training starts
         for p in (t.reference, t.positive, t.negative):
             faces.get(p)

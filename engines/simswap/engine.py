@@ -23,8 +23,7 @@ def build_torch(entry, files: dict, *, placement: Placement = HOST) -> Engine:
 def cached_onnx(entry, files: dict) -> str:
     """The checkpoint's ONNX export, made once and cached by the checkpoint's sha256: what ONNX
     Runtime runs and TensorRT builds from."""
-    from ..model_store import cache_dir
-    from ..registry import sha256_of
+    from ..model_files import cache_dir, sha256_of
 
     path, variant = files["weights"], entry.settings["variant"]
     onnx_path = cache_dir() / "onnx" / f"simswap_{variant}_{sha256_of(path)[:16]}.onnx"

@@ -14,13 +14,9 @@ import cv2
 import numpy as np
 
 from pipeline.anonymize.face_ops import HostFaceOps
-from pipeline.core.records import Face
+from pipeline.anonymize.region import REGION_FEATHER, REGION_SCALE, face_ellipse, small_size
 
 MODES = ("blur", "pixelate", "mask")
-# The covered ellipse's size over the face box, and its soft edge's width: the defaults of
-# every cover (RunConfig.region_scale and the device path's cover_faces take them from here).
-REGION_SCALE = 1.3
-REGION_FEATHER = 0.25
 
 
 @dataclass(frozen=True)
@@ -34,37 +30,6 @@ class Region:
     alpha: np.ndarray
 
 
-@dataclass(frozen=True)
-class Ellipse:
-    """The anonymized ellipse of one face and its integer ROI; both data paths (OpenCV on
-    host images, torch on device tensors: pipeline.anonymize.torch_faces) draw alpha from this."""
-
-    cx: float
-    cy: float
-    a: float  # semi-axes, pixels
-    b: float
-    reach: float  # 1 + feather: alpha falls from 1 at r = 1 to 0 at r = reach
-    feather: float
-    x0: int
-    y0: int
-    x1: int
-    y1: int
-
-
-def face_ellipse(box: np.ndarray, shape: tuple[int, int], *, scale: float = REGION_SCALE, feather: float = REGION_FEATHER) -> Ellipse | None:
-    """None if the feathered ellipse lies outside the frame."""
-    h, w = shape
-    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-    a = max(1.0, (box[2] - box[0]) * scale / 2)
-    b = max(1.0, (box[3] - box[1]) * scale / 2)
-    reach = 1.0 + feather
-    x0, x1 = max(0, int(np.floor(cx - a * reach))), min(w, int(np.ceil(cx + a * reach)) + 1)
-    y0, y1 = max(0, int(np.floor(cy - b * reach))), min(h, int(np.ceil(cy + b * reach)) + 1)
-    if x0 >= x1 or y0 >= y1:
-        return None
-    return Ellipse(float(cx), float(cy), float(a), float(b), reach, feather, x0, y0, x1, y1)
-
-
 def face_region(box: np.ndarray, shape: tuple[int, int], *, scale: float = REGION_SCALE, feather: float = REGION_FEATHER) -> Region | None:
     """Alpha mask of the anonymized ellipse for one face; None if it lies outside the frame."""
     e = face_ellipse(box, shape, scale=scale, feather=feather)
@@ -75,20 +40,6 @@ def face_region(box: np.ndarray, shape: tuple[int, int], *, scale: float = REGIO
     r = np.sqrt(ys[:, None] ** 2 + xs[None, :] ** 2)
     alpha = np.clip((e.reach - r) / e.feather, 0.0, 1.0).astype(np.float32)
     return Region(e.x0, e.y0, e.x1, e.y1, alpha)
-
-
-def small_size(mode: str, h: int, w: int, face_w: float) -> tuple[int, int]:
-    """(h, w) an h×w ROI is shrunk to by blur or pixelate; both data paths (here and
-    pipeline.anonymize.torch_faces) take the effect's strength from this one place.
-
-    blur: the face spans ~8 px, so its strength follows the face size (identity gone at any
-    resolution) at a cost independent of it. pixelate: ~8 blocks across the face.
-    """
-    if mode == "blur":
-        f = min(1.0, 8.0 / max(face_w, 1.0))
-        return max(1, round(h * f)), max(1, round(w * f))
-    block = max(2, int(round(face_w / 8)))
-    return max(1, h // block), max(1, w // block)
 
 
 def _blur(roi: np.ndarray, face_w: float) -> np.ndarray:
@@ -112,17 +63,17 @@ def _mask(roi: np.ndarray, face_w: float) -> np.ndarray:
 _EFFECTS = {"blur": _blur, "pixelate": _pixelate, "mask": _mask}
 
 
-class Anonymizer:
-    """`apply(image, faces) -> image`: every face is covered, in place.
+class FaceCover:
+    """Covers every face of a batch (blur, pixelate or mask), in place: the cover stage of
+    blur / pixelate / mask runs, and the swap's fallback for the faces it does not swap.
 
     `apply_batch` runs its pixel work through `ops` (pipeline.anonymize.face_ops: host OpenCV by
-    default, or torch on a device); `apply` and `cover` are always the host path, which
-    HostFaceOps calls.
+    default, or torch on a device); `cover` is the host path for one face, which HostFaceOps calls.
     """
 
     def __init__(self, mode: str = "blur", *, region_scale: float = REGION_SCALE, feather: float = REGION_FEATHER, ops=None):
         if mode not in _EFFECTS:
-            raise ValueError(f"unknown anonymizer mode {mode!r}; valid modes: {', '.join(MODES)}")
+            raise ValueError(f"unknown cover mode {mode!r}; valid modes: {', '.join(MODES)}")
         if region_scale < 1.0:
             raise ValueError(f"region_scale must be >= 1.0 so the whole box is covered, got {region_scale}")
         self.mode = mode
@@ -134,20 +85,12 @@ class Anonymizer:
     def apply_batch(self, frames) -> None:
         """Same interface as the swapper: anonymize every face of these TrackedFrames."""
         items = [(fi, face.cover) for fi, tf in enumerate(frames) for face in tf.faces]
-        if items:  # a batch with no face has nothing to change: no load, no store
-            pixels = self.ops.load([tf.frame for tf in frames])
-            self.ops.cover(pixels, items, self)
-            self.ops.store(pixels, [tf.frame for tf in frames])
-        else:
-            self.ops.release([tf.frame for tf in frames])
+        with self.ops.editing([tf.frame for tf in frames], needed=bool(items)) as pixels:  # no face: no load, no store
+            if items:
+                self.ops.cover(pixels, items, self)
         for tf in frames:
             for face in tf.faces:
                 face.outcome = face.outcome or self.mode
-
-    def apply(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
-        for face in faces:
-            self.cover(image, face.cover)
-        return image
 
     def cover(self, image: np.ndarray, box: np.ndarray) -> None:
         """Covers one face's region (its cover box, scaled up and feathered) in place."""

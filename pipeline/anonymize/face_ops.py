@@ -4,7 +4,11 @@ The swap and cover stages decide what happens to each face (swap, which fake ide
 blur and why); a FaceOps does the pixel work (crops, generator call, paste-back, cover) and
 is picked once, when the stage is built, so the stages never branch on where they run:
 
-    ops.load(frames) → crops → generate → [parsing_blend] → paste → cover → ops.store(pixels, frames)
+    with ops.editing(frames) as pixels: crops → generate → [parsing_blend] → paste → cover
+
+`editing` loads the batch's pixels once, writes them back for the encoder, and drops the
+frames' device copies (`Frame.tensor`, set by the detect stage) whatever happens: the one
+place they are released.
 
 - `HostFaceOps`: OpenCV on the frames' own NumPy images, in place; the host path (the CPU default).
 - `TorchFaceOps(device)`: one upload of the batch's frames, every step batched on the device
@@ -15,7 +19,8 @@ is picked once, when the stage is built, so the stages never branch on where the
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -23,7 +28,21 @@ from pipeline.core.alignment import FaceFits, warp_all
 from pipeline.anonymize.paste_back import paste_back
 
 
-class HostFaceOps:
+class _Editing:
+    @contextmanager
+    def editing(self, frames, needed: bool = True) -> Iterator:
+        """The batch's pixels (None when `needed` is false: a batch with no face is neither
+        loaded nor stored), stored back on success; the device copies go in any case."""
+        try:
+            pixels = self.load(frames) if needed else None
+            yield pixels
+            if needed:
+                self.store(pixels, frames)
+        finally:
+            self.release(frames)
+
+
+class HostFaceOps(_Editing):
     """OpenCV on host images: `frames` is the list of the batch's images, edited in place."""
 
     def load(self, frames) -> list[np.ndarray]:
@@ -63,13 +82,13 @@ class HostFaceOps:
         for crop, fi, m in zip(crops, frame_index, matrices):
             paste_back(frames[fi], np.ascontiguousarray(crop), m, noise=noise)
 
-    def cover(self, frames, items: list[tuple[int, np.ndarray]], anonymizer) -> None:
-        """Covers each (frame index, cover box) with the anonymizer's effect, in order."""
+    def cover(self, frames, items: list[tuple[int, np.ndarray]], face_cover) -> None:
+        """Covers each (frame index, cover box) with the FaceCover's effect (pipeline.anonymize.cover), in order."""
         for fi, box in items:
-            anonymizer.cover(frames[fi], box)
+            face_cover.cover(frames[fi], box)
 
 
-class TorchFaceOps:
+class TorchFaceOps(_Editing):
     """torch on `device`: `frames` is one (F, H, W, 3) uint8 tensor for the batch."""
 
     def __init__(self, device: str = "cpu", transfer=None):
@@ -90,14 +109,11 @@ class TorchFaceOps:
         return self.transfer.upload([f.image for f in frames])
 
     def store(self, pixels, frames) -> None:
-        """One download of the batch into the frames' images, for the encoder; the device
-        copies are dropped (their memory goes back to the allocator for the next batch)."""
+        """One download of the batch into the frames' images, for the encoder."""
         self.transfer.download(pixels, [f.image for f in frames])
-        self.release(frames)
 
     def release(self, frames) -> None:
-        """A batch left as it was: its images are still the decoded ones, only the device
-        copies go."""
+        """The device copies go: their memory returns to the allocator for the next batch."""
         for f in frames:
             f.tensor = None
 
@@ -132,8 +148,8 @@ class TorchFaceOps:
             self._generator.manual_seed(int(noise.rng.integers(2**62)))
         paste_crops(frames, out.clamp(0.0, 1.0), frame_index, matrices, noise_eps=eps, generator=self._generator)
 
-    def cover(self, frames, items: list[tuple[int, np.ndarray]], anonymizer) -> None:
+    def cover(self, frames, items: list[tuple[int, np.ndarray]], face_cover) -> None:
         from pipeline.anonymize.torch_faces import cover_faces
 
-        cover_faces(frames, items, anonymizer.mode, scale=anonymizer.region_scale, feather=anonymizer.feather)
+        cover_faces(frames, items, face_cover.mode, scale=face_cover.region_scale, feather=face_cover.feather)
 

@@ -175,17 +175,6 @@ def _white(size: int) -> np.ndarray:
     return np.full((size, size), 255.0, np.float64)
 
 
-def frame_alpha(matrix: np.ndarray, size: int, shape: tuple[int, int]) -> np.ndarray:
-    """(H, W) float64 paste mask of one face over a whole frame of `shape`: for tests and
-    reviews (the paste itself never builds a full-frame mask)."""
-    alpha = np.zeros(shape, np.float64)
-    roi = paste_roi(matrix, size, shape)
-    if roi is not None:
-        x0, y0, x1, y1 = roi
-        alpha[y0:y1, x0:x1] = roi_alpha(matrix, size, roi)
-    return alpha
-
-
 def paste_back(
     image: np.ndarray,
     crop: np.ndarray,

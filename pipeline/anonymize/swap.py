@@ -35,7 +35,7 @@ import numpy as np
 from engines import Engine
 
 from pipeline.core.alignment import fit_all
-from pipeline.anonymize.cover import Anonymizer
+from pipeline.anonymize.cover import FaceCover
 from pipeline.anonymize.face_ops import HostFaceOps
 from pipeline.anonymize.noise_defense import UniformNoise, check_eps
 from pipeline.core.records import Face, TrackedFrame
@@ -69,7 +69,7 @@ class FaceSwapper:
         self,
         engine: Engine,
         *,
-        fallback: Anonymizer | None = None,
+        fallback: FaceCover | None = None,
         config: SwapConfig = SwapConfig(),
         rng: np.random.Generator | None = None,
         ops=None,
@@ -79,7 +79,7 @@ class FaceSwapper:
         `parser`: a pipeline.anonymize.parsing.FaceParser for `--parsing-mask`, or None."""
         self.engine = engine
         self.parser = parser
-        self.fallback = fallback or Anonymizer("blur")
+        self.fallback = fallback or FaceCover("blur")
         self.config = config
         self.noise = UniformNoise(config.defense_noise, rng) if config.defense_noise > 0 else None
         self.ops = ops or HostFaceOps()
@@ -106,21 +106,19 @@ class FaceSwapper:
                     face.outcome = f"blur:{reason}"
                 else:
                     todo.append((fi, face))
-        if not any(tf.faces for tf in frames):
-            self.ops.release([tf.frame for tf in frames])
-            return
-        pixels = self.ops.load([tf.frame for tf in frames])
-        if todo:
-            try:
-                self._swap(pixels, todo)
-            except Exception as e:  # alignment or paste-back failed: blur what is not swapped yet
-                log.warning("swap failed on a batch, blurring its faces: %s", e)
-                for _, face in todo:
-                    if face.outcome is None:
-                        _failed(face, "blur:swap_error", e)
-        failed = [(fi, face.cover) for fi, tf in enumerate(frames) for face in tf.faces if face.outcome != "swap"]
-        self.ops.cover(pixels, failed, self.fallback)
-        self.ops.store(pixels, [tf.frame for tf in frames])
+        with self.ops.editing([tf.frame for tf in frames], needed=any(tf.faces for tf in frames)) as pixels:
+            if pixels is None:
+                return
+            if todo:
+                try:
+                    self._swap(pixels, todo)
+                except Exception as e:  # alignment or paste-back failed: blur what is not swapped yet
+                    log.warning("swap failed on a batch, blurring its faces: %s", e)
+                    for _, face in todo:
+                        if face.outcome is None:
+                            _failed(face, "blur:swap_error", e)
+            failed = [(fi, face.cover) for fi, tf in enumerate(frames) for face in tf.faces if face.outcome != "swap"]
+            self.ops.cover(pixels, failed, self.fallback)
 
     def _swap(self, pixels, todo: list[tuple[int, Face]]) -> None:
         n_frames = max(fi for fi, _ in todo) + 1

@@ -1,6 +1,6 @@
 """Face crops, paste-back and cover effects as batched torch ops, on whatever device the frames are.
 
-Why: the host path (alignment.align, paste_back.paste_back, Anonymizer) loops over faces with
+Why: the host path (alignment.align, paste_back.paste_back, cover.FaceCover) loops over faces with
 OpenCV on host images. A GPU path that went back to the host for that would spend its time on
 PCIe copies, so the same pixel work is done here on a (F, H, W, 3) uint8 tensor:
 - the crops of every face of every frame: one gather per bilinear tap, at the positions and
@@ -10,7 +10,7 @@ PCIe copies, so the same pixel work is done here on a (F, H, W, 3) uint8 tensor:
   weights; the official erosion and feather for all faces in one batched min-pool and one
   banded matrix product; then one float64 blend per face into its ROI, truncated, in order,
   as the host path does (overlapping faces come out the same);
-- blur / pixelate / mask over the same feathered ellipse (anonymizer.face_ellipse).
+- blur / pixelate / mask over the same feathered ellipse (region.face_ellipse).
 
 Matrices and ROIs are a handful of numbers per face and are worked out on the host, like
 the host path does; only pixels stay on the device. On the golden frames this path is
@@ -27,25 +27,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.anonymize.cover import REGION_FEATHER, REGION_SCALE, Ellipse, face_ellipse, small_size
 from pipeline.anonymize.paste_back import (
     _AB_SCALE, _TAB, ERODE, FEATHER, MASK_THRESHOLD, official_covers_face, official_inverse, paste_roi, soft_mask,
 )
+from pipeline.core.alignment import template_matrices
+from pipeline.anonymize.region import REGION_FEATHER, REGION_SCALE, Ellipse, face_ellipse, small_size
 from pipeline.device.resize import resize_area
 from pipeline.device.transfer import constant, to_device
-
-
-def upload(images: list[np.ndarray], device: torch.device | str) -> torch.Tensor:
-    """(F, H, W, 3) uint8 on `device`: one host-to-device copy for the whole batch."""
-    return torch.from_numpy(np.stack(images)).to(device)
-
-
-def download(frames: torch.Tensor, images: list[np.ndarray]) -> None:
-    """Writes the device frames back into the host images, in place (one copy for the batch)."""
-    host = frames.cpu().numpy()
-    for image, new in zip(images, host):
-        image[...] = new
-
 
 _COEF_BITS = 15  # INTER_REMAP_COEF_BITS
 _COEF = 1 << _COEF_BITS
@@ -260,7 +248,7 @@ def _gaussian_1(x: torch.Tensor) -> torch.Tensor:
 
 
 def _effect(roi: torch.Tensor, mode: str, face_w: float) -> torch.Tensor:
-    """roi (1, 3, h, w) float → the covered roi; the same recipes as anonymizer._blur/_pixelate/_mask."""
+    """roi (1, 3, h, w) float → the covered roi; the same recipes as cover._blur/_pixelate/_mask."""
     h, w = roi.shape[-2:]
     if mode == "mask":
         return torch.zeros_like(roi)
@@ -271,7 +259,7 @@ def _effect(roi: torch.Tensor, mode: str, face_w: float) -> torch.Tensor:
 
 
 def cover_faces(frames: torch.Tensor, items, mode: str, *, scale: float = REGION_SCALE, feather: float = REGION_FEATHER) -> None:
-    """Covers each (frame_index, cover_box) in `items` in place, in order, like Anonymizer.apply."""
+    """Covers each (frame_index, cover_box) in `items` in place, in order, as FaceCover.cover does on the host."""
     _, h, w, _ = frames.shape
     for fi, box in items:
         e = face_ellipse(np.asarray(box), (h, w), scale=scale, feather=feather)
@@ -282,3 +270,17 @@ def cover_faces(frames: torch.Tensor, items, mode: str, *, scale: float = REGION
         x = roi.permute(2, 0, 1)[None].float()
         effect = _effect(x, mode, float(box[2] - box[0]))[0].permute(1, 2, 0)
         roi.copy_(torch.round(effect * alpha + roi.float() * (1.0 - alpha)).clamp_(0, 255).to(torch.uint8))
+
+
+def embed_faces(embedder, frame: torch.Tensor, landmarks) -> np.ndarray:
+    """The device path's identity samples: `frame` is the (H, W, 3) uint8 tensor already on
+    the device; the crops are cut there (the host's warp to the bit), black where a face does
+    not fit (as the host's), and embedded by the embedder's torch backend
+    (`embed_crop_tensors`); only the (N, dim) vectors come back."""
+    lms = np.asarray(landmarks, np.float64).reshape(-1, 5, 2)
+    if not len(lms):
+        return np.zeros((0, embedder.dim), np.float32)
+    matrices, ok = template_matrices(lms, embedder.template)
+    crops = warp_crops(frame[None], np.zeros(len(lms), int), matrices, embedder.crop_size)  # (N, 3, s, s) in [0, 1]
+    crops = crops * to_device(np.asarray(ok, np.float32), crops.device)[:, None, None, None]  # unfit: black, as the host
+    return embedder.embed_crop_tensors(crops)

@@ -9,8 +9,9 @@ Per frame:
 - the recognizer on both: the original face against "the same face" in the output. When the
   output face is not detected the output is embedded at the original's landmarks: the
   attacker knows where the face was, and the audit assumes the stronger attacker;
-- a leak detector the run did not use (dlib's CNN by default; `pipeline.audit.leak_detector`)
-  on the original, every `leak_every`-th frame, against the output pixels (leaks).
+- a leak detector the run did not use (by default CenterFace, or MTCNN for a run that used
+  CenterFace: `pipeline.audit.leak_detector`) on the original, every `leak_every`-th frame,
+  against the output pixels (leaks).
 Both videos stream; memory is bounded by the thumbnails kept per track.
 """
 
@@ -26,7 +27,7 @@ from tqdm import tqdm
 from trackers import FaceTracker
 from trackers.norfair_tracker import boxes_iou
 
-from pipeline.detect.retinaface import DEFAULT_DETECT_SIZE, FaceDetector
+from pipeline.detect.retinaface import DEFAULT_DETECT_SIZE, RetinaFaceDetector
 from pipeline.core.errors import InvalidInputError
 from pipeline.core.records import Detections
 from pipeline.track.shot_cuts import ShotCutDetector
@@ -56,7 +57,7 @@ class AuditConfig:
     change_threshold: float = CHANGE_THRESHOLD
     leak_detector: str = "auto"  # pipeline.audit.leak_detector.LEAK_DETECTORS; resolved against run_detectors
     leak_threshold: float | None = None  # None: the model table's
-    leak_every: int | None = None  # leak checks on every N-th frame; None: the detector's default (dlib: 5)
+    leak_every: int | None = None  # leak checks on every N-th frame; None: the detector's (the model table's audit_every: 1, dlib-mmod 5)
     run_detectors: tuple | None = None  # the detectors (model names) the run used; None: unknown
     allow_dependent: bool = False  # audit with a detector the run used (the report says so)
     allow_unrelated: bool = False  # audit a pair (or boxes) that do not look derived (pipeline.audit.derivation)
@@ -119,7 +120,7 @@ class _OriginalFaces:
     the run claims it covered, and a face the run missed must still be scored for re-ID.
     """
 
-    def __init__(self, detector: FaceDetector):
+    def __init__(self, detector: RetinaFaceDetector):
         self.detector = detector
         self.tracker = FaceTracker()
         self.cuts = ShotCutDetector()
@@ -180,7 +181,7 @@ def audit_videos(original: str, anonymized: str, *, boxes: str | None = None, co
         embedder = load_embedder(name, config.recognizer_model)
     except (ValueError, OSError) as e:
         raise InvalidInputError(f"recognizer {name!r} unusable: {e}") from e
-    detector = FaceDetector(detect_size=config.detect_size)
+    detector = RetinaFaceDetector(detect_size=config.detect_size)
     leak_finder = build_leak_detector(config.leak_detector, config.leak_threshold)
     source = _OriginalFaces(detector)
     claims = _Claims(boxes) if boxes else None

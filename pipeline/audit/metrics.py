@@ -43,11 +43,6 @@ def far_threshold(impostor: np.ndarray, far: float) -> FarThreshold:
     return FarThreshold(tau, far, float(np.mean(s >= tau)), len(s))
 
 
-def far_at(impostor: np.ndarray, tau: float) -> float:
-    s = np.asarray(impostor, np.float64)
-    return float(np.mean(s >= tau)) if len(s) else float("nan")
-
-
 @dataclass(frozen=True)
 class Eer:
     eer: float

@@ -54,7 +54,7 @@ def main(argv: list[str]) -> int:
         from engines.embedders import load_embedder
         from engines.extras import missing, require, require_embedder
 
-        from pipeline.detect.retinaface import FaceDetector
+        from pipeline.detect.retinaface import RetinaFaceDetector
         for name in args.embedder or ["dlib"]:
             require_embedder(name, "gallery build")
         if args.arcface:
@@ -77,7 +77,7 @@ def main(argv: list[str]) -> int:
 
             arc = load_simswap_arcface(arc_path)
             latent_fn = lambda crops: latent_from_crops(arc, crops)  # noqa: E731
-        detector = FaceDetector()
+        detector = RetinaFaceDetector()
         g = SourceGallery.build(args.folder, detector, embedders, labels=args.labels, latent_fn=latent_fn)
         if args.reference_photos:
             g.references = SourceGallery.build(args.reference_photos, detector, embedders, labels=args.reference_labels).sources

@@ -97,6 +97,8 @@ def _train(args, log) -> int:
     from engines import iresnet
     from engines.perface import FaceCrops, train
 
+    from pipeline.detect.retinaface import RetinaFaceDetector
+
     if Path(args.output).is_dir():  # a new folder holds no input; an existing one may
         check_outputs([args.triplets, args.val, args.images, args.init],
                       {f"-o {name}": str(Path(args.output) / name) for name in (MODEL_FILE, ONNX_FILE, METRICS_FILE)})
@@ -127,8 +129,8 @@ def _train(args, log) -> int:
     else:
         print(NO_INIT_WARNING, file=sys.stderr)
     log(f"{len(train_set)} training and {len(val_set)} validation triplets; aligning faces")
-    faces = FaceCrops()
     try:
+        faces = FaceCrops(RetinaFaceDetector())
         history = train(
             model, train_set, val_set, args.epochs, batch_size=args.batch_size, lr=args.lr, margin=args.margin,
             seed=args.seed, train_last=args.train_last, faces=faces, log=log,
@@ -184,6 +186,8 @@ LOADERS = {".onnx": _onnx_embedder, ".pth": _torch_embedder, ".pt": _torch_embed
 def _eval(args, log) -> int:
     from engines.perface import FaceCrops, triplet_accuracy
 
+    from pipeline.detect.retinaface import RetinaFaceDetector
+
     _need_file(args.model, "model")
     kind = Path(args.model).suffix.lower()
     if kind not in LOADERS:
@@ -193,7 +197,7 @@ def _eval(args, log) -> int:
         raise InvalidInputError(f"{args.triplets} has no triplets to evaluate (all ties{' or not unanimous' if args.unanimous else ''})")
     embed = LOADERS[kind](args.model, args.arch)
     try:
-        acc = triplet_accuracy(embed, triplets, FaceCrops())
+        acc = triplet_accuracy(embed, triplets, FaceCrops(RetinaFaceDetector()))
     except ValueError as e:
         raise InvalidInputError(str(e).splitlines()[0]) from e
     print(f"triplet accuracy {acc:.4f} ({len(triplets)} triplets, {args.model})")

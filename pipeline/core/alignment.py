@@ -111,11 +111,6 @@ def template_matrices(landmarks: np.ndarray, template: np.ndarray) -> tuple[np.n
     return out, ok
 
 
-def inverse(matrix: np.ndarray) -> np.ndarray:
-    """Crop→frame 2×3 matrix for a frame→crop one (what paste-back warps with)."""
-    return cv2.invertAffineTransform(np.asarray(matrix, np.float64))
-
-
 @dataclass
 class AlignedFaces:
     """All faces of a batch of frames, aligned: crops[i] came from frames[frame_index[i]]."""

@@ -28,10 +28,12 @@ class Frame:
     time_base: Fraction
     image: np.ndarray  # H×W×3 uint8, RGB
     audio: list = field(default_factory=list)
-    captured: float | None = None  # time.monotonic() when a live source delivered it (latency)
+    # Per-stage extras (as supervision's `Detections.data`): "captured", the time.monotonic()
+    # when a live source delivered it (the run loop's latency).
+    data: dict = field(default_factory=dict)
     # On the device path (--device), the same pixels as an (H, W, 3) uint8 torch tensor on the
-    # device, uploaded once at detection; the anonymize stage edits it and writes it back
-    # into `image` (one download), then drops it. None on the host path.
+    # device: set once by the detect stage (its upload), read by identity, edited and written
+    # back into `image` by the anonymize stage, and dropped by `FaceOps.editing` only. None on the host path.
     tensor: Any = None
 
     @property
@@ -47,10 +49,9 @@ class Detections:
     boxes: np.ndarray  # (N, 4) float32 x1, y1, x2, y2
     scores: np.ndarray  # (N,) float32
     landmarks: np.ndarray  # (N, 5, 2) float32: right eye, left eye, nose, mouth right, mouth left
-    # (N,) bool: scored below the detector's threshold, given only so that a face a live track
-    # follows is not lost (pipeline.detect.recall, `track_score`); the tracker keeps those that
-    # continue a confirmed track and drops the rest. None: every face is a detection.
-    weak: np.ndarray | None = None
+    # Per-face extras, one (N, …) array each, kept through `subset` (supervision's
+    # `Detections.data`): "weak", see `weak`.
+    data: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.boxes)
@@ -59,12 +60,20 @@ class Detections:
                 "Detections expects boxes (N, 4), scores (N,), landmarks (N, 5, 2); got "
                 f"{self.boxes.shape}, {self.scores.shape}, {self.landmarks.shape}"
             )
-        if self.weak is not None and self.weak.shape != (n,):
-            raise ValueError(f"Detections.weak must be (N,) for N = {n} faces, got {self.weak.shape}")
+        for key, values in self.data.items():
+            if len(values) != n:
+                raise ValueError(f"Detections.data[{key!r}] must have one entry per face (N = {n}), got {len(values)}")
+
+    @property
+    def weak(self) -> np.ndarray | None:
+        """(N,) bool: scored below the detector's threshold, given only so that a face a live
+        track follows is not lost (pipeline.detect.recall, `track_score`); the tracker keeps
+        those that continue a confirmed track and drops the rest. None: every face is a detection."""
+        return self.data.get("weak")
 
     def subset(self, keep: np.ndarray) -> "Detections":
-        """The faces `keep` (a bool mask or indices) selects, weak marks included."""
-        return Detections(self.boxes[keep], self.scores[keep], self.landmarks[keep], None if self.weak is None else self.weak[keep])
+        """The faces `keep` (a bool mask or indices) selects, their extras included."""
+        return Detections(self.boxes[keep], self.scores[keep], self.landmarks[keep], {k: v[keep] for k, v in self.data.items()})
 
     @classmethod
     def empty(cls) -> "Detections":

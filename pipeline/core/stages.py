@@ -162,8 +162,5 @@ class StagePipeline:
         if self.stuck:
             log.warning("stage thread(s) still running %.0f s after stop: %s", self.join_timeout_s, ", ".join(self.stuck))
 
-    def alive(self, name: str) -> bool:
-        return any(s.stage_name == name and s.is_alive() for s in self.stages)
-
     def busy_ms(self) -> dict[str, float]:
         return {s.stage_name: round(s.busy_s * 1000, 1) for s in self.stages}

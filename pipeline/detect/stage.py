@@ -10,16 +10,17 @@ Both ask for weak faces too (pipeline.detect.recall): the tracking stage comes n
 from __future__ import annotations
 
 from pipeline.core.records import Detections, Frame
+from pipeline.detect import Detector
 from pipeline.detect.recall import MultiPassDetector
 
 
-def _weak(detector) -> dict:
+def _weak(detector: Detector) -> dict:
     """A single detector handed in by a caller (tests, tools) has no weak faces to give."""
     return {"weak": True} if isinstance(detector, MultiPassDetector) else {}
 
 
 class HostDetect:
-    def __init__(self, detector: MultiPassDetector):
+    def __init__(self, detector: Detector):
         self.detector = detector
         self._options = _weak(detector)
 
@@ -28,7 +29,7 @@ class HostDetect:
 
 
 class DeviceDetect:
-    def __init__(self, detector: MultiPassDetector, transfer):
+    def __init__(self, detector: Detector, transfer):
         self.detector = detector
         self.transfer = transfer
         self._options = _weak(detector)

@@ -1,7 +1,7 @@
 """RetinaFace pre- and post-processing as torch ops, on whatever device the frames are.
 
 Why: on the device data path the frames are already a (F, H, W, 3) uint8 tensor in device
-memory (pipeline.anonymize.torch_faces.upload). Going back to the host to resize with OpenCV,
+memory (pipeline.device.transfer.Transfer.upload). Going back to the host to resize with OpenCV,
 decode 37 000 anchors per frame in NumPy and run OpenCV's NMS would cost a full-frame copy
 each way; here only the kept faces (a few numbers each) are downloaded, once per batch.
 
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from pipeline.core.records import Detections
-from pipeline.detect.retinaface import _anchors
+from pipeline.detect.priors import anchors
 from pipeline.device.resize import resize_area
 from pipeline.device.transfer import constant
 
@@ -41,7 +41,7 @@ def prior_boxes(height: int, width: int, strides, sizes, device: torch.device) -
     """(A, 4) cx, cy, w, h: the host path's anchors (one definition of their order), on
     `device`, computed and uploaded once per working size."""
     strides, sizes = tuple(strides), tuple(tuple(s) for s in sizes)
-    return constant(("retinaface-priors", height, width, strides, sizes), device, lambda: _anchors(height, width, strides, sizes))
+    return constant(("retinaface-priors", height, width, strides, sizes), device, lambda: anchors(height, width, strides, sizes))
 
 
 def preprocess(frames: torch.Tensor, size: tuple[int, int], mean, bgr: bool) -> torch.Tensor:

@@ -81,8 +81,8 @@ def anonymize_live(
                 live=asdict(opts), check=check,
                 postfix=lambda: {"dropped": source.dropped, "reconnects": source.stats.reconnects})
     try:
-        result, _, _ = run(feed, config, mode, engines, mode_note=note, report_path=report_path, boxes_path=boxes_path,
-                           progress=progress, log=log)
+        result = run(feed, config, mode, engines, mode_note=note, report_path=report_path, boxes_path=boxes_path,
+                     progress=progress, log=log)
     finally:
         source.close()
     return result

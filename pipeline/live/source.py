@@ -288,7 +288,7 @@ class LiveSource:
         # The first frame's orientation holds for the run, as its size does (the encoder's is fixed).
         image = to_display(rgb24(av_frame, size), self.info.turns, self.info.mirror)
         self.stats.frames_captured += 1
-        self.buffer.put(Frame(self._index, pts, TIME_BASE, image, captured=now))
+        self.buffer.put(Frame(self._index, pts, TIME_BASE, image, data={"captured": now}))
         self._index += 1
 
     _last_error: str | None = None

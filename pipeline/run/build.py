@@ -13,12 +13,13 @@ from typing import Callable
 
 from engines import get_model
 from engines.placement import HOST, Placement
-from pipeline.anonymize.cover import Anonymizer
+from pipeline.anonymize.cover import FaceCover
 from pipeline.anonymize.face_ops import HostFaceOps, TorchFaceOps
 from pipeline.anonymize.swap import FaceSwapper
 from pipeline.core.errors import InvalidInputError
 from pipeline.detect.recall import SETTINGS, MultiPassDetector
-from pipeline.detect.retinaface import FaceDetector
+from pipeline.detect import Detector
+from pipeline.detect.retinaface import RetinaFaceDetector
 from pipeline.detect.stage import DeviceDetect, HostDetect
 from pipeline.device.buckets import BucketedEngine
 from pipeline.identity.assignment import AssignConfig, SourceAssigner
@@ -81,7 +82,7 @@ def load_detector(config: RunConfig, engines: EngineChoice) -> MultiPassDetector
             detectors.append(CenterFaceDetector(engine, threshold=config.threshold, detect_size=config.detect_size))
         else:
             threshold = config.threshold or get_model(name).settings["threshold"]
-            detectors.append(FaceDetector(engine, detect_size=config.detect_size, threshold=threshold))
+            detectors.append(RetinaFaceDetector(engine, detect_size=config.detect_size, threshold=threshold))
     return MultiPassDetector(detectors, SETTINGS[config.recall], name=config.detector)
 
 
@@ -167,7 +168,7 @@ def _cached(cache: ModelCache | None, key: tuple, load: Callable):
     return load() if cache is None else cache.get(key, load)
 
 
-def build_identity(config: RunConfig, detector: FaceDetector, arc=None, cache: ModelCache | None = None,
+def build_identity(config: RunConfig, detector: Detector, arc=None, cache: ModelCache | None = None,
                    engines: EngineChoice | None = None) -> IdentityStage | None:
     """Persons and their fake identities; runs whenever a gallery is given, in any mode."""
     if not config.gallery:
@@ -184,7 +185,11 @@ def build_identity(config: RunConfig, detector: FaceDetector, arc=None, cache: M
     embed = None
     if backend == "torch":
         def embed(frame, lm):
-            return embedder.embed(frame.image, lm) if frame.tensor is None else embedder.embed_frame_tensor(frame.tensor, lm)
+            if frame.tensor is None:
+                return embedder.embed(frame.image, lm)
+            from pipeline.anonymize.torch_faces import embed_faces
+
+            return embed_faces(embedder, frame.tensor, lm)
     size = config.swap.size  # the generator's crop: the source latents come from crops aligned like it
     gallery = _cached(cache, ("gallery", config.gallery, embedder_key, id(detector), id(arc), size),
                       lambda: SourceGallery.open(config.gallery, detector, [embedder]).use_size(size))
@@ -215,8 +220,8 @@ def build_tracker(config: RunConfig, identity: IdentityStage | None) -> FaceTrac
 
 def build_anonymizer(mode: str, config: RunConfig, engine=None, ops=None, parser=None):
     if mode != "swap":
-        return Anonymizer(mode, region_scale=config.region_scale, ops=ops)
-    return FaceSwapper(engine, fallback=Anonymizer("blur", region_scale=config.region_scale, ops=ops), config=config.swap, ops=ops,
+        return FaceCover(mode, region_scale=config.region_scale, ops=ops)
+    return FaceSwapper(engine, fallback=FaceCover("blur", region_scale=config.region_scale, ops=ops), config=config.swap, ops=ops,
                        parser=parser)
 
 
@@ -224,7 +229,7 @@ def build_anonymizer(mode: str, config: RunConfig, engine=None, ops=None, parser
 class Stages:
     """The models and per-video state one run needs, built once for file and live runs alike."""
 
-    detector: FaceDetector
+    detector: Detector
     identity: IdentityStage | None
     tracker: FaceTracker
     anonymizer: object
@@ -240,7 +245,7 @@ class Stages:
         return stages + [("anonymize", anonymize)]
 
 
-def build_stages(mode: str, config: RunConfig, detector: FaceDetector | None = None, models: ModelCache | None = None) -> Stages:
+def build_stages(mode: str, config: RunConfig, detector: Detector | None = None, models: ModelCache | None = None) -> Stages:
     """The data path is chosen here, once: the host path (NumPy frames, OpenCV, ONNX Runtime)
     or the device path (frames uploaded once at detection, every pixel step on the device,
     one download for the encoder). The stages never branch on it afterwards."""

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 
 from engines.placement import Placement
-from pipeline.anonymize.cover import REGION_SCALE
+from pipeline.anonymize.region import REGION_SCALE
 from pipeline.anonymize.swap import SwapConfig
 from pipeline.core.errors import InvalidInputError
 from pipeline.detect.recall import DEFAULT_SETTING, SETTINGS

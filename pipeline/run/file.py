@@ -12,7 +12,7 @@ import sys
 from typing import Callable
 
 from pipeline.core.errors import InvalidInputError
-from pipeline.detect.retinaface import FaceDetector
+from pipeline.detect import Detector
 from pipeline.io.paths import check_outputs
 from pipeline.io.video_reader import VideoReader, hw_decoder
 from pipeline.io.video_writer import VideoWriter
@@ -28,7 +28,7 @@ def anonymize_video(
     *,
     report_path: str | None = None,
     boxes_path: str | None = None,
-    detector: FaceDetector | None = None,
+    detector: Detector | None = None,
     progress: bool = True,
     log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
     models: ModelCache | None = None,
@@ -52,8 +52,8 @@ def anonymize_video(
                                         f"less than the container declares: {input_path}")
 
         feed = Feed(reader, input_path, out, open_writer, batch_size=config.batch_size, queue_size=config.queue_size, check=check)
-        result, _, _ = run(feed, config, mode, engines, mode_note=note, report_path=report_path, boxes_path=boxes_path,
-                           detector=detector, models=models, progress=progress, log=log, on_frame=on_frame)
+        result = run(feed, config, mode, engines, mode_note=note, report_path=report_path, boxes_path=boxes_path,
+                     detector=detector, models=models, progress=progress, log=log, on_frame=on_frame)
     finally:
         reader.close()
     return result

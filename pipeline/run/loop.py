@@ -79,9 +79,8 @@ class LoopStats:
 def run(feed: Feed, config: RunConfig, mode: str, engines, *, mode_note: str | None = None, report_path: str | None = None,
         boxes_path: str | None = None, detector=None, models: ModelCache | None = None, progress: bool = True,
         log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
-        on_frame: Callable[[int], None] | None = None) -> tuple[dict, LoopStats, object]:
-    """The run, once its input is open and its outputs are checked: (report, loop stats, sink).
-    Nothing lands under a final name unless the whole run succeeds (RunOutputs)."""
+        on_frame: Callable[[int], None] | None = None) -> dict:
+    """The run, once its input is open and its outputs are checked: its report. Nothing lands under a final name unless the whole run succeeds (RunOutputs)."""
     started = time.perf_counter()
     source = feed.source
     check_detect_size(config.detect_size, source.info.height, source.info.width)
@@ -111,12 +110,12 @@ def run(feed: Feed, config: RunConfig, mode: str, engines, *, mode_note: str | N
         report.finish(source, sink, time.perf_counter() - started)
         result = report.to_dict()
         if feed.live is not None:
-            result["live"] = live_section(feed, stats, sink)
+            result["live"] = _live_section(feed, stats, sink)
         outs.commit(result)
-    return result, stats, sink
+    return result
 
 
-def live_section(feed: Feed, stats: LoopStats, sink) -> dict:
+def _live_section(feed: Feed, stats: LoopStats, sink) -> dict:
     source = feed.source
     s = source.stats
     return {
@@ -142,7 +141,7 @@ def _loop(feed: Feed, st, sink, boxes, report, stats: LoopStats, config: RunConf
 
     def fresh(frames):
         for frame in frames:
-            if feed.max_age_s is not None and time.monotonic() - frame.captured > feed.max_age_s:
+            if feed.max_age_s is not None and time.monotonic() - frame.data["captured"] > feed.max_age_s:
                 stats.dropped_too_old += 1  # cheapest place to drop: nothing was spent on it yet
                 continue
             yield frame
@@ -168,8 +167,8 @@ def _loop(feed: Feed, st, sink, boxes, report, stats: LoopStats, config: RunConf
                 t = time.perf_counter()
                 sink.write(tf.frame)
                 encode_s += time.perf_counter() - t
-                if tf.frame.captured is not None:
-                    stats.latency.add((time.monotonic() - tf.frame.captured) * 1000)
+                if "captured" in tf.frame.data:
+                    stats.latency.add((time.monotonic() - tf.frame.data["captured"]) * 1000)
                 if boxes:
                     boxes.write(tf)
                 report.add(tf)

@@ -62,7 +62,7 @@ class NumberGuard:
         """(the detections the tracker may see, {index in them: repair} for those whose
         landmarks are placeholders, repairs counted by reason)."""
         repairs: Counter = Counter()
-        boxes, scores, landmarks, weak, placeholder = [], [], [], [], {}
+        boxes, scores, landmarks, kept, placeholder = [], [], [], [], {}
         for i in range(len(dets)):
             box, lms = dets.boxes[i], dets.landmarks[i]
             lms_ok = bool(np.isfinite(lms).all())
@@ -81,11 +81,12 @@ class NumberGuard:
             boxes.append(box)
             landmarks.append(lms)
             scores.append(float(dets.scores[i]) if np.isfinite(dets.scores[i]) else 0.0)
-            weak.append(dets.weak is not None and bool(dets.weak[i]))
+            kept.append(i)
         if not repairs and np.isfinite(dets.scores).all():
             return dets, placeholder, repairs
+        kept = np.array(kept, np.int64)
         return Detections(np.array(boxes, np.float32).reshape(-1, 4), np.array(scores, np.float32),
-                          np.array(landmarks, np.float32).reshape(-1, 5, 2), np.array(weak, bool) if any(weak) else None), placeholder, repairs
+                          np.array(landmarks, np.float32).reshape(-1, 5, 2), {k: v[kept] for k, v in dets.data.items()}), placeholder, repairs
 
     def faces(self, faces: list[Face], shape: tuple[int, int], repairs: Counter, placeholder: dict[int, str] | None = None) -> list[Face]:
         h, w = shape

@@ -1,0 +1,62 @@
+"""The covered region of a face and the cover effect's strength, shared by both data paths.
+
+The host path (pipeline.anonymize.cover: OpenCV on NumPy images) and the device path
+(pipeline.anonymize.torch_faces: torch on device tensors) both draw a face's feathered ellipse
+from `face_ellipse` and shrink its ROI by `small_size`; this module sits below both, so
+neither imports the other for them (NumPy only: the host path never imports torch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# The covered ellipse's size over the face box, and its soft edge's width: the defaults of
+# every cover (RunConfig.region_scale, FaceCover and torch_faces.cover_faces take them from here).
+REGION_SCALE = 1.3
+REGION_FEATHER = 0.25
+
+
+@dataclass(frozen=True)
+class Ellipse:
+    """The covered ellipse of one face and its integer ROI; both data paths draw alpha from this."""
+
+    cx: float
+    cy: float
+    a: float  # semi-axes, pixels
+    b: float
+    reach: float  # 1 + feather: alpha falls from 1 at r = 1 to 0 at r = reach
+    feather: float
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+
+def face_ellipse(box: np.ndarray, shape: tuple[int, int], *, scale: float = REGION_SCALE, feather: float = REGION_FEATHER) -> Ellipse | None:
+    """None if the feathered ellipse lies outside the frame."""
+    h, w = shape
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    a = max(1.0, (box[2] - box[0]) * scale / 2)
+    b = max(1.0, (box[3] - box[1]) * scale / 2)
+    reach = 1.0 + feather
+    x0, x1 = max(0, int(np.floor(cx - a * reach))), min(w, int(np.ceil(cx + a * reach)) + 1)
+    y0, y1 = max(0, int(np.floor(cy - b * reach))), min(h, int(np.ceil(cy + b * reach)) + 1)
+    if x0 >= x1 or y0 >= y1:
+        return None
+    return Ellipse(float(cx), float(cy), float(a), float(b), reach, feather, x0, y0, x1, y1)
+
+
+def small_size(mode: str, h: int, w: int, face_w: float) -> tuple[int, int]:
+    """(h, w) an h×w ROI is shrunk to by blur or pixelate; both data paths take the effect's
+    strength from this one place.
+
+    blur: the face spans ~8 px, so its strength follows the face size (identity gone at any
+    resolution) at a cost independent of it. pixelate: ~8 blocks across the face.
+    """
+    if mode == "blur":
+        f = min(1.0, 8.0 / max(face_w, 1.0))
+        return max(1, round(h * f)), max(1, round(w * f))
+    block = max(2, int(round(face_w / 8)))
+    return max(1, h // block), max(1, w // block)
