@@ -295,3 +295,17 @@ def test_a_fleet_rerun_into_a_folder_inside_its_input_is_not_refused(synthetic, 
     monkeypatch.setattr(fleet_cli, "run_fleet", fleet)
     assert main([str(videos), "-o", str(videos / "out"), "-q"]) == 0
     assert ran == [[str(videos / "a.mp4")]]
+
+
+def test_an_interrupt_while_a_temp_file_is_made_leaves_none(tmp_path, monkeypatch):
+    """SIGTERM the moment the temp output exists (the signal test above, delay 0, hit it once in
+    CI): the file is removed, though nobody holds it yet."""
+    from pipeline.io import atomic
+
+    def interrupted(fd, mode):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(atomic.os, "fchmod", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        atomic.AtomicFile(str(tmp_path / "o.mp4"))
+    assert list(tmp_path.iterdir()) == []

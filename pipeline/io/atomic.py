@@ -151,9 +151,13 @@ class AtomicFile:
         folder, prefix, suffix = temp_parts(self.final_path)
         fd, self.path = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
         try:
-            os.fchmod(fd, PRIVATE_MODE if private else public_mode())
-        finally:
-            os.close(fd)
+            try:
+                os.fchmod(fd, PRIVATE_MODE if private else public_mode())
+            finally:
+                os.close(fd)
+        except BaseException:  # a signal the moment the file exists: nobody else could remove it
+            self.discard()
+            raise
 
     def commit(self) -> str:
         os.replace(self.path, self.final_path)

@@ -76,8 +76,8 @@ class VideoWriter:
         self._ts_start: Fraction | None = None  # MPEG-TS: the earliest timestamp given to the muxer
         self.frames_written = 0
         self.audio_packets = 0
-        self._file = AtomicFile(output)
         self.container = None
+        self._file = AtomicFile(output)  # removes its temp file itself if interrupted while made
         try:  # from here on, any exception (Ctrl-C and SIGTERM too) removes the temp file
             try:
                 self.container = av.open(self._file.path, mode="w", format=fmt, options=MUXER_OPTIONS.get(fmt, {}))

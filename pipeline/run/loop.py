@@ -95,7 +95,8 @@ def run(feed: Feed, config: RunConfig, mode: str, engines, *, mode_note: str | N
     report.settings = report_settings(config, st, source, mode, batch_size=feed.batch_size, live=feed.live)
     stats = LoopStats()
     with RunOutputs(report_path) as outs:  # opened inside: an interrupt at any point leaves no temp file behind
-        sink = outs.video = feed.open_sink(source.info)
+        outs.video = feed.open_sink(source.info)  # held by `outs` first: an interrupt from here on aborts it
+        sink = outs.video
         said = list(sink.notes)
         for line in said:
             log(line)
