@@ -87,10 +87,8 @@ def load_detector(config: RunConfig, engines: EngineChoice) -> MultiPassDetector
 
 
 def load_face_parser(config: RunConfig, engines: EngineChoice):
-    """`--parsing-mask`: the BiSeNet face parser (model table: face-parsing), or None. It runs
-    on the run's device, always in float32, as SimSwap runs it (TF32 alone already breaks its golden contract)."""
-    if not config.parsing_mask:
-        return None
+    """`--parsing-mask`: the BiSeNet face parser (model table: face-parsing). It runs on the
+    run's device, always in float32, as SimSwap runs it (TF32 alone already breaks its golden contract)."""
     from engines import load
     from pipeline.anonymize.parsing import FaceParser
 
@@ -245,11 +243,13 @@ class Stages:
         return stages + [("anonymize", anonymize)]
 
 
-def build_stages(mode: str, config: RunConfig, detector: Detector | None = None, models: ModelCache | None = None) -> Stages:
+def build_stages(mode: str, config: RunConfig, detector: Detector | None = None, models: ModelCache | None = None,
+                 engines: EngineChoice | None = None) -> Stages:
     """The data path is chosen here, once: the host path (NumPy frames, OpenCV, ONNX Runtime)
     or the device path (frames uploaded once at detection, every pixel step on the device,
-    one download for the encoder). The stages never branch on it afterwards."""
-    engines = engine_choice(config)
+    one download for the encoder). The stages never branch on it afterwards. `engines`: the
+    run's engine choice when the caller has made it already (None: made here)."""
+    engines = engines or engine_choice(config)
     placement = engines.placement
     detector_key = tuple(model_key(name, backend, placement, recall=config.recall, detect_size=config.detect_size, threshold=config.threshold)
                          for name, backend in detector_models(config, engines))

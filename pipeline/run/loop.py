@@ -90,7 +90,7 @@ def run(feed: Feed, config: RunConfig, mode: str, engines, *, mode_note: str | N
             log(line)
     if mode != "swap" and config.swap.defense_noise:
         log(f"note: --defense-noise applies to swapped faces only; mode is {mode}, so it does nothing")
-    st = build_stages(mode, config, detector, models)
+    st = build_stages(mode, config, detector, models, engines)
     report = ReportBuilder(feed.name, feed.output, mode, source.info, requested_mode=config.mode)
     report.settings = report_settings(config, st, source, mode, batch_size=feed.batch_size, live=feed.live)
     stats = LoopStats()
