@@ -22,6 +22,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "audit": ("matplotlib", "onnx", "mtcnn", "lz4", "dlib", "face_recognition_models"),
     "fleet": ("ray",),
     "gpu": ("torch",),  # the device data path (--device cpu|cuda, --backend torch|tensorrt)
+    "openvino": ("openvino",),  # --backend openvino: the detector on OpenVINO, host path
 }
 
 

@@ -223,6 +223,7 @@ MODELS: dict[str, ModelEntry] = {
                 "threshold": 0.5,
             },
             backends={"onnxruntime": "engines.onnxruntime_engine:build",
+                      "openvino": "engines.openvino_engine:build",
                       "torch": "engines.retinaface.engine:build_torch",
                       "tensorrt": "engines.tensorrt_engine:build_retinaface"},
         ),

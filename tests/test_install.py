@@ -131,8 +131,9 @@ def nothing_installed(monkeypatch):
     (["--mode", "blur", "--gallery", "GALLERY"], "identity"),
     (["--mode", "blur", "--detector", "centerface"], "audit"),
     (["--mode", "blur", "--device", "cpu"], "gpu"),
+    (["--mode", "blur", "--backend", "openvino"], "openvino"),
     (["FLEET"], "fleet"),
-], ids=["swap", "audit", "gallery", "centerface", "device", "fleet"])
+], ids=["swap", "audit", "gallery", "centerface", "device", "openvino", "fleet"])
 def test_a_missing_extra_is_one_line_before_any_work(nothing_installed, synthetic, tmp_path, capsys, args, extra):
     from pipeline.cli import main
 

@@ -14,7 +14,7 @@ import pytest
 from pipeline import RunConfig, anonymize_video
 from pipeline.anonymize.cover import face_region
 from pipeline.core.records import Detections
-from pipeline.detect.recall import SETTINGS, MultiPassDetector, Passes, fuse, unflip, unpad
+from pipeline.detect.recall import SETTINGS, MultiPassDetector, Passes, PadPlan, fuse, unflip, unpad
 from pipeline.detect.retinaface import RetinaFaceDetector
 from pipeline.synthetic import make_case_video
 
@@ -46,12 +46,28 @@ def test_fuse_of_nothing_is_the_empty_record():
 
 
 def test_padded_and_mirrored_faces_come_back_to_the_frame():
-    d = unpad(_dets([[-30 + 50, 40, 90, 100], [0, 0, 20, 20]], [0.8, 0.7]), pad=50, h=120, w=160)
+    # the padded pass's image: the 160x120 frame at half scale (80x60) inside a 25 px border
+    d = unpad(_dets([[10, 20, 45, 50], [0, 0, 10, 10]], [0.8, 0.7]), PadPlan(h=60, w=80, pad=25), h=120, w=160)
     assert len(d) == 1  # the second lay wholly in the padding
     np.testing.assert_allclose(d.boxes[0], [0, 0, 40, 50])  # cut by the edge: covered up to it
+    np.testing.assert_allclose(d.landmarks[0, 1], [2 * (11 - 25), 2 * (21 - 25)])  # landmarks move alike
     m = unflip(_dets([[10, 20, 30, 40]], [0.9]), w=100)
     np.testing.assert_allclose(m.boxes[0], [70, 20, 90, 40])
     assert m.landmarks[0, 0, 0] == pytest.approx(100 - 11) and m.landmarks[0, 1, 0] == pytest.approx(100 - 10)
+
+
+@pytest.mark.parametrize("plan", [PadPlan(h=60, w=80, pad=16), PadPlan(h=71, w=107, pad=21)], ids=["half", "uneven"])
+def test_the_padded_pass_makes_the_same_pixels_on_both_paths(plan):
+    """Shrunk (OpenCV's INTER_AREA on the host, its torch copy on the device), then padded."""
+    torch = pytest.importorskip("torch", reason="the device path needs the gpu extra")
+    from pipeline.detect.recall import _DevicePixels, _HostPixels
+
+    frames = np.random.default_rng(0).integers(0, 256, (2, 120, 160, 3), dtype=np.uint8)
+    host = np.stack(_HostPixels().padded(list(frames), plan))
+    device = _DevicePixels().padded(torch.from_numpy(frames), plan).numpy()
+    assert host.shape == (2, plan.h + 2 * plan.pad, plan.w + 2 * plan.pad, 3)
+    np.testing.assert_array_equal(device, host)
+    assert not host[:, :plan.pad].any() and not host[:, :, -plan.pad:].any()  # the black border
 
 
 def test_unknown_settings_are_refused_with_the_valid_ones():
@@ -89,6 +105,8 @@ def test_the_dark_pass_runs_at_its_own_scales():
     multi = MultiPassDetector([RetinaFaceDetector()], SETTINGS["fast"])
     assert multi._dark_sizes(multi.detectors[0], 360, 640) == [320]
     assert MultiPassDetector([RetinaFaceDetector()], SETTINGS["full"])._dark_sizes(RetinaFaceDetector(), 1080, 1920) == [1280, 640]
+    # the padded pass: the frame at half the plain pass's scale, inside 20% of that long side
+    assert multi._pad_plan(multi.detectors[0], 360, 640) == PadPlan(h=180, w=320, pad=64)
 
 
 def _anonymized_fraction(covers, truth, shape) -> float:

@@ -28,7 +28,7 @@ from pipeline.identity.attributes import GivenAttributes
 from pipeline.identity.stage import SCOPES
 from pipeline.io.paths import check_outputs
 from pipeline.io.report import swap_failures
-from pipeline.run.config import BACKENDS, DETECTORS, MODES, PRECISIONS, RunConfig, check_extras, input_files
+from pipeline.run.config import BACKENDS, DETECTORS, GENERATOR_BACKENDS, MODES, PRECISIONS, RunConfig, check_extras, input_files
 from pipeline.fleet.runner import FleetOptions
 from pipeline.live.run import LiveOptions
 from pipeline.run.file import anonymize_video
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     option(swap, "--generator", to="config.generator", metavar="PATH", help="SimSwap generator checkpoint (default: the fetched simswap-224 / simswap-512)")
     option(swap, "--arcface", to="config.arcface", metavar="PATH", help="SimSwap's arcface_checkpoint.tar, loaded without running pickled code (default: the fetched simswap-arcface)")
     option(swap, "--gallery", to="config.gallery", metavar="GALLERY", help="the fake identities: a file from `gallery build` (or a folder of photos, built in memory)")
-    option(swap, "--swap-backend", to="config.swap_backend", choices=BACKENDS[1:], help="the generator's runtime alone (default: --backend's)")
+    option(swap, "--swap-backend", to="config.swap_backend", choices=GENERATOR_BACKENDS, help="the generator's runtime alone (default: --backend's; onnxruntime under openvino)")
     option(swap, "--swap-size", to="config.swap.size", type=int, choices=(224, 512), help="generator crop size (default %(default)s)")
     option(swap, "--min-swap-face", to="config.swap.min_face", type=float, metavar="PX", help="faces narrower than this are blurred instead (default %(default)g)")
     option(swap, "--parsing-mask", to="config.parsing_mask", action="store_true", help="SimSwap's --use_mask: a face parser (BiSeNet) keeps the swap to the inner face (skin, brows, eyes, nose, mouth); hair, ears and neck stay the original's — see docs/swap.md (models fetch face-parsing; its weights: non-commercial research only)")
@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "cpu: the torch data path on the CPU; cuda[:N]: that GPU")
     option(eng, "--backend", to="config.backend", choices=BACKENDS,
            help="detector and generator runtime (default %(default)s: onnxruntime on the host path, torch on a device; "
-                "tensorrt needs a GPU and the tensorrt package)")
+                "openvino: RetinaFace on OpenVINO, host path, the openvino extra; tensorrt needs a GPU and the tensorrt package)")
     option(eng, "--precision", to="config.precision", choices=PRECISIONS, help="device path arithmetic (default %(default)s: fp16 on a GPU, fp32 on the CPU)")
     option(eng, "--no-cuda-graphs", to="config.cuda_graphs", action="store_false", help="do not replay the detector and generator as CUDA graphs")
     option(eng, "--compile", to="config.compile", action="store_true", help="torch.compile the device path's models (faster kernels; each batch size compiles on first use)")

@@ -1,25 +1,27 @@
 """More than one look at each frame: the detector passes that find what one plain pass misses.
 
 Why: a face a viewer can see must never be written unanonymized, and one RetinaFace pass
-misses heads cut by the frame's edge (`pad`: the frame padded with black, boxes clipped back
-so the cover reaches the edge), dim blurred faces (`dark_luma`, `dark_scales`: a gamma or
-CLAHE copy of dark frames; at half scale, because such a face scores higher when the network
-sees it smaller), profiles (`flip`, and a second detector: `ensemble`) and tiny faces
-(`min_face`: a larger working size, one batch per frame, as costly as tiles). Every pass's
-faces are fused into one detection per face, and any face one pass saw is kept (`fuse`: a
-union, recall first). A face a live track follows may fade below the threshold for a while:
-`track_score` returns it as weak, and only the tracker may use it, to continue that track.
-The passes are planned once (`MultiPassDetector._passes`) for both paths; only their pixels
-(pad, flip, brighten) are made by NumPy/OpenCV on the host or by torch ops on the device.
-`SETTINGS` names them (`--recall`).
+misses heads cut by the frame's edge (`pad`: the frame, shrunk to the pass's scale, inside a
+black border; boxes clipped back so the cover reaches the edge), dim blurred faces
+(`dark_luma`, `dark_scales`: a gamma or CLAHE copy of dark frames; at half scale, because
+such a face scores higher when the network sees it smaller), profiles (`flip`, and a second
+detector: `ensemble`) and tiny faces (`min_face`: a larger working size, one batch per frame,
+as costly as tiles). Every pass's faces are fused into one detection per face, and any face
+one pass saw is kept (`fuse`: a union, recall first). A face a live track follows may fade
+below the threshold for a while: `track_score` returns it as weak, and only the tracker may
+use it, to continue that track. The passes are planned once (`MultiPassDetector._passes`)
+for both paths; only their pixels (pad, flip, brighten) are made by NumPy/OpenCV on the
+host or by torch ops on the device. `SETTINGS` names them (`--recall`).
 
 What each setting finds and costs: benchmarks/results/recall.md, dark_pass.md,
-throughput.md; the development measurements behind the scales: benchmarks/results/notes.md.
+detect_passes.md (each pass's time), throughput.md; the development measurements behind
+the scales: benchmarks/results/notes.md.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -70,6 +72,7 @@ SETTINGS = {
 DEFAULT_SETTING = "fast"
 
 
+@lru_cache(maxsize=8)
 def gamma_table(gamma: float) -> np.ndarray:
     return np.round(255.0 * (np.arange(256) / 255.0) ** gamma).astype(np.uint8)
 
@@ -77,7 +80,7 @@ def gamma_table(gamma: float) -> np.ndarray:
 def enhance(image: np.ndarray, passes: Passes) -> np.ndarray:
     """The brightened copy of an RGB uint8 image (host path)."""
     if passes.enhance == "gamma":
-        return gamma_table(passes.gamma)[image]
+        return cv2.LUT(image, gamma_table(passes.gamma))  # the table as a lookup: about half NumPy indexing's time
     lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB)
     lab[..., 0] = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(lab[..., 0])
     return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
@@ -138,16 +141,32 @@ def fuse(parts: list[Detections], iou_threshold: float = 0.4) -> Detections:
     return Detections(out_boxes, scores[heads].astype(np.float32), lms[heads].astype(np.float32))
 
 
-def unpad(d: Detections, pad: int, h: int, w: int) -> Detections:
-    """Boxes found on the padded frame, back in the frame's pixels, clipped to it (so a face
-    cut by the edge is covered up to the edge). A face wholly inside the padding is dropped."""
+@dataclass(frozen=True)
+class PadPlan:
+    """The padded pass's image, made at its working size: the frame resized to (h, w), then a
+    black border of `pad` px on each side (resizing first costs a fraction of padding the
+    full frame and shrinking that: benchmarks/results/detect_passes.md)."""
+
+    h: int
+    w: int
+    pad: int
+
+    @property
+    def long_side(self) -> int:
+        return max(self.h, self.w) + 2 * self.pad
+
+
+def unpad(d: Detections, plan: PadPlan, h: int, w: int) -> Detections:
+    """Boxes found on the padded pass's image, back in the frame's pixels, clipped to it (so a
+    face cut by the edge is covered up to the edge). A face wholly inside the padding is dropped."""
     if not len(d):
         return d
-    boxes = d.boxes - pad
+    scale = np.array([w / plan.w, h / plan.h], np.float32)
+    boxes = ((d.boxes.reshape(-1, 2, 2) - plan.pad) * scale).reshape(-1, 4)
     boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
     boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
     keep = (boxes[:, 2] - boxes[:, 0] > 1) & (boxes[:, 3] - boxes[:, 1] > 1)
-    return Detections(boxes[keep].astype(np.float32), d.scores[keep], (d.landmarks[keep] - pad).astype(np.float32))
+    return Detections(boxes[keep].astype(np.float32), d.scores[keep], ((d.landmarks[keep] - plan.pad) * scale).astype(np.float32))
 
 
 # Mirroring swaps the sides: right eye ↔ left eye, mouth right ↔ mouth left.
@@ -207,15 +226,16 @@ class MultiPassDetector:
             size = max(size, int(np.ceil(max(height, width) * MIN_FACE_AT / self.passes.min_face)))
         return size
 
-    def _pad(self, h: int, w: int) -> int:
-        return int(round(self.passes.pad * max(h, w)))
+    def _pad_plan(self, det, h: int, w: int) -> PadPlan | None:
+        """The padded pass at `pad_scale` of the plain pass's scale, the padding `pad` of the
+        frame's long side (both measured at that scale); never under the detectors' 32 px."""
+        if not self.passes.pad:
+            return None
+        s = max(det.long_side(h, w) * self.passes.pad_scale, 32 / (1 + 2 * self.passes.pad)) / max(h, w)
+        return PadPlan(max(1, round(h * s)), max(1, round(w * s)), round(self.passes.pad * max(h, w) * s))
 
     def _dark_sizes(self, det, h: int, w: int) -> list[int]:
         return [max(32, int(round(self.long_side(h, w, det) * s))) for s in self.passes.dark_scales]
-
-    def _padded_size(self, det, h: int, w: int, pad: int) -> int:
-        """The padded pass's working size: `pad_scale` of the plain pass's scale."""
-        return max(32, int(round(det.long_side(h, w) * (max(h, w) + 2 * pad) / max(h, w) * self.passes.pad_scale)))
 
     def _split(self, fused: list[Detections], weak: bool) -> list[Detections]:
         """Faces under the threshold: marked weak (`weak=True`, for the tracker), else dropped."""
@@ -251,20 +271,20 @@ class MultiPassDetector:
         found: list[list[Detections]] = [[] for _ in range(n)]
         p = self.passes
         dark = px.dark(frames, p.dark_luma) if p.dark_luma else []
-        pad = self._pad(h, w)
+        bright = px.brighten(frames, dark, p) if dark else None
         for det in self.detectors:
-            for i, d in enumerate(px.detect(det, frames, self.long_side(h, w, det))):
+            for i, d in enumerate(px.detect(det, frames, self.long_side(h, w, det), "plain")):
                 found[i].append(d)
-            if pad:
-                for i, d in enumerate(px.detect(det, px.pad(frames, pad), self._padded_size(det, h, w, pad))):
-                    found[i].append(unpad(d, pad, h, w))
+            plan = self._pad_plan(det, h, w)
+            if plan:
+                for i, d in enumerate(px.detect(det, px.padded(frames, plan), plan.long_side, "padded")):
+                    found[i].append(unpad(d, plan, h, w))
             if p.flip:
-                for i, d in enumerate(px.detect(det, px.flip(frames), None)):
+                for i, d in enumerate(px.detect(det, px.flip(frames), None, "flip")):
                     found[i].append(unflip(d, w))
             if dark:
-                bright = px.brighten(frames, dark, p)
                 for size in self._dark_sizes(det, h, w):
-                    for i, d in zip(dark, px.detect(det, bright, size)):
+                    for i, d in zip(dark, px.detect(det, bright, size, f"dark@{size}")):
                         found[i].append(d)
         return self._split([fuse(parts) for parts in found], weak)
 
@@ -278,16 +298,19 @@ class _HostPixels:
     def dark(self, images, below: float) -> list[int]:
         return [i for i, im in enumerate(images) if luma(im) < below]
 
-    def pad(self, images, pad: int):
-        return [cv2.copyMakeBorder(im, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0)) for im in images]
+    def padded(self, images, plan: PadPlan):
+        p = plan.pad
+        return [cv2.copyMakeBorder(im if im.shape[:2] == (plan.h, plan.w) else cv2.resize(im, (plan.w, plan.h), interpolation=cv2.INTER_AREA),
+                                   p, p, p, p, cv2.BORDER_CONSTANT, value=(0, 0, 0)) for im in images]
 
     def flip(self, images):
-        return [np.ascontiguousarray(im[:, ::-1]) for im in images]
+        return [cv2.flip(im, 1) for im in images]  # a fraction of NumPy's copy of a reversed view
 
     def brighten(self, images, picked: list[int], p: Passes):
         return [enhance(images[i], p) for i in picked]
 
-    def detect(self, det, images, long_side: int | None) -> list[Detections]:
+    def detect(self, det, images, long_side: int | None, look: str) -> list[Detections]:
+        """`look` names the pass (benchmarks/detect_passes.py times each)."""
         return det.detect(images, long_side=long_side)
 
 
@@ -306,10 +329,17 @@ class _DevicePixels:
         means = (frames[:, ::4, ::4].to(torch.float32) @ weights).mean(dim=(1, 2)).cpu().numpy()  # one sync
         return [i for i in range(len(means)) if means[i] < below]
 
-    def pad(self, frames, pad: int):
+    def padded(self, frames, plan: PadPlan):
+        import torch
         import torch.nn.functional as F
 
-        return F.pad(frames.permute(0, 3, 1, 2), (pad, pad, pad, pad)).permute(0, 2, 3, 1)
+        from pipeline.device.resize import resize_area
+
+        x = frames.permute(0, 3, 1, 2)
+        if tuple(x.shape[-2:]) != (plan.h, plan.w):  # the uint8 image OpenCV's INTER_AREA gives, as the host's
+            x = resize_area(x.to(torch.float32), (plan.h, plan.w)).to(torch.uint8)
+        p = plan.pad
+        return F.pad(x, (p, p, p, p)).permute(0, 2, 3, 1)
 
     def flip(self, frames):
         return frames.flip(2)
@@ -323,5 +353,5 @@ class _DevicePixels:
         # CLAHE has no torch equivalent here: the rare dark frames take the host's
         return to_device(np.stack([enhance(im, p) for im in frames.cpu().numpy()]), frames.device)
 
-    def detect(self, det, frames, long_side: int | None) -> list[Detections]:
+    def detect(self, det, frames, long_side: int | None, look: str) -> list[Detections]:
         return det.detect_tensor(frames, long_side=long_side)

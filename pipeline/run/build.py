@@ -58,15 +58,13 @@ def load_swap_models(config: RunConfig, engines: EngineChoice):
 
 
 def detector_models(config: RunConfig, engines: EngineChoice) -> list[tuple[str, str]]:
-    """(model, backend) of each network `--detector` runs; CenterFace has no TensorRT
-    backend, so it runs on torch there."""
-    models = []
-    if config.detector in ("retinaface", "ensemble"):
-        models.append(("retinaface-mnet025", engines.detector_backend))
-    if config.detector in ("centerface", "ensemble"):
-        backends = get_model("centerface").backends
-        models.append(("centerface", engines.detector_backend if engines.detector_backend in backends else "torch"))
-    return models
+    """(model, backend) of each network `--detector` runs; a backend a model lacks (CenterFace
+    on TensorRT or OpenVINO) gives way to that path's default: torch on a device, ONNX Runtime
+    on the host."""
+    names = {"retinaface": ["retinaface-mnet025"], "centerface": ["centerface"], "ensemble": ["retinaface-mnet025", "centerface"]}
+    fallback = "onnxruntime" if engines.device.host else "torch"
+    return [(name, engines.detector_backend if engines.detector_backend in get_model(name).backends else fallback)
+            for name in names[config.detector]]
 
 
 def load_detector(config: RunConfig, engines: EngineChoice) -> MultiPassDetector:

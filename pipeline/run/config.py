@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from engines.models import get_model
 from engines.placement import Placement
 from pipeline.anonymize.region import REGION_SCALE
 from pipeline.anonymize.swap import SwapConfig
@@ -16,7 +17,8 @@ from pipeline.io.video_writer import DEFAULT_CRF, DEFAULT_PRESET
 from trackers import TrackerConfig
 
 MODES = ("auto", "swap", "blur", "pixelate", "mask")
-BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt")
+BACKENDS = ("auto", "onnxruntime", "openvino", "torch", "tensorrt")
+GENERATOR_BACKENDS = tuple(get_model("simswap-224").backends)  # the model table's: OpenVINO runs the detector only
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 DETECTORS = ("retinaface", "centerface", "ensemble")  # ensemble: both, fused (pipeline.detect.recall)
 DEFAULT_DETECTOR = "retinaface"
@@ -81,8 +83,8 @@ class RunConfig:
             raise ValueError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}; valid: {', '.join(BACKENDS)}")
-        if self.swap_backend is not None and self.swap_backend not in BACKENDS[1:]:
-            raise ValueError(f"unknown generator backend {self.swap_backend!r}; valid: {', '.join(BACKENDS[1:])}")
+        if self.swap_backend is not None and self.swap_backend not in GENERATOR_BACKENDS:
+            raise ValueError(f"unknown generator backend {self.swap_backend!r}; valid: {', '.join(GENERATOR_BACKENDS)}")
         if self.person_attributes and not self.gallery:
             raise ValueError("--person-attributes needs --gallery (it steers which fake identity a person gets)")
 
@@ -123,6 +125,8 @@ def check_extras(config: RunConfig) -> None:
         require("gpu", f"--device {config.device} (the torch data path)")
     if config.backend in ("torch", "tensorrt") or config.swap_backend in ("torch", "tensorrt"):
         require("gpu", f"--backend {config.backend if config.backend != 'auto' else config.swap_backend}")
+    if config.backend == "openvino":
+        require("openvino", "--backend openvino")
     if config.detector != "retinaface":
         require("audit", f"--detector {config.detector} (CenterFace's graph is read with onnx)", ("onnx",))
 
@@ -183,7 +187,7 @@ class EngineChoice:
     def describe(self) -> dict:
         return {"device": self.device.torch_device or "host", "data_path": self.device.describe(),
                 "detector": self.detector_backend, "generator": self.generator_backend,
-                "dtype": None if self.device.host and self.detector_backend == "onnxruntime" else self.dtype,
+                "dtype": None if self.device.host and self.detector_backend in ("onnxruntime", "openvino") else self.dtype,
                 "cuda_graphs": "cpu stand-in" if self.cuda_graphs and not self.device.is_cuda else self.cuda_graphs,
                 "compile": self.compile}
 
@@ -208,6 +212,8 @@ def engine_choice(config: RunConfig) -> EngineChoice:
 
     device = resolve(config.device)
     backend = config.backend if config.backend != "auto" else ("onnxruntime" if device.host else "torch")
+    if backend == "openvino" and not device.host:
+        raise InvalidInputError(f"--backend openvino runs on the host path's CPU; --device {config.device} resolved to {device.describe()}")
     if "tensorrt" in (backend, config.swap_backend):
         if not device.is_cuda:
             raise InvalidInputError(f"--backend tensorrt needs a CUDA device; --device {config.device} resolved to {device.describe()}")
@@ -221,5 +227,6 @@ def engine_choice(config: RunConfig) -> EngineChoice:
     if precision == "auto":
         precision = "fp16" if device.is_cuda else "fp32"
     dtype = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[precision]
-    return EngineChoice(device, backend, config.swap_backend or backend, dtype, graphs_on(device, config.cuda_graphs),
+    generator = config.swap_backend or (backend if backend in GENERATOR_BACKENDS else "onnxruntime")
+    return EngineChoice(device, backend, generator, dtype, graphs_on(device, config.cuda_graphs),
                         config.compile and not device.host)
