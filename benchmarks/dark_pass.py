@@ -5,16 +5,18 @@
 Why: the audit (CenterFace, independent of a RetinaFace run) found faces the default run left
 visible in the shared clip's dim shots: dark audience faces and a blurred head at the top
 edge, in frames whose mean luminance (27-28) was above the old dark threshold (25). Each
-variant here is RetinaFace (our host path) on every frame with the plain and padded passes of
-`--recall fast`, plus a brightened copy (gamma 0.5) at some scale, on frames below some mean
-luminance, kept at some score; or the padded pass (at half scale, as `fast`'s gamma look)
-made from the brightened copy on those frames instead of a look of its own (one look fewer:
-tried for issue 30, and it misses more). Reference: CenterFace at 0.5, the audit's leak
-detector for such runs. A reference face counts as found when the variant's boxes cover 70% of it (the
-cover is larger still); `extra` counts the variant's boxes that no CenterFace box above 0.2
-overlaps (IoU 0.2): mostly false faces, each a blur where none was needed. Cost: detector
-input pixels per frame, in plain passes. Frame by frame, without the tracker: the run covers
-more (predictions, weak faces continuing tracks; benchmarks/quality_gates.py measures that).
+variant here is RetinaFace (our host path) on every frame with the plain and padded passes
+of `--recall fast`, plus extra looks on frames below some mean luminance, kept at some
+score: a brightened copy (gamma 0.5) at some scale; or the frame itself, not brightened, at
+a smaller scale (issue 31: two faces the audit's other detectors see score higher there);
+or, instead of a look of its own, the padded pass made from the brightened copy (one look
+fewer: tried for issue 30, and it misses more). Reference: CenterFace at 0.5, the audit's
+leak detector for such runs. A reference face counts as found when the variant's boxes
+cover 70% of it (the cover is larger still); `extra` counts the variant's boxes that no
+CenterFace box above 0.2 overlaps (IoU 0.2): mostly false faces, each a blur where none was
+needed. Cost: detector input pixels per frame, in plain passes. Frame by frame, without the
+tracker: the run covers more (predictions, weak faces continuing tracks;
+benchmarks/quality_gates.py measures that).
 Writes benchmarks/results/dark_pass.{json,md}.
 """
 
@@ -31,22 +33,30 @@ from pipeline.detect.recall import SETTINGS
 
 FAST = SETTINGS["fast"]  # its padded pass is every variant's (but the first)
 
-# (name, mean luminance below which the gamma copy is looked at, its scales, its score, and
-# whether the padded pass looks at the gamma copy of such frames instead of the frame)
+# (name, mean luminance below which the extra looks are taken, those looks (the gamma copy or
+# the frame itself, at a scale of the plain pass's), their score, and whether the padded pass
+# looks at the gamma copy of such frames instead of the frame)
 VARIANTS = (
     ("plain pass only", 0, (), 0.5, False),
     ("padded pass, no dark pass", 0, (), 0.5, False),
-    ("old fast: gamma at full scale below 25", 25, (1.0,), 0.5, False),
-    ("gamma at full scale below 40", 40, (1.0,), 0.5, False),
-    ("gamma at full scale below 40, score 0.3", 40, (1.0,), 0.3, False),
-    ("gamma at 0.75 scale below 40", 40, (0.75,), 0.5, False),
-    ("fast: gamma at half scale below 40", 40, (0.5,), 0.5, False),
-    ("gamma at half and full scale below 40", 40, (0.5, 1.0), 0.5, False),
-    ("gamma at half scale below 40, score 0.3", 40, (0.5,), 0.3, False),
+    ("old fast: gamma at full scale below 25", 25, ("gamma@1.0",), 0.5, False),
+    ("gamma at full scale below 40", 40, ("gamma@1.0",), 0.5, False),
+    ("gamma at full scale below 40, score 0.3", 40, ("gamma@1.0",), 0.3, False),
+    ("gamma at 0.75 scale below 40", 40, ("gamma@0.75",), 0.5, False),
+    ("fast: gamma at half scale below 40", 40, ("gamma@0.5",), 0.5, False),
+    ("gamma at half and full scale below 40", 40, ("gamma@0.5", "gamma@1.0"), 0.5, False),
+    ("gamma at half scale below 40, score 0.3", 40, ("gamma@0.5",), 0.3, False),
     ("the padded pass on the gamma copy below 40", 40, (), 0.5, True),
     ("the padded pass on the gamma copy below 40, score 0.3", 40, (), 0.3, True),
+    ("the frame itself at half scale below 40", 40, ("frame@0.5",), 0.5, False),
+    ("the frame itself at 0.75 scale below 40", 40, ("frame@0.75",), 0.5, False),
+    ("the frame at half scale and gamma at half scale below 40", 40, ("frame@0.5", "gamma@0.5"), 0.5, False),
 )
-SCALES = sorted({s for _, _, scales, _, _ in VARIANTS for s in scales})
+LOOKS = sorted({look for _, _, looks, _, _ in VARIANTS for look in looks})
+
+
+def _scale(look: str) -> float:
+    return float(look.partition("@")[2])
 
 
 def measure() -> list[dict]:
@@ -67,8 +77,8 @@ def measure() -> list[dict]:
         looks = {"plain": rf.detect([img])[0],
                  "padded": unpad(rf.detect(px.padded([img], plan), long_side=plan.long_side)[0], plan, h, w),
                  "padded_bright": unpad(rf.detect(px.padded([bright], plan), long_side=plan.long_side)[0], plan, h, w)}
-        for s in SCALES:
-            looks[f"gamma@{s}"] = rf.detect([bright], long_side=round(side * s))[0]
+        for look in LOOKS:
+            looks[look] = rf.detect([bright if look.startswith("gamma") else img], long_side=round(side * _scale(look)))[0]
         ref = cf.detect(img)
         rows.append({"frame": i, "luma": luma(img), "centerface": np.hstack([ref.boxes, ref.scores[:, None]]).tolist(),
                      **{k: np.hstack([d.boxes, d.scores[:, None]]).tolist() for k, d in looks.items()}})
@@ -81,7 +91,7 @@ def analyse(rows: list[dict]) -> list[dict]:
 
     out = []
     padded_cost = ((1 + 2 * FAST.pad) * FAST.pad_scale) ** 2
-    for name, below, scales, score, bright_pad in VARIANTS:
+    for name, below, extra_looks, score, bright_pad in VARIANTS:
         missed, miss_frames, extra, cost = 0, [], 0, 0.0
         for r in rows:
             dark = r["luma"] < below
@@ -91,9 +101,9 @@ def analyse(rows: list[dict]) -> list[dict]:
                 looks.append(np.asarray(r["padded_bright" if bright_pad and dark else "padded"]).reshape(-1, 5))
                 cost += padded_cost
             if dark:
-                for s in scales:
-                    looks.append(np.asarray(r[f"gamma@{s}"]).reshape(-1, 5))
-                    cost += s * s
+                for look in extra_looks:
+                    looks.append(np.asarray(r[look]).reshape(-1, 5))
+                    cost += _scale(look) ** 2
             # the extra looks keep the variant's score; the padded one on the gamma copy is such a look
             kept = [score if k >= 2 or (k == 1 and bright_pad and dark) else 0.5 for k in range(len(looks))]
             boxes = np.concatenate([b[b[:, 4] >= t] for b, t in zip(looks, kept)])[:, :4]
