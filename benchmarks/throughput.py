@@ -5,10 +5,10 @@
 Both are run as their command lines, so wall time includes start-up and model loading for
 both. anonswap runs once per `--recall` setting (default: the default setting and `plain`,
 the named faster one), so the price of the recall passes is measured against deface in the
-same run; `--openvino` adds the default setting on `--backend openvino`. anonswap's report adds per-stage busy time. Output facts (frames, size, audio) are
-checked for both, since speed means little if frames or audio are lost. The decode + encode
-floor (our reader and writer alone, `floor`) is measured in the same run: what no detector
-setting can beat.
+same run; `--openvino` adds the default setting on `--backend openvino`. anonswap's report
+adds per-stage busy time. Output facts (frames, size, audio) are checked for both, since
+speed means little if frames or audio are lost. The decode + encode floor (our reader and
+writer alone, `floor`) is measured in the same run: what no detector setting can beat.
 Writes benchmarks/results/throughput.{json,md}.
 """
 

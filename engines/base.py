@@ -43,6 +43,13 @@ class Engine(ABC):
     def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one batch; returns every output by name."""
 
+    def check_names(self, source: str, inputs=(), outputs=()) -> None:
+        """Raises ValueError unless the graph has these input and output names (the table's)."""
+        have_in, have_out = {i.name for i in self.inputs}, {o.name for o in self.outputs}
+        missing = [n for n in inputs if n not in have_in] + [n for n in outputs if n not in have_out]
+        if missing:
+            raise ValueError(f"{source}: the graph lacks {', '.join(missing)} (inputs {sorted(have_in)}, outputs {sorted(have_out)})")
+
     def run_tensors(self, feeds: dict) -> dict:
         """torch tensors in, torch tensors out, on the inputs' device: the device data path
         (pipeline.anonymize.face_ops.TorchFaceOps) calls this so frames never leave the device.

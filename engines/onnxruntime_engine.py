@@ -30,13 +30,6 @@ class OnnxRuntimeEngine(Engine):
         self.outputs = tuple(TensorSpec(o.name, tuple(o.shape), o.type) for o in self._session.get_outputs())
         self._output_names = [o.name for o in self.outputs]
 
-    def check_names(self, source: str, inputs=(), outputs=()) -> None:
-        """Raises ValueError unless the graph has these input and output names (the table's)."""
-        have_in, have_out = {i.name for i in self.inputs}, {o.name for o in self.outputs}
-        missing = [n for n in inputs if n not in have_in] + [n for n in outputs if n not in have_out]
-        if missing:
-            raise ValueError(f"{source}: the graph lacks {', '.join(missing)} (inputs {sorted(have_in)}, outputs {sorted(have_out)})")
-
     def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         expected = {i.name for i in self.inputs}
         if set(feeds) != expected:

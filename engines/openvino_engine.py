@@ -46,13 +46,6 @@ class OpenVinoEngine(Engine):
                              for o in self._model.outputs)
         self._compiled: dict[tuple, tuple] = {}
 
-    def check_names(self, source: str, inputs=(), outputs=()) -> None:
-        """Raises ValueError unless the graph has these input and output names (the table's)."""
-        have_in, have_out = {i.name for i in self.inputs}, {o.name for o in self.outputs}
-        missing = [n for n in inputs if n not in have_in] + [n for n in outputs if n not in have_out]
-        if missing:
-            raise ValueError(f"{source}: the graph lacks {', '.join(missing)} (inputs {sorted(have_in)}, outputs {sorted(have_out)})")
-
     def _request(self, feeds: dict[str, np.ndarray]):
         key = tuple((name, feeds[name].shape) for name in sorted(feeds))
         if key not in self._compiled:
@@ -75,6 +68,5 @@ def build(entry, files: dict, *, placement: Placement = HOST, threads: int | Non
     """The model table's openvino builder (the host's CPU, whatever the placement): the graph
     must have the entry's input and outputs."""
     engine = OpenVinoEngine(files["weights"], threads=threads)
-    outputs = entry.settings["outputs"]
-    engine.check_names(entry.name, [entry.settings["input"]], list(outputs.values()))
+    engine.check_names(entry.name, [entry.settings["input"]], list(entry.settings["outputs"].values()))
     return engine
