@@ -67,12 +67,12 @@ def measure() -> list[dict]:
 
     rf, cf = RetinaFaceDetector(threshold=0.3), CenterFace(threshold=0.2)
     gamma = Passes(gamma=FAST.gamma)
-    px = _HostPixels()
+    px, multi = _HostPixels(), MultiPassDetector([rf], FAST)
     rows = []
     for i, img in viewed_frames(SHARED_CLIP):
         h, w = img.shape[:2]
         side = rf.long_side(h, w)
-        plan = MultiPassDetector([rf], FAST)._pad_plan(rf, h, w)
+        plan = multi._pad_plan(rf, h, w)
         bright = enhance(img, gamma)
         looks = {"plain": rf.detect([img])[0],
                  "padded": unpad(rf.detect(px.padded([img], plan), long_side=plan.long_side)[0], plan, h, w),

@@ -26,6 +26,14 @@ def cpu_budget() -> int:
     return os.cpu_count() or 1
 
 
+def host_threads() -> int:
+    """Intra-op threads of a host CPU runtime (ONNX Runtime, OpenVINO): leave one core for
+    decode/encode threads on small machines: a runtime spinning on every core starves libx264
+    and the pipeline gets slower, not faster."""
+    n = cpu_budget()
+    return max(1, n - 1) if n > 2 else n
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     name: str
@@ -42,6 +50,12 @@ class Engine(ABC):
     @abstractmethod
     def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one batch; returns every output by name."""
+
+    def check_feeds(self, feeds: dict) -> None:
+        """Raises ValueError unless `feeds` names exactly this engine's inputs."""
+        expected = {i.name for i in self.inputs}
+        if set(feeds) != expected:
+            raise ValueError(f"engine expects inputs {sorted(expected)}, got {sorted(feeds)}")
 
     def check_names(self, source: str, inputs=(), outputs=()) -> None:
         """Raises ValueError unless the graph has these input and output names (the table's)."""

@@ -4,15 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Engine, TensorSpec, cpu_budget
+from .base import Engine, TensorSpec, host_threads
 from .placement import HOST, Placement
-
-
-def _default_threads() -> int:
-    # Leave one core for decode/encode threads on small machines: ORT spinning on every
-    # core starves libx264 and the pipeline gets slower, not faster.
-    n = cpu_budget()
-    return max(1, n - 1) if n > 2 else n
 
 
 class OnnxRuntimeEngine(Engine):
@@ -20,7 +13,7 @@ class OnnxRuntimeEngine(Engine):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or _default_threads()
+        opts.intra_op_num_threads = threads or host_threads()
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Spinning threads burn the core the encoder needs between batches.
@@ -31,9 +24,7 @@ class OnnxRuntimeEngine(Engine):
         self._output_names = [o.name for o in self.outputs]
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        expected = {i.name for i in self.inputs}
-        if set(feeds) != expected:
-            raise ValueError(f"engine expects inputs {sorted(expected)}, got {sorted(feeds)}")
+        self.check_feeds(feeds)
         results = self._session.run(self._output_names, feeds)
         return dict(zip(self._output_names, results))
 

@@ -16,8 +16,7 @@ import tempfile
 
 import numpy as np
 
-from .base import Engine, TensorSpec
-from .onnxruntime_engine import _default_threads
+from .base import Engine, TensorSpec, host_threads
 from .placement import HOST, Placement
 
 
@@ -39,7 +38,7 @@ class OpenVinoEngine(Engine):
         else:
             self._model = self._core.read_model(model)
         self._config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
-                        "INFERENCE_NUM_THREADS": threads or _default_threads()}
+                        "INFERENCE_NUM_THREADS": threads or host_threads()}
         self.inputs = tuple(TensorSpec(i.get_any_name(), tuple(str(d) for d in i.get_partial_shape()), str(i.get_element_type()))
                             for i in self._model.inputs)
         self.outputs = tuple(TensorSpec(o.get_any_name(), tuple(str(d) for d in o.get_partial_shape()), str(o.get_element_type()))
@@ -56,9 +55,7 @@ class OpenVinoEngine(Engine):
         return self._compiled[key]
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        expected = {i.name for i in self.inputs}
-        if set(feeds) != expected:
-            raise ValueError(f"engine expects inputs {sorted(expected)}, got {sorted(feeds)}")
+        self.check_feeds(feeds)
         request, outputs = self._request(feeds)
         result = request.infer({k: np.ascontiguousarray(v, np.float32) for k, v in feeds.items()})
         return {name: np.array(result[port]) for port, name in outputs}  # a copy: the request reuses its buffers

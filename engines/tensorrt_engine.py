@@ -124,9 +124,7 @@ class TensorRTEngine(Engine):
 
     def run_tensors(self, feeds: dict) -> dict:
         torch = self._torch
-        expected = {i.name for i in self.inputs}
-        if set(feeds) != expected:
-            raise ValueError(f"engine expects inputs {sorted(expected)}, got {sorted(feeds)}")
+        self.check_feeds(feeds)
         keep = []
         for name, t in feeds.items():
             t = t.to(self.device, dtype=self._dtypes[name]).contiguous()

@@ -78,10 +78,8 @@ class TorchEngine(Engine):
                    channels_last=placement.channels_last, compile=placement.compile)
 
     def _check(self, feeds: dict) -> list[str]:
-        names = [i.name for i in self.inputs]
-        if set(feeds) != set(names):
-            raise ValueError(f"engine expects inputs {sorted(names)}, got {sorted(feeds)}")
-        return names
+        self.check_feeds(feeds)
+        return [i.name for i in self.inputs]
 
     def _run(self, tensors: list) -> tuple:
         torch = self._torch
