@@ -57,3 +57,19 @@ def test_openvino_is_refused_off_the_host_path(synthetic, tmp_path):
     r = run_cli(synthetic.path, "-o", tmp_path / "o.mp4", "--backend", "openvino", "--device", "cpu")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "host path" in r.stderr, r.stderr
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_centerface_and_the_generator_run_on_onnxruntime_under_openvino():
+    """OpenVINO runs RetinaFace only: the ensemble's CenterFace and the generator take the
+    host path's default instead of failing on a backend they do not have."""
+    from pipeline.run.build import detector_models
+    from pipeline.run.config import RunConfig, engine_choice
+
+    config = RunConfig(backend="openvino", detector="ensemble")
+    try:
+        choice = engine_choice(config)
+    except Exception as e:  # a GPU here: --device auto is not the host path
+        pytest.skip(f"needs the host path: {e}")
+    assert detector_models(config, choice) == [("retinaface-mnet025", "openvino"), ("centerface", "onnxruntime")]
+    assert choice.generator_backend == "onnxruntime"
+    assert engine_choice(RunConfig(backend="openvino", swap_backend="torch")).generator_backend == "torch"
