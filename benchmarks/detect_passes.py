@@ -53,8 +53,8 @@ class TimedPixels(_HostPixels):
     def flip(self, images):
         return self._timed("pixels", super().flip, images)
 
-    def brighten(self, images, picked, p):
-        return self._timed("pixels", super().brighten, images, picked, p)
+    def brighten(self, images, picked, kind, gamma):
+        return self._timed("pixels", super().brighten, images, picked, kind, gamma)
 
     def detect(self, det, images, long_side, look):
         return self._timed(look, super().detect, det, images, long_side, look)
@@ -90,7 +90,7 @@ def time_changes(frames, repeat: int) -> list[dict]:
                                             long_side=old_size),
                         lambda b: rf.detect(px.padded(b, plan), long_side=plan.long_side)),
         "mirrored copy": (lambda b: [np.ascontiguousarray(im[:, ::-1]) for im in b], px.flip),
-        "gamma copy": (lambda b: [table[im] for im in b], lambda b: [enhance(im, p) for im in b]),
+        "gamma copy": (lambda b: [table[im] for im in b], lambda b: [enhance(im, "gamma", p.gamma) for im in b]),
     }
     rows = []
     for op, fns in ops.items():

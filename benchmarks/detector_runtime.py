@@ -42,7 +42,7 @@ def shapes() -> list[tuple[str, tuple[int, int]]]:
     for h, w in ((360, 640), (1080, 1920)):
         plain = rf.working_size(h, w, det.long_side(h, w))[:2]
         plan = det._pad_plan(rf, h, w)
-        dark = rf.working_size(h, w, det._dark_sizes(rf, h, w)[0])[:2]
+        dark = rf.working_size(h, w, det._dark_looks(rf, h, w)[0][1])[:2]
         out += [(f"{h}p plain", plain), (f"{h}p padded", (plan.h + 2 * plan.pad, plan.w + 2 * plan.pad)), (f"{h}p dark", dark)]
     return out
 

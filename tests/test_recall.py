@@ -1,6 +1,7 @@
 """Faces a single detector pass misses are still covered: cut by each border of the frame,
 dark, profile-like, tiny in a 1080p frame (pipeline.synthetic.make_case_video), through the
-real pipeline (PyAV decode and encode, the real detector weights, the tracker); and the
+real pipeline (PyAV decode and encode, the real detector weights, the tracker); two dim,
+blurred faces of the shared clip checked by eye (benchmarks/by_eye_faces.json); and the
 fusion of several passes or detectors into one face per face.
 """
 
@@ -72,7 +73,7 @@ def test_the_padded_pass_makes_the_same_pixels_on_both_paths(plan):
 
 def test_unknown_settings_are_refused_with_the_valid_ones():
     with pytest.raises(ValueError, match="valid: gamma, clahe"):
-        Passes(enhance="hist")
+        Passes(dark_looks=(("hist", 0.5),))
     with pytest.raises(ValueError, match="valid: retinaface, centerface, ensemble"):
         RunConfig(detector="yolo")
 
@@ -94,17 +95,18 @@ def test_faces_below_the_threshold_come_back_weak_only_when_asked():
     assert len(strong) == 1 and strong.weak is None  # a face above the threshold is a detection
     with pytest.raises(ValueError, match="track_score must be in"):
         Passes(track_score=1.0)
-    with pytest.raises(ValueError, match="dark_scales must be"):
-        Passes(dark_scales=())
+    with pytest.raises(ValueError, match="dark_looks must be"):
+        Passes(dark_looks=())
     assert all(p.track_score == 0.3 for name, p in SETTINGS.items() if name != "plain") and SETTINGS["plain"] == Passes()
 
 
 def test_the_dark_pass_runs_at_its_own_scales():
-    """The dark pass detects on the brightened frame at each of `dark_scales` of the plain
-    pass's working size (`fast`: half, where dim blurred faces score higher)."""
+    """The dark pass detects on each enhanced copy at its scale of the plain pass's working
+    size (`fast`: gamma and CLAHE at half, where dim blurred faces score higher)."""
     multi = MultiPassDetector([RetinaFaceDetector()], SETTINGS["fast"])
-    assert multi._dark_sizes(multi.detectors[0], 360, 640) == [320]
-    assert MultiPassDetector([RetinaFaceDetector()], SETTINGS["full"])._dark_sizes(RetinaFaceDetector(), 1080, 1920) == [1280, 640]
+    assert multi._dark_looks(multi.detectors[0], 360, 640) == [("gamma", 320), ("clahe", 320)]
+    full = MultiPassDetector([RetinaFaceDetector()], SETTINGS["full"])._dark_looks(RetinaFaceDetector(), 1080, 1920)
+    assert full == [("gamma", 1280), ("gamma", 640), ("clahe", 640), ("clahe", 960)]
     # the padded pass: the frame at half the plain pass's scale, inside 20% of that long side
     assert multi._pad_plan(multi.detectors[0], 360, 640) == PadPlan(h=180, w=320, pad=64)
 
@@ -124,20 +126,31 @@ def _anonymized_fraction(covers, truth, shape) -> float:
 
 def _uncovered_frames(case: str, tmp_path, **cfg) -> list[int]:
     video = make_case_video(str(tmp_path / f"{case}.mp4"), case)
-    out, boxes = tmp_path / f"{case}_out.mp4", tmp_path / f"{case}.jsonl"
-    anonymize_video(video.path, str(out), RunConfig(mode="blur", **cfg), boxes_path=str(boxes), progress=False, log=lambda m: None)
-    rows = [json.loads(line) for line in boxes.read_text().splitlines()]
-    assert len(rows) == video.frames
-    shape = (video.height, video.width)
-    return [r["frame"] for r, truth in zip(rows, video.face_boxes)
-            if _anonymized_fraction([f["cover"] for f in r["faces"]], truth, shape) < 0.9]
+    return _uncovered(video.path, dict(enumerate(video.face_boxes)), (video.height, video.width), tmp_path, **cfg)
 
 
-@pytest.mark.parametrize("case", ["border-top", "border-bottom", "border-left", "border-right", "dark"])
-def test_faces_cut_by_each_border_and_dark_faces_are_covered_by_default(case, tmp_path):
-    """The default setting (RetinaFace, `--recall fast`: plus a padded pass and a brightened
-    copy of dark frames). A single pass left 9-12 of 24 frames uncovered on the border cases."""
-    assert _uncovered_frames(case, tmp_path) == []
+def _uncovered(path, truth: dict, shape, tmp_path, **cfg) -> list[int]:
+    """The frames (of `truth`: frame → box) where the run's covers leave the face visible."""
+    out, boxes = tmp_path / "out.mp4", tmp_path / "boxes.jsonl"
+    anonymize_video(str(path), str(out), RunConfig(mode="blur", **cfg), boxes_path=str(boxes), progress=False, log=lambda m: None)
+    rows = {r["frame"]: r for r in map(json.loads, boxes.read_text().splitlines())}
+    assert set(truth) <= set(rows)
+    return [i for i, box in truth.items() if _anonymized_fraction([f["cover"] for f in rows[i]["faces"]], box, shape) < 0.9]
+
+
+def test_the_dim_blurred_faces_the_audit_found_are_covered_on_every_frame(shared_clip, tmp_path):
+    """Issue 31: an out-of-focus dim head near the top edge and a blurred face in the dark
+    audience, which another detector saw and the default left bare, checked by eye frame by
+    frame. Both score higher on a CLAHE copy at half scale than on the frame, the padded look
+    or the gamma copy (benchmarks/results/dark_pass.md); `--recall plain` leaves them bare.
+    On the clip's own frames: a re-encoded cut shifts their scores by a few hundredths."""
+    from conftest import ROOT
+
+    faces = json.loads((ROOT / "benchmarks" / "by_eye_faces.json").read_text())["faces"]
+    truth = {int(i): b for face in faces.values() for i, b in face["boxes"].items()}
+    shape, frames = (360, 640), max(truth) + 1
+    assert _uncovered(shared_clip, truth, shape, tmp_path, max_frames=frames) == []
+    assert len(_uncovered(shared_clip, truth, shape, tmp_path, max_frames=frames, recall="plain")) >= len(truth) // 2
 
 
 def test_a_profile_like_face_is_covered_by_the_ensemble_with_mirrored_frames(tmp_path):

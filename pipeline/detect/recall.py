@@ -3,8 +3,10 @@
 Why: a face a viewer can see must never be written unanonymized, and one RetinaFace pass
 misses heads cut by the frame's edge (`pad`: the frame, shrunk to the pass's scale, inside a
 black border; boxes clipped back so the cover reaches the edge), dim blurred faces
-(`dark_luma`, `dark_scales`: a gamma or CLAHE copy of dark frames; at half scale, because
-such a face scores higher when the network sees it smaller), profiles (`flip`, and a second
+(`dark_luma`, `dark_looks`: a gamma and a CLAHE copy of dark frames, at half scale, because
+such a face scores higher when the network sees it smaller; the two find different faces:
+gamma the dim ones, CLAHE's local contrast an out-of-focus head at the top edge and a blurred
+face in a dark crowd, issue 31), profiles (`flip`, and a second
 detector: `ensemble`) and tiny faces (`min_face`: a larger working size, one batch per frame,
 as costly as tiles). Every pass's faces are fused into one detection per face, and any face
 one pass saw is kept (`fuse`: a union, recall first). A face a live track follows may fade
@@ -40,16 +42,17 @@ class Passes:
     pad: float = 0.0  # black border on each side, as a fraction of the frame's long side
     pad_scale: float = 0.5  # the padded pass's scale relative to the plain pass's
     dark_luma: float = 0.0  # mean luminance (0-255) below which a frame is also enhanced
-    enhance: str = "gamma"
+    # the dark frames' looks: (enhancer, scale relative to the plain pass's)
+    dark_looks: tuple[tuple[str, float], ...] = (("gamma", 1.0),)
     gamma: float = 0.5  # out = 255 * (in / 255) ** gamma
-    dark_scales: tuple[float, ...] = (1.0,)  # the dark pass's scales relative to the plain pass's
     flip: bool = False
     min_face: int = 0  # px: raise the plain pass's working size until such a face is 32 px there
     track_score: float = 0.0  # faces scoring from this up to the detector's threshold may continue a live track (0 = off)
 
     def __post_init__(self) -> None:
-        if self.enhance not in ENHANCERS:
-            raise ValueError(f"unknown enhancer {self.enhance!r}; valid: {', '.join(ENHANCERS)}")
+        for kind, _ in self.dark_looks:
+            if kind not in ENHANCERS:
+                raise ValueError(f"unknown enhancer {kind!r}; valid: {', '.join(ENHANCERS)}")
         if not 0.0 <= self.pad <= 1.0 or not 0.0 < self.pad_scale <= 2.0:
             raise ValueError(f"pad must be in [0, 1] and pad_scale in (0, 2], got {self.pad}, {self.pad_scale}")
         if self.min_face < 0:
@@ -58,16 +61,19 @@ class Passes:
             raise ValueError(f"gamma must be in (0, 1] (brightening), got {self.gamma}")
         if not 0.0 <= self.track_score < 1.0:
             raise ValueError(f"track_score must be in [0, 1) (0 = off), got {self.track_score}")
-        if not self.dark_scales or not all(0.0 < s <= 2.0 for s in self.dark_scales):
-            raise ValueError(f"dark_scales must be one or more scales in (0, 2], got {self.dark_scales}")
+        if not self.dark_looks or not all(0.0 < s <= 2.0 for _, s in self.dark_looks):
+            raise ValueError(f"dark_looks must be one or more (enhancer, scale in (0, 2]), got {self.dark_looks}")
 
 
-# Named settings (`--recall NAME`); benchmarks/results/recall.md measured each.
+# Named settings (`--recall NAME`); benchmarks/results/recall.md measured each, dark_pass.md
+# the dark looks.
+_DARK = (("gamma", 0.5), ("clahe", 0.5))
 SETTINGS = {
     "plain": Passes(),
-    "fast": Passes(pad=0.2, pad_scale=0.5, dark_luma=40.0, dark_scales=(0.5,), track_score=0.3),
-    "full": Passes(pad=0.2, pad_scale=0.5, dark_luma=40.0, dark_scales=(1.0, 0.5), flip=True, track_score=0.3),
-    "max": Passes(pad=0.2, pad_scale=0.5, dark_luma=40.0, dark_scales=(1.0, 0.5), flip=True, min_face=16, track_score=0.3),
+    "fast": Passes(pad=0.2, pad_scale=0.5, dark_luma=40.0, dark_looks=_DARK, track_score=0.3),
+    "full": Passes(pad=0.2, pad_scale=0.5, dark_luma=40.0, dark_looks=(("gamma", 1.0), *_DARK, ("clahe", 0.75)), flip=True, track_score=0.3),
+    "max": Passes(pad=0.2, pad_scale=0.5, dark_luma=40.0, dark_looks=(("gamma", 1.0), *_DARK, ("clahe", 0.75)), flip=True, min_face=16,
+                  track_score=0.3),
 }
 DEFAULT_SETTING = "fast"
 
@@ -77,10 +83,10 @@ def gamma_table(gamma: float) -> np.ndarray:
     return np.round(255.0 * (np.arange(256) / 255.0) ** gamma).astype(np.uint8)
 
 
-def enhance(image: np.ndarray, passes: Passes) -> np.ndarray:
-    """The brightened copy of an RGB uint8 image (host path)."""
-    if passes.enhance == "gamma":
-        return cv2.LUT(image, gamma_table(passes.gamma))  # the table as a lookup: about half NumPy indexing's time
+def enhance(image: np.ndarray, kind: str, gamma: float = 0.5) -> np.ndarray:
+    """The brightened copy of an RGB uint8 image (host path): `kind` "gamma" or "clahe"."""
+    if kind == "gamma":
+        return cv2.LUT(image, gamma_table(gamma))  # the table as a lookup: about half NumPy indexing's time
     lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB)
     lab[..., 0] = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(lab[..., 0])
     return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
@@ -234,8 +240,9 @@ class MultiPassDetector:
         s = max(det.long_side(h, w) * self.passes.pad_scale, 32 / (1 + 2 * self.passes.pad)) / max(h, w)
         return PadPlan(max(1, round(h * s)), max(1, round(w * s)), round(self.passes.pad * max(h, w) * s))
 
-    def _dark_sizes(self, det, h: int, w: int) -> list[int]:
-        return [max(32, int(round(self.long_side(h, w, det) * s))) for s in self.passes.dark_scales]
+    def _dark_looks(self, det, h: int, w: int) -> list[tuple[str, int]]:
+        """(enhancer, working size) of each dark look."""
+        return [(kind, max(32, int(round(self.long_side(h, w, det) * s)))) for kind, s in self.passes.dark_looks]
 
     def _split(self, fused: list[Detections], weak: bool) -> list[Detections]:
         """Faces under the threshold: marked weak (`weak=True`, for the tracker), else dropped."""
@@ -271,7 +278,8 @@ class MultiPassDetector:
         found: list[list[Detections]] = [[] for _ in range(n)]
         p = self.passes
         dark = px.dark(frames, p.dark_luma) if p.dark_luma else []
-        bright = px.brighten(frames, dark, p) if dark else None
+        # each enhancer's copy of the dark frames, made once for every detector and scale
+        bright = {kind: px.brighten(frames, dark, kind, p.gamma) for kind, _ in p.dark_looks} if dark else {}
         for det in self.detectors:
             for i, d in enumerate(px.detect(det, frames, self.long_side(h, w, det), "plain")):
                 found[i].append(d)
@@ -283,8 +291,8 @@ class MultiPassDetector:
                 for i, d in enumerate(px.detect(det, px.flip(frames), None, "flip")):
                     found[i].append(unflip(d, w))
             if dark:
-                for size in self._dark_sizes(det, h, w):
-                    for i, d in zip(dark, px.detect(det, bright, size, f"dark@{size}")):
+                for kind, size in self._dark_looks(det, h, w):
+                    for i, d in zip(dark, px.detect(det, bright[kind], size, f"dark:{kind}@{size}")):
                         found[i].append(d)
         return self._split([fuse(parts) for parts in found], weak)
 
@@ -306,8 +314,8 @@ class _HostPixels:
     def flip(self, images):
         return [cv2.flip(im, 1) for im in images]  # a fraction of NumPy's copy of a reversed view
 
-    def brighten(self, images, picked: list[int], p: Passes):
-        return [enhance(images[i], p) for i in picked]
+    def brighten(self, images, picked: list[int], kind: str, gamma: float):
+        return [enhance(images[i], kind, gamma) for i in picked]
 
     def detect(self, det, images, long_side: int | None, look: str) -> list[Detections]:
         """`look` names the pass (benchmarks/detect_passes.py times each)."""
@@ -344,14 +352,15 @@ class _DevicePixels:
     def flip(self, frames):
         return frames.flip(2)
 
-    def brighten(self, frames, picked: list[int], p: Passes):
+    def brighten(self, frames, picked: list[int], kind: str, gamma: float):
         from pipeline.device.transfer import constant, to_device
 
         frames = frames[to_device(picked, frames.device)]
-        if p.enhance == "gamma":
-            return constant(("gamma", p.gamma), frames.device, lambda: gamma_table(p.gamma))[frames.long()]
-        # CLAHE has no torch equivalent here: the rare dark frames take the host's
-        return to_device(np.stack([enhance(im, p) for im in frames.cpu().numpy()]), frames.device)
+        if kind == "gamma":
+            return constant(("gamma", gamma), frames.device, lambda: gamma_table(gamma))[frames.long()]
+        # CLAHE has no torch equivalent here: the dark frames take the host's (a download and an
+        # upload of them; its cost on a device is unmeasured)
+        return to_device(np.stack([enhance(im, kind) for im in frames.cpu().numpy()]), frames.device)
 
     def detect(self, det, frames, long_side: int | None, look: str) -> list[Detections]:
         return det.detect_tensor(frames, long_side=long_side)
