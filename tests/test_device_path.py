@@ -34,18 +34,52 @@ def _run(video, tmp_path, name: str, **cfg) -> tuple[dict, list[dict], list[np.n
     return report, rows, read_video(out)["frames"]
 
 
+COVERS = {"blur", "pixelate", "mask"}
+
+
 def _same_faces(host_rows, dev_rows, box_tol: float = 1.0) -> int:
-    """Faces per frame match one to one: same track, same outcome, boxes within `box_tol` px."""
+    """Faces per frame match one to one: same track, same outcome, boxes within `box_tol` px.
+
+    One exception: a dim face at the weak-cover threshold (pipeline.anonymize.region.weak_cover)
+    may take the stronger cover on one path only, as pixels within rounding can put its
+    numbers either side; such a face is marked `"flip"` in the host row (`_flips` counts them,
+    `_pixels_close` skips them)."""
     faces = 0
     for h, d in zip(host_rows, dev_rows, strict=True):
         key = lambda f: (f["track_id"] is None, f["track_id"] or 0, f["box"][0])  # noqa: E731
         hf, df = sorted(h["faces"], key=key), sorted(d["faces"], key=key)
-        assert [(f["track_id"], f["anonymized_by"], f["predicted"]) for f in hf] == \
-               [(f["track_id"], f["anonymized_by"], f["predicted"]) for f in df], f"frame {h['frame']}"
+        assert [(f["track_id"], f["predicted"]) for f in hf] == [(f["track_id"], f["predicted"]) for f in df], f"frame {h['frame']}"
         for a, b in zip(hf, df):
             assert np.abs(np.subtract(a["box"], b["box"])).max() <= box_tol, (h["frame"], a["box"], b["box"])
+            (ea, _, ra), (eb, _, rb) = a["anonymized_by"].partition(":"), b["anonymized_by"].partition(":")
+            a["flip"] = a["anonymized_by"] != b["anonymized_by"]
+            assert not a["flip"] or (ra == rb and {ea, eb} <= COVERS), (h["frame"], a["anonymized_by"], b["anonymized_by"])
         faces += len(hf)
     return faces
+
+
+def _flips(rows) -> int:
+    return sum(f.get("flip", False) for r in rows for f in r["faces"])
+
+
+def _same_report_faces(host: dict, dev: dict, flips: int) -> bool:
+    """The reports' face counts agree, but for the `flips` faces whose cover differs (`_same_faces`)."""
+    loose = ("by_outcome", "stronger_cover")
+    if {k: v for k, v in host.items() if k not in loose} != {k: v for k, v in dev.items() if k not in loose}:
+        return False
+    return all(sum(abs(host[k].get(o, 0) - dev[k].get(o, 0)) for o in {*host[k], *dev[k]}) <= 2 * flips for k in loose)
+
+
+def _reach(box) -> list[float]:
+    """The box a cover's feathered ellipse can reach (pipeline.anonymize.region.face_ellipse)."""
+    from pipeline.anonymize.region import REGION_FEATHER, REGION_SCALE
+
+    cx, cy, k = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, REGION_SCALE * (1 + REGION_FEATHER) / 2
+    return [cx - k * (box[2] - box[0]), cy - k * (box[3] - box[1]), cx + k * (box[2] - box[0]), cy + k * (box[3] - box[1])]
+
+
+def _overlap(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 def _pixels_close(host, dev, mean_tol: float, region_tol: float, rows) -> None:
@@ -53,7 +87,10 @@ def _pixels_close(host, dev, mean_tol: float, region_tol: float, rows) -> None:
     diff = np.abs(np.stack(host).astype(np.int16) - np.stack(dev)).astype(np.float32)
     assert diff.mean() < mean_tol, diff.mean()
     for r, d in zip(rows, diff):
+        flipped = [_reach(f["cover"]) for f in r["faces"] if f.get("flip")]
         for f in r["faces"]:
+            if any(_overlap(f["cover"], box) for box in flipped):  # a flipped face's cover, or one it reaches into
+                continue
             x1, y1, x2, y2 = (int(round(v)) for v in f["cover"])
             roi = d[max(0, y1):max(0, y2), max(0, x1):max(0, x2)]
             if roi.size:
@@ -90,8 +127,9 @@ def test_device_path_matches_the_host_path_on_the_shared_clip(shared_clip, tmp_p
     """Several people, a shot cut, dark faces: the tracker and every outcome agree."""
     rep_h, rows_h, px_h = _run(shared_clip, tmp_path, "host", mode="blur", max_frames=90)
     rep_d, rows_d, px_d = _run(shared_clip, tmp_path, "dev", mode="blur", max_frames=90, device="cpu")
-    assert _same_faces(rows_h, rows_d) >= 90
-    assert rep_h["faces"] == rep_d["faces"] and rep_h["video"]["shot_cuts"] == rep_d["video"]["shot_cuts"]
+    faces = _same_faces(rows_h, rows_d)
+    assert faces >= 90 and _flips(rows_h) <= 0.01 * faces
+    assert _same_report_faces(rep_h["faces"], rep_d["faces"], _flips(rows_h)) and rep_h["video"]["shot_cuts"] == rep_d["video"]["shot_cuts"]
     _pixels_close(px_h, px_d, mean_tol=0.3, region_tol=3.0, rows=rows_h)
 
 

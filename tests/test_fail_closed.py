@@ -8,6 +8,8 @@ colour stands in, so the test can see exactly where the paste landed.
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import cv2
 import numpy as np
 import pytest
@@ -261,3 +263,79 @@ def test_a_passthrough_generator_leaves_the_face_as_it_was(fast_clip, detector):
                 assert diff < 3.0, f"frame {tf.frame.index}: the round trip moved the face ({diff:.1f} levels)"
                 checked += 1
     assert checked >= 5
+
+
+# ---- a cover visibly removes the face, in the dark too ---------------------------------------
+
+
+def _dim_faces() -> tuple[np.ndarray, list[np.ndarray]]:
+    """One frame: an out-of-focus 30 px face darkened to a mean luminance of 14 with a spread of
+    3 grey levels (the audience faces a blur leaves as they were, issue 31), and beside it the
+    same face lit as the shared clip's lit audience (mean 35, spread 14)."""
+    from skimage import data
+
+    from pipeline.synthetic import _CROP_TLBR, _FACE_IN_CROP
+
+    t, l, b, r = _CROP_TLBR
+    crop, fbox = data.astronaut()[t:b, l:r], _FACE_IN_CROP
+    s = 30 / (fbox[3] - fbox[1])
+    face = cv2.resize(crop, (round(crop.shape[1] * s), round(crop.shape[0] * s)), interpolation=cv2.INTER_AREA).astype(np.float32)
+    box = fbox * s
+    grey = lambda im: im @ np.array([0.299, 0.587, 0.114], np.float32)  # noqa: E731
+    x1, y1, x2, y2 = box.astype(int)
+    dim = cv2.GaussianBlur(face, (0, 0), 1.5)
+    g = grey(dim[y1:y2, x1:x2])
+    dim = (dim - g.mean()) * (3.0 / g.std()) + 14.0
+    g = grey(face[y1:y2, x1:x2])
+    lit = (face - g.mean()) * (14.0 / g.std()) + 35.0  # as the shared clip's lit audience faces
+    image = np.full((120, 240, 3), 12.0, np.float32)
+    h, w = face.shape[:2]
+    image[10:10 + h, 20:20 + w] = dim
+    image[10:10 + h, 130:130 + w] = lit
+    return np.clip(image, 0, 255).round().astype(np.uint8), [box + [20, 10, 20, 10], box + [130, 10, 130, 10]]
+
+
+@pytest.mark.parametrize("mode", ["blur", "pixelate"])
+@pytest.mark.parametrize("path", ["host", "device"])
+def test_a_dim_flat_face_the_cover_would_leave_as_it_was_gets_a_stronger_one(mode, path):
+    """Where the run's cover would leave the inner face within 3 grey levels and keep its
+    detail (region.weak_cover), that face gets the mask and says so; the same face at ordinary
+    contrast keeps the run's cover. On the device path (TorchFaceOps on CPU here) the same
+    decision and the same pixels as the host's."""
+    from pipeline.anonymize.cover import FaceCover, face_region
+    from pipeline.anonymize.face_ops import HostFaceOps
+    from pipeline.anonymize.region import weak_cover
+    from pipeline.audit.leaks import CHANGE_THRESHOLD, change_score
+    from pipeline.core.records import Face, TrackedFrame
+
+    image, boxes = _dim_faces()
+    if path == "device":
+        pytest.importorskip("torch", reason="the device path needs the gpu extra")
+        from pipeline.anonymize.face_ops import TorchFaceOps
+
+        ops = TorchFaceOps("cpu")
+    else:
+        ops = HostFaceOps()
+    cover = FaceCover(mode, ops=ops)
+    untouched = image.copy()
+    for box in boxes[:2]:  # what the run's cover alone would do: weak on the dim face only
+        region = face_region(box, untouched.shape[:2])
+        roi = untouched[region.y0:region.y1, region.x0:region.x1]
+        effect = cover._effect(roi, float(box[2] - box[0]))
+        assert weak_cover(roi[region.inner].astype(np.float32), effect[region.inner].astype(np.float32)) == (box is boxes[0])
+    # the ordinary face twice (two overlapping tracks): the second is judged against the face as
+    # it was, not against the first one's cover, and keeps the run's cover
+    boxes.append(boxes[1] + [4, 3, 4, 3])
+    faces = [Face(box=b, landmarks=np.zeros((5, 2), np.float32), score=0.9, track_id=k, predicted=False, cover=b)
+             for k, b in enumerate(boxes)]
+    tf = TrackedFrame(Frame(0, 0, Fraction(1, 30), image), faces, detections=3)
+    cover.apply_batch([tf])
+    assert [f.data for f in faces] == [{"stronger_cover": "mask"}, {}, {}]
+    assert [f.outcome for f in faces] == [mode] * 3
+    assert change_score(untouched, tf.frame.image, boxes[0]) >= CHANGE_THRESHOLD  # the audit sees it changed
+    x1, y1, x2, y2 = (int(v) for v in boxes[0])
+    assert np.abs(tf.frame.image[y1:y2, x1:x2].astype(int) - untouched[y1:y2, x1:x2]).mean() >= 3.0
+    if path == "device":
+        host = untouched.copy()
+        assert HostFaceOps().cover([host], [(0, b) for b in boxes], FaceCover(mode)) == [mode if k else "mask" for k in range(3)]
+        assert np.abs(host.astype(int) - tf.frame.image).max() <= 1

@@ -3,7 +3,9 @@
 The region is an ellipse around the face's cover box, scaled up (`region_scale`) so hair
 line, ears and chin are inside, at full strength; a feathered band outside it blends into the
 background so the edit does not draw a hard outline. Work is done on each face's ROI only,
-in float32, never on the full frame.
+in float32, never on the full frame. Where the run's effect would leave a dim, flat face as it
+was (`region.weak_cover`), that face gets the next stronger one (`region.STRONGER`), and
+its record says so (its outcome, and `Face.data["stronger_cover"]` counted in the report).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import cv2
 import numpy as np
 
 from pipeline.anonymize.face_ops import HostFaceOps
-from pipeline.anonymize.region import REGION_FEATHER, REGION_SCALE, face_ellipse, small_size
+from pipeline.anonymize.region import REGION_FEATHER, REGION_SCALE, STRONGER, face_ellipse, inner_slices, small_size, weak_cover
 
 MODES = ("blur", "pixelate", "mask")
 
@@ -28,6 +30,7 @@ class Region:
     x1: int
     y1: int
     alpha: np.ndarray
+    inner: tuple[slice, slice] | None = None  # the box's inner half in the ROI (region.inner_slices)
 
 
 def face_region(box: np.ndarray, shape: tuple[int, int], *, scale: float = REGION_SCALE, feather: float = REGION_FEATHER) -> Region | None:
@@ -39,7 +42,7 @@ def face_region(box: np.ndarray, shape: tuple[int, int], *, scale: float = REGIO
     ys = (np.arange(e.y0, e.y1, dtype=np.float32) + 0.5 - e.cy) / e.b
     r = np.sqrt(ys[:, None] ** 2 + xs[None, :] ** 2)
     alpha = np.clip((e.reach - r) / e.feather, 0.0, 1.0).astype(np.float32)
-    return Region(e.x0, e.y0, e.x1, e.y1, alpha)
+    return Region(e.x0, e.y0, e.x1, e.y1, alpha, inner_slices(box, e))
 
 
 def _blur(roi: np.ndarray, face_w: float) -> np.ndarray:
@@ -84,19 +87,42 @@ class FaceCover:
 
     def apply_batch(self, frames) -> None:
         """Same interface as the swapper: anonymize every face of these TrackedFrames."""
-        items = [(fi, face.cover) for fi, tf in enumerate(frames) for face in tf.faces]
-        with self.ops.editing([tf.frame for tf in frames], needed=bool(items)) as pixels:  # no face: no load, no store
-            if items:
-                self.ops.cover(pixels, items, self)
+        faces = [(fi, face) for fi, tf in enumerate(frames) for face in tf.faces]
+        with self.ops.editing([tf.frame for tf in frames], needed=bool(faces)) as pixels:  # no face: no load, no store
+            if faces:
+                self.cover_faces(pixels, faces)
         for tf in frames:
             for face in tf.faces:
                 face.outcome = face.outcome or self.mode
 
-    def cover(self, image: np.ndarray, box: np.ndarray) -> None:
-        """Covers one face's region (its cover box, scaled up and feathered) in place."""
+    def cover_faces(self, pixels, faces: list, ops=None) -> None:
+        """Covers each (frame index, Face) through `ops` (the swapper passes its own: the
+        pixels are where it loaded them). A face that needed a stronger effect than the run's
+        says so: its outcome names the effect used ("mask", or "mask:<reason>" for a swap's
+        fallback) and `data["stronger_cover"]` is set (the report counts it)."""
+        used = (ops or self.ops).cover(pixels, [(fi, face.cover) for fi, face in faces], self)
+        for (_, face), mode in zip(faces, used):
+            if mode != self.mode:
+                face.data["stronger_cover"] = mode
+                reason = (face.outcome or "").partition(":")[2]
+                face.outcome = f"{mode}:{reason}" if reason else mode
+
+    def cover(self, image: np.ndarray, box: np.ndarray, original: np.ndarray | None = None) -> str:
+        """Covers one face's region (its cover box, scaled up and feathered) in place; returns
+        the effect used: the run's, or a stronger one where it was weak (`region.weak_cover`).
+        `original`: the frame before this batch's covers, when an earlier face's cover may
+        overlap this one (a face already covered is judged against what it was, not re-covered)."""
         region = face_region(box, image.shape[:2], scale=self.region_scale, feather=self.feather)
         if region is None:
-            return
+            return self.mode
         roi = image[region.y0 : region.y1, region.x0 : region.x1]
+        mode = self.mode
         effect = self._effect(roi, float(box[2] - box[0]))
+        if region.inner is not None:
+            was = (image if original is None else original)[region.y0 : region.y1, region.x0 : region.x1][region.inner].astype(np.float32)
+            for stronger in STRONGER[self.mode]:
+                if not weak_cover(was, effect[region.inner].astype(np.float32)):
+                    break
+                mode, effect = stronger, _EFFECTS[stronger](roi, float(box[2] - box[0]))
         roi[...] = cv2.blendLinear(effect, roi, region.alpha, 1.0 - region.alpha)
+        return mode

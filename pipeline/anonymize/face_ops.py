@@ -19,6 +19,7 @@ place they are released.
 
 from __future__ import annotations
 
+from collections import Counter
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -82,10 +83,13 @@ class HostFaceOps(_Editing):
         for crop, fi, m in zip(crops, frame_index, matrices):
             paste_back(frames[fi], np.ascontiguousarray(crop), m, noise=noise)
 
-    def cover(self, frames, items: list[tuple[int, np.ndarray]], face_cover) -> None:
-        """Covers each (frame index, cover box) with the FaceCover's effect (pipeline.anonymize.cover), in order."""
-        for fi, box in items:
-            face_cover.cover(frames[fi], box)
+    def cover(self, frames, items: list[tuple[int, np.ndarray]], face_cover) -> list[str]:
+        """Covers each (frame index, cover box) with the FaceCover's effect (pipeline.anonymize.cover),
+        in order; returns the effect each got (a stronger one where the run's was weak, judged
+        against the frame as it was: a copy of frames with more than one face)."""
+        faces_on = Counter(fi for fi, _ in items)
+        originals = {fi: frames[fi].copy() for fi, n in faces_on.items() if n > 1}
+        return [face_cover.cover(frames[fi], box, originals.get(fi)) for fi, box in items]
 
 
 class TorchFaceOps(_Editing):
@@ -148,8 +152,8 @@ class TorchFaceOps(_Editing):
             self._generator.manual_seed(int(noise.rng.integers(2**62)))
         paste_crops(frames, out.clamp(0.0, 1.0), frame_index, matrices, noise_eps=eps, generator=self._generator)
 
-    def cover(self, frames, items: list[tuple[int, np.ndarray]], face_cover) -> None:
+    def cover(self, frames, items: list[tuple[int, np.ndarray]], face_cover) -> list[str]:
         from pipeline.anonymize.torch_faces import cover_faces
 
-        cover_faces(frames, items, face_cover.mode, scale=face_cover.region_scale, feather=face_cover.feather)
+        return cover_faces(frames, items, face_cover.mode, scale=face_cover.region_scale, feather=face_cover.feather)
 

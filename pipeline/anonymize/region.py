@@ -60,3 +60,42 @@ def small_size(mode: str, h: int, w: int, face_w: float) -> tuple[int, int]:
         return max(1, round(h * f)), max(1, round(w * f))
     block = max(2, int(round(face_w / 8)))
     return max(1, h // block), max(1, w // block)
+
+
+# A cover must visibly remove the face, in the dark too: on a dim, low-contrast face a blur
+# changes so little that a viewer (and the audit's SSIM) sees the same face (issue 31: faces
+# the audit called unchanged). Where the cover left the inner half of the box (INNER) less
+# than WEAK_MEAN grey levels away on average AND kept more than WEAK_DETAIL of its detail, the
+# next stronger effect is used.
+INNER = 0.5
+WEAK_MEAN = 3.0
+WEAK_DETAIL = 0.7
+STRONGER = {"blur": ("pixelate", "mask"), "pixelate": ("mask",), "mask": ()}
+_GREY = (0.299, 0.587, 0.114)
+_C2 = (0.03 * 255) ** 2  # SSIM's contrast constant: variation under a few grey levels reads as the same
+
+
+def inner_slices(box: np.ndarray, e: Ellipse) -> tuple[slice, slice] | None:
+    """The inner half of `box` in its ellipse ROI's pixels (rows, cols), where every cover is at
+    full strength; None when under 2×2 px (too small to judge)."""
+    cx, cy = (box[0] + box[2]) / 2 - e.x0, (box[1] + box[3]) / 2 - e.y0
+    hw, hh = (box[2] - box[0]) * INNER / 2, (box[3] - box[1]) * INNER / 2
+    x0, x1 = max(0, int(round(cx - hw))), min(e.x1 - e.x0, int(round(cx + hw)))
+    y0, y1 = max(0, int(round(cy - hh))), min(e.y1 - e.y0, int(round(cy + hh)))
+    return (slice(y0, y1), slice(x0, x1)) if x1 - x0 >= 2 and y1 - y0 >= 2 else None
+
+
+def weak_cover(before, after) -> bool:
+    """Did the cover leave this (h, w, 3) float inner face as it was? Written once for both data
+    paths: NumPy arrays on the host, torch tensors on a device (only operators both share).
+
+    Detail kept is SSIM's contrast-structure term of the grey images, with its constant: a
+    blur of a face whose detail is a few grey levels keeps "all" of it, as a viewer cannot
+    tell the difference, while a blurred face of ordinary contrast keeps about half or less."""
+    a = before[..., 0] * _GREY[0] + before[..., 1] * _GREY[1] + before[..., 2] * _GREY[2]
+    b = after[..., 0] * _GREY[0] + after[..., 1] * _GREY[1] + after[..., 2] * _GREY[2]
+    if float(abs(a - b).mean()) >= WEAK_MEAN:
+        return False
+    da, db = a - a.mean(), b - b.mean()
+    kept = (2 * float((da * db).mean()) + _C2) / (float((da * da).mean()) + float((db * db).mean()) + _C2)
+    return kept > WEAK_DETAIL

@@ -117,8 +117,7 @@ class FaceSwapper:
                     for _, face in todo:
                         if face.outcome is None:
                             _failed(face, "blur:swap_error", e)
-            failed = [(fi, face.cover) for fi, tf in enumerate(frames) for face in tf.faces if face.outcome != "swap"]
-            self.ops.cover(pixels, failed, self.fallback)
+            self.fallback.cover_faces(pixels, [(fi, face) for fi, tf in enumerate(frames) for face in tf.faces if face.outcome != "swap"], self.ops)
 
     def _swap(self, pixels, todo: list[tuple[int, Face]]) -> None:
         n_frames = max(fi for fi, _ in todo) + 1

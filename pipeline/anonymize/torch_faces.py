@@ -22,6 +22,8 @@ CUDA, which the float32 sums rely on to round as OpenCV's do.)
 
 from __future__ import annotations
 
+from collections import Counter
+
 import cv2
 import numpy as np
 import torch
@@ -31,7 +33,7 @@ from pipeline.anonymize.paste_back import (
     _AB_SCALE, _TAB, ERODE, FEATHER, MASK_THRESHOLD, official_covers_face, official_inverse, paste_roi, soft_mask,
 )
 from pipeline.core.alignment import template_matrices
-from pipeline.anonymize.region import REGION_FEATHER, REGION_SCALE, Ellipse, face_ellipse, small_size
+from pipeline.anonymize.region import REGION_FEATHER, REGION_SCALE, STRONGER, Ellipse, face_ellipse, inner_slices, small_size, weak_cover
 from pipeline.device.resize import resize_area
 from pipeline.device.transfer import constant, to_device
 
@@ -252,24 +254,42 @@ def _effect(roi: torch.Tensor, mode: str, face_w: float) -> torch.Tensor:
     h, w = roi.shape[-2:]
     if mode == "mask":
         return torch.zeros_like(roi)
-    small = resize_area(roi, small_size(mode, h, w, face_w))  # cv2.resize(INTER_AREA), as the host path
+    # cv2.resize(INTER_AREA), as the host path; rounded after each step as OpenCV's uint8 steps
+    # are, so the weak-cover check (region.weak_cover) decides as the host's does
+    small = torch.round(resize_area(roi, small_size(mode, h, w, face_w)))
     if mode == "blur":
-        return F.interpolate(_gaussian_1(small), size=(h, w), mode="bilinear", align_corners=False)
+        return torch.round(F.interpolate(torch.round(_gaussian_1(small)), size=(h, w), mode="bilinear", align_corners=False))
     return F.interpolate(small, size=(h, w), mode="nearest")
 
 
-def cover_faces(frames: torch.Tensor, items, mode: str, *, scale: float = REGION_SCALE, feather: float = REGION_FEATHER) -> None:
-    """Covers each (frame_index, cover_box) in `items` in place, in order, as FaceCover.cover does on the host."""
+def cover_faces(frames: torch.Tensor, items, mode: str, *, scale: float = REGION_SCALE, feather: float = REGION_FEATHER) -> list[str]:
+    """Covers each (frame_index, cover_box) in `items` in place, in order, as FaceCover.cover does
+    on the host, with the same stronger effect where the run's is weak; returns each face's
+    effect. The weak-cover check reads two numbers per face back (a sync per face)."""
     _, h, w, _ = frames.shape
+    used = []
+    faces_on = Counter(int(fi) for fi, _ in items)
+    originals = {fi: frames[fi].clone() for fi, n in faces_on.items() if n > 1}  # judged against the frame as it was, as the host
     for fi, box in items:
         e = face_ellipse(np.asarray(box), (h, w), scale=scale, feather=feather)
+        used.append(mode)
         if e is None:
             continue
         roi = frames[int(fi), e.y0 : e.y1, e.x0 : e.x1]
         alpha = _ellipse_alpha(e, frames.device)[..., None]
         x = roi.permute(2, 0, 1)[None].float()
-        effect = _effect(x, mode, float(box[2] - box[0]))[0].permute(1, 2, 0)
+        face_w = float(box[2] - box[0])
+        effect = _effect(x, mode, face_w)[0].permute(1, 2, 0)
+        inner = inner_slices(np.asarray(box), e)
+        if inner is not None:
+            was = originals.get(int(fi), frames[int(fi)])[e.y0 : e.y1, e.x0 : e.x1]
+            before = was[inner].float()
+            for stronger in STRONGER[mode]:
+                if not weak_cover(before, effect[inner]):
+                    break
+                used[-1], effect = stronger, _effect(x, stronger, face_w)[0].permute(1, 2, 0)
         roi.copy_(torch.round(effect * alpha + roi.float() * (1.0 - alpha)).clamp_(0, 255).to(torch.uint8))
+    return used
 
 
 def embed_faces(embedder, frame: torch.Tensor, landmarks) -> np.ndarray:

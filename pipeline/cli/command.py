@@ -261,9 +261,11 @@ def _run_video(args, config: RunConfig, audit, log, notes: tuple[str, ...] | lis
     if not args.quiet:
         v, f, t = report["video"], report["faces"], report["timing"]
         swapped = f" ({f['swapped']} swapped, {sum(f['fallback'].values())} blurred instead)" if report["mode"] == "swap" else ""
+        # faces too dim and flat for the run's cover to change visibly got a stronger one
+        stronger = "".join(f", {n} by {m}: too dim to cover otherwise" for m, n in f["stronger_cover"].items())
         log(
             f"wrote {report['output']}: {v['frames_out']} frames, {f['anonymized']} faces anonymized{swapped} "
-            f"({f['predicted']} predicted), {len(report['tracks'])} tracks"
+            f"({f['predicted']} predicted{stronger}), {len(report['tracks'])} tracks"
             + (f", {len(report['persons'])} persons" if report["persons"] is not None else "") + f", {t['fps']} fps"
         )
     return 1 if never_swapped else 0

@@ -112,7 +112,8 @@ class Face:
     source_id: str | None = None
     source_latent: np.ndarray | None = None  # the fake identity's SimSwap latent (swap mode)
     # What was done to it: "blur" / "pixelate" / "mask" / "swap", or "blur:<reason>" when a
-    # swap was wanted but could not run (too_small, profile, unconfirmed, engine_error, …).
+    # swap was wanted but could not run (too_small, profile, unconfirmed, engine_error, …);
+    # a stronger cover than the run's where its own was too weak for a dim face ("mask", "mask:<reason>").
     outcome: str | None = None
     detection: int | None = None  # index of this frame's detection it came from; None when predicted
     data: dict = field(default_factory=dict)  # per-stage extras, e.g. "repaired": why its numbers were fixed

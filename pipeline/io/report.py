@@ -100,11 +100,21 @@ class ReportBuilder:
         self.swap_errors: Counter[str] = Counter()  # what made an attempted swap fail, per face
         self.repairs: Counter[str] = Counter()
         self.parsing: Counter[str] = Counter()  # --parsing-mask: per swapped face, mask used or why not
+        self.stronger: Counter[str] = Counter()  # covers the run's effect left weak: the effect used instead
         self.stage_ms: dict[str, float] = {}
         self.settings: dict = {}
         self.shot_cuts: list[int] = []
         self.persons: list[dict] | None = None  # from the identity stage, when it ran
         self._done: dict = {}
+
+    def _fallback(self) -> dict[str, int]:
+        """Faces a swap wanted and could not do, per reason ("blur:<reason>", or "mask:<reason>"
+        where the blur was too weak for the face: pipeline.anonymize.cover)."""
+        reasons: Counter[str] = Counter()
+        for outcome, n in self.outcomes.items():
+            if ":" in outcome:
+                reasons[outcome.partition(":")[2]] += n
+        return dict(sorted(reasons.items()))
 
     def add(self, tf: TrackedFrame) -> None:
         self.detections += tf.detections
@@ -120,6 +130,8 @@ class ReportBuilder:
                 self.swap_errors[face.data["swap_error"]] += 1
             if "parsing_mask" in face.data:
                 self.parsing[face.data["parsing_mask"]] += 1
+            if "stronger_cover" in face.data:
+                self.stronger[face.data["stronger_cover"]] += 1
             if face.track_id is None:
                 self.unconfirmed += 1
                 continue
@@ -184,11 +196,12 @@ class ReportBuilder:
                 "unconfirmed": self.unconfirmed,
                 "frames_with_faces": self.frames_with_faces,
                 "swapped": self.outcomes.get("swap", 0),
-                "fallback": {k.split(":", 1)[1]: v for k, v in sorted(self.outcomes.items()) if k.startswith("blur:")},
+                "fallback": self._fallback(),
                 "by_outcome": dict(sorted(self.outcomes.items())),
                 "swap_errors": dict(self.swap_errors.most_common()),
                 "repaired": dict(sorted(self.repairs.items())),
                 "parsing_mask": dict(sorted(self.parsing.items())),
+                "stronger_cover": dict(sorted(self.stronger.items())),
             },
             "tracks": [
                 {
