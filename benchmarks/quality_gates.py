@@ -30,8 +30,12 @@ itself or a case changed; the commit says why).
 
 The tests (`tests/test_quality_gates.py`, through conftest's `quality_gate`) call `run_case`
 and `worse_than_baseline` from here, so the tests and this command compute the same numbers
-the same way. Writes benchmarks/results/quality_gates.{json,md}; `--write-baselines` also
-benchmarks/baselines.json.
+the same way. Writes benchmarks/results/quality_gates.{json,md}, and for each case with
+suspects or faces not judgeable a contact strip of them beside it
+(quality_gates_<case>_suspects.png: original left, anonymized right;
+quality_gates_<case>_not_judgeable.png), so a reader can check that none holds a visible
+face (git ignores the shared clip's: crops of ../shared, which the project never commits); `--write-baselines` also benchmarks/baselines.json. A gate the baseline has no number
+for yet (a new one) is not compared until the baseline is refreshed.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from common import ROOT, SHARED_CLIP, machine, write
+from common import RESULTS, ROOT, SHARED_CLIP, machine, write
 
 BASELINES = ROOT / "benchmarks" / "baselines.json"
 COMMAND = "python benchmarks/quality_gates.py"
@@ -65,7 +69,8 @@ GATES = (
     Gate("reid_rate", "lower", "share of original faces the recognizer still matches in the output at τ (FAR 0.001)"),
     Gate("negated_reid_rate", "lower", "the same against −z (FIVA: an anonymization towards −z is easy to reverse)"),
     Gate("detector_faces", "higher", "faces the audit's own detector sees in the original: fewer would make leaks fall by blindness"),
-    Gate("faces", "higher", "original faces the audit embeds: the re-ID rate's denominator"),
+    Gate("faces", "higher", "original faces the audit embeds"),
+    Gate("judgeable", "higher", "original faces the recognizer can tell from a heavy blur of themselves: re-ID and ¬ID are measured over these"),
 )
 
 
@@ -75,7 +80,7 @@ class Case:
 
     `every`: identity metrics on every N-th frame. Leaks and suspects are counted on every
     frame whatever N is. Re-ID is a rate over the embedded faces: every 3rd frame costs a
-    third (dlib embeds each face twice) and reads about the same on the shared clip as every
+    third (dlib embeds each face three times) and reads about the same on the shared clip as every
     frame (benchmarks/results/notes.md), and the baseline is taken at the same N.
     `in_tests`: False where tests/test_quality_gates.py leaves the case to this command, with
     the reason there.
@@ -175,13 +180,9 @@ def audit_config(c: Case, run_settings: dict | None = None):
                        run_detectors=None if run_settings is None else run_detectors_of(run_settings))
 
 
-def measure_case(c: Case, folder: Path) -> dict:
-    """The numbers the gates compare (see `run_case`)."""
-    return run_case(c, folder)[0]
-
-
-def run_case(c: Case, folder: Path) -> tuple[dict, dict]:
-    """Anonymize the case's clip and audit the result: (the gates' numbers, the whole audit).
+def run_case(c: Case, folder: Path) -> tuple[dict, dict, object]:
+    """Anonymize the case's clip and audit the result: (the gates' numbers, the whole audit,
+    its `AuditThumbnails`).
 
     Runs in this process (the same functions the command line calls); `folder` receives the
     clips, the outputs and, for swap, the random-weight kit. The model cache must hold no
@@ -201,7 +202,7 @@ def run_case(c: Case, folder: Path) -> tuple[dict, dict]:
     report = anonymize_video(str(clip), str(out), RunConfig(mode=c.mode, **extra), boxes_path=str(boxes), progress=False, log=quiet)
     t1 = time.perf_counter()
     config = audit_config(c, report["settings"])
-    a, _, _ = audit_videos(str(clip), str(out), boxes=str(boxes), config=config, progress=False, log=quiet)
+    a, _, thumbs = audit_videos(str(clip), str(out), boxes=str(boxes), config=config, progress=False, log=quiet)
     t2 = time.perf_counter()
     lk = a["leaks"]
     numbers = {
@@ -210,7 +211,8 @@ def run_case(c: Case, folder: Path) -> tuple[dict, dict]:
         "settings": {"every": config.every, "recognizer": a["recognizer"], "far": config.far,
                      "change_threshold": config.change_threshold, "leak_detector": lk["detector"], "leak_every": lk["every"]},
         "leaks": lk["count"], "suspects": len(lk["suspect"]), "detector_faces": lk["detector_faces"],
-        "faces": a["faces"], "reid_rate": a["reid"]["rate"], "reid_matches": a["reid"]["matches"],
+        "faces": a["faces"], "judgeable": a["judgeable"]["faces"], "not_judgeable": a["judgeable"]["not_judgeable"],
+        "reid_rate": a["reid"]["rate"], "reid_matches": a["reid"]["matches"],
         "negated_reid_rate": a["negated_reid"]["rate"],
         "detection_rate": a["detection"]["rate"],
         "threshold": a["threshold"]["value"], "threshold_source": a["threshold"]["source"],
@@ -219,7 +221,30 @@ def run_case(c: Case, folder: Path) -> tuple[dict, dict]:
         "anonymized": report["faces"]["anonymized"], "swapped": report["faces"].get("swapped"),
         "seconds": {"run": round(t1 - t0, 1), "audit": round(t2 - t1, 1)},
     }
-    return numbers, a
+    return numbers, a, thumbs
+
+
+STRIPS = ("suspects", "not_judgeable")  # AuditThumbnails fields drawn as a contact strip per case
+
+
+def write_strips(name: str, thumbs, folder: Path = RESULTS) -> dict[str, str]:
+    """Write the case's suspects and faces not judgeable as PNG strips: {list: file name}.
+
+    A list that is empty now removes the strip an earlier run left, so no picture outlives
+    the numbers it illustrates.
+    """
+    from pipeline.audit.pictures import thumbnail_strip_png
+
+    written = {}
+    for field in STRIPS:
+        path = Path(folder) / f"quality_gates_{name}_{field}.png"
+        png = thumbnail_strip_png(getattr(thumbs, field), height=64)
+        if png:
+            path.write_bytes(png)
+            written[field] = path.name
+        else:
+            path.unlink(missing_ok=True)
+    return written
 
 
 def fresh_model_cache(folder: Path) -> None:
@@ -246,8 +271,8 @@ def worse_than_baseline(current: dict, baseline: dict) -> list[str]:
                 f"refresh it ({COMMAND} --write-baselines)"]
     worse = []
     for g in GATES:
-        now, then = current[g.metric], baseline[g.metric]
-        if then is None:
+        now, then = current.get(g.metric), baseline.get(g.metric)
+        if then is None:  # not measured then, or a gate newer than the baseline: nothing to compare yet
             continue
         if now is None or (now > then if g.better == "lower" else now < then):
             worse.append(f"{name}: {g.metric} {now} is worse than the baseline {then} ({g.better} is better: {g.why})")
@@ -258,7 +283,7 @@ def better_than_baseline(current: dict, baseline: dict) -> list[str]:
     """Numbers that improved: the baseline should be refreshed so the gate holds the gain."""
     out = []
     for g in GATES:
-        now, then = current[g.metric], baseline.get(g.metric)
+        now, then = current.get(g.metric), baseline.get(g.metric)
         if now is not None and then is not None and (now < then if g.better == "lower" else now > then):
             out.append(f"{current['case']}: {g.metric} {then} → {now}")
     return out
@@ -280,16 +305,29 @@ def _markdown(data: dict) -> str:
           "Each case: the pipeline on the clip, then the audit of its output with the run's boxes file "
           "(dlib recognizer, FAR 0.001, change threshold 0.08; leaks by the audit's own choice of a detector the run did not use: CenterFace on every frame for these RetinaFace runs). Gated against `benchmarks/baselines.json`: "
           + "; ".join(f"{g.metric} ({g.better} is better)" for g in GATES) + ".", "",
-          "| case | frames | leaks | suspects | leak detector faces | faces embedded (every) | re-ID | ¬ID | τ | detected in output | run s | audit s | gate |",
-          "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+          "judgeable: embedded faces the recognizer tells from a heavy blur of themselves; re-ID and ¬ID are over these "
+          "(the others are too dark or flat to carry an identity: docs/audit.md).", "",
+          "| case | frames | leaks | suspects | leak detector faces | faces embedded (every) | judgeable | re-ID | ¬ID | τ | detected in output | run s | audit s | gate |",
+          "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    pictures = []
     for r in data["results"]:
         if "skipped" in r:
-            md.append(f"| {r['case']} | – | – | – | – | – | – | – | – | – | – | – | skipped: {r['skipped']} |")
+            md.append(f"| {r['case']} | – | – | – | – | – | – | – | – | – | – | – | – | skipped: {r['skipped']} |")
             continue
         pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
         md.append(f"| {r['case']} | {r['frames']} | {r['leaks']} | {r['suspects']} | {r['detector_faces']} | "
-                  f"{r['faces']} ({r['settings']['every']}) | {pct(r['reid_rate'])} ({r['reid_matches']}) | {pct(r['negated_reid_rate'])} | "
-                  f"{r['threshold']} | {pct(r['detection_rate'])} | {r['seconds']['run']} | {r['seconds']['audit']} | {r['gate']} |")
+                  f"{r['faces']} ({r['settings']['every']}) | {r['judgeable']} | {pct(r['reid_rate'])} ({r['reid_matches']}) | "
+                  f"{pct(r['negated_reid_rate'])} | {r['threshold']} | {pct(r['detection_rate'])} | "
+                  f"{r['seconds']['run']} | {r['seconds']['audit']} | {r['gate']} |")
+        links = [f"[{field.replace('_', ' ')} ({r[field]})]({png})" for field, png in r.get("pictures", {}).items()]
+        if links:
+            pictures.append(f"- {r['case']}: " + ", ".join(links))
+    if pictures:
+        from pipeline.audit.measure import MAX_SUSPECT_THUMBS, MAX_THUMBS
+
+        md += ["", f"Suspects (original left, anonymized right) and faces not judgeable, to check by eye that none "
+               f"holds a visible face (the first {MAX_SUSPECT_THUMBS} suspects at most, and the {MAX_THUMBS} faces nearest their blur; "
+               "written by the command beside this file, those of the shared clip never committed: they are crops of ../shared):", ""] + pictures
     if data["worse"]:
         md += ["", "Worse than the baseline:", ""] + [f"- {w}" for w in data["worse"]]
     if data["better"]:
@@ -326,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
                 results.append({"case": c.name, "skipped": skipped[c.name]})
                 print(f"{c.name}: skipped ({skipped[c.name]})", file=sys.stderr)
                 continue
-            m = measure_case(c, Path(tmp) / c.name)
+            m, _, thumbs = run_case(c, Path(tmp) / c.name)
+            m["pictures"] = write_strips(c.name, thumbs)
             if c.name not in baselines:
                 m["gate"] = "no baseline"
                 if not args.write_baselines:

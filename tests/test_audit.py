@@ -17,8 +17,9 @@ from scipy.stats import norm
 from conftest import SHARED, no_leftovers, run_cli
 from pipeline.audit import metrics
 from pipeline.audit.boxes_file import read_boxes
+from pipeline.audit.judgeable import destroyed_copy, is_judgeable
 from pipeline.audit.leaks import CHANGE_THRESHOLD, change_score, covered_fraction
-from pipeline.audit.thumbnails import TrackThumbnails
+from pipeline.audit.thumbnails import TopThumbnails, TrackThumbnails
 from pipeline.core.errors import InvalidInputError
 
 IDENTITIES = SHARED / "data" / "faces" / "identities"
@@ -112,6 +113,81 @@ def test_thumbnails_stay_bounded_and_span_the_track():
     assert sheet.original[0].shape == (96, 96, 3)
 
 
+def test_destroyed_copy_blurs_the_grown_box_only():
+    from skimage import data
+
+    img = data.astronaut()
+    box = np.array([180, 60, 270, 178], np.float32)  # the face; grown 1.3×: x 166.5–283.5, y 42.3–195.7
+    d = destroyed_copy(img, box[None])
+    assert d.shape == img.shape and d.dtype == img.dtype and not np.shares_memory(d, img)
+    outside = np.ones(img.shape[:2], bool)
+    outside[42:196, 166:284] = False
+    assert np.array_equal(d[outside], img[outside])
+    detail = lambda im: np.abs(np.diff(im[70:170, 190:260].astype(np.float64), axis=1)).mean()  # noqa: E731
+    assert detail(d) < detail(img) / 5  # nothing sharp left in the face
+    edge = destroyed_copy(img, np.array([[-40, -30, 20, 25], [520, 520, 560, 560]], np.float32))  # cut by / past the frame
+    assert edge.shape == img.shape and np.array_equal(edge[100:], img[100:])
+
+
+def _jpeg(image: np.ndarray) -> np.ndarray:
+    """Through JPEG at quality 30: stands in for the video codec, which smooths small variations away."""
+    import cv2
+
+    bgr = cv2.imdecode(cv2.imencode(".jpg", image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 30])[1], cv2.IMREAD_COLOR)
+    return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+def _night_face(image: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """Issue 31's dark faces: mean luminance ~6 with a spread of ~2 grey levels in the face's box."""
+    import cv2
+
+    x0, y0, x1, y1 = box.astype(int)
+    face = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[y0:y1, x0:x1].astype(np.float64)
+    return np.clip(6 + (image - face.mean()) * (2 / face.std()), 0, 255).round().astype(np.uint8)
+
+
+@pytest.mark.skipif(not IDENTITIES.exists(), reason=f"needs ../shared test data ({IDENTITIES} not found)")
+@pytest.mark.parametrize("photo", ["lin-manuel-miranda.png", "obama.jpg", "rose_leslie1.jpg"])
+def test_a_near_black_face_is_not_judgeable_and_the_same_face_lit_is(photo):
+    """dlib matches a near-black ~40-px face to a heavy blur of itself above τ (on the shared
+    clip: 0.991–0.998), so its re-ID says nothing about the anonymizer; the same face lit is
+    told apart from its blur (0.83–0.89 here)."""
+    import cv2
+
+    from engines.embedders import calibration, load_embedder
+    from pipeline.detect.retinaface import RetinaFaceDetector
+
+    detector, embedder = RetinaFaceDetector(), load_embedder("dlib")
+    tau = calibration("dlib")[0]  # the audit's τ when no impostor pair sets one
+    photo = cv2.cvtColor(cv2.imread(str(IDENTITIES / photo)), cv2.COLOR_BGR2RGB)
+    (big,) = detector.detect([photo])[0].boxes
+    s = 40 / (big[2] - big[0])
+    lit = cv2.resize(photo, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+    found = detector.detect([lit])[0]  # the dark copy has the same geometry: embedded at these landmarks
+    assert len(found) == 1
+
+    def destroyed_similarity(image: np.ndarray) -> float:
+        z = embedder.embed(image, found.landmarks)
+        return float(metrics.pair_scores(z, embedder.embed(destroyed_copy(image, found.boxes), found.landmarks))[0])
+
+    dark = _jpeg(_night_face(lit, found.boxes[0]))
+    x0, y0, x1, y1 = found.boxes[0].astype(int)
+    grey = cv2.cvtColor(dark, cv2.COLOR_RGB2GRAY)[y0:y1, x0:x1]
+    assert grey.mean() < 12 and grey.std() < 5  # as dark and flat as the shared clip's
+    assert not is_judgeable(destroyed_similarity(dark), tau)
+    assert is_judgeable(destroyed_similarity(_jpeg(lit)), tau)
+
+
+def test_top_thumbnails_keep_the_highest_scores_in_frame_order():
+    top = TopThumbnails(cap=3)
+    img = np.zeros((60, 80, 3), np.uint8)
+    for key, score in enumerate([0.5, 0.99, 0.2, 0.99, 0.97, 0.1, 0.98]):
+        top.add(score, key, 10 * key, img, np.array([10, 10, 40, 40], np.float32))
+    kept = top.kept()
+    assert [(s, k, f) for s, k, f, _ in kept] == [(0.99, 1, 10), (0.99, 3, 30), (0.98, 6, 60)]
+    assert kept[0][3].shape == (96, 96, 3)
+
+
 # --- whole audits -------------------------------------------------------------------------
 
 def _rewrite(src: str, dst: str, frames: list[np.ndarray]) -> None:
@@ -173,6 +249,14 @@ def test_blur_output_has_no_leak_and_is_not_reidentified(synthetic, blurred, tmp
     assert a["leaks"]["detector_faces"] >= 35
     assert a["reid"]["rate"] == 0.0
     assert a["reid"]["mean_similarity"] < 0.9
+    # A lit face: every one judgeable, and re-ID and ¬ID are over the judgeable faces.
+    j = a["judgeable"]
+    assert j["faces"] == a["reid"]["faces"] == a["negated_reid"]["faces"] == a["faces"] >= 30
+    assert j["not_judgeable"] == 0 and j["items"] == [] and "heavy blur" in j["rule"]
+    tau = a["threshold"]["value"]
+    assert all(f["judgeable"] and f["destroyed_similarity"] < tau for f in a["faces_detail"])
+    assert len(a["distances"]["destroyed"]) == a["faces"]
+    assert all(t["not_judgeable"] == 0 for t in a["tracks"])
     # Without the boxes file the pixels alone must say the same.
     b = _audit(synthetic.path, out, tmp_path, "--every", "8", name="noboxes")  # re-ID sampled: only the leaks matter here
     assert b["leaks"]["count"] == 0

@@ -16,7 +16,7 @@ from skimage.data import astronaut
 
 from pipeline.audit.html_report import render_html
 from pipeline.audit.pictures import contact_sheet_png, histogram_png, thumbnail_strip_png
-from pipeline.audit.records import TrackSheet
+from pipeline.audit.records import AuditThumbnails, TrackSheet
 
 BANNER = "contains unanonymized faces: personal data, handle like the original video"
 FACE = (slice(20, 200), slice(140, 320))  # the astronaut's head in skimage's 512x512 picture
@@ -114,7 +114,7 @@ def _render(tmp_path, audit=None, sheets=None, thumbs=None, name="report.html"):
     sheets = [_sheet(1, list(range(0, 1500, 150))), _sheet(7, [400, 700, 1000, 1300, 1600])] if sheets is None else sheets
     thumbs = [(120, _thumb(size=80)), (127, cv2.resize(_thumb(), (60, 90)))] if thumbs is None else thumbs
     path = tmp_path / name
-    render_html(audit, sheets, thumbs, str(path))
+    render_html(audit, sheets, thumbs if isinstance(thumbs, AuditThumbnails) else AuditThumbnails(leaks=thumbs), str(path))
     return path
 
 
@@ -308,3 +308,32 @@ def test_the_page_names_the_leak_detector_and_its_independence(tmp_path):
     del old["leak_detector"]
     visible = Page.of(_render(tmp_path, old, thumbs=[], name="old.html")).visible()
     assert "all 2,398 faces the leak detector (centerface, every frame)" in visible
+
+
+NOT_JUDGEABLE = ("3 faces are not judgeable: the recognizer cannot tell them from a heavy blur of themselves "
+                 "(too dark or flat to carry an identity), so they are left out of re-ID and ¬ID.")
+
+
+def test_faces_not_judgeable_are_said_and_shown_and_suspects_shown(tmp_path):
+    audit = _audit()
+    dark = [{"frame": 30 + i, "track_id": 7, "box": [1, 2, 30, 40], "similarity": 0.99, "destroyed_similarity": 0.995}
+            for i in range(3)]
+    audit["judgeable"] = {"faces": 2409, "not_judgeable": 3, "rule": "below τ", "items": dark}
+    audit["tracks"][1]["not_judgeable"] = 3
+    dim = (_thumb() // 20).astype(np.uint8)
+    thumbs = AuditThumbnails(leaks=[(120, _thumb())], suspects=[(120, np.hstack([_thumb(), _thumb()]))],
+                             not_judgeable=[(30 + i, dim) for i in range(3)])
+    page = Page.of(_render(tmp_path, audit, thumbs=thumbs))
+    visible = page.visible()
+    assert NOT_JUDGEABLE in visible and "Faces not judgeable" in visible
+    assert len(page.imgs()) == 7  # 2 histograms, the strips of faces not judgeable, leaks and suspects, 2 sheets
+    assert "not judgeable 3" in visible  # track 7's line
+    for s in page.imgs():
+        _decode(s)
+
+    # none left: no sentence; and a page with no face judgeable fails, saying why
+    assert "not judgeable:" not in Page.of(_render(tmp_path, _audit(), name="plain.html")).visible()
+    audit["judgeable"] = {"faces": 0, "not_judgeable": 5, "rule": "below τ", "items": dark}
+    audit["reid"] = {"rate": None, "matches": 0, "faces": 0, "mean_similarity": None}
+    visible = Page.of(_render(tmp_path, audit, name="none.html")).visible()
+    assert "FAIL" in visible and "none of the 5 faces is judgeable" in visible

@@ -1,10 +1,10 @@
 """`run_pipeline.py audit ORIGINAL ANONYMIZED [--boxes B.jsonl] -o AUDIT.json [--html REPORT.html]`.
 
 Exit status: 0 when the audit ran (whatever it found), 1 with `--fail-on-leak` when a leak
-was found, a face was re-identified or a claimed face is a suspect (for data pipelines that
-gate on it), 2 on bad input. A suspect fails the gate too: the boxes file says the face was
-anonymized, the pixels say it was not, and a gate cannot look at the contact sheet to tell a
-dark blurred face from one the anonymizer never touched.
+was found, a (judgeable) face was re-identified or a claimed face is a suspect (for data
+pipelines that gate on it), 2 on bad input. A suspect fails the gate too: the boxes file
+says the face was anonymized, the pixels say it was not, and a gate cannot look at the
+contact sheet to tell a dark blurred face from one the anonymizer never touched.
 """
 
 from __future__ import annotations
@@ -77,12 +77,12 @@ def run_audit(original: str, anonymized: str, json_path: str, html_path: str | N
 
     check_outputs([original, anonymized, boxes, report, config.impostors, config.impostor_labels, config.recognizer_model],
                   {"audit -o": json_path, "audit --html": html_path})
-    result, sheets, leak_thumbs = audit_videos(original, anonymized, boxes=boxes, config=config, progress=progress, log=log)
+    result, sheets, thumbs = audit_videos(original, anonymized, boxes=boxes, config=config, progress=progress, log=log)
     write_json_atomic(json_path, result)
     if html_path:
         from pipeline.audit.html_report import render_html
 
-        render_html(result, sheets, leak_thumbs, html_path)
+        render_html(result, sheets, thumbs, html_path)
     return result
 
 
@@ -91,7 +91,8 @@ def summary_line(result: dict) -> str:
     tc = result["temporal_consistency"]["output"]
     pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
     return (f"audit: {result['faces']} faces in {result['frames']} frames; re-ID {pct(r['rate'])} and ¬ID {pct(n['rate'])} "
-            f"at τ={t['value']} ({result['recognizer']}, FAR {t['far_target']}); "
+            f"at τ={t['value']} ({result['recognizer']}, FAR {t['far_target']}) over {r['faces']} judgeable faces, "
+            f"{result['judgeable']['not_judgeable']} not judgeable (too dark or flat); "
             f"detected in output {pct(result['detection']['rate'])}; M_tc {tc['mean']}; leaks {lk['count']} on {len(lk['frames'])} frames; "
             f"suspects {len(lk['suspect'])} ({lk.get('detector', 'centerface')}, every {lk.get('every', 1)} frames)")
 

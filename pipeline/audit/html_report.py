@@ -23,7 +23,7 @@ import numpy as np
 
 from pipeline.io.atomic import atomic_write
 from pipeline.audit.pictures import contact_sheet_png, histogram_png, thumbnail_strip_png
-from pipeline.audit.records import TrackSheet
+from pipeline.audit.records import AuditThumbnails, TrackSheet
 
 MAX_LEAK_ROWS = 500  # beyond this the table is unreadable anyway; the JSON has them all
 
@@ -152,7 +152,11 @@ def _verdict(audit: dict) -> tuple[bool, list[str]]:
     if suspect:
         reasons.append(f"{suspect:,} face(s) the boxes file marks anonymized but whose pixels are unchanged")
     rate = _real(reid.get("rate"))
-    if rate is None:
+    dark = _real(_d(audit.get("judgeable")).get("not_judgeable"))
+    if rate is None and dark:
+        reasons.append(f"re-identification rate not measured: none of the {_int(dark)} faces is judgeable "
+                       "(too dark or flat to carry an identity)")
+    elif rate is None:
         reasons.append("re-identification rate not measured (no face pairs compared)")
     elif rate > 0:
         reasons.append(
@@ -232,7 +236,7 @@ def _summary(audit: dict) -> str:
         ("Re-identification rate", _rate(rate, reid.get("matches"), reid.get("faces")),
          (rate == 0) if rate is not None else False,
          f"Share of anonymized faces the recognizer still matches to the same person's original "
-         f"face at the {far_txt} threshold. Must be 0."),
+         f"face at the {far_txt} threshold, over the judgeable faces (below). Must be 0."),
         ("Leaks", _int(count) if count is not None else "not measured", (count == 0) if count is not None else False,
          f"Faces the leak detector ({_e(ld_name)}, {ld_every}) finds in the original ({_int(ld_faces)} "
          f"in all) that no anonymized region covers and whose pixels changed less than "
@@ -264,8 +268,29 @@ def _summary(audit: dict) -> str:
     )
     return (
         f"<h2>Verdict</h2>\n{verdict}\n<table><tr><th>Metric</th><th>Value</th><th>Check</th>"
-        f"<th>What it means</th></tr>{body}</table>\n"
+        f"<th>What it means</th></tr>{body}</table>\n{_judgeable_note(audit)}"
     )
+
+
+def _judgeable_note(audit: dict) -> str:
+    """The one sentence that says which faces re-ID and ¬ID leave out, and why."""
+    dark = _real(_d(audit.get("judgeable")).get("not_judgeable"))
+    if not dark:
+        return ""
+    return (f'<p class="note">{_int(dark)} faces are not judgeable: the recognizer cannot tell them from a heavy '
+            "blur of themselves (too dark or flat to carry an identity), so they are left out of re-ID and ¬ID.</p>\n")
+
+
+def _not_judgeable(audit: dict, thumbs: list) -> str:
+    """The faces left out of re-ID, as the original shows them: a reader checks that none holds a face."""
+    j = _d(audit.get("judgeable"))
+    dark = _real(j.get("not_judgeable"))
+    if not dark:
+        return ""
+    shown = f" ({len(thumbs):,} shown)" if len(thumbs) < dark else ""
+    strip = thumbnail_strip_png(thumbs)
+    return (f"<h2>Faces not judgeable</h2>\n<p class=\"note\">The {_int(dark)} faces left out of re-ID and ¬ID{shown}, "
+            f"as the original shows them. The rule: {_e(j.get('rule'))}.</p>\n" + (_img(strip, "faces not judgeable") + "\n" if strip else ""))
 
 
 def _histograms(audit: dict) -> str:
@@ -277,6 +302,7 @@ def _histograms(audit: dict) -> str:
             "impostor (different people)": _list(dist.get("impostor")),
             "original vs anonymized": _list(dist.get("original_vs_anonymized")),
             "¬ID (negated)": _list(dist.get("negated")),
+            "original vs its heavy blur": _list(dist.get("destroyed")),
         },
         threshold=thr, title="Face similarity", xlabel="cosine similarity",
     )
@@ -288,8 +314,9 @@ def _histograms(audit: dict) -> str:
     )
     return (
         "<h2>Distributions</h2>\n"
-        '<p class="note">Anonymized faces (red) should sit with the impostors, left of the dashed '
-        "threshold; the genuine pairs show where a real match would fall.</p>\n"
+        '<p class="note">Anonymized faces (red, judgeable faces only) should sit with the impostors, left of the dashed '
+        "threshold; the genuine pairs show where a real match would fall. A face whose heavy blur (blue) "
+        "reaches the threshold is not judgeable.</p>\n"
         f'<div class="pics">{_img(sim, "similarity histogram")}{_img(tmp, "temporal distance histogram")}</div>\n'
     )
 
@@ -347,7 +374,7 @@ def _leak_rows(items: list) -> str:
     )
 
 
-def _leaks(audit: dict, leak_thumbs: list) -> str:
+def _leaks(audit: dict, thumbs: AuditThumbnails) -> str:
     leaks = _d(audit.get("leaks"))
     items, suspect = _list(leaks.get("items")), _list(leaks.get("suspect"))
     count = _real(leaks.get("count"))
@@ -361,18 +388,24 @@ def _leaks(audit: dict, leak_thumbs: list) -> str:
     else:
         out.append(f'<p class="note">Faces {_e(name)} found in the original ({every}) that no claimed region covers and whose '
                    f'pixels changed less than {_num(leaks.get("change_threshold"))} (1 − SSIM) in the anonymized video.</p>\n' + _leak_rows(items) + "\n")
-    strip = thumbnail_strip_png(leak_thumbs)
+    strip = thumbnail_strip_png(thumbs.leaks)
     if strip:
         out.append(f"<h3>Leaked faces, as they appear in the anonymized video</h3>\n{_img(strip, 'leak thumbnails')}\n")
     if suspect:
         out.append("<h3>Suspect: marked anonymized, pixels unchanged</h3>\n" + _leak_rows(suspect) + "\n")
+        strip = thumbnail_strip_png(thumbs.suspects)
+        if strip:
+            shown = f"the first {len(thumbs.suspects):,}, " if len(thumbs.suspects) < len(suspect) else ""
+            out.append(f'<p class="note">Each suspect ({shown}original left, anonymized right): look whether it holds a face.</p>\n'
+                       f"{_img(strip, 'suspect thumbnails')}\n")
     return "".join(out)
 
 
 def _track_line(t: dict) -> str:
     return (f"<td class=\"n\">{_int(t.get('track_id'))}</td><td class=\"n\">{_int(t.get('faces'))}</td>"
             f"<td class=\"n\">{_int(t.get('first_frame'))}–{_int(t.get('last_frame'))}</td>"
-            f"<td class=\"n\">{_pct(t.get('reid_rate'))}</td><td class=\"n\">{_num(t.get('mean_similarity'))}</td>"
+            f"<td class=\"n\">{_pct(t.get('reid_rate'))}</td><td class=\"n\">{_int(t.get('not_judgeable'))}</td>"
+            f"<td class=\"n\">{_num(t.get('mean_similarity'))}</td>"
             f"<td class=\"n\">{_num(t.get('m_tc_mean'))}</td><td class=\"n\">{_int(t.get('leaks'))}</td>")
 
 
@@ -380,7 +413,7 @@ def _track_bad(t: dict) -> bool:
     return bool((_real(t.get("reid_rate")) or 0) > 0 or (_real(t.get("leaks")) or 0) > 0)
 
 
-_TRACK_HEAD = ("<tr><th>track</th><th>faces</th><th>frames</th><th>re-ID rate</th><th>similarity</th>"
+_TRACK_HEAD = ("<tr><th>track</th><th>faces</th><th>frames</th><th>re-ID rate</th><th>not judgeable</th><th>similarity</th>"
                "<th>temporal</th><th>leaks</th></tr>")
 
 
@@ -393,20 +426,21 @@ def _tracks(audit: dict, sheets: list[TrackSheet]) -> Iterator[str]:
     if tracks:
         rows = "".join(('<tr class="flag">' if _track_bad(t) else "<tr>") + _track_line(t) + "</tr>" for t in tracks)
         yield (f"<table>{_TRACK_HEAD}{rows}</table>\n"
-               '<p class="note">similarity: mean cosine similarity original vs anonymized; temporal: mean '
-               "identity distance between consecutive anonymized faces.</p>\n")
+               '<p class="note">re-ID rate and similarity (mean cosine original vs anonymized) over the track\'s '
+               "judgeable faces; temporal: mean identity distance between consecutive anonymized faces.</p>\n")
     by_id = {t.get("track_id"): t for t in tracks}
     for sheet in sheets:
         png = contact_sheet_png(sheet)  # raises on a malformed sheet: no half page is committed
         t = by_id.get(sheet.track_id, {})
-        numbers = (f"re-ID {_pct(t.get('reid_rate'))}, similarity {_num(t.get('mean_similarity'))}, "
+        numbers = (f"re-ID {_pct(t.get('reid_rate'))}, not judgeable {_int(t.get('not_judgeable'))}, "
+                   f"similarity {_num(t.get('mean_similarity'))}, "
                    f"temporal {_num(t.get('m_tc_mean'))}, leaks {_int(t.get('leaks'))}, "
                    f"frames {_int(t.get('first_frame'))}–{_int(t.get('last_frame'))}") if t else "no numbers for this track"
         yield (f"<h3>Track {_int(sheet.track_id)}</h3>\n<p class=\"note\">{numbers}</p>\n"
                f'<div class="sheet">{_img(png, f"track {sheet.track_id}: original above, anonymized below")}</div>\n')
 
 
-def _page(audit: dict, sheets: list[TrackSheet], leak_thumbs: list) -> Iterator[str]:
+def _page(audit: dict, sheets: list[TrackSheet], thumbs: AuditThumbnails) -> Iterator[str]:
     title = os.path.basename(str(audit.get("anonymized") or "")) or "video"
     yield (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
@@ -419,13 +453,14 @@ def _page(audit: dict, sheets: list[TrackSheet], leak_thumbs: list) -> Iterator[
     yield _histograms(audit)
     yield _temporal(audit)
     yield _detection(audit)
-    yield _leaks(audit, leak_thumbs)
+    yield _not_judgeable(audit, thumbs.not_judgeable)
+    yield _leaks(audit, thumbs)
     yield from _tracks(audit, sheets)
     yield ('<footer>Written by anonswap audit. Contains unanonymized faces: personal data, handle '
            "like the original video.</footer>\n</body></html>\n")
 
 
-def render_html(audit: dict, sheets: list[TrackSheet], leak_thumbs: list[tuple[int, np.ndarray]], path: str) -> None:
+def render_html(audit: dict, sheets: list[TrackSheet], thumbs: AuditThumbnails | None, path: str) -> None:
     """Write the report to `path`, complete or not at all.
 
     Sections are written as they are drawn, so a long video's hundreds of sheets never sit
@@ -433,5 +468,5 @@ def render_html(audit: dict, sheets: list[TrackSheet], leak_thumbs: list[tuple[i
     """
     # original faces: owner-only, whatever the umask
     with atomic_write(path, private=True) as out, open(out.path, "w", encoding="utf-8") as fh:
-        for part in _page(_d(audit), list(sheets or ()), list(leak_thumbs or ())):
+        for part in _page(_d(audit), list(sheets or ()), thumbs or AuditThumbnails()):
             fh.write(part)

@@ -9,10 +9,14 @@ Per frame:
 - the recognizer on both: the original face against "the same face" in the output. When the
   output face is not detected the output is embedded at the original's landmarks: the
   attacker knows where the face was, and the audit assumes the stronger attacker;
+- the recognizer on a destroyed copy of the original (the face's region heavily blurred,
+  `pipeline.audit.judgeable`): a face it cannot tell from that copy at τ carries no identity
+  to judge and is left out of re-ID and ¬ID;
 - a leak detector the run did not use (by default CenterFace, or MTCNN for a run that used
   CenterFace: `pipeline.audit.leak_detector`) on the original, every `leak_every`-th frame,
   against the output pixels (leaks).
-Both videos stream; memory is bounded by the thumbnails kept per track.
+Both videos stream; memory is bounded by the thumbnails kept per track and per list
+(leaks, suspects, faces not judgeable: at most MAX_THUMBS or MAX_SUSPECT_THUMBS each).
 """
 
 from __future__ import annotations
@@ -35,14 +39,17 @@ from pipeline.io.video_reader import VideoReader
 from pipeline.audit import metrics
 from pipeline.audit.boxes_file import ClaimedFace, read_boxes
 from pipeline.audit.derivation import Derivation
+from pipeline.audit.judgeable import RULE as JUDGEABLE_RULE, destroyed_copy, is_judgeable
 from pipeline.audit.leak_detector import LEAK_DETECTORS, build as build_leak_detector, check_independent, default_every
 from pipeline.audit.leak_detector import choose as choose_leak_detector
 from pipeline.audit.leaks import CHANGE_THRESHOLD, check_frame
+from pipeline.audit.records import AuditThumbnails
 from pipeline.audit.reference_pairs import ReferencePairs, photo_embeddings
-from pipeline.audit.thumbnails import TrackThumbnails, crop_thumb
+from pipeline.audit.thumbnails import TopThumbnails, TrackThumbnails, crop_thumb, side_by_side
 
 RECOGNIZERS = ("auto", "dlib", "arcface-r50", "perface")
-MAX_LEAK_THUMBS = 60
+MAX_THUMBS = 60  # per list of faces shown apart (leaks, faces not judgeable); the JSON lists all
+MAX_SUSPECT_THUMBS = 120  # suspects are looked at one by one (does any hold a face?): the shared clip's 107 fit
 
 
 @dataclass(frozen=True)
@@ -173,7 +180,7 @@ def _match(orig: list[_AuditFace], found: Detections, min_iou: float) -> list[in
 
 def audit_videos(original: str, anonymized: str, *, boxes: str | None = None, config: AuditConfig = AuditConfig(),
                  progress: bool = True, log=lambda m: print(m, file=sys.stderr)):
-    """Returns (audit dict, TrackSheets, leak thumbnails [(frame, RGB crop)])."""
+    """Returns (audit dict, TrackSheets, AuditThumbnails: crops of leaks, suspects and faces not judgeable)."""
     from engines.embedders import calibration, load_embedder
 
     name = choose_recognizer(config)
@@ -222,7 +229,7 @@ def audit_videos(original: str, anonymized: str, *, boxes: str | None = None, co
     result.update(original=original, anonymized=anonymized, boxes=boxes)
     if config.impostors is None and not result["threshold"]["impostor_pairs_video"]:
         log("audit: no two faces on screen together and no --impostors photos: threshold is the recognizer's default")
-    return result, state.thumbs.sheets(), state.leak_thumbs
+    return result, state.thumbs.sheets(), state.thumbnails()
 
 
 def _check_lengths(io, ia) -> None:
@@ -256,6 +263,10 @@ class _Pass:
         self.leak_frames = 0  # frames it looked at
         self.thumbs = TrackThumbnails(config.columns)
         self.leak_thumbs: list[tuple[int, np.ndarray]] = []
+        self.suspect_thumbs: list[tuple[int, np.ndarray]] = []
+        # not judgeable = destroyed_similarity ≥ τ, and τ is known only at the end: the faces
+        # with the highest destroyed_similarity are the candidates, whatever τ turns out to be
+        self.dark_thumbs = TopThumbnails(MAX_THUMBS)
         self.derivation = Derivation(config.allow_unrelated)
 
     def frame(self, fo, fa) -> None:
@@ -278,8 +289,15 @@ class _Pass:
         for c in check_frame(fo.index, fo.time, orig, out, found, covers, threshold=self.config.change_threshold):
             if c.unchanged:
                 self.checks.append((c, _owner(c.box, faces)))
-                if c.leak and len(self.leak_thumbs) < MAX_LEAK_THUMBS:
+                if c.leak and len(self.leak_thumbs) < MAX_THUMBS:
                     self.leak_thumbs.append((c.frame, crop_thumb(orig, c.box)))
+                if c.suspect and len(self.suspect_thumbs) < MAX_SUSPECT_THUMBS:
+                    self.suspect_thumbs.append((c.frame, side_by_side(orig, out, c.box)))
+
+    def thumbnails(self) -> AuditThumbnails:
+        """The crops the report shows apart; call after `summary` (which decides judgeability)."""
+        dark = [(frame, crop) for _, i, frame, crop in self.dark_thumbs.kept() if not self.records[i].get("judgeable", True)]
+        return AuditThumbnails(leaks=self.leak_thumbs, suspects=self.suspect_thumbs, not_judgeable=dark)
 
     def _note_together(self, faces: list[_AuditFace]) -> None:
         """Two tracks on one frame are two people, unless their boxes overlap: then they may be
@@ -305,13 +323,17 @@ class _Pass:
         match = _match(faces, found, self.config.match_iou)
         lm_a = np.stack([found.landmarks[j] if j is not None else lm_o[k] for k, j in enumerate(match)]).astype(np.float32)
         z_o, z_a = self.embedder.embed(orig, lm_o), self.embedder.embed(out, lm_a)
-        sims = metrics.pair_scores(z_o, z_a)
+        # The original with every face destroyed, at the same landmarks: one embed call more per frame.
+        z_d = self.embedder.embed(destroyed_copy(orig, np.stack([f.box for f in faces])), lm_o)
+        sims, destroyed = metrics.pair_scores(z_o, z_a), metrics.pair_scores(z_o, z_d)
         self._note_together(faces)
         for k, (f, j) in enumerate(zip(faces, match)):
             disp = metrics.landmark_displacement(lm_o[k], found.landmarks[j]) if j is not None else None
+            self.dark_thumbs.add(float(destroyed[k]), len(self.records), index, orig, f.box)
             self.records.append({
                 "frame": index, "track_id": f.track_id, "box": [round(float(v), 1) for v in f.box],
-                "similarity": round(float(sims[k]), 4), "detected_in_output": j is not None,
+                "similarity": round(float(sims[k]), 4), "destroyed_similarity": round(float(destroyed[k]), 4),
+                "detected_in_output": j is not None,
                 "landmark_displacement": None if disp is None else round(disp, 4),
             })
             if f.track_id is not None:
@@ -335,7 +357,10 @@ class _Pass:
             tau, far_achieved = default_threshold, None
             how = f"recognizer default ({recognizer} same-person threshold): no impostor pairs"
         eer = metrics.equal_error_rate(pairs.genuine, pairs.impostor) if pairs.genuine and pairs.impostor else None
-        sims = np.array([r["similarity"] for r in self.records], np.float64)
+        for r in self.records:  # decided now that τ is known; faces_detail carries the flag
+            r["judgeable"] = is_judgeable(r["destroyed_similarity"], tau)
+        judged = [r for r in self.records if r["judgeable"]]
+        sims = np.array([r["similarity"] for r in judged], np.float64)
         reid = metrics.match_rate(sims, tau)
         neg = metrics.match_rate(-sims, tau)
         tc_per_track = {tid: metrics.track_distances(samples) for tid, samples in self.t_out.items()}
@@ -355,10 +380,11 @@ class _Pass:
                 per_track[r["track_id"]].append(r)
         tracks = []
         for tid, rs in sorted(per_track.items()):
-            s = np.array([r["similarity"] for r in rs])
+            s = np.array([r["similarity"] for r in rs if r["judgeable"]], np.float64)
             tracks.append({
                 "track_id": tid, "faces": len(rs), "first_frame": rs[0]["frame"], "last_frame": rs[-1]["frame"],
-                "reid_rate": r4(np.mean(s >= tau)), "mean_similarity": r4(s.mean()),
+                "reid_rate": r4(np.mean(s >= tau)) if len(s) else None, "mean_similarity": r4(s.mean()) if len(s) else None,
+                "not_judgeable": len(rs) - len(s),
                 "m_tc_mean": metrics.spread(tc_per_track.get(tid, [])).as_dict()["mean"],
                 "leaks": leaks_per_track.get(tid, 0),
             })
@@ -378,6 +404,11 @@ class _Pass:
                 # With n pairs no FAR below 1/n can be told apart from 0.
                 "far_resolution": r4(1.0 / len(pairs.impostor)) if pairs.impostor else None,
                 "eer": r4(eer.eer) if eer else None, "eer_threshold": r4(eer.threshold) if eer else None,
+            },
+            "judgeable": {
+                "faces": len(judged), "not_judgeable": len(self.records) - len(judged), "rule": JUDGEABLE_RULE,
+                "items": [{k: r[k] for k in ("frame", "track_id", "box", "similarity", "destroyed_similarity")}
+                          for r in self.records if not r["judgeable"]],
             },
             "reid": {"rate": r4(reid.rate), "matches": reid.matches, "faces": reid.faces, "mean_similarity": r4(sims.mean()) if len(sims) else None},
             "negated_reid": {"rate": r4(neg.rate), "matches": neg.matches, "faces": neg.faces},
@@ -404,7 +435,9 @@ class _Pass:
             "tracks": tracks,
             "distances": {
                 "genuine": [round(v, 4) for v in pairs.genuine], "impostor": [round(v, 4) for v in pairs.impostor],
+                # over the judgeable faces, like the rates they illustrate; `destroyed` over all of them
                 "original_vs_anonymized": [round(float(v), 4) for v in sims], "negated": [round(float(-v), 4) for v in sims],
+                "destroyed": [r["destroyed_similarity"] for r in self.records],
                 "temporal_output": [round(v, 4) for v in tc_out], "temporal_original": [round(v, 4) for v in tc_orig],
             },
             "faces_detail": self.records,

@@ -1,13 +1,14 @@
 """Records the audit hands from measurement to pictures.
 
 The measurement side crops faces while it decodes both videos once; the report side only
-draws. A `TrackSheet` is the whole hand-over for one track, so the renderer never needs
-to open a video again.
+draws. A `TrackSheet` is the whole hand-over for one track, and `AuditThumbnails` the crops
+of the faces listed apart (leaks, suspects, faces not judgeable), so the renderer never
+needs to open a video again.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -57,3 +58,20 @@ class TrackSheet:
 
     def __len__(self) -> int:
         return len(self.frames)
+
+
+Thumb = tuple[int, np.ndarray]  # (frame, H×W×3 uint8 RGB crop)
+
+
+@dataclass
+class AuditThumbnails:
+    """Crops of the faces the report lists apart, each (frame, RGB crop), bounded in number.
+
+    leaks: the leaked face (original crop); suspects: original and output side by side, so the
+    reader sees whether the claimed cover holds a face; not_judgeable: the original faces left
+    out of re-ID (too dark or flat to carry an identity).
+    """
+
+    leaks: list[Thumb] = field(default_factory=list)
+    suspects: list[Thumb] = field(default_factory=list)
+    not_judgeable: list[Thumb] = field(default_factory=list)

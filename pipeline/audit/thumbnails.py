@@ -4,9 +4,14 @@ The audit does not know how long a track will live when its first face goes by, 
 track keeps every `stride`-th face and doubles the stride whenever it holds twice what the
 sheet needs: memory stays O(sheet size) per track, and the kept faces still span the whole
 track evenly enough to pick the sheet's columns from at the end.
+
+`TopThumbnails` is the same bound for a set decided only at the end (the faces that are not
+judgeable depend on τ, known after the pass): it keeps the faces with the highest score.
 """
 
 from __future__ import annotations
+
+import heapq
 
 import cv2
 import numpy as np
@@ -24,6 +29,38 @@ def crop_thumb(image: np.ndarray, box: np.ndarray, size: int = SIZE, grow: float
     m = np.array([[s, 0, size / 2 - s * cx], [0, s, size / 2 - s * cy]], np.float64)
     interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
     return cv2.warpAffine(image, m, (size, size), flags=interp, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def side_by_side(original: np.ndarray, output: np.ndarray, box: np.ndarray, size: int = SIZE, gap: int = 2) -> np.ndarray:
+    """The original's crop and the output's at the same box, left and right (a white gap between),
+    so one tile shows whether the output still holds the face."""
+    sep = np.full((size, gap, 3), 255, np.uint8)
+    return np.hstack([crop_thumb(original, box, size), sep, crop_thumb(output, box, size)])
+
+
+class TopThumbnails:
+    """The crops of the `cap` faces with the highest score so far, in bounded memory.
+
+    A face is cropped only when it enters the kept set; ties keep the earlier face. `kept()`
+    returns (score, key, frame, crop) in frame order.
+    """
+
+    def __init__(self, cap: int):
+        self.cap = cap
+        self._heap: list[tuple[float, int, int, np.ndarray]] = []  # min-heap on (score, -key)
+
+    def add(self, score: float, key: int, frame: int, image: np.ndarray, box: np.ndarray) -> None:
+        item = (score, -key)
+        if self.cap <= 0 or (len(self._heap) >= self.cap and item <= self._heap[0][:2]):
+            return
+        entry = (score, -key, frame, crop_thumb(image, box))
+        if len(self._heap) < self.cap:
+            heapq.heappush(self._heap, entry)
+        else:
+            heapq.heapreplace(self._heap, entry)
+
+    def kept(self) -> list[tuple[float, int, int, np.ndarray]]:
+        return [(s, -k, f, im) for s, k, f, im in sorted(self._heap, key=lambda e: (e[2], -e[1]))]
 
 
 class TrackThumbnails:
