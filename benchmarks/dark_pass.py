@@ -87,6 +87,10 @@ def _enhancer(look: str) -> tuple[str, float] | None:
     return ("gamma", float(kind[5:]) if kind[5:] else FAST.gamma)
 
 
+# the enhanced copies the looks read ("gamma", "gamma0.7", "clahe") and how each is made
+COPIES = {look.partition("@")[0]: e for look in LOOKS if (e := _enhancer(look))}
+
+
 def measure() -> list[dict]:
     """Per frame: luminance, CenterFace's faces, and RetinaFace's at score >= 0.3 per look."""
     from engines.centerface import CenterFace
@@ -100,7 +104,7 @@ def measure() -> list[dict]:
         h, w = img.shape[:2]
         side = rf.long_side(h, w)
         plan = multi._pad_plan(rf, h, w)
-        copies = {look.partition("@")[0]: enhance(img, *p) for look in LOOKS if (p := _enhancer(look))}
+        copies = {kind: enhance(img, *e) for kind, e in COPIES.items()}  # each enhanced copy once per frame
         bright = copies["gamma"]
         looks = {"plain": rf.detect([img])[0],
                  "padded": unpad(rf.detect(px.padded([img], plan), long_side=plan.long_side)[0], plan, h, w),

@@ -53,8 +53,11 @@ class TimedPixels(_HostPixels):
     def flip(self, images):
         return self._timed("pixels", super().flip, images)
 
-    def brighten(self, images, picked, kind, gamma):
-        return self._timed("pixels", super().brighten, images, picked, kind, gamma)
+    def pick(self, images, picked):
+        return self._timed("pixels", super().pick, images, picked)
+
+    def brighten(self, images, kind, gamma):
+        return self._timed("pixels", super().brighten, images, kind, gamma)
 
     def detect(self, det, images, long_side, look):
         return self._timed(look, super().detect, det, images, long_side, look)

@@ -70,12 +70,12 @@ def _same_report_faces(host: dict, dev: dict, flips: int) -> bool:
     return all(sum(abs(host[k].get(o, 0) - dev[k].get(o, 0)) for o in {*host[k], *dev[k]}) <= 2 * flips for k in loose)
 
 
-def _reach(box) -> list[float]:
-    """The box a cover's feathered ellipse can reach (pipeline.anonymize.region.face_ellipse)."""
-    from pipeline.anonymize.region import REGION_FEATHER, REGION_SCALE
+def _reach(box, shape) -> list[int]:
+    """The pixels a cover's feathered ellipse can reach: its ROI (region.face_ellipse)."""
+    from pipeline.anonymize.region import face_ellipse
 
-    cx, cy, k = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, REGION_SCALE * (1 + REGION_FEATHER) / 2
-    return [cx - k * (box[2] - box[0]), cy - k * (box[3] - box[1]), cx + k * (box[2] - box[0]), cy + k * (box[3] - box[1])]
+    e = face_ellipse(np.asarray(box, np.float32), shape)
+    return [0, 0, 0, 0] if e is None else [e.x0, e.y0, e.x1, e.y1]
 
 
 def _overlap(a, b) -> bool:
@@ -87,7 +87,7 @@ def _pixels_close(host, dev, mean_tol: float, region_tol: float, rows) -> None:
     diff = np.abs(np.stack(host).astype(np.int16) - np.stack(dev)).astype(np.float32)
     assert diff.mean() < mean_tol, diff.mean()
     for r, d in zip(rows, diff):
-        flipped = [_reach(f["cover"]) for f in r["faces"] if f.get("flip")]
+        flipped = [_reach(f["cover"], d.shape[:2]) for f in r["faces"] if f.get("flip")]
         for f in r["faces"]:
             if any(_overlap(f["cover"], box) for box in flipped):  # a flipped face's cover, or one it reaches into
                 continue

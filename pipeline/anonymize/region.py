@@ -75,14 +75,24 @@ _GREY = (0.299, 0.587, 0.114)
 _C2 = (0.03 * 255) ** 2  # SSIM's contrast constant: variation under a few grey levels reads as the same
 
 
+def inner_box(box: np.ndarray, shape: tuple[int, int], fraction: float, origin: tuple[int, int] = (0, 0)) -> tuple[int, int, int, int] | None:
+    """The centre `fraction` of `box` (each side), as integer (x0, y0, x1, y1) in an image of
+    `shape` whose top-left is `origin` in the box's pixels, clipped to it; None when under 2×2
+    px. The cover's weak check reads the inner half of its ROI, the audit's change score
+    (pipeline.audit.leaks.core_box) the inner 70% of the frame's face."""
+    h, w = shape
+    cx, cy = (box[0] + box[2]) / 2 - origin[0], (box[1] + box[3]) / 2 - origin[1]
+    hw, hh = (box[2] - box[0]) * fraction / 2, (box[3] - box[1]) * fraction / 2
+    x0, y0 = max(0, int(round(cx - hw))), max(0, int(round(cy - hh)))
+    x1, y1 = min(w, int(round(cx + hw))), min(h, int(round(cy + hh)))
+    return (x0, y0, x1, y1) if x1 - x0 >= 2 and y1 - y0 >= 2 else None
+
+
 def inner_slices(box: np.ndarray, e: Ellipse) -> tuple[slice, slice] | None:
     """The inner half of `box` in its ellipse ROI's pixels (rows, cols), where every cover is at
     full strength; None when under 2×2 px (too small to judge)."""
-    cx, cy = (box[0] + box[2]) / 2 - e.x0, (box[1] + box[3]) / 2 - e.y0
-    hw, hh = (box[2] - box[0]) * INNER / 2, (box[3] - box[1]) * INNER / 2
-    x0, x1 = max(0, int(round(cx - hw))), min(e.x1 - e.x0, int(round(cx + hw)))
-    y0, y1 = max(0, int(round(cy - hh))), min(e.y1 - e.y0, int(round(cy + hh)))
-    return (slice(y0, y1), slice(x0, x1)) if x1 - x0 >= 2 and y1 - y0 >= 2 else None
+    inner = inner_box(box, (e.y1 - e.y0, e.x1 - e.x0), INNER, (e.x0, e.y0))
+    return None if inner is None else (slice(inner[1], inner[3]), slice(inner[0], inner[2]))
 
 
 def weak_cover(before, after) -> bool:

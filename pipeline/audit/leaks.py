@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 from skimage.metrics import structural_similarity
 
+from pipeline.anonymize.region import inner_box
 from pipeline.core.records import Detections
 
 CORE = 0.7
@@ -31,12 +32,7 @@ COVER_FRACTION = 0.5  # of the CenterFace box inside one claimed cover box
 
 
 def core_box(box: np.ndarray, shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
-    h, w = shape
-    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-    hw, hh = (box[2] - box[0]) * CORE / 2, (box[3] - box[1]) * CORE / 2
-    x0, y0 = max(0, int(round(cx - hw))), max(0, int(round(cy - hh)))
-    x1, y1 = min(w, int(round(cx + hw))), min(h, int(round(cy + hh)))
-    return (x0, y0, x1, y1) if x1 - x0 >= 2 and y1 - y0 >= 2 else None
+    return inner_box(box, shape, CORE)
 
 
 def change_score(original: np.ndarray, output: np.ndarray, box: np.ndarray) -> float:

@@ -279,7 +279,8 @@ class MultiPassDetector:
         p = self.passes
         dark = px.dark(frames, p.dark_luma) if p.dark_luma else []
         # each enhancer's copy of the dark frames, made once for every detector and scale
-        bright = {kind: px.brighten(frames, dark, kind, p.gamma) for kind, _ in p.dark_looks} if dark else {}
+        picked = px.pick(frames, dark) if dark else None
+        bright = {kind: px.brighten(picked, kind, p.gamma) for kind, _ in p.dark_looks} if dark else {}
         for det in self.detectors:
             for i, d in enumerate(px.detect(det, frames, self.long_side(h, w, det), "plain")):
                 found[i].append(d)
@@ -314,8 +315,11 @@ class _HostPixels:
     def flip(self, images):
         return [cv2.flip(im, 1) for im in images]  # a fraction of NumPy's copy of a reversed view
 
-    def brighten(self, images, picked: list[int], kind: str, gamma: float):
-        return [enhance(images[i], kind, gamma) for i in picked]
+    def pick(self, images, picked: list[int]):
+        return [images[i] for i in picked]
+
+    def brighten(self, images, kind: str, gamma: float):
+        return [enhance(im, kind, gamma) for im in images]
 
     def detect(self, det, images, long_side: int | None, look: str) -> list[Detections]:
         """`look` names the pass (benchmarks/detect_passes.py times each)."""
@@ -352,10 +356,14 @@ class _DevicePixels:
     def flip(self, frames):
         return frames.flip(2)
 
-    def brighten(self, frames, picked: list[int], kind: str, gamma: float):
+    def pick(self, frames, picked: list[int]):
+        from pipeline.device.transfer import to_device
+
+        return frames[to_device(picked, frames.device)]
+
+    def brighten(self, frames, kind: str, gamma: float):
         from pipeline.device.transfer import constant, to_device
 
-        frames = frames[to_device(picked, frames.device)]
         if kind == "gamma":
             return constant(("gamma", gamma), frames.device, lambda: gamma_table(gamma))[frames.long()]
         # CLAHE has no torch equivalent here: the dark frames take the host's (a download and an
